@@ -1,0 +1,41 @@
+// The one error type the filesystem core throws: an errno name and a message for the log.
+import { constants } from 'node:os';
+
+export type ErrnoName = keyof typeof constants.errno;
+
+export class FsError extends Error {
+  readonly code: ErrnoName;
+  constructor(code: ErrnoName, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'FsError';
+  }
+  /** Positive errno number on this platform. */
+  get errno(): number {
+    return constants.errno[this.code];
+  }
+}
+
+export function errnoName(errno: number): ErrnoName | undefined {
+  for (const [name, value] of Object.entries(constants.errno)) {
+    if (value === errno) return name as ErrnoName;
+  }
+  return undefined;
+}
+
+/** Maps anything thrown to an errno number: FsError keeps its own; anything else is a bug: EIO. */
+export function toErrno(err: unknown): number {
+  return err instanceof FsError ? err.errno : constants.errno.EIO;
+}
+
+/** Wraps a failure of a local fs call (staging, cache) where it enters the core; ENOSPC and EDQUOT stay visible. */
+export function fromLocalFs(err: unknown, what: string): FsError {
+  if (err instanceof FsError) return err;
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  const keep = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EMFILE' || code === 'ENFILE';
+  return new FsError(keep ? code : 'EIO', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+export function isExpected(err: unknown): boolean {
+  return err instanceof FsError && err.code !== 'EIO';
+}

@@ -1,0 +1,259 @@
+// Tahoe web-API client (docs/frontends/webapi.rst). Every request has a bound; every failure becomes an FsError.
+import { Readable } from 'node:stream';
+import { Agent, request, errors as undiciErrors, type Dispatcher } from 'undici';
+import { FsError, type ErrnoName } from '../fs/errors.js';
+import { redact } from './caps.js';
+
+export interface TahoeTimeouts {
+  /** Bound for small requests (listings, links, mkdir): the whole request. */
+  requestMs: number;
+  /** Bound on silence during a transfer: no byte moved for this long fails it. */
+  idleMs: number;
+  /** Bound on waiting for Tahoe's answer after an upload body was sent (it encodes and pushes shares first). */
+  uploadAnswerMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: TahoeTimeouts = { requestMs: 60_000, idleMs: 60_000, uploadAnswerMs: 600_000 };
+
+export interface ChildInfo {
+  name: string;
+  type: 'file' | 'dir' | 'unknown';
+  /** Read-write cap when we hold one (mutable files, writable directories). */
+  rwUri?: string;
+  roUri?: string;
+  size?: number;
+  mutable: boolean;
+  metadata: LinkMetadata;
+}
+
+export interface LinkMetadata {
+  /** Seconds since the epoch: Tahoe's link creation and modification times. */
+  tahoe?: { linkcrtime?: number; linkmotime?: number };
+  /** Seconds since the epoch: the file's own mtime as set by utimens (the key Tahoe's SFTP frontend uses too). */
+  mtime?: number;
+  [key: string]: unknown;
+}
+
+export interface DirListing {
+  rwUri?: string;
+  roUri?: string;
+  mutable: boolean;
+  children: Map<string, ChildInfo>;
+}
+
+/** What a link carries: the caps of the child and the metadata to store with it. */
+export interface LinkTarget {
+  type: 'file' | 'dir' | 'unknown';
+  rwUri?: string;
+  roUri?: string;
+  metadata?: LinkMetadata;
+}
+
+export class TahoeClient {
+  readonly base: string;
+  private readonly agent: Agent;
+
+  constructor(nodeUrl: string, readonly timeouts: TahoeTimeouts = DEFAULT_TIMEOUTS) {
+    this.base = nodeUrl.endsWith('/') ? nodeUrl : nodeUrl + '/';
+    this.agent = new Agent({ connections: 32, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  /** GET /uri/$DIRCAP?t=json: one request for a whole directory, sizes and metadata included. */
+  async listDir(dirCap: string): Promise<DirListing> {
+    const json = await this.json('GET', `uri/${encodeURIComponent(dirCap)}?t=json`, `list ${redact(dirCap)}`);
+    if (!Array.isArray(json) || json[0] !== 'dirnode' || typeof json[1] !== 'object') {
+      throw new FsError('ENOTDIR', `list ${redact(dirCap)}: not a directory`);
+    }
+    const node = json[1] as { rw_uri?: string; ro_uri?: string; mutable?: boolean; children?: Record<string, unknown> };
+    const children = new Map<string, ChildInfo>();
+    for (const [name, raw] of Object.entries(node.children ?? {})) {
+      if (!Array.isArray(raw) || typeof raw[1] !== 'object' || raw[1] === null) continue;
+      const info = raw[1] as { rw_uri?: string; ro_uri?: string; size?: number; mutable?: boolean; metadata?: LinkMetadata };
+      const type = raw[0] === 'dirnode' ? 'dir' : raw[0] === 'filenode' ? 'file' : 'unknown';
+      children.set(name, {
+        name,
+        type,
+        rwUri: info.rw_uri,
+        roUri: info.ro_uri,
+        size: typeof info.size === 'number' ? info.size : undefined,
+        mutable: info.mutable === true,
+        metadata: info.metadata ?? {},
+      });
+    }
+    return { rwUri: node.rw_uri, roUri: node.ro_uri, mutable: node.mutable === true, children };
+  }
+
+  /** POST /uri?t=mkdir: a new, unlinked, empty mutable directory. */
+  async createDirectory(): Promise<string> {
+    return (await this.text('POST', 'uri?t=mkdir', 'mkdir')).trim();
+  }
+
+  /** POST /uri/$DIRCAP?t=mkdir&name=N: creates a directory and links it; refuses an existing name (EEXIST). */
+  async mkdir(parentCap: string, name: string): Promise<string> {
+    const q = `t=mkdir&name=${encodeURIComponent(name)}&replace=false`;
+    return (await this.text('POST', `uri/${encodeURIComponent(parentCap)}?${q}`, `mkdir in ${redact(parentCap)}`)).trim();
+  }
+
+  /** PUT /uri: uploads an immutable file and returns its cap (LIT for small files, CHK otherwise). */
+  async upload(body: Readable | Buffer, size: number): Promise<string> {
+    const cap = await this.text('PUT', 'uri', 'upload', { body, size, upload: true });
+    return cap.trim();
+  }
+
+  /** PUT /uri/$FILECAP: replaces the contents of a mutable file in place (its cap stays the same). */
+  async overwriteMutable(fileCap: string, body: Readable | Buffer, size: number): Promise<void> {
+    await this.text('PUT', `uri/${encodeURIComponent(fileCap)}`, `overwrite ${redact(fileCap)}`, { body, size, upload: true });
+  }
+
+  /**
+   * POST /uri/$DIRCAP?t=set_children: links one child with the metadata we choose. Unlike `PUT ...?t=uri`, it lets
+   * us set "mtime" (which Tahoe would otherwise keep from the previous link, see dirnode.update_metadata).
+   */
+  async setChild(dirCap: string, name: string, target: LinkTarget, replace: boolean): Promise<void> {
+    const kind = target.type === 'dir' ? 'dirnode' : 'filenode';
+    const info: Record<string, unknown> = {};
+    if (target.rwUri) info.rw_uri = target.rwUri;
+    if (target.roUri) info.ro_uri = target.roUri;
+    if (target.metadata) info.metadata = target.metadata;
+    const body = Buffer.from(JSON.stringify({ [name]: [kind, info] }));
+    const q = `t=set_children&replace=${replace ? 'true' : 'false'}`;
+    await this.text('POST', `uri/${encodeURIComponent(dirCap)}?${q}`, `link in ${redact(dirCap)}`, { body, size: body.length });
+  }
+
+  /** DELETE /uri/$DIRCAP/NAME: removes one link (the child itself stays on the grid). */
+  async unlink(dirCap: string, name: string): Promise<void> {
+    await this.text('DELETE', `uri/${encodeURIComponent(dirCap)}/${encodeURIComponent(name)}`, `unlink in ${redact(dirCap)}`);
+  }
+
+  /** POST /uri/$DIRCAP?t=relink: moves a link to another directory or name, keeping its metadata (Tahoe >= 1.10). */
+  async relink(fromDirCap: string, fromName: string, toDirCap: string, toName: string, replace: boolean): Promise<void> {
+    const q = new URLSearchParams({ t: 'relink', from_name: fromName, to_dir: toDirCap, to_name: toName, replace: String(replace) });
+    await this.text('POST', `uri/${encodeURIComponent(fromDirCap)}?${q.toString().replace(/\+/g, '%20')}`, `rename in ${redact(fromDirCap)}`);
+  }
+
+  /**
+   * GET /uri/$FILECAP, optionally one byte range. Resolves once headers arrive; the body streams with an idle bound.
+   * A range starting at or past the end answers 416, which we turn into an empty body.
+   */
+  async download(fileCap: string, range?: { start: number; end: number }): Promise<Readable> {
+    const headers: Record<string, string> = {};
+    if (range) headers.range = `bytes=${range.start}-${range.end - 1}`;
+    const what = `read ${redact(fileCap)}`;
+    const res = await this.send('GET', `uri/${encodeURIComponent(fileCap)}`, what, { headers, transfer: true });
+    if (res.statusCode === 416) {
+      res.body.resume();
+      return Readable.from([]);
+    }
+    if (res.statusCode !== 200 && res.statusCode !== 206) throw await httpError(res, what);
+    return res.body;
+  }
+
+  /** GET /?t=json on the gateway: its status, including the storage servers it is connected to. */
+  async gatewayStatus(): Promise<unknown> {
+    return this.json('GET', '?t=json', 'gateway status');
+  }
+
+  private async json(method: Dispatcher.HttpMethod, path: string, what: string): Promise<unknown> {
+    const text = await this.text(method, path, what);
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw new FsError('EIO', `${what}: gateway sent malformed JSON`, { cause: e });
+    }
+  }
+
+  private async text(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    what: string,
+    opts: { body?: Readable | Buffer; size?: number; upload?: boolean } = {},
+  ): Promise<string> {
+    const res = await this.send(method, path, what, opts);
+    if (res.statusCode < 200 || res.statusCode >= 300) throw await httpError(res, what);
+    try {
+      return await res.body.text();
+    } catch (e) {
+      throw transportError(e, what, this.base);
+    }
+  }
+
+  private async send(
+    method: Dispatcher.HttpMethod,
+    path: string,
+    what: string,
+    opts: { body?: Readable | Buffer; size?: number; upload?: boolean; transfer?: boolean; headers?: Record<string, string> },
+  ): Promise<Dispatcher.ResponseData> {
+    const t = this.timeouts;
+    const headers: Record<string, string> = { ...opts.headers };
+    if (opts.size !== undefined) headers['content-length'] = String(opts.size);
+    const long = opts.upload || opts.transfer;
+    try {
+      return await request(this.base + path, {
+        method,
+        headers,
+        body: opts.body,
+        dispatcher: this.agent,
+        // Small requests get one overall deadline; transfers get an idle bound on the body instead.
+        signal: long ? undefined : AbortSignal.timeout(t.requestMs),
+        headersTimeout: opts.upload ? t.uploadAnswerMs : t.requestMs,
+        bodyTimeout: long ? t.idleMs : t.requestMs,
+      });
+    } catch (e) {
+      throw transportError(e, what, this.base);
+    }
+  }
+}
+
+const CAP_IN_TEXT = /URI:[A-Z0-9-]+:[A-Za-z0-9:]+/g;
+
+/** Tahoe error bodies can quote caps; keep only a fingerprint of each. */
+export function scrubCaps(text: string): string {
+  return text.replace(CAP_IN_TEXT, (cap) => redact(cap));
+}
+
+async function httpError(res: Dispatcher.ResponseData, what: string): Promise<FsError> {
+  let detail = '';
+  try {
+    detail = (await res.body.text()).slice(0, 500);
+  } catch {
+    // the status alone is enough
+  }
+  const firstLine = scrubCaps(detail.split('\n').find((l) => l.trim()) ?? '').trim().slice(0, 200);
+  return new FsError(errnoForStatus(res.statusCode, detail), `${what}: HTTP ${res.statusCode} ${firstLine}`.trim());
+}
+
+/** Tahoe's status codes (web/common.py humanize_failure) mapped to what a program should see. */
+export function errnoForStatus(status: number, body = ''): ErrnoName {
+  switch (status) {
+    case 404:
+    case 410: // Gone: the file's shares cannot be found, not that the name is missing.
+      return status === 404 ? 'ENOENT' : 'EIO';
+    case 409:
+      return 'EEXIST';
+    case 400:
+      if (/not a directory|is not a directory/i.test(body)) return 'ENOTDIR';
+      return 'EINVAL';
+    case 403:
+      return /read-only|readonly/i.test(body) ? 'EROFS' : 'EACCES';
+    case 413:
+      return 'EFBIG';
+    default:
+      return 'EIO';
+  }
+}
+
+function transportError(e: unknown, what: string, base: string): FsError {
+  if (e instanceof FsError) return e;
+  const code = (e as { code?: string }).code ?? '';
+  const cause = (e as { cause?: { code?: string } }).cause?.code ?? '';
+  let reason: string;
+  if (code === 'ECONNREFUSED' || cause === 'ECONNREFUSED') reason = `Tahoe gateway not reachable at ${base}`;
+  else if (e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError) reason = 'timed out';
+  else if ((e as Error).name === 'TimeoutError' || (e as Error).name === 'AbortError') reason = 'timed out';
+  else reason = (e as Error).message ?? String(e);
+  return new FsError('EIO', `${what}: ${reason}`, { cause: e });
+}

@@ -1,0 +1,506 @@
+// Starts and stops a real local Tahoe-LAFS grid (introducer, 3 storage nodes, 1 gateway) for the system
+// tests and the demo. Tahoe comes from scripts/tahoe-root.sh: either on PATH or inside a Debian chroot.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, openSync, closeSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NodeDir {
+  /** Host path of the blackmatch node directory. */
+  nodeDir: string;
+  /** The URI:DIR2: cap stored under the alias. */
+  rootCap: string;
+}
+
+export interface Grid {
+  /** Gateway web API, with trailing slash, e.g. http://127.0.0.1:PORT/ */
+  gatewayUrl: string;
+  /** Host path of the directory holding all node directories and logs. */
+  baseDir: string;
+  /** Host path of the gateway's node directory. */
+  gatewayDir: string;
+  introducerFurl: string;
+  /** Makes a blackmatch node directory (node.url + private/aliases) with a fresh directory cap. */
+  createNodeDir(hostDir: string, alias?: string): Promise<NodeDir>;
+  /** Last lines of every node's log, for failure messages. */
+  logTail(lines?: number): Promise<string>;
+  /** Kills every node; removes baseDir unless keep (or BLACKMATCH_KEEP_GRID=1). Safe to call twice. */
+  stop(opts?: { keep?: boolean }): Promise<void>;
+  stopStorageNode(i: number): Promise<void>;
+  /** Restarts storage node i (same dir and port); waits until the gateway (if running) sees it connected. */
+  startStorageNode(i: number): Promise<void>;
+  stopGateway(): Promise<void>;
+  /** Restarts the gateway (same dir and port); waits until it sees every running storage node. */
+  startGateway(): Promise<void>;
+}
+
+export interface StartGridOptions {
+  log?: (msg: string) => void;
+  /** Bound for starting the grid (not counting a first-time chroot build). Default 120 s. */
+  timeoutMs?: number;
+}
+
+const STORAGE_NODES = 3;
+const SHARES = ['--shares-needed=2', '--shares-happy=3', '--shares-total=3'];
+
+/** How to invoke tahoe: directly, or through chroot (then tahoe sees paths relative to root). */
+interface Runner {
+  root: string | null;
+}
+
+let runnerPromise: Promise<Runner> | null = null;
+
+function findRepoRoot(): string {
+  // Works from both test/support (ts) and dist/test/support (js).
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'scripts', 'tahoe-root.sh'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error('grid: cannot find scripts/tahoe-root.sh above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+}
+
+function getRunner(log: (msg: string) => void): Promise<Runner> {
+  runnerPromise ??= new Promise<Runner>((resolve, reject) => {
+    // spawn, not execFile: a first-time chroot build takes minutes and its progress goes to stderr.
+    const child = spawn('bash', [join(findRepoRoot(), 'scripts', 'tahoe-root.sh')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.length > 20000) err = err.slice(-20000);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const line = out.trim().split('\n').pop() ?? '';
+      if (code !== 0) return reject(new Error(`grid: tahoe-root.sh failed (rc=${code}):\n${err.slice(-3000)}`));
+      if (line === 'path') return resolve({ root: null });
+      const m = /^chroot (\/.+)$/.exec(line);
+      if (m?.[1]) {
+        log(`grid: using tahoe in chroot ${m[1]}`);
+        return resolve({ root: m[1] });
+      }
+      reject(new Error(`grid: unexpected output from tahoe-root.sh: ${JSON.stringify(out)}`));
+    });
+  }).catch((e: unknown) => {
+    runnerPromise = null; // let a later call retry
+    throw e;
+  });
+  return runnerPromise;
+}
+
+function tahoeCommand(runner: Runner, args: string[]): [string, string[]] {
+  return runner.root ? ['chroot', [runner.root, 'tahoe', ...args]] : ['tahoe', args];
+}
+
+function runTahoe(runner: Runner, args: string[]): Promise<string> {
+  const [cmd, argv] = tahoeCommand(runner, args);
+  return new Promise((resolve, reject) => {
+    execFile(cmd, argv, { timeout: 60_000 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`grid: tahoe ${args.join(' ')} failed: ${error.message}\n${stdout}${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Distinct free ports: hold all listeners open together so none is handed out twice. */
+async function freePorts(n: number): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    const ports: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const s = createServer();
+      servers.push(s);
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(0, '127.0.0.1', () => resolve());
+      });
+      ports.push((s.address() as AddressInfo).port);
+    }
+    return ports;
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function tailFile(path: string, lines: number): Promise<string> {
+  try {
+    const text = await readFile(path, 'utf8');
+    return text.split('\n').slice(-lines - 1).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+interface ServerStatus {
+  nickname: string;
+  status: string;
+}
+
+/** Reads the gateway's storage server list; null while the web port is not answering. */
+async function serverStatuses(gatewayUrl: string): Promise<ServerStatus[] | null> {
+  let body: unknown;
+  try {
+    const res = await fetch(`${gatewayUrl}?t=json`, { signal: AbortSignal.timeout(5000) });
+    if (!res.ok) return null;
+    body = await res.json();
+  } catch {
+    return null;
+  }
+  // Shape (tahoe 1.20): {"introducers": {"statuses": [...]}, "servers": [{"nickname", "connection_status", ...}]}
+  if (typeof body !== 'object' || body === null || !('servers' in body) || !Array.isArray(body.servers)) return null;
+  const out: ServerStatus[] = [];
+  for (const s of body.servers as unknown[]) {
+    if (typeof s !== 'object' || s === null) continue;
+    const rec = s as Record<string, unknown>;
+    out.push({
+      nickname: typeof rec.nickname === 'string' ? rec.nickname : '',
+      status: typeof rec.connection_status === 'string' ? rec.connection_status : '',
+    });
+  }
+  return out;
+}
+
+/** POST /uri?t=mkdir on the gateway; returns the new directory's write cap. */
+export async function mkdirCap(gatewayUrl: string): Promise<string> {
+  const base = gatewayUrl.endsWith('/') ? gatewayUrl : gatewayUrl + '/';
+  const res = await fetch(`${base}uri?t=mkdir`, { method: 'POST', signal: AbortSignal.timeout(60_000) });
+  const text = (await res.text()).trim();
+  if (!res.ok || !text.startsWith('URI:DIR2:')) {
+    throw new Error(`grid: mkdir on ${base} failed: HTTP ${res.status} ${text.slice(0, 500)}`);
+  }
+  return text;
+}
+
+/** A blackmatch node directory outside any chroot: node.url plus private/aliases with a fresh dir cap. */
+export async function createNodeDir(gatewayUrl: string, hostDir: string, alias = 'tahoe'): Promise<NodeDir> {
+  if (!/^[^\s:]+$/.test(alias)) throw new Error(`grid: bad alias ${JSON.stringify(alias)}`);
+  const url = gatewayUrl.endsWith('/') ? gatewayUrl : gatewayUrl + '/';
+  const rootCap = await mkdirCap(url);
+  await mkdir(join(hostDir, 'private'), { recursive: true });
+  await writeFile(join(hostDir, 'node.url'), url + '\n');
+  await writeFile(join(hostDir, 'private', 'aliases'), `${alias}: ${rootCap}\n`);
+  return { nodeDir: hostDir, rootCap };
+}
+
+interface NodeProc {
+  name: string;
+  hostDir: string;
+  innerDir: string; // as tahoe sees it
+  logPath: string;
+  child: ChildProcess | null;
+  exited: Promise<void>;
+  /** Set by start, cleared by stop: an exit while set is a failure. */
+  expectRunning: boolean;
+}
+
+// Every live child of every grid, for the synchronous last-chance kill on exit/signals.
+const liveGrids = new Set<GridImpl>();
+let handlersInstalled = false;
+
+function onExit(): void {
+  for (const g of liveGrids) g.killSync();
+}
+
+function onSignal(sig: NodeJS.Signals): void {
+  onExit();
+  process.removeListener(sig, onSignal);
+  // Restore default behavior (die by the signal) unless someone else handles it.
+  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+}
+
+function installHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('exit', onExit);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+}
+
+function keepByEnv(): boolean {
+  return process.env.BLACKMATCH_KEEP_GRID === '1';
+}
+
+class GridImpl implements Grid {
+  readonly gatewayUrl: string;
+  readonly gatewayDir: string;
+  introducerFurl = '';
+  private readonly nodes: NodeProc[] = [];
+  private stopped = false;
+
+  constructor(
+    private readonly runner: Runner,
+    readonly baseDir: string,
+    private readonly innerBase: string,
+    private readonly ports: { introducer: number; storage: number[]; web: number },
+    private readonly log: (msg: string) => void,
+  ) {
+    this.gatewayUrl = `http://127.0.0.1:${ports.web}/`;
+    for (const name of ['introducer', ...ports.storage.map((_, i) => `storage${i}`), 'gateway']) {
+      this.nodes.push({
+        name,
+        hostDir: join(baseDir, name),
+        innerDir: join(innerBase, name),
+        logPath: join(baseDir, `${name}.log`),
+        child: null,
+        exited: Promise.resolve(),
+        expectRunning: false,
+      });
+    }
+    this.gatewayDir = this.node('gateway').hostDir;
+  }
+
+  private node(name: string): NodeProc {
+    const n = this.nodes.find((x) => x.name === name);
+    if (!n) throw new Error(`grid: no node ${name}`);
+    return n;
+  }
+
+  private storage(i: number): NodeProc {
+    if (!Number.isInteger(i) || i < 0 || i >= STORAGE_NODES) throw new Error(`grid: no storage node ${i}`);
+    return this.node(`storage${i}`);
+  }
+
+  async create(deadline: number): Promise<void> {
+    const intro = this.node('introducer');
+    const p = this.ports.introducer;
+    await runTahoe(this.runner, [
+      'create-introducer',
+      `--port=tcp:${p}:interface=127.0.0.1`,
+      `--location=tcp:127.0.0.1:${p}`,
+      intro.innerDir,
+    ]);
+    this.startNode(intro);
+    // The furl file is written by the running introducer, not by create-introducer.
+    const furlPath = join(intro.hostDir, 'private', 'introducer.furl');
+    for (;;) {
+      const furl = await readFile(furlPath, 'utf8').catch(() => '');
+      if (furl.trim().startsWith('pb://')) {
+        this.introducerFurl = furl.trim();
+        break;
+      }
+      await this.checkAlive(deadline, 'the introducer to write private/introducer.furl');
+      await sleep(200);
+    }
+    this.log(`grid: introducer up at ${this.introducerFurl}`);
+
+    const furl = `--introducer=${this.introducerFurl}`;
+    await Promise.all([
+      ...this.ports.storage.map((sp, i) =>
+        runTahoe(this.runner, [
+          'create-node',
+          `--nickname=storage${i}`,
+          `--port=tcp:${sp}:interface=127.0.0.1`,
+          `--location=tcp:127.0.0.1:${sp}`,
+          furl,
+          '--webport=none',
+          ...SHARES,
+          this.storage(i).innerDir,
+        ]),
+      ),
+      // create-client makes a node with storage disabled and no listening tub.
+      runTahoe(this.runner, [
+        'create-client',
+        '--nickname=gateway',
+        furl,
+        `--webport=tcp:${this.ports.web}:interface=127.0.0.1`,
+        ...SHARES,
+        this.node('gateway').innerDir,
+      ]),
+    ]);
+    for (let i = 0; i < STORAGE_NODES; i++) this.startNode(this.storage(i));
+    this.startNode(this.node('gateway'));
+    await this.waitConnected(deadline);
+  }
+
+  private spawnNode(n: NodeProc): void {
+    if (this.stopped) throw new Error('grid: already stopped');
+    if (n.child) throw new Error(`grid: ${n.name} is already running`);
+    // Our previous process for this dir is gone; drop its pidfile so tahoe cannot mistake a reused pid.
+    rmSync(join(n.hostDir, 'running.process'), { force: true });
+    const fd = openSync(n.logPath, 'a');
+    let child: ChildProcess;
+    try {
+      // Through chroot, the pid is tahoe's own: chroot execs it.
+      const [cmd, argv] = tahoeCommand(this.runner, ['run', '--allow-stdin-close', n.innerDir]);
+      child = spawn(cmd, argv, { stdio: ['ignore', fd, fd] });
+    } finally {
+      closeSync(fd);
+    }
+    n.child = child;
+    n.exited = new Promise<void>((resolve) => {
+      child.once('exit', () => {
+        if (n.child === child) n.child = null;
+        resolve();
+      });
+      child.once('error', (e) => {
+        this.log(`grid: ${n.name} failed to spawn: ${e.message}`);
+        if (n.child === child) n.child = null;
+        resolve();
+      });
+    });
+    this.log(`grid: started ${n.name} (pid ${child.pid})`);
+  }
+
+  /** Throws if the deadline passed or a node we expect to run has died. */
+  private async checkAlive(deadline: number, what: string, detail = ''): Promise<void> {
+    for (const n of this.nodes) {
+      if (n.expectRunning && !n.child) {
+        throw new Error(`grid: ${n.name} exited while waiting for ${what}${detail}\n${await this.logTail()}`);
+      }
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`grid: timed out waiting for ${what}${detail}\n${await this.logTail()}`);
+    }
+  }
+
+  /** Waits until the gateway reports every running storage node as connected. */
+  private async waitConnected(deadline: number): Promise<void> {
+    const gw = this.node('gateway');
+    if (!gw.child) return;
+    let last = 'gateway web port not answering';
+    for (;;) {
+      const want = this.nodes.filter((n) => n.name.startsWith('storage') && n.child).map((n) => n.name);
+      const statuses = await serverStatuses(this.gatewayUrl);
+      if (statuses) {
+        // 1.20 reports "connected" (HTTP storage protocol); older foolscap-only versions "Connected to ...".
+        const ok = want.filter((name) =>
+          statuses.some((s) => s.nickname === name && s.status.toLowerCase().startsWith('connected')),
+        );
+        if (ok.length === want.length) {
+          this.log(`grid: gateway connected to ${want.length} storage node(s)`);
+          return;
+        }
+        last = statuses.map((s) => `${s.nickname}: ${s.status.split('\n')[0]?.slice(0, 200)}`).join('; ') || 'no servers known';
+      }
+      await this.checkAlive(deadline, 'storage servers to connect', ` (last status: ${last})`);
+      await sleep(500);
+    }
+  }
+
+  private async stopNode(n: NodeProc): Promise<void> {
+    n.expectRunning = false;
+    const child = n.child;
+    if (!child) return;
+    child.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const killed = await Promise.race([
+      n.exited.then(() => true),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), 5000))),
+    ]);
+    clearTimeout(timer); // a pending timer would keep the test process alive
+    if (!killed) {
+      this.log(`grid: ${n.name} ignored SIGTERM, sending SIGKILL`);
+      child.kill('SIGKILL');
+      await n.exited;
+    }
+    this.log(`grid: stopped ${n.name}`);
+  }
+
+  private startNode(n: NodeProc): void {
+    n.expectRunning = true;
+    this.spawnNode(n);
+  }
+
+  async stopStorageNode(i: number): Promise<void> {
+    await this.stopNode(this.storage(i));
+  }
+
+  async startStorageNode(i: number): Promise<void> {
+    this.startNode(this.storage(i));
+    await this.waitConnected(Date.now() + 60_000);
+  }
+
+  async stopGateway(): Promise<void> {
+    await this.stopNode(this.node('gateway'));
+  }
+
+  async startGateway(): Promise<void> {
+    this.startNode(this.node('gateway'));
+    await this.waitConnected(Date.now() + 60_000);
+  }
+
+  createNodeDir(hostDir: string, alias?: string): Promise<NodeDir> {
+    return createNodeDir(this.gatewayUrl, hostDir, alias);
+  }
+
+  async logTail(lines = 15): Promise<string> {
+    const parts = await Promise.all(
+      this.nodes.map(async (n) => `--- ${n.name} (${n.logPath}) ---\n${await tailFile(n.logPath, lines)}`),
+    );
+    return parts.join('\n');
+  }
+
+  async stop(opts: { keep?: boolean } = {}): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.nodes.map((n) => this.stopNode(n)));
+    liveGrids.delete(this);
+    if (opts.keep || keepByEnv()) {
+      this.log(`grid: kept ${this.baseDir}`);
+    } else {
+      await rm(this.baseDir, { recursive: true, force: true });
+    }
+  }
+
+  /** Last resort from 'exit'/signal handlers: only synchronous calls are possible there. */
+  killSync(): void {
+    for (const n of this.nodes) {
+      if (n.child?.pid) {
+        try {
+          process.kill(n.child.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+    if (!keepByEnv()) {
+      try {
+        rmSync(this.baseDir, { recursive: true, force: true });
+      } catch {
+        // best effort
+      }
+    }
+  }
+}
+
+export async function startGrid(opts: StartGridOptions = {}): Promise<Grid> {
+  const log = opts.log ?? (() => {});
+  const runner = await getRunner(log);
+  const deadline = Date.now() + (opts.timeoutMs ?? 120_000);
+  const started = Date.now();
+
+  let baseDir: string;
+  let innerBase: string;
+  if (runner.root) {
+    // tahoe inside the chroot can only see paths under its root.
+    innerBase = `/grids/${randomBytes(6).toString('hex')}`;
+    baseDir = join(runner.root, innerBase);
+    await mkdir(baseDir, { recursive: true });
+  } else {
+    baseDir = await mkdtemp(join(tmpdir(), 'blackmatch-grid-'));
+    innerBase = baseDir;
+  }
+
+  const [introducer, web, ...storage] = await freePorts(2 + STORAGE_NODES);
+  if (introducer === undefined || web === undefined) throw new Error('grid: no free ports');
+  const grid = new GridImpl(runner, baseDir, innerBase, { introducer, storage, web }, log);
+  liveGrids.add(grid);
+  installHandlers();
+  try {
+    await grid.create(deadline);
+  } catch (e) {
+    await grid.stop().catch(() => {});
+    throw e;
+  }
+  log(`grid: ready at ${grid.gatewayUrl} in ${((Date.now() - started) / 1000).toFixed(1)} s (${baseDir})`);
+  return grid;
+}
