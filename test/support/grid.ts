@@ -18,12 +18,12 @@ export interface NodeDir {
 
 export interface Grid {
   /** Gateway web API, with trailing slash, e.g. http://127.0.0.1:PORT/ */
-  gatewayUrl: string;
+  readonly gatewayUrl: string;
   /** Host path of the directory holding all node directories and logs. */
-  baseDir: string;
+  readonly baseDir: string;
   /** Host path of the gateway's node directory. */
-  gatewayDir: string;
-  introducerFurl: string;
+  readonly gatewayDir: string;
+  readonly introducerFurl: string;
   /** Makes a blackmatch node directory (node.url + private/aliases) with a fresh directory cap. */
   createNodeDir(hostDir: string, alias?: string): Promise<NodeDir>;
   /** Last lines of every node's log, for failure messages. */
@@ -204,7 +204,7 @@ interface NodeProc {
   expectRunning: boolean;
 }
 
-// Every live child of every grid, for the synchronous last-chance kill on exit/signals.
+// Grids not yet stopped, for the synchronous last-chance kill on exit/signals.
 const liveGrids = new Set<GridImpl>();
 let handlersInstalled = false;
 
@@ -213,10 +213,12 @@ function onExit(): void {
 }
 
 function onSignal(sig: NodeJS.Signals): void {
+  // If the program handles the signal itself (e.g. the demo unmounting first), leave the grid to it;
+  // the 'exit' handler is still the backstop.
+  if (process.listenerCount(sig) > 1) return;
   onExit();
   process.removeListener(sig, onSignal);
-  // Restore default behavior (die by the signal) unless someone else handles it.
-  if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+  process.kill(process.pid, sig); // die by the signal, as without our handler
 }
 
 function installHandlers(): void {
@@ -369,6 +371,7 @@ class GridImpl implements Grid {
     if (!gw.child) return;
     let last = 'gateway web port not answering';
     for (;;) {
+      if (this.stopped) throw new Error('grid: stopped while waiting for storage servers to connect');
       const want = this.nodes.filter((n) => n.name.startsWith('storage') && n.child).map((n) => n.name);
       const statuses = await serverStatuses(this.gatewayUrl);
       if (statuses) {
@@ -411,8 +414,19 @@ class GridImpl implements Grid {
     this.spawnNode(n);
   }
 
+  /** Stops storage node i; waits until the gateway (if running) no longer reports it connected. */
   async stopStorageNode(i: number): Promise<void> {
-    await this.stopNode(this.storage(i));
+    const n = this.storage(i);
+    await this.stopNode(n);
+    // Otherwise a quick restart would be "connected" from stale status and tests would race the gateway.
+    const deadline = Date.now() + 60_000;
+    while (this.node('gateway').child) {
+      const statuses = await serverStatuses(this.gatewayUrl);
+      const s = statuses?.find((x) => x.nickname === n.name);
+      if (statuses && !s?.status.toLowerCase().startsWith('connected')) return;
+      await this.checkAlive(deadline, `the gateway to notice ${n.name} is down`);
+      await sleep(250);
+    }
   }
 
   async startStorageNode(i: number): Promise<void> {

@@ -1,0 +1,98 @@
+// The command line (option names of the original Tahoe FUSE frontend), parsed with commander.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Args {
+  mountpoint: string | undefined;
+  nodeDirectory: string;
+  nodeUrl: string | undefined;
+  alias: string | undefined;
+  rootUri: string | undefined;
+  cacheTimeout: number;
+  split: boolean;
+  fuseOptions: string[];
+  foreground: boolean;
+  logLevel: string;
+  /** Internal: this process is the server that the client launched (split mode). */
+  server: boolean;
+  serverShutdown: boolean;
+  serverStartTimeout: number;
+}
+
+export const DEFAULT_CACHE_TIMEOUT_S = 10;
+
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of seconds, 0 or more');
+  return n;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, ...value.split(',').filter((v) => v !== '')];
+}
+
+export function buildCommand(version: string): Command {
+  return new Command('blackmatch')
+    .description('Mount a Tahoe-LAFS directory as a filesystem, through the Tahoe node\'s web API.')
+    .version(version, '--version')
+    .argument('[MOUNTPOINT]', 'empty directory to mount on')
+    .option('--node-directory <DIR>', 'Tahoe node directory: node.url, private/aliases; holds our cache and logs', join(homedir(), '.tahoe'))
+    .option('--node-url <URL>', 'web-API URL of the Tahoe node (default: read from NODEDIR/node.url)')
+    .option('--alias <NAME>', 'mount the directory this alias names in NODEDIR/private/aliases (default: tahoe)')
+    .option('--root-uri <CAP>', 'mount this directory cap (URI:DIR2:... or a read-only URI:DIR2-RO:...)')
+    .option('--cache-timeout <SECONDS>', 'how long a directory listing is trusted; 0 = always refetch', seconds, DEFAULT_CACHE_TIMEOUT_S)
+    .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
+    .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other', collect, [])
+    .option('-f', 'stay in the foreground (logs still go to the log file)')
+    .option('--log-level <LEVEL>', 'log detail: error, warn, info or debug (one line per operation)', 'info')
+    .option('--server-start-timeout <SECONDS>', 'how long the client waits for its server to start', seconds, 8)
+    .option('--server-shutdown', 'ask the running server for this root to exit')
+    .addOption(new Option('--server', 'internal: run as the server launched by the client').hideHelp())
+    .showHelpAfterError('(run blackmatch --help for usage)')
+    .allowExcessArguments(false);
+}
+
+export function parseArgs(argv: string[], version: string): Args {
+  const cmd = buildCommand(version);
+  cmd.exitOverride();
+  cmd.configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `blackmatch: ${s}` : s) });
+  cmd.parse(argv, { from: 'user' });
+  const o = cmd.opts<{
+    nodeDirectory: string;
+    nodeUrl?: string;
+    alias?: string;
+    rootUri?: string;
+    cacheTimeout: number;
+    split: boolean;
+    o: string[];
+    f?: boolean;
+    logLevel: string;
+    server?: boolean;
+    serverShutdown?: boolean;
+    serverStartTimeout: number;
+  }>();
+  if (!['error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(o.logLevel)) {
+    throw new UsageError(`unknown log level "${o.logLevel}"`);
+  }
+  if (o.alias !== undefined && o.rootUri !== undefined) throw new UsageError('give --alias or --root-uri, not both');
+  const mountpoint = cmd.args[0];
+  if (!mountpoint && !o.serverShutdown && !o.server) throw new UsageError('missing MOUNTPOINT (run blackmatch --help for usage)');
+  return {
+    mountpoint,
+    nodeDirectory: o.nodeDirectory,
+    nodeUrl: o.nodeUrl,
+    alias: o.alias,
+    rootUri: o.rootUri,
+    cacheTimeout: o.cacheTimeout,
+    split: o.split,
+    fuseOptions: o.o,
+    foreground: o.f === true,
+    logLevel: o.logLevel,
+    server: o.server === true,
+    serverShutdown: o.serverShutdown === true,
+    serverStartTimeout: o.serverStartTimeout,
+  };
+}
+
+export class UsageError extends Error {}

@@ -1,0 +1,816 @@
+// The filesystem core: every FUSE operation, in terms of Tahoe directories and files. Both modes run this
+// same class: --no-split hands it to the FUSE adapter directly, split mode behind the RPC server.
+//
+// Model. A path is resolved from the root directory cap through cached directory listings (one `?t=json`
+// request per directory, trusted for --cache-timeout). An open file is an OpenFile shared by every handle on
+// that path, so two handles see each other's writes as POSIX expects. Reads come from a local copy (the
+// content cache for immutable files); the first write copies the content into a staging file, and flush
+// (which close(2) waits for) uploads the staging file and links the new cap into the parent directory.
+//
+// Concurrency. Everything runs on one event loop, so state only changes across an `await`. Fields noted
+// "changes across awaits" may be different after any await; the code re-reads them instead of caching them.
+import { copyFile, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import type { ContentCache } from '../cache/content-cache.js';
+import type { Logger } from '../log.js';
+import { parseCap, redact, type Cap } from '../tahoe/caps.js';
+import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
+import { fromLocalFs, FsError } from './errors.js';
+import type { Attr, Ops, StatFs, Timestamp } from './ops.js';
+
+const { O_RDONLY, O_TRUNC, O_RDWR, O_CREAT, O_WRONLY, S_IFDIR, S_IFREG } = constants;
+/** Linux's mask for the access mode bits of open flags (Node does not export it). */
+const O_ACCMODE = 0o3;
+const W_OK = 2;
+const NAME_MAX_BYTES = 255;
+/** Tahoe segments are 128 KiB: the natural unit for reads, and what statfs reports as the block size. */
+const BLOCK_SIZE = 128 * 1024;
+
+export interface TahoeFsOptions {
+  client: TahoeClient;
+  cache: ContentCache;
+  rootCap: Cap;
+  /** How long a directory listing is trusted; 0 refetches on every use. */
+  cacheTimeoutMs: number;
+  log: Logger;
+  uid?: number;
+  gid?: number;
+}
+
+/** A directory we can list: its cap, and whether we may change it. */
+interface DirRef {
+  cap: string;
+  writable: boolean;
+}
+
+interface Listing {
+  fetchedAt: number;
+  children: Map<string, ChildInfo>;
+}
+
+interface Lookup {
+  parent: DirRef;
+  name: string;
+  child: ChildInfo | undefined;
+}
+
+/** State shared by every handle open on one path. */
+class OpenFile {
+  /** Where the file is linked; changes across awaits (rename moves it, unlink orphans it). */
+  parent: DirRef;
+  name: string;
+  path: string;
+  /** The link as last seen or written; undefined for a file created and not yet uploaded. */
+  child: ChildInfo | undefined;
+  /** Local copy of the written content, once anything was written. */
+  staging: { path: string; handle: FileHandle } | undefined;
+  stagingReady: Promise<void> | undefined;
+  /** Local copy for reads of a file not written to. */
+  source: { handle: FileHandle; temporaryPath?: string } | undefined;
+  sourceReady: Promise<void> | undefined;
+  size: number;
+  /** Bumped by every change; an upload clears `dirty` only if no change came in meanwhile. */
+  generation = 0;
+  dirty = false;
+  unlinked = false;
+  handles = 0;
+  /** Time set by utimens or by the last write, applied when the file is uploaded. */
+  mtime: Timestamp | undefined;
+  uploading: Promise<void> | undefined;
+
+  constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
+    this.parent = parent;
+    this.name = name;
+    this.path = path;
+    this.child = child;
+    this.size = child ? childSize(child) : 0;
+  }
+}
+
+interface Handle {
+  file: OpenFile;
+  writable: boolean;
+}
+
+export class TahoeFs implements Ops {
+  private readonly client: TahoeClient;
+  private readonly cache: ContentCache;
+  private readonly log: Logger;
+  private readonly root: DirRef;
+  private readonly cacheTimeoutMs: number;
+  private readonly uid: number;
+  private readonly gid: number;
+  private readonly mountTime: Timestamp = nowTimestamp();
+  private readonly listings = new Map<string, Listing>();
+  private readonly listingFetches = new Map<string, Promise<Listing>>();
+  /** Open files by path; a file renamed while open moves to its new key. */
+  private readonly openFiles = new Map<string, OpenFile>();
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
+
+  constructor(opts: TahoeFsOptions) {
+    this.client = opts.client;
+    this.cache = opts.cache;
+    this.log = opts.log;
+    this.root = { cap: opts.rootCap.text, writable: opts.rootCap.writable };
+    this.cacheTimeoutMs = opts.cacheTimeoutMs;
+    this.uid = opts.uid ?? process.getuid?.() ?? 0;
+    this.gid = opts.gid ?? process.getgid?.() ?? 0;
+  }
+
+  /** Lists the root once: a bad cap or an unreachable gateway fails the mount instead of every later op. */
+  async start(): Promise<void> {
+    try {
+      await this.listing(this.root, true);
+    } catch (e) {
+      throw new FsError('EIO', `cannot list the root directory ${redact(this.root.cap)}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** Uploads what is still dirty and closes every local file (used at unmount). */
+  async shutdown(): Promise<void> {
+    for (const [fh, handle] of [...this.handles]) {
+      this.handles.delete(fh);
+      handle.file.handles--;
+    }
+    for (const file of new Set(this.openFiles.values())) await this.closeFile(file);
+  }
+
+  // ---- attributes and directories -------------------------------------------------------------------------
+
+  async getattr(path: string): Promise<Attr> {
+    if (path === '/') return this.dirAttr(this.root.writable, undefined);
+    const open = this.openFiles.get(path);
+    if (open) return this.openFileAttr(open);
+    const { parent, child } = await this.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
+    return this.childAttr(child, parent);
+  }
+
+  async readdir(path: string): Promise<string[]> {
+    const dir = await this.resolveDir(path);
+    const listing = await this.listing(dir);
+    const names = ['.', '..'];
+    for (const name of listing.children.keys()) if (isShowableName(name)) names.push(name);
+    // Files created but not yet uploaded exist for the programs that made them.
+    const prefix = path === '/' ? '/' : path + '/';
+    for (const [openPath, file] of this.openFiles) {
+      const name = openPath.slice(prefix.length);
+      if (openPath.startsWith(prefix) && !name.includes('/') && !listing.children.has(name) && !file.unlinked) names.push(name);
+    }
+    return names;
+  }
+
+  async access(path: string, mode: number): Promise<void> {
+    if (path === '/') {
+      if (mode & W_OK && !this.root.writable) throw new FsError('EROFS', 'read-only root');
+      return;
+    }
+    const attr = await this.getattr(path);
+    if (mode & W_OK && (attr.mode & 0o222) === 0) throw new FsError('EROFS', `read-only: ${path}`);
+  }
+
+  async statfs(): Promise<StatFs> {
+    // Tahoe has no quota to report; show a large, fixed capacity so that programs checking free space proceed.
+    const blocks = 2 ** 32 - 1;
+    return { bsize: BLOCK_SIZE, frsize: BLOCK_SIZE, blocks, bfree: blocks, bavail: blocks, files: 2 ** 32 - 1, ffree: 2 ** 32 - 1, favail: 2 ** 32 - 1, namemax: NAME_MAX_BYTES };
+  }
+
+  async mkdir(path: string): Promise<void> {
+    const { parent, name, child } = await this.lookup(path);
+    this.requireWritable(parent, path);
+    if (child || this.openFiles.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
+    const cap = await this.client.mkdir(parent.cap, name);
+    const now = Date.now() / 1000;
+    this.patchListing(parent.cap, name, {
+      name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: { tahoe: { linkcrtime: now, linkmotime: now } },
+    });
+  }
+
+  async rmdir(path: string): Promise<void> {
+    if (path === '/') throw new FsError('EBUSY', 'cannot remove the mounted root');
+    const { parent, name, child } = await this.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
+    if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
+    this.requireWritable(parent, path);
+    const dir = dirRefOf(child);
+    // Always ask the grid: another client may have added an entry since we last looked.
+    const listing = await this.listing(dir, true);
+    if (listing.children.size > 0 || this.hasOpenFilesUnder(path)) throw new FsError('ENOTEMPTY', `not empty: ${path}`);
+    await this.client.unlink(parent.cap, name);
+    this.patchListing(parent.cap, name, undefined);
+    this.listings.delete(dir.cap);
+  }
+
+  async unlink(path: string): Promise<void> {
+    const { parent, name, child } = await this.lookup(path);
+    const open = this.openFiles.get(path);
+    if (!child && !open) throw new FsError('ENOENT', `no such file: ${path}`);
+    if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
+    this.requireWritable(parent, path);
+    if (child) {
+      await this.client.unlink(parent.cap, name);
+      this.patchListing(parent.cap, name, undefined);
+    }
+    // An open file lives on for its handles (POSIX), but is no longer uploaded anywhere.
+    if (open && this.openFiles.get(path) === open) this.orphan(open);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    if (from === '/' || to === '/') throw new FsError('EBUSY', 'cannot rename the mounted root');
+    if (from === to) return;
+    if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move a directory into itself: ${from}`);
+    const src = await this.lookup(from);
+    const dst = await this.lookup(to);
+    const openSrc = this.openFiles.get(from);
+    if (!src.child && !openSrc) throw new FsError('ENOENT', `no such file: ${from}`);
+    this.requireWritable(src.parent, from);
+    this.requireWritable(dst.parent, to);
+    const srcIsDir = src.child?.type === 'dir';
+    if (dst.child) {
+      const dstIsDir = dst.child.type === 'dir';
+      if (srcIsDir && !dstIsDir) throw new FsError('ENOTDIR', `not a directory: ${to}`);
+      if (!srcIsDir && dstIsDir) throw new FsError('EISDIR', `is a directory: ${to}`);
+      if (dstIsDir) {
+        const listing = await this.listing(dirRefOf(dst.child), true);
+        if (listing.children.size > 0 || this.hasOpenFilesUnder(to)) throw new FsError('ENOTEMPTY', `not empty: ${to}`);
+      }
+    }
+    if (src.child) {
+      // Tahoe strips whitespace around names in relink (web/directory.py _POST_relink), so such names
+      // are moved by linking the same caps at the new name, then unlinking the old one.
+      if (src.name.trim() === src.name && dst.name.trim() === dst.name) {
+        await this.client.relink(src.parent.cap, src.name, dst.parent.cap, dst.name, true);
+      } else {
+        await this.client.setChild(dst.parent.cap, dst.name, linkTargetOf(src.child), true);
+        await this.client.unlink(src.parent.cap, src.name);
+      }
+      this.patchListing(src.parent.cap, src.name, undefined);
+      this.patchListing(dst.parent.cap, dst.name, { ...src.child, name: dst.name });
+    }
+    // A file open at the target was replaced: its handles keep their data, which goes nowhere now.
+    const openDst = this.openFiles.get(to);
+    if (openDst) this.orphan(openDst);
+    this.moveOpenFiles(from, to, dst.parent, dst.name);
+  }
+
+  async link(from: string, to: string): Promise<void> {
+    const src = await this.lookup(from);
+    const open = this.openFiles.get(from);
+    if (open?.dirty) await this.commit(open);
+    const child = open?.child ?? src.child;
+    if (!child) throw new FsError('ENOENT', `no such file: ${from}`);
+    if (child.type === 'dir') throw new FsError('EPERM', `cannot hard-link a directory: ${from}`);
+    const dst = await this.lookup(to);
+    this.requireWritable(dst.parent, to);
+    if (dst.child || this.openFiles.has(to)) throw new FsError('EEXIST', `exists: ${to}`);
+    await this.client.setChild(dst.parent.cap, dst.name, linkTargetOf(child), false);
+    this.patchListing(dst.parent.cap, dst.name, { ...child, name: dst.name });
+  }
+
+  async utimens(path: string, _atimeNs: string, mtimeNs: string): Promise<void> {
+    if (path === '/') return; // the root has no link to carry metadata
+    const mtime = timestampFromNs(mtimeNs);
+    const open = this.openFiles.get(path);
+    if (open && (open.dirty || !open.child)) {
+      open.mtime = mtime; // applied by the upload
+      return;
+    }
+    const { parent, name, child } = await this.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
+    this.requireWritable(parent, path);
+    const metadata = withMtime(child.metadata, mtime);
+    await this.client.setChild(parent.cap, name, { ...linkTargetOf(child), metadata }, true);
+    const updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
+    this.patchListing(parent.cap, name, updated);
+    if (open) open.child = updated;
+  }
+
+  /** Tahoe stores no modes: accepted without effect, so that cp -a, rsync -a and tar succeed. */
+  async chmod(path: string): Promise<void> {
+    await this.getattr(path);
+  }
+
+  /** Tahoe stores no owners: accepted without effect (see chmod). */
+  async chown(path: string): Promise<void> {
+    await this.getattr(path);
+  }
+
+  // ---- files -------------------------------------------------------------------------------------------------
+
+  async open(path: string, flags: number): Promise<number> {
+    const writable = (flags & O_ACCMODE) !== O_RDONLY;
+    let file = this.openFiles.get(path);
+    if (!file) {
+      const { parent, name, child } = await this.lookup(path);
+      if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
+      if (child.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
+      file = this.openFiles.get(path) ?? new OpenFile(parent, name, path, child);
+      this.openFiles.set(path, file);
+    }
+    if (writable) this.requireWritableFile(file);
+    const fh = this.addHandle(file, writable);
+    if (writable && flags & O_TRUNC) {
+      try {
+        await this.truncateFile(file, 0);
+      } catch (e) {
+        await this.release(path, fh);
+        throw e;
+      }
+    }
+    return fh;
+  }
+
+  async create(path: string): Promise<number> {
+    const { parent, name, child } = await this.lookup(path);
+    if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
+    this.requireWritable(parent, path);
+    if (Buffer.byteLength(name) > NAME_MAX_BYTES) throw new FsError('ENAMETOOLONG', `name too long: ${path}`);
+    let file = this.openFiles.get(path);
+    if (!file) {
+      file = new OpenFile(parent, name, path, child);
+      this.openFiles.set(path, file);
+    }
+    const fh = this.addHandle(file, true);
+    try {
+      await this.truncateFile(file, 0);
+    } catch (e) {
+      await this.release(path, fh);
+      throw e;
+    }
+    return fh;
+  }
+
+  async read(_path: string, fh: number, length: number, position: number): Promise<Buffer> {
+    const { file } = this.handle(fh);
+    const end = Math.min(file.size, position + length);
+    if (end <= position) return Buffer.alloc(0);
+    const handle = await this.readableCopy(file);
+    const buffer = Buffer.allocUnsafe(end - position);
+    let done = 0;
+    try {
+      while (done < buffer.length) {
+        const { bytesRead } = await handle.read(buffer, done, buffer.length - done, position + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+    } catch (e) {
+      throw fromLocalFs(e, 'read local copy');
+    }
+    return done === buffer.length ? buffer : buffer.subarray(0, done);
+  }
+
+  async write(_path: string, fh: number, data: Buffer, position: number): Promise<number> {
+    const { file, writable } = this.handle(fh);
+    if (!writable) throw new FsError('EBADF', 'handle not open for writing');
+    const staging = await this.stagingFor(file, true);
+    try {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await staging.handle.write(data, done, data.length - done, position + done);
+        done += bytesWritten;
+      }
+    } catch (e) {
+      throw fromLocalFs(e, 'write staging file');
+    }
+    file.size = Math.max(file.size, position + data.length);
+    this.markDirty(file);
+    return data.length;
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    const open = this.openFiles.get(path);
+    if (open) {
+      this.requireWritableFile(open);
+      await this.truncateFile(open, size);
+      // With no handle to flush it later, truncate(2) itself must store the result.
+      if (open.handles === 0) await this.commit(open);
+      return;
+    }
+    const fh = await this.open(path, O_WRONLY);
+    try {
+      const { file } = this.handle(fh);
+      await this.truncateFile(file, size);
+      await this.commit(file);
+    } finally {
+      await this.release(path, fh);
+    }
+  }
+
+  async ftruncate(_path: string, fh: number, size: number): Promise<void> {
+    const { file, writable } = this.handle(fh);
+    if (!writable) throw new FsError('EBADF', 'handle not open for writing');
+    await this.truncateFile(file, size);
+  }
+
+  async flush(_path: string, fh: number): Promise<void> {
+    const { file } = this.handle(fh);
+    if (file.dirty) await this.commit(file);
+  }
+
+  async fsync(path: string, fh: number): Promise<void> {
+    await this.flush(path, fh);
+  }
+
+  async release(_path: string, fh: number): Promise<void> {
+    const handle = this.handles.get(fh);
+    if (!handle) return;
+    this.handles.delete(fh);
+    const file = handle.file;
+    file.handles--;
+    if (file.handles === 0) await this.closeFile(file);
+  }
+
+  // ---- internals: open files --------------------------------------------------------------------------------
+
+  private addHandle(file: OpenFile, writable: boolean): number {
+    let fh = this.nextHandle;
+    while (fh === 0 || this.handles.has(fh)) fh = (fh + 1) >>> 0;
+    this.nextHandle = (fh + 1) >>> 0;
+    this.handles.set(fh, { file, writable });
+    file.handles++;
+    return fh;
+  }
+
+  private handle(fh: number): Handle {
+    const handle = this.handles.get(fh);
+    if (!handle) throw new FsError('EBADF', `unknown file handle ${fh}`);
+    return handle;
+  }
+
+  private markDirty(file: OpenFile): void {
+    file.dirty = true;
+    file.generation++;
+    file.mtime = nowTimestamp();
+  }
+
+  private async truncateFile(file: OpenFile, size: number): Promise<void> {
+    const staging = await this.stagingFor(file, size > 0);
+    try {
+      await staging.handle.truncate(size);
+    } catch (e) {
+      throw fromLocalFs(e, 'truncate staging file');
+    }
+    file.size = size;
+    this.markDirty(file);
+  }
+
+  /**
+   * The staging file of an open file, made on first use. With keepContent the current content is copied in
+   * first (a partial overwrite keeps the rest of the file); without it the staging file starts empty.
+   */
+  private async stagingFor(file: OpenFile, keepContent: boolean): Promise<{ path: string; handle: FileHandle }> {
+    // An upload reads the staging file: changes wait for it so that what is uploaded is one consistent state.
+    while (file.uploading) await file.uploading.catch(() => undefined);
+    if (!file.stagingReady) {
+      file.stagingReady = (async () => {
+        const path = this.cache.newStagingPath();
+        try {
+          if (keepContent && file.child && file.size > 0) await this.copyContentTo(file.child, path);
+          file.staging = { path, handle: await open(path, O_RDWR | O_CREAT, 0o600) };
+        } catch (e) {
+          await rm(path, { force: true });
+          throw fromLocalFs(e, 'prepare staging file');
+        }
+      })();
+      file.stagingReady.catch(() => {
+        file.stagingReady = undefined;
+      });
+    }
+    await file.stagingReady;
+    return file.staging!;
+  }
+
+  private async copyContentTo(child: ChildInfo, path: string): Promise<void> {
+    const cap = capOfChild(child);
+    if (cap.literalData) {
+      await writeFile(path, cap.literalData, { mode: 0o600 });
+    } else if (cap.immutable) {
+      await copyFile(await this.cache.immutable(cap), path);
+    } else {
+      await rename(await this.cache.mutableSnapshot(cap), path);
+    }
+  }
+
+  /** A handle to read the file's current bytes from: its staging file, or a local copy of its content. */
+  private async readableCopy(file: OpenFile): Promise<FileHandle> {
+    if (file.stagingReady) {
+      await file.stagingReady;
+      return file.staging!.handle;
+    }
+    if (!file.sourceReady) {
+      file.sourceReady = (async () => {
+        const cap = capOfChild(file.child!);
+        if (cap.immutable && cap.storageIndex) {
+          file.source = { handle: await open(await this.cache.immutable(cap), 'r') };
+        } else if (cap.literalData) {
+          // Literal files are tiny and carried in the cap: stage them instead of caching.
+          await this.stagingFor(file, true);
+        } else {
+          const temporaryPath = await this.cache.mutableSnapshot(cap);
+          file.source = { handle: await open(temporaryPath, 'r'), temporaryPath };
+        }
+      })();
+      file.sourceReady.catch(() => {
+        file.sourceReady = undefined;
+      });
+    }
+    await file.sourceReady;
+    return file.source?.handle ?? file.staging!.handle;
+  }
+
+  /** Uploads the staging file and links it; returns once the web API serves the new bytes. */
+  private async commit(file: OpenFile): Promise<void> {
+    while (file.uploading) await file.uploading.catch(() => undefined);
+    if (!file.dirty) return;
+    file.uploading = this.upload(file);
+    try {
+      await file.uploading;
+    } finally {
+      file.uploading = undefined;
+    }
+  }
+
+  private async upload(file: OpenFile): Promise<void> {
+    const generation = file.generation;
+    if (file.unlinked) {
+      file.dirty = false;
+      return;
+    }
+    const staging = file.staging;
+    if (!staging) throw new FsError('EIO', `dirty file without staging: ${file.path}`);
+    const size = file.size;
+    const started = Date.now();
+    const body = () => (size === 0 ? Buffer.alloc(0) : createReadStream(staging.path, { start: 0, end: size - 1 }));
+    const mtime = file.mtime ?? nowTimestamp();
+    const old = file.child;
+    let child: ChildInfo;
+    if (old?.mutable && old.rwUri && old.type === 'file') {
+      // A mutable file keeps its cap: its content is replaced in place.
+      await this.client.overwriteMutable(old.rwUri, body(), size);
+      const metadata = withMtime(old.metadata, mtime);
+      await this.client.setChild(file.parent.cap, file.name, { ...linkTargetOf(old), metadata }, true);
+      child = { ...old, size, metadata: touchedMetadata(old.metadata, metadata) };
+    } else {
+      const cap = await this.client.upload(body(), size);
+      const metadata = withMtime(old?.metadata ?? {}, mtime);
+      // The directory may have changed while we uploaded (rename, unlink): link where the file is now.
+      if (file.unlinked) {
+        file.dirty = false;
+        return;
+      }
+      await this.client.setChild(file.parent.cap, file.name, { type: 'file', roUri: cap, metadata }, true);
+      child = { name: file.name, type: 'file', roUri: cap, size, mutable: false, metadata: touchedMetadata(old?.metadata ?? {}, metadata) };
+    }
+    this.patchListing(file.parent.cap, file.name, child);
+    file.child = child;
+    if (file.generation === generation) file.dirty = false;
+    this.log.debug({ path: file.path, bytes: size, ms: Date.now() - started, cap: redact(child.roUri ?? child.rwUri ?? '') }, 'uploaded');
+  }
+
+  /** After the last handle closed: upload what is left, then drop the local state. */
+  private async closeFile(file: OpenFile): Promise<void> {
+    let keepStaging = false;
+    if (file.dirty && !file.unlinked) {
+      try {
+        await this.commit(file);
+      } catch (e) {
+        keepStaging = true;
+        this.log.error({ path: file.path, staging: file.staging?.path, err: (e as Error).message }, 'upload failed at release; staged bytes kept');
+      }
+    }
+    if (file.handles > 0) return; // reopened while we uploaded
+    if (this.openFiles.get(file.path) === file) this.openFiles.delete(file.path);
+    await file.source?.handle.close().catch(() => undefined);
+    if (file.source?.temporaryPath) await rm(file.source.temporaryPath, { force: true });
+    if (file.staging) {
+      await file.staging.handle.close().catch(() => undefined);
+      if (!keepStaging) await rm(file.staging.path, { force: true });
+    }
+  }
+
+  private orphan(file: OpenFile): void {
+    file.unlinked = true;
+    if (this.openFiles.get(file.path) === file) this.openFiles.delete(file.path);
+  }
+
+  private hasOpenFilesUnder(path: string): boolean {
+    const prefix = path + '/';
+    for (const [p, file] of this.openFiles) if (p.startsWith(prefix) && !file.unlinked) return true;
+    return false;
+  }
+
+  /** Re-keys open files after a rename: the file itself, or everything under a renamed directory. */
+  private moveOpenFiles(from: string, to: string, toParent: DirRef, toName: string): void {
+    const moved: Array<[string, OpenFile]> = [];
+    for (const [p, file] of this.openFiles) {
+      if (p === from) {
+        file.parent = toParent;
+        file.name = toName;
+        moved.push([to, file]);
+      } else if (p.startsWith(from + '/')) {
+        moved.push([to + p.slice(from.length), file]);
+      }
+    }
+    for (const [newPath, file] of moved) {
+      this.openFiles.delete(file.path);
+      file.path = newPath;
+      this.openFiles.set(newPath, file);
+    }
+  }
+
+  private requireWritable(dir: DirRef, path: string): void {
+    if (!dir.writable) throw new FsError('EROFS', `read-only directory: ${path}`);
+  }
+
+  private requireWritableFile(file: OpenFile): void {
+    if (!fileWritable(file.child, file.parent)) throw new FsError('EROFS', `read-only file: ${file.path}`);
+  }
+
+  // ---- internals: paths and listings -------------------------------------------------------------------------
+
+  private async resolveDir(path: string): Promise<DirRef> {
+    if (path === '/') return this.root;
+    const { child } = await this.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
+    if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
+    return dirRefOf(child);
+  }
+
+  private async lookup(path: string): Promise<Lookup> {
+    const parts = path.split('/').filter((p) => p !== '');
+    if (parts.length === 0) throw new FsError('EINVAL', 'the root has no parent');
+    for (const part of parts) {
+      if (Buffer.byteLength(part) > NAME_MAX_BYTES) throw new FsError('ENAMETOOLONG', `name too long: ${path}`);
+    }
+    let dir = this.root;
+    for (const part of parts.slice(0, -1)) {
+      const child = (await this.listing(dir)).children.get(part);
+      if (!child) throw new FsError('ENOENT', `no such directory: ${part} in ${path}`);
+      if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${part} in ${path}`);
+      dir = dirRefOf(child);
+    }
+    const name = parts[parts.length - 1]!;
+    return { parent: dir, name, child: (await this.listing(dir)).children.get(name) };
+  }
+
+  private async listing(dir: DirRef, fresh = false): Promise<Listing> {
+    const cached = this.listings.get(dir.cap);
+    if (!fresh && cached && Date.now() - cached.fetchedAt < this.cacheTimeoutMs) return cached;
+    let pending = this.listingFetches.get(dir.cap);
+    if (!pending) {
+      const started = Date.now();
+      pending = this.client
+        .listDir(dir.cap)
+        .then((l) => {
+          const listing = { fetchedAt: started, children: l.children };
+          this.listings.set(dir.cap, listing);
+          return listing;
+        })
+        .finally(() => this.listingFetches.delete(dir.cap));
+      this.listingFetches.set(dir.cap, pending);
+    }
+    return pending;
+  }
+
+  /** Applies a change we made to a cached listing, so that we need not fetch it again. */
+  private patchListing(dirCap: string, name: string, child: ChildInfo | undefined): void {
+    const listing = this.listings.get(dirCap);
+    if (!listing) return;
+    if (child) listing.children.set(name, child);
+    else listing.children.delete(name);
+  }
+
+  // ---- internals: attributes ---------------------------------------------------------------------------------
+
+  private dirAttr(writable: boolean, child: ChildInfo | undefined): Attr {
+    const times = child ? linkTimes(child.metadata) : { mtime: this.mountTime, ctime: this.mountTime };
+    return {
+      mode: S_IFDIR | (writable ? 0o755 : 0o555),
+      size: 4096,
+      nlink: 2,
+      uid: this.uid,
+      gid: this.gid,
+      atime: times.mtime,
+      mtime: times.mtime,
+      ctime: times.ctime,
+    };
+  }
+
+  private childAttr(child: ChildInfo, parent: DirRef): Attr {
+    if (child.type === 'dir') return this.dirAttr(dirRefOf(child).writable, child);
+    const times = linkTimes(child.metadata);
+    return this.fileAttr(childSize(child), fileWritable(child, parent), times.mtime, times.ctime);
+  }
+
+  private openFileAttr(file: OpenFile): Attr {
+    const times = file.child ? linkTimes(file.child.metadata) : { mtime: this.mountTime, ctime: this.mountTime };
+    const mtime = file.dirty && file.mtime ? file.mtime : times.mtime;
+    return this.fileAttr(file.size, fileWritable(file.child, file.parent), mtime, file.child ? times.ctime : mtime);
+  }
+
+  private fileAttr(size: number, writable: boolean, mtime: Timestamp, ctime: Timestamp): Attr {
+    return { mode: S_IFREG | (writable ? 0o644 : 0o444), size, nlink: 1, uid: this.uid, gid: this.gid, atime: mtime, mtime, ctime };
+  }
+}
+
+// ---- helpers -----------------------------------------------------------------------------------------------
+
+function dirRefOf(child: ChildInfo): DirRef {
+  const cap = child.rwUri ?? child.roUri;
+  if (!cap) throw new FsError('EIO', `directory entry without a cap: ${child.name}`);
+  return { cap, writable: child.rwUri !== undefined && !child.rwUri.startsWith('URI:DIR2-RO:') };
+}
+
+function capOfChild(child: ChildInfo): Cap {
+  const text = child.rwUri ?? child.roUri;
+  if (!text) throw new FsError('EIO', `entry without a cap: ${child.name}`);
+  try {
+    return parseCap(text);
+  } catch (e) {
+    throw new FsError('EIO', `entry ${child.name} has an unusable cap: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Immutable files are rewritten by linking a new cap, so the parent's writability is what counts. */
+function fileWritable(child: ChildInfo | undefined, parent: DirRef): boolean {
+  if (child?.type === 'unknown') return false;
+  if (child?.mutable && !child.rwUri) return false;
+  return parent.writable;
+}
+
+function childSize(child: ChildInfo): number {
+  if (child.size !== undefined) return child.size;
+  try {
+    return capOfChild(child).size ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+function linkTargetOf(child: ChildInfo): { type: 'file' | 'dir' | 'unknown'; rwUri?: string; roUri?: string; metadata: LinkMetadata } {
+  return { type: child.type, rwUri: child.rwUri, roUri: child.roUri, metadata: userMetadata(child.metadata) };
+}
+
+/** Metadata without Tahoe's own "tahoe" key, which the gateway maintains itself. */
+function userMetadata(metadata: LinkMetadata): LinkMetadata {
+  const { tahoe: _ignored, ...rest } = metadata;
+  return rest;
+}
+
+/** Sets the file's mtime: "mtime" in seconds (what Tahoe's CLI and SFTP frontend use) plus exact nanoseconds. */
+function withMtime(metadata: LinkMetadata, mtime: Timestamp): LinkMetadata {
+  return { ...userMetadata(metadata), mtime: mtime.sec + mtime.nsec / 1e9, mtime_ns: nsString(mtime) };
+}
+
+/** The metadata the gateway will now hold: ours, with Tahoe's link times as update_metadata sets them. */
+function touchedMetadata(old: LinkMetadata, ours: LinkMetadata): LinkMetadata {
+  const now = Date.now() / 1000;
+  return { ...ours, tahoe: { linkcrtime: old.tahoe?.linkcrtime ?? now, linkmotime: now } };
+}
+
+function linkTimes(metadata: LinkMetadata): { mtime: Timestamp; ctime: Timestamp } {
+  const linkmotime = metadata.tahoe?.linkmotime;
+  const linkcrtime = metadata.tahoe?.linkcrtime;
+  const fallback = typeof linkmotime === 'number' ? timestampFromSeconds(linkmotime) : { sec: 0, nsec: 0 };
+  let mtime = fallback;
+  if (typeof metadata.mtime === 'number') {
+    mtime = timestampFromSeconds(metadata.mtime);
+    // The exact value wins when it agrees with "mtime" (another tool may have changed only "mtime").
+    const exact = typeof metadata.mtime_ns === 'string' ? parseNs(metadata.mtime_ns) : undefined;
+    if (exact && Math.abs(exact.sec + exact.nsec / 1e9 - metadata.mtime) < 1) mtime = exact;
+  }
+  const ctime = typeof linkcrtime === 'number' ? timestampFromSeconds(linkcrtime) : fallback;
+  return { mtime, ctime };
+}
+
+function timestampFromSeconds(seconds: number): Timestamp {
+  const sec = Math.floor(seconds);
+  return { sec, nsec: Math.min(999_999_999, Math.round((seconds - sec) * 1e9)) };
+}
+
+function parseNs(text: string): Timestamp | undefined {
+  if (!/^[0-9]{1,30}$/.test(text)) return undefined;
+  const ns = BigInt(text);
+  return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+}
+
+function timestampFromNs(text: string): Timestamp {
+  const t = parseNs(text);
+  if (!t) throw new FsError('EINVAL', `bad time ${text}`);
+  return t;
+}
+
+function nsString(t: Timestamp): string {
+  return (BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec)).toString();
+}
+
+function nowTimestamp(): Timestamp {
+  const ms = Date.now();
+  return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
+}
+
+/** Names a POSIX directory cannot show are hidden (see README, "Known limits"). */
+function isShowableName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && Buffer.byteLength(name) <= NAME_MAX_BYTES;
+}

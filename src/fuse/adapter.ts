@@ -1,0 +1,185 @@
+// The thin FUSE edge: turns any Ops (the core itself, or the RPC client in split mode) into @cocalc/fuse-native
+// handlers. Errors become negative errno numbers here and nowhere else.
+import { createRequire } from 'node:module';
+import { readFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type * as FuseModule from '@cocalc/fuse-native';
+import { isExpected, toErrno } from '../fs/errors.js';
+import type { Attr, Ops } from '../fs/ops.js';
+import type { Logger } from '../log.js';
+
+const require = createRequire(import.meta.url);
+type FuseOperations = FuseModule.default.OPERATIONS;
+const Fuse = require('@cocalc/fuse-native') as typeof FuseModule.default.default;
+
+/** Largest read and write per FUSE request: libfuse 2 sends 4 KiB writes unless big_writes is on. */
+export const FUSE_MAX_IO = 128 * 1024;
+
+/**
+ * The binding answers a request itself if a handler is silent for this long (a last resort: the core bounds
+ * every network wait itself). Data operations may legitimately take long: a close() uploads the whole file.
+ */
+const BINDING_TIMEOUT_MS = {
+  default: 180_000,
+  read: 3_600_000,
+  write: 3_600_000,
+  open: 3_600_000,
+  create: 3_600_000,
+  flush: 3_600_000,
+  fsync: 3_600_000,
+  release: 3_600_000,
+  truncate: 3_600_000,
+  ftruncate: 3_600_000,
+  link: 3_600_000,
+};
+
+type Reply = (errno: number, ...values: unknown[]) => void;
+
+function fuseStat(attr: Attr): Record<string, number> {
+  const ms = (t: { sec: number; nsec: number }) => t.sec * 1000 + Math.floor(t.nsec / 1e6);
+  return {
+    mode: attr.mode,
+    uid: attr.uid,
+    gid: attr.gid,
+    size: attr.size,
+    nlink: attr.nlink,
+    blksize: FUSE_MAX_IO,
+    blocks: Math.ceil(attr.size / 512),
+    atime: ms(attr.atime),
+    mtime: ms(attr.mtime),
+    ctime: ms(attr.ctime),
+    // Understood by our patch of the binding (patches/): exact nanoseconds for rsync and tar.
+    atimeSubMsNs: attr.atime.nsec % 1e6,
+    mtimeSubMsNs: attr.mtime.nsec % 1e6,
+    ctimeSubMsNs: attr.ctime.nsec % 1e6,
+  };
+}
+
+export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
+  let seq = 0;
+  /** Runs one op: logs it at debug level, maps its failure to -errno; never throws into the binding. */
+  function run<T>(op: string, path: string, work: () => Promise<T>, ok: (value: T) => void, fail: (errno: number) => void): void {
+    const id = ++seq;
+    const started = performance.now();
+    let promise: Promise<T>;
+    try {
+      promise = work();
+    } catch (e) {
+      promise = Promise.reject(e);
+    }
+    promise.then(
+      (value) => {
+        log.debug({ id, op, path, ms: +(performance.now() - started).toFixed(2) }, 'ok');
+        ok(value);
+      },
+      (err: unknown) => {
+        const errno = toErrno(err);
+        if (isExpected(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
+        else log.error({ id, op, path, errno, err: err instanceof Error ? err.stack : String(err) }, 'failed');
+        fail(-errno);
+      },
+    );
+  }
+  const simple = (op: string, path: string, work: () => Promise<unknown>, cb: (err: number) => void) =>
+    run(op, path, work, () => cb(0), cb);
+
+  const handlers: FuseOperations = {
+    getattr: (path, cb) => run('getattr', path, () => ops.getattr(path), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
+    fgetattr: (path, _fd, cb) => run('getattr', path, () => ops.getattr(path), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
+    readdir: (path, cb) => run('readdir', path, () => ops.readdir(path), (names) => cb(0, names), (e) => cb(e)),
+    access: (path, mode, cb) => simple('access', path, () => ops.access(path, mode), cb),
+    statfs: (path, cb) => run('statfs', path, () => ops.statfs(path), (s) => cb(0, { ...s, fsid: 0, flag: 0 }), (e) => cb(e)),
+    open: (path, flags, cb) => run('open', path, () => ops.open(path, flags), (fh) => cb(0, fh), (e) => cb(e)),
+    create: (path, mode, cb) => run('create', path, () => ops.create(path, mode), (fh) => cb(0, fh), (e) => cb(e)),
+    read: (path, fh, buffer, length, position, cb) =>
+      run('read', path, () => ops.read(path, fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e)),
+    write: (path, fh, buffer, length, position, cb) =>
+      // The binding's buffer is only valid during this call: copy it before the op awaits anything.
+      run('write', path, () => ops.write(path, fh, Buffer.from(buffer.subarray(0, length)), position), (n) => cb(n), (e) => cb(e)),
+    flush: (path, fh, cb) => simple('flush', path, () => ops.flush(path, fh), cb),
+    fsync: (path, datasync, fh, cb) => simple('fsync', path, () => ops.fsync(path, fh, datasync), cb),
+    release: (path, fh, cb) => simple('release', path, () => ops.release(path, fh), cb),
+    truncate: (path, size, cb) => simple('truncate', path, () => ops.truncate(path, size), cb),
+    ftruncate: (path, fh, size, cb) => simple('ftruncate', path, () => ops.ftruncate(path, fh, size), cb),
+    mkdir: (path, mode, cb) => simple('mkdir', path, () => ops.mkdir(path, mode), cb),
+    rmdir: (path, cb) => simple('rmdir', path, () => ops.rmdir(path), cb),
+    unlink: (path, cb) => simple('unlink', path, () => ops.unlink(path), cb),
+    rename: (from, to, cb) => simple('rename', from, () => ops.rename(from, to), cb),
+    link: (from, to, cb) => simple('link', from, () => ops.link(from, to), cb),
+    // Our patch of the binding passes nanoseconds as BigInt (the typings still say Date).
+    utimens: (path, atime, mtime, cb) =>
+      simple('utimens', path, () => ops.utimens(path, String(atime as unknown as bigint), String(mtime as unknown as bigint)), cb),
+    chmod: (path, mode, cb) => simple('chmod', path, () => ops.chmod(path, mode), cb),
+    chown: (path, uid, gid, cb) => simple('chown', path, () => ops.chown(path, uid, gid), cb),
+  };
+  return handlers;
+}
+
+export interface MountOptions {
+  /** Shown as the mount's source in `mount` output, e.g. "blackmatch:tahoe". */
+  fsname: string;
+  /** Extra -o options from the command line. */
+  options: string[];
+  log: Logger;
+}
+
+export interface Mounted {
+  /** Resolves when the mount disappears (fusermount -u, umount, or our own unmount). */
+  gone: Promise<void>;
+  unmount(): Promise<void>;
+}
+
+/** Mounts and resolves once the kernel has sent FUSE_INIT, i.e. the mount is live and serving. */
+export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): Promise<Mounted> {
+  const safeName = opts.fsname.replace(/[^A-Za-z0-9_.:@+-]/g, '_');
+  // The binding has no option for big_writes and puts fsname into the -o list unescaped: carry ours there.
+  const extra = [`big_writes`, `max_write=${FUSE_MAX_IO}`, `max_read=${FUSE_MAX_IO}`, ...opts.options];
+  const fuse = new Fuse(mountpoint, fuseHandlers(ops, opts.log), {
+    fsname: [safeName, ...extra].join(','),
+    subtype: 'blackmatch',
+    timeout: BINDING_TIMEOUT_MS,
+  } as unknown as FuseModule.default.OPTIONS);
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+
+  let stopped = false;
+  const gone = new Promise<void>((resolve) => {
+    // libfuse 2 tells the binding nothing when the mount goes away, so watch the mount table.
+    const timer = setInterval(() => {
+      void isMounted(mountpoint).then((mounted) => {
+        if (!mounted || stopped) {
+          clearInterval(timer);
+          resolve();
+        }
+      });
+    }, 500);
+  });
+  return {
+    gone,
+    async unmount() {
+      if (stopped) return;
+      stopped = true;
+      await unmountPath(mountpoint);
+    },
+  };
+}
+
+/** Unmounts with fusermount; if the mount is busy, detaches it lazily so that we never hang on it. */
+export async function unmountPath(mountpoint: string): Promise<void> {
+  const run = promisify(execFile);
+  try {
+    await run('fusermount', ['-u', mountpoint], { timeout: 10_000 });
+  } catch {
+    await run('fusermount', ['-uz', mountpoint], { timeout: 10_000 }).catch(() => undefined);
+  }
+}
+
+/** Whether something is mounted at this exact path (per /proc/self/mountinfo, with its octal escapes). */
+export async function isMounted(mountpoint: string): Promise<boolean> {
+  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  for (const line of table.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field && field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === mountpoint) return true;
+  }
+  return false;
+}

@@ -1,0 +1,257 @@
+// Mounting blackmatch for a system test: a real mount, started through the real command line, with a watchdog
+// that aborts the FUSE connection if the filesystem stops answering, and a cleanup that leaves nothing behind.
+import { execFile, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { mkdirCap, startGrid, type Grid } from './grid.js';
+
+const run = promisify(execFile);
+
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+export type Mode = 'split' | 'no-split';
+export const MODES: Mode[] = ['no-split', 'split'];
+
+export interface MountOptions {
+  mode: Mode;
+  gatewayUrl: string;
+  /** Root directory cap to mount; a fresh one when omitted. */
+  rootCap?: string;
+  cacheTimeout?: number;
+  extraArgs?: string[];
+  /** Mount by --root-uri instead of by alias. */
+  byRootUri?: boolean;
+}
+
+/** Runs the CLI to completion (it returns once the mount is live), bounded. */
+export async function runCli(args: string[], timeoutMs = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+    });
+  });
+}
+
+export class TestMount {
+  private watchdogs = new Set<NodeJS.Timeout>();
+  private unmounted = false;
+
+  private constructor(
+    readonly mode: Mode,
+    readonly gatewayUrl: string,
+    readonly rootCap: string,
+    readonly nodeDir: string,
+    readonly mountpoint: string,
+    readonly workDir: string,
+  ) {}
+
+  static async start(opts: MountOptions): Promise<TestMount> {
+    const workDir = await mkdtemp(join(tmpdir(), `bm-${opts.mode}-`));
+    const nodeDir = join(workDir, 'node');
+    const mountpoint = join(workDir, 'mnt');
+    await mkdir(join(nodeDir, 'private'), { recursive: true });
+    await mkdir(mountpoint);
+    const rootCap = opts.rootCap ?? (await mkdirCap(opts.gatewayUrl));
+    await writeFile(join(nodeDir, 'node.url'), opts.gatewayUrl + '\n');
+    await writeFile(join(nodeDir, 'private', 'aliases'), `tahoe: ${rootCap}\n`);
+    const m = new TestMount(opts.mode, opts.gatewayUrl, rootCap, nodeDir, mountpoint, workDir);
+    const args = [
+      '--node-directory', nodeDir,
+      ...(opts.byRootUri ? ['--root-uri', rootCap] : ['--alias', 'tahoe']),
+      '--cache-timeout', String(opts.cacheTimeout ?? 1),
+      '--log-level', 'debug',
+      ...(opts.mode === 'no-split' ? ['--no-split'] : []),
+      ...(opts.extraArgs ?? []),
+      mountpoint,
+    ];
+    const res = await runCli(args);
+    if (res.code !== 0) {
+      await m.cleanup();
+      throw new Error(`mount failed (${res.code}): ${res.stderr.trim()}\n${await m.logTail()}`);
+    }
+    return m;
+  }
+
+  /** Absolute path inside the mount. */
+  path(...parts: string[]): string {
+    return join(this.mountpoint, ...parts);
+  }
+
+  /** A fresh directory for one test, made through the mount. */
+  async freshDir(name: string): Promise<string> {
+    const dir = this.path(`${name}-${Math.random().toString(36).slice(2, 8)}`);
+    await mkdir(dir);
+    return dir;
+  }
+
+  /** Reads a file's bytes straight from the web API, by path under the mounted root. */
+  async webGet(relPath: string): Promise<Buffer> {
+    const res = await fetch(`${this.gatewayUrl}uri/${encodeURIComponent(this.rootCap)}/${encodePath(relPath)}`, { signal: AbortSignal.timeout(120_000) });
+    if (!res.ok) throw new Error(`GET ${relPath}: HTTP ${res.status}`);
+    return Buffer.from(await res.arrayBuffer());
+  }
+
+  /** The directory's JSON listing from the web API. */
+  async webList(relPath: string): Promise<Record<string, [string, { size?: number; metadata?: Record<string, unknown>; ro_uri?: string; rw_uri?: string }]>> {
+    const url = `${this.gatewayUrl}uri/${encodeURIComponent(this.rootCap)}/${encodePath(relPath)}?t=json`;
+    const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
+    if (!res.ok) throw new Error(`list ${relPath}: HTTP ${res.status}`);
+    const json = (await res.json()) as [string, { children: Record<string, [string, { size?: number }]> }];
+    return json[1].children as never;
+  }
+
+  /** Uploads bytes and links them at relPath, as another client of the grid would. */
+  async webPut(relPath: string, data: Buffer | string): Promise<void> {
+    const url = `${this.gatewayUrl}uri/${encodeURIComponent(this.rootCap)}/${encodePath(relPath)}`;
+    const res = await fetch(url, { method: 'PUT', body: typeof data === 'string' ? data : new Uint8Array(data), signal: AbortSignal.timeout(120_000) });
+    if (!res.ok) throw new Error(`PUT ${relPath}: HTTP ${res.status}`);
+  }
+
+  async webMkdir(relPath: string): Promise<void> {
+    const url = `${this.gatewayUrl}uri/${encodeURIComponent(this.rootCap)}/${encodePath(relPath)}?t=mkdir`;
+    const res = await fetch(url, { method: 'POST', signal: AbortSignal.timeout(60_000) });
+    if (!res.ok) throw new Error(`mkdir ${relPath}: HTTP ${res.status}`);
+  }
+
+  /**
+   * Runs fn; if it is still running after ms, aborts this mount's FUSE connection so that every blocked call
+   * fails (ENOTCONN) instead of hanging the run, and fails with a clear message.
+   */
+  async watch<T>(what: string, fn: () => Promise<T>, ms = 120_000): Promise<T> {
+    let fired = false;
+    const timer = setTimeout(() => {
+      fired = true;
+      void abortConnection(this.mountpoint);
+    }, ms);
+    this.watchdogs.add(timer);
+    try {
+      const result = await fn();
+      if (fired) throw new Error(`${what}: the filesystem stopped answering; watchdog aborted the mount`);
+      return result;
+    } catch (e) {
+      if (fired) throw new Error(`${what}: the filesystem stopped answering; watchdog aborted the mount (${(e as Error).message})`);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      this.watchdogs.delete(timer);
+    }
+  }
+
+  /** Runs a shell command against the mount (never synchronously: the watchdog must stay able to fire). */
+  async sh(command: string, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string }> {
+    return this.watch(command, () => run('bash', ['-c', command], { cwd: opts.cwd ?? this.mountpoint, timeout: opts.timeoutMs ?? 300_000, maxBuffer: 64 * 1024 * 1024 }), (opts.timeoutMs ?? 300_000) + 5_000);
+  }
+
+  async logTail(lines = 40): Promise<string> {
+    const out: string[] = [];
+    for (const name of await readdir(this.nodeDir).catch(() => [] as string[])) {
+      if (!name.endsWith('.log')) continue;
+      const text = await readFile(join(this.nodeDir, name), 'utf8').catch(() => '');
+      out.push(`--- ${name}\n${text.split('\n').slice(-lines).join('\n')}`);
+    }
+    return out.join('\n');
+  }
+
+  /** PIDs of blackmatch processes serving this mount (found by their command line). */
+  async pids(): Promise<number[]> {
+    const found: number[] = [];
+    for (const entry of await readdir('/proc')) {
+      if (!/^[0-9]+$/.test(entry)) continue;
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+      const argv = cmdline.split('\0');
+      if (argv.some((a) => a.endsWith('main.js')) && argv.includes(this.mountpoint)) found.push(Number(entry));
+    }
+    return found;
+  }
+
+  /** Unmounts, waits for every process of this mount to exit (killing stragglers), removes the work dir. */
+  async cleanup(): Promise<void> {
+    for (const t of this.watchdogs) clearTimeout(t);
+    if (!this.unmounted) {
+      this.unmounted = true;
+      if (await isMountpoint(this.mountpoint)) {
+        await run('fusermount', ['-u', this.mountpoint], { timeout: 30_000 }).catch(async () => {
+          await abortConnection(this.mountpoint);
+          await run('fusermount', ['-uz', this.mountpoint], { timeout: 30_000 }).catch(() => undefined);
+        });
+      }
+    }
+    const deadline = Date.now() + 20_000;
+    let pids = await this.pids();
+    while (pids.length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      pids = await this.pids();
+    }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    if (!process.env.BLACKMATCH_KEEP_TEST_DIRS) await rm(this.workDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Percent-encodes each path segment (spaces, unicode, ?, #, %, +). */
+export function encodePath(relPath: string): string {
+  return relPath.split('/').filter((p) => p !== '').map(encodeURIComponent).join('/');
+}
+
+export async function isMountpoint(path: string): Promise<boolean> {
+  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  return table.split('\n').some((line) => line.split(' ')[4] === path);
+}
+
+/**
+ * Aborts a FUSE connection through fusectl (REFERENCE.md, "Hung FUSE mounts in tests"): the connection number
+ * is the minor number of the mount's device.
+ */
+export async function abortConnection(mountpoint: string): Promise<void> {
+  try {
+    await run('mountpoint', ['-q', '/sys/fs/fuse/connections']).catch(() => run('mount', ['-t', 'fusectl', 'fusectl', '/sys/fs/fuse/connections']));
+    const line = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === mountpoint);
+    const minor = line?.split(' ')[2]?.split(':')[1];
+    if (minor) await writeFile(`/sys/fs/fuse/connections/${minor}/abort`, '1');
+  } catch {
+    // best effort: the caller still unmounts lazily
+  }
+}
+
+export async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Waits until check() is true, polling; a bounded wait for something another client did, not a timing assertion. */
+export async function eventually(what: string, check: () => Promise<boolean>, boundMs = 60_000): Promise<void> {
+  const deadline = Date.now() + boundMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not seen within ${boundMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/**
+ * The grid for a test file: the one scripts/run-tests.mjs started (BLACKMATCH_TEST_GATEWAY), or a grid of the
+ * file's own when it is run alone.
+ */
+export async function useGrid(): Promise<{ gatewayUrl: string; grid: Grid | undefined; stop(): Promise<void> }> {
+  const url = process.env.BLACKMATCH_TEST_GATEWAY;
+  if (url) return { gatewayUrl: url, grid: undefined, stop: async () => undefined };
+  const grid = await startGrid();
+  return { gatewayUrl: grid.gatewayUrl, grid, stop: () => grid.stop() };
+}

@@ -1,0 +1,146 @@
+// The command line and the mount's life: clear one-line errors that leave nothing behind, unmount that ends
+// every process, read-only caps, the directory cache's trust window, and caps kept out of logs.
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { randomBytes } from 'node:crypto';
+import { encodeBase32 } from '../../src/tahoe/base32.js';
+import { mkdirCap } from '../support/grid.js';
+import { eventually, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+
+async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(what, (e: NodeJS.ErrnoException) => {
+    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
+    return true;
+  });
+}
+
+/** A well-formed writable directory cap that names nothing on any grid. */
+function randomDirCap(): string {
+  return `URI:DIR2:${encodeBase32(randomBytes(16))}:${encodeBase32(randomBytes(32))}`;
+}
+
+describe('mount lifecycle', () => {
+  let grid: Awaited<ReturnType<typeof useGrid>>;
+  let work: string;
+  before(async () => {
+    grid = await useGrid();
+    work = await mkdtemp(join(tmpdir(), 'bm-cli-'));
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+    await grid?.stop();
+  });
+
+  async function nodeDir(aliases: string): Promise<string> {
+    const dir = await mkdtemp(join(work, 'node-'));
+    await mkdir(join(dir, 'private'));
+    await writeFile(join(dir, 'node.url'), grid.gatewayUrl + '\n');
+    await writeFile(join(dir, 'private', 'aliases'), aliases);
+    return dir;
+  }
+
+  describe('bad command lines fail with one line, mounting nothing', () => {
+    const cases: Array<[string, (mnt: string, nd: string, cap: string) => string[], RegExp]> = [
+      ['unknown option', (mnt, nd) => ['--node-directory', nd, '--bogus', mnt], /unknown option/],
+      ['garbage cap', (mnt, nd) => ['--node-directory', nd, '--root-uri', 'URI:nonsense', mnt], /bad --root-uri/],
+      ['file cap as root', (mnt, nd) => ['--node-directory', nd, '--root-uri', 'URI:LIT:nbswy3dp', mnt], /names a file, not a directory/],
+      ['unknown alias', (mnt, nd) => ['--node-directory', nd, '--alias', 'nosuch', mnt], /unknown alias "nosuch"/],
+      ['unreachable node', (mnt, nd) => ['--node-directory', nd, '--node-url', 'http://127.0.0.1:1/', mnt], /not reachable/],
+      ['missing mountpoint', (_mnt, nd) => ['--node-directory', nd, join(work, 'does-not-exist')], /does not exist/],
+      ['missing node directory', (mnt) => ['--node-directory', join(work, 'no-node-dir'), mnt], /node\.url/],
+      ['a directory cap that is not on the grid', (mnt, nd) => ['--node-directory', nd, '--root-uri', randomDirCap(), mnt], /cannot list the root directory/],
+    ];
+    for (const mode of MODES) {
+      for (const [name, argv, message] of cases) {
+        it(`${name} (${mode})`, async () => {
+          const cap = await mkdirCap(grid.gatewayUrl);
+          const nd = await nodeDir(`tahoe: ${cap}\n`);
+          const mnt = await mkdtemp(join(work, 'mnt-'));
+          const args = [...argv(mnt, nd, cap), ...(mode === 'no-split' ? ['--no-split'] : [])];
+          const res = await runCli(args);
+          assert.notEqual(res.code, 0, `exit code for ${name}`);
+          const lines = res.stderr.trim().split('\n').filter((l) => l.trim() !== '' && !l.startsWith('(run blackmatch'));
+          assert.equal(lines.length, 1, `one line expected, got:\n${res.stderr}`);
+          assert.match(lines[0]!, message);
+          assert.ok(!res.stderr.includes(cap), 'a cap leaked into the error');
+          assert.equal(await isMountpoint(mnt), false);
+        });
+      }
+    }
+  });
+
+  for (const mode of MODES) {
+    describe(`life of a mount (${mode})`, () => {
+      it('refuses a second mount on the same mountpoint, and fusermount -u ends every process', async () => {
+        const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
+        try {
+          assert.ok((await m.pids()).length >= 1);
+          const again = await runCli(['--node-directory', m.nodeDir, ...(mode === 'no-split' ? ['--no-split'] : []), m.mountpoint]);
+          assert.notEqual(again.code, 0);
+          assert.match(again.stderr, /already mounted/);
+          await m.sh(`fusermount -u ${m.mountpoint}`, { cwd: '/' });
+          await eventually('every process of the mount exits', async () => (await m.pids()).length === 0, 30_000);
+          assert.equal(await isMountpoint(m.mountpoint), false);
+        } finally {
+          await m.cleanup();
+        }
+      });
+
+      it('mounts by --root-uri and never writes the cap into its logs', async () => {
+        const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, byRootUri: true });
+        try {
+          await writeFile(m.path('f'), 'x');
+          const logs = (await readdir(m.nodeDir)).filter((n) => n.endsWith('.log'));
+          assert.ok(logs.length > 0);
+          for (const name of logs) {
+            assert.match(name, /^tfuse\.uri_[0-9a-f]+\./);
+            const text = await readFile(join(m.nodeDir, name), 'utf8');
+            assert.ok(!text.includes(m.rootCap), `${name} contains the root cap`);
+            assert.ok(!/URI:(CHK|LIT|DIR2):[a-z2-7]{8}/.test(text), `${name} contains a cap`);
+          }
+        } finally {
+          await m.cleanup();
+        }
+      });
+
+      it('serves a read-only cap read-only: EROFS on every write', async () => {
+        const rw = await mkdirCap(grid.gatewayUrl);
+        await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(rw)}/f`, { method: 'PUT', body: 'read me' });
+        await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(rw)}/d?t=mkdir`, { method: 'POST' });
+        const json = (await (await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(rw)}?t=json`)).json()) as [string, { ro_uri: string }];
+        const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: json[1].ro_uri, byRootUri: true });
+        try {
+          assert.equal(await readFile(m.path('f'), 'utf8'), 'read me');
+          assert.equal((await stat(m.path('f'))).mode & 0o222, 0);
+          assert.equal((await stat(m.path('d'))).mode & 0o222, 0);
+          await expectErrno(writeFile(m.path('g'), 'x'), 'EROFS');
+          await expectErrno(writeFile(m.path('f'), 'x'), 'EROFS');
+          await expectErrno(mkdir(m.path('e')), 'EROFS');
+          await expectErrno(unlink(m.path('f')), 'EROFS');
+          await expectErrno(rename(m.path('f'), m.path('h')), 'EROFS');
+          await expectErrno(writeFile(m.path('d', 'x'), 'x'), 'EROFS');
+        } finally {
+          await m.cleanup();
+        }
+      });
+
+      it('trusts a listing for --cache-timeout: another client\'s file stays unseen within it', async () => {
+        const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, cacheTimeout: 3600 });
+        try {
+          await mkdir(m.path('d'));
+          assert.deepEqual(await readdir(m.path('d')), []);
+          await m.webPut('d/elsewhere', 'x');
+          assert.deepEqual(await readdir(m.path('d')), [], 'listing refetched before the cache timeout');
+          // Our own changes are seen at once, whatever the timeout.
+          await writeFile(m.path('d', 'mine'), 'y');
+          assert.deepEqual(await readdir(m.path('d')), ['mine']);
+        } finally {
+          await m.cleanup();
+        }
+      });
+    });
+  }
+});
