@@ -23,9 +23,9 @@ export interface Args {
 export const DEFAULT_CACHE_TIMEOUT_S = 10;
 
 function seconds(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number of seconds, 0 or more');
-  return n;
+  // Plain decimals only: Number() would also take '', ' ' (as 0) and '0x10'.
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(value.trim())) throw new InvalidArgumentError('expected a number of seconds, 0 or more');
+  return Number(value);
 }
 
 function collect(value: string, previous: string[]): string[] {

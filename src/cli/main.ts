@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 // Entry point: blackmatch [options] MOUNTPOINT. See README.md for the modes and their processes.
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { CommanderError } from 'commander';
 import { ContentCache } from '../cache/content-cache.js';
 import { TahoeFs } from '../fs/tahoe-fs.js';
-import { isMounted, mount } from '../fuse/adapter.js';
+import { isMounted, mount, unmountPath, type Mounted } from '../fuse/adapter.js';
 import { createLogger, type Logger } from '../log.js';
 import { hasWaitingParent, reportToParent, runDetached } from '../process/daemon.js';
+import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathFor, waitForServer } from '../process/server-process.js';
+import { RpcClient } from '../rpc/client.js';
+import { RpcServer } from '../rpc/server.js';
 import { scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
 import { parseArgs, type Args } from './args.js';
@@ -14,6 +18,8 @@ import { checkMountpoint, logFile, resolveConfig, type MountConfig } from './con
 
 /** Bound for the background child to mount and report: covers listing the root through a slow gateway. */
 const DETACHED_START_TIMEOUT_MS = 90_000;
+/** A server whose client never connects its keepalive exits after this long. */
+const SERVER_ORPHAN_TIMEOUT_MS = 60_000;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -29,32 +35,40 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   }
   const config = await resolveConfig(args);
+  if (args.serverShutdown) {
+    process.stdout.write(`${await shutdownServer(config)}\n`);
+    return 0;
+  }
+  if (args.server) return runServer(args, config, resolve(args.mountpoint ?? '/'));
   const mountpoint = await checkMountpoint(args.mountpoint!, isMounted);
   if (!args.foreground) {
     await runDetached([...argv, '-f'], DETACHED_START_TIMEOUT_MS);
     return 0;
   }
-  return runUnsplit(args, config, mountpoint);
+  // Paths are resolved: let go of the caller's working directory (it might be a mount someone wants gone).
+  process.chdir('/');
+  return args.split ? runClient(args, argv, config, mountpoint) : runUnsplit(args, config, mountpoint);
 }
 
-/** The whole filesystem in this process: FUSE adapter directly over the core. */
-async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
-  const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
-  log.info({ root: redact(config.rootCap.text), rootName: config.rootName, mountpoint, nodeUrl: config.nodeUrl }, 'starting');
+/** The filesystem core with its cache, as both the unsplit process and the server run it. */
+async function startCore(args: Args, config: MountConfig, log: Logger): Promise<{ core: TahoeFs; client: TahoeClient }> {
+  log.info({ root: redact(config.rootCap.text), rootName: config.rootName, nodeUrl: config.nodeUrl }, 'starting');
   const client = new TahoeClient(config.nodeUrl);
   const cache = new ContentCache(config.cacheDir, client, log);
   await cache.init();
   const core = new TahoeFs({ client, cache, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log });
   await core.start();
+  return { core, client };
+}
+
+/** --no-split: the whole filesystem in this process, the FUSE adapter directly over the core. */
+async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
+  const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
+  const { core, client } = await startCore(args, config, log);
   const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, log });
   log.info({ mountpoint }, 'mounted');
   reportToParent({ ready: true });
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(signal, () => {
-      log.info({ signal }, 'unmounting');
-      void mounted.unmount();
-    });
-  }
+  unmountOnSignals(mounted, log);
   await mounted.gone;
   log.info('unmounted; finishing uploads');
   await core.shutdown();
@@ -62,6 +76,83 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
   log.info('exiting');
   await flushLog(log);
   return 0;
+}
+
+/**
+ * Split mode, client side: launches the server, holds a keepalive connection to it, and mounts FUSE over an
+ * RPC client. If the server dies, the mount stays and every operation fails at once with ENOTCONN (so that
+ * programs never write into the directory underneath); `fusermount -u` then ends the client.
+ */
+async function runClient(args: Args, argv: string[], config: MountConfig, mountpoint: string): Promise<number> {
+  const log = createLogger(logFile(config, 'client'), args.logLevel);
+  const socketPath = socketPathFor(config);
+  await ensureSocketDir(config);
+  await claimSocket(socketPath, config.rootName);
+  const serverArgs = argv.filter((a) => a !== '-f');
+  const { exited } = await launchServer(serverArgs, logFile(config, 'server'));
+  const rpc = await waitForServer(socketPath, exited, logFile(config, 'server'), args.serverStartTimeout * 1000);
+  const keepalive = await RpcClient.connect(socketPath);
+  await keepalive.keepalive();
+  for (const c of [rpc, keepalive]) c.onLost((reason) => log.error({ reason }, 'lost the server: every operation now fails with ENOTCONN'));
+  const mounted = await mount(mountpoint, rpc.asOps(), { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, log });
+  log.info({ mountpoint, socket: socketPath }, 'mounted');
+  reportToParent({ ready: true });
+  unmountOnSignals(mounted, log);
+  await mounted.gone;
+  log.info('unmounted; closing the keepalive so that the server finishes and exits');
+  rpc.close();
+  keepalive.close();
+  await flushLog(log);
+  return 0;
+}
+
+/** Split mode, server side: the filesystem core behind the RPC socket, until the client goes. */
+async function runServer(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
+  process.chdir('/');
+  const log = createLogger(logFile(config, 'server'), args.logLevel);
+  const socketPath = socketPathFor(config);
+  const { core, client } = await startCore(args, config, log);
+  let resolveExit!: (code: number) => void;
+  const exited = new Promise<number>((r) => (resolveExit = r));
+  let finishing = false;
+  const finish = async (why: string): Promise<void> => {
+    if (finishing) return;
+    finishing = true;
+    log.info({ why }, 'finishing uploads, then exiting');
+    await server.close();
+    await core.shutdown();
+    await client.close();
+    log.info('exiting');
+    await flushLog(log);
+    resolveExit(0);
+  };
+  // A client that died before it connected its keepalive would leave us waiting forever.
+  const orphanTimer = setTimeout(() => void finish('no client connected'), SERVER_ORPHAN_TIMEOUT_MS);
+  const server = new RpcServer({
+    socketPath,
+    core,
+    log,
+    info: () => ({ pid: process.pid, mountpoint, rootName: config.rootName }),
+    onKeepalive: () => clearTimeout(orphanTimer),
+    onKeepaliveLost: () => void finish('the client is gone'),
+    onShutdownRequest: () => {
+      log.info('shutdown requested: unmounting');
+      void unmountPath(mountpoint).finally(() => void finish('shutdown requested'));
+    },
+  });
+  await server.listen();
+  log.info({ socket: socketPath, mountpoint }, 'serving');
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void finish(signal));
+  return exited;
+}
+
+function unmountOnSignals(mounted: Mounted, log: Logger): void {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      log.info({ signal }, 'unmounting');
+      void mounted.unmount();
+    });
+  }
 }
 
 function flushLog(log: Logger): Promise<void> {

@@ -139,6 +139,7 @@ export class TahoeFs implements Ops {
   // ---- attributes and directories -------------------------------------------------------------------------
 
   async getattr(path: string): Promise<Attr> {
+    path = nfc(path);
     if (path === '/') return this.dirAttr(this.root.writable, undefined);
     const open = this.openFiles.get(path);
     if (open) return this.openFileAttr(open);
@@ -148,6 +149,7 @@ export class TahoeFs implements Ops {
   }
 
   async readdir(path: string): Promise<string[]> {
+    path = nfc(path);
     const dir = await this.resolveDir(path);
     const listing = await this.listing(dir);
     const names = ['.', '..'];
@@ -162,6 +164,7 @@ export class TahoeFs implements Ops {
   }
 
   async access(path: string, mode: number): Promise<void> {
+    path = nfc(path);
     if (path === '/') {
       if (mode & W_OK && !this.root.writable) throw new FsError('EROFS', 'read-only root');
       return;
@@ -177,6 +180,7 @@ export class TahoeFs implements Ops {
   }
 
   async mkdir(path: string): Promise<void> {
+    path = nfc(path);
     const { parent, name, child } = await this.lookup(path);
     this.requireWritable(parent, path);
     if (child || this.openFiles.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
@@ -188,6 +192,7 @@ export class TahoeFs implements Ops {
   }
 
   async rmdir(path: string): Promise<void> {
+    path = nfc(path);
     if (path === '/') throw new FsError('EBUSY', 'cannot remove the mounted root');
     const { parent, name, child } = await this.lookup(path);
     if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
@@ -203,6 +208,7 @@ export class TahoeFs implements Ops {
   }
 
   async unlink(path: string): Promise<void> {
+    path = nfc(path);
     const { parent, name, child } = await this.lookup(path);
     const open = this.openFiles.get(path);
     if (!child && !open) throw new FsError('ENOENT', `no such file: ${path}`);
@@ -217,6 +223,8 @@ export class TahoeFs implements Ops {
   }
 
   async rename(from: string, to: string): Promise<void> {
+    from = nfc(from);
+    to = nfc(to);
     if (from === '/' || to === '/') throw new FsError('EBUSY', 'cannot rename the mounted root');
     if (from === to) return;
     if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move a directory into itself: ${from}`);
@@ -255,6 +263,8 @@ export class TahoeFs implements Ops {
   }
 
   async link(from: string, to: string): Promise<void> {
+    from = nfc(from);
+    to = nfc(to);
     const src = await this.lookup(from);
     const open = this.openFiles.get(from);
     if (open?.dirty) await this.commit(open);
@@ -269,6 +279,7 @@ export class TahoeFs implements Ops {
   }
 
   async utimens(path: string, _atimeNs: string, mtimeNs: string): Promise<void> {
+    path = nfc(path);
     if (path === '/') return; // the root has no link to carry metadata
     const mtime = timestampFromNs(mtimeNs);
     const open = this.openFiles.get(path);
@@ -288,17 +299,20 @@ export class TahoeFs implements Ops {
 
   /** Tahoe stores no modes: accepted without effect, so that cp -a, rsync -a and tar succeed. */
   async chmod(path: string): Promise<void> {
+    path = nfc(path);
     await this.getattr(path);
   }
 
   /** Tahoe stores no owners: accepted without effect (see chmod). */
   async chown(path: string): Promise<void> {
+    path = nfc(path);
     await this.getattr(path);
   }
 
   // ---- files -------------------------------------------------------------------------------------------------
 
   async open(path: string, flags: number): Promise<number> {
+    path = nfc(path);
     const writable = (flags & O_ACCMODE) !== O_RDONLY;
     let file = this.openFiles.get(path);
     if (!file) {
@@ -322,6 +336,7 @@ export class TahoeFs implements Ops {
   }
 
   async create(path: string): Promise<number> {
+    path = nfc(path);
     const { parent, name, child } = await this.lookup(path);
     if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
     this.requireWritable(parent, path);
@@ -379,6 +394,7 @@ export class TahoeFs implements Ops {
   }
 
   async truncate(path: string, size: number): Promise<void> {
+    path = nfc(path);
     const open = this.openFiles.get(path);
     if (open) {
       this.requireWritableFile(open);
@@ -808,6 +824,14 @@ function nsString(t: Timestamp): string {
 function nowTimestamp(): Timestamp {
   const ms = Date.now();
   return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
+}
+
+/**
+ * Tahoe stores child names in Unicode NFC (a name linked in NFD is listed back in NFC), so every path is
+ * looked up in NFC: a file created under a decomposed name is still found after the listing is refetched.
+ */
+function nfc(path: string): string {
+  return path.normalize('NFC');
 }
 
 /** Names a POSIX directory cannot show are hidden (see README, "Known limits"). */

@@ -116,7 +116,7 @@ export function parseDirCap(text: string): Cap {
  * Never the cap itself, which grants access to whoever reads it.
  */
 export function redact(capText: string): string {
-  const kind = /^URI:([A-Z0-9-]+):/.exec(capText)?.[1] ?? '?';
+  const kind = /^URI:([A-Za-z0-9-]+):/.exec(capText)?.[1] ?? '?';
   const digest = createHash('sha256').update(capText).digest('hex').slice(0, 10);
   return `${kind}#${digest}`;
 }

@@ -208,7 +208,7 @@ export class TahoeClient {
   }
 }
 
-const CAP_IN_TEXT = /URI:[A-Z0-9-]+:[A-Za-z0-9:]+/g;
+const CAP_IN_TEXT = /URI:[A-Za-z0-9-]+:[A-Za-z0-9:_-]+/g;
 
 /** Tahoe error bodies can quote caps; keep only a fingerprint of each. */
 export function scrubCaps(text: string): string {
@@ -222,8 +222,9 @@ async function httpError(res: Dispatcher.ResponseData, what: string): Promise<Fs
   } catch {
     // the status alone is enough
   }
-  const firstLine = scrubCaps(detail.split('\n').find((l) => l.trim()) ?? '').trim().slice(0, 200);
-  return new FsError(errnoForStatus(res.statusCode, detail), `${what}: HTTP ${res.statusCode} ${firstLine}`.trim());
+  // Tahoe answers errors as HTML or as a traceback: keep the readable text, without markup or caps.
+  const text = scrubCaps(detail.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ')).trim().slice(0, 200);
+  return new FsError(errnoForStatus(res.statusCode, detail), `${what}: HTTP ${res.statusCode} ${text}`.trim());
 }
 
 /** Tahoe's status codes (web/common.py humanize_failure) mapped to what a program should see. */
@@ -236,9 +237,13 @@ export function errnoForStatus(status: number, body = ''): ErrnoName {
       return 'EEXIST';
     case 400:
       if (/not a directory|is not a directory/i.test(body)) return 'ENOTDIR';
+      if (/read-only cap/i.test(body)) return 'EROFS';
       return 'EINVAL';
     case 403:
       return /read-only|readonly/i.test(body) ? 'EROFS' : 'EACCES';
+    case 500:
+      // Tahoe 1.20 reports writes through read-only caps as 500 NotWriteableError.
+      return /NotWriteableError/.test(body) ? 'EROFS' : 'EIO';
     case 413:
       return 'EFBIG';
     default:

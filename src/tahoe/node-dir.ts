@@ -37,7 +37,8 @@ export function normalizeNodeUrl(text: string): string {
     throw new ConfigError(`bad node URL "${text}"`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ConfigError(`bad node URL "${text}": not http(s)`);
-  return url.origin + '/';
+  // Keep a path prefix (a gateway behind a proxy at http://host/tahoe/), as Tahoe's own CLI does.
+  return url.origin + (url.pathname.endsWith('/') ? url.pathname : url.pathname + '/');
 }
 
 /** Resolves --alias NAME to its directory cap; the name may carry Tahoe's trailing colon ("tahoe:"). */

@@ -1,0 +1,127 @@
+// The server's life as the client sees it: where its socket lives, finding a live or stale one, launching
+// it as a daemon, waiting for it to answer, and asking it to stop.
+import { spawn } from 'node:child_process';
+import { chmod, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { MountConfig } from '../cli/config.js';
+import { RpcClient } from '../rpc/client.js';
+import { ConfigError } from '../tahoe/node-dir.js';
+
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+const MAX_SOCKET_PATH_BYTES = 107;
+const POLL_MS = 50;
+
+export function socketDir(config: MountConfig): string {
+  return join(config.nodeDir, 'tfuse.sockets');
+}
+
+export function socketPathFor(config: MountConfig): string {
+  const path = join(socketDir(config), config.rootName);
+  const bytes = Buffer.byteLength(path);
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw new ConfigError(`socket path ${path} is ${bytes} bytes, over the ${MAX_SOCKET_PATH_BYTES} a unix socket allows: use a shorter --node-directory or alias`);
+  }
+  return path;
+}
+
+export async function ensureSocketDir(config: MountConfig): Promise<void> {
+  await mkdir(socketDir(config), { recursive: true, mode: 0o700 });
+  await chmod(socketDir(config), 0o700);
+}
+
+/**
+ * Makes the socket path ours: a live server there means this root is already mounted (error naming where);
+ * a socket nobody answers on was left by a dead server and is removed.
+ */
+export async function claimSocket(socketPath: string, rootName: string): Promise<void> {
+  if (!(await stat(socketPath).catch(() => undefined))) return;
+  let client: RpcClient | undefined;
+  try {
+    client = await RpcClient.connect(socketPath, 3_000);
+  } catch {
+    await rm(socketPath, { force: true });
+    return;
+  }
+  try {
+    const info = await client.info();
+    throw new ConfigError(`root "${rootName}" is already mounted at ${info.mountpoint} (server pid ${info.pid})`);
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    throw new ConfigError(`a server for root "${rootName}" answers at ${socketPath} but not as blackmatch: ${(e as Error).message}`);
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * Starts the server: the same program and arguments plus --server, in a new session, detached from our
+ * terminal, with its output going to its log (so a startup error can be read back from there).
+ */
+export async function launchServer(args: string[], logPath: string): Promise<{ exited: Promise<number | null> }> {
+  const log = await open(logPath, 'a', 0o600);
+  try {
+    const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...args, '--server'], {
+      detached: true,
+      stdio: ['ignore', log.fd, log.fd],
+      env: { ...process.env, BLACKMATCH_REPORT_TO_PARENT: '' },
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.unref();
+    return { exited };
+  } finally {
+    await log.close();
+  }
+}
+
+/** Waits, bounded, until the server answers on its socket; fails with the server's own startup error. */
+export async function waitForServer(socketPath: string, exited: Promise<number | null>, logPath: string, timeoutMs: number): Promise<RpcClient> {
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await RpcClient.connect(socketPath, 2_000);
+    } catch {
+      // not listening yet
+    }
+    if (gone) throw new Error(`server failed to start: ${await startupError(logPath)}`);
+    if (Date.now() > deadline) throw new Error(`server did not start within ${timeoutMs / 1000} s: ${await startupError(logPath)}`);
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+/** The server prints a failure to start as one "blackmatch: ..." line into its log. */
+async function startupError(logPath: string): Promise<string> {
+  const text = await readFile(logPath, 'utf8').catch(() => '');
+  const lines = text.split('\n').filter((l) => l.startsWith('blackmatch: '));
+  return lines.length > 0 ? lines[lines.length - 1]!.slice('blackmatch: '.length) : `no error in ${logPath}`;
+}
+
+/** --server-shutdown: asks the running server to unmount and exit, and waits until it has. */
+export async function shutdownServer(config: MountConfig): Promise<string> {
+  const socketPath = socketPathFor(config);
+  let client: RpcClient;
+  try {
+    client = await RpcClient.connect(socketPath, 3_000);
+  } catch {
+    throw new ConfigError(`no blackmatch server is running for "${config.rootName}" (nothing answers at ${socketPath})`);
+  }
+  const info = await client.info();
+  await client.shutdown();
+  client.close();
+  const deadline = Date.now() + 60_000;
+  while (processAlive(info.pid)) {
+    if (Date.now() > deadline) throw new Error(`server pid ${info.pid} did not exit within 60 s`);
+    await new Promise((r) => setTimeout(r, POLL_MS * 2));
+  }
+  return `stopped the server for "${config.rootName}" (mounted at ${info.mountpoint})`;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

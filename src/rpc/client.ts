@@ -1,0 +1,137 @@
+// The client end of the RPC: implements Ops by sending each op to the server, with many calls in flight
+// (FUSE runs ops on several threads). When the connection goes, every pending and later call fails at once.
+import { connect } from 'node:net';
+import { constants } from 'node:os';
+import { FsError } from '../fs/errors.js';
+import { OP_NAMES, type OpName, type Ops } from '../fs/ops.js';
+import { FramedConnection } from './connection.js';
+import { CONTROL, DATA_RESULT, isReply, OP_ARGS, type ServerInfo } from './protocol.js';
+
+/** Deadline for one call: a backstop, the server bounds its own network waits. Data ops may upload a whole file. */
+const CALL_DEADLINE_MS = 180_000;
+const DATA_CALL_DEADLINE_MS = 3_600_000;
+const LONG_OPS: ReadonlySet<string> = new Set(['read', 'write', 'open', 'create', 'flush', 'fsync', 'release', 'truncate', 'ftruncate', 'link']);
+
+interface Pending {
+  resolve: (value: { result: unknown; data: Buffer | undefined }) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RpcClient {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private lostReason: string | undefined;
+  private readonly lostListeners: Array<(reason: string) => void> = [];
+
+  private constructor(private readonly conn: FramedConnection) {}
+
+  /** Connects to the server's socket; rejects if nothing listens there. */
+  static connect(socketPath: string, timeoutMs = 5_000): Promise<RpcClient> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(socketPath);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`no answer from ${socketPath}`));
+      }, timeoutMs);
+      socket.once('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        let client: RpcClient | undefined;
+        const conn = new FramedConnection(
+          socket,
+          (frame) => client!.onFrame(frame.json, frame.data),
+          (reason) => client!.onClose(reason),
+        );
+        client = new RpcClient(conn);
+        resolve(client);
+      });
+    });
+  }
+
+  /** The same client, seen as the filesystem: one generic forwarder per op, no op written twice. */
+  asOps(): Ops {
+    const ops: Partial<Record<OpName, (...args: unknown[]) => Promise<unknown>>> = {};
+    for (const name of OP_NAMES) ops[name] = (...args: unknown[]) => this.callOp(name, args);
+    return ops as unknown as Ops;
+  }
+
+  async info(): Promise<ServerInfo> {
+    return (await this.call(CONTROL.info, [])).result as ServerInfo;
+  }
+
+  /** Makes this connection the server's keepalive: the server exits when it closes. */
+  async keepalive(): Promise<void> {
+    await this.call(CONTROL.keepalive, []);
+  }
+
+  async shutdown(): Promise<void> {
+    await this.call(CONTROL.shutdown, []);
+  }
+
+  onLost(listener: (reason: string) => void): void {
+    this.lostListeners.push(listener);
+  }
+
+  close(): void {
+    this.conn.destroy('closed by client');
+  }
+
+  private async callOp(name: OpName, args: unknown[]): Promise<unknown> {
+    const kinds = OP_ARGS[name];
+    const dataIndex = kinds.indexOf('data');
+    let data: Buffer | undefined;
+    let jsonArgs = args;
+    if (dataIndex >= 0) {
+      data = args[dataIndex] as Buffer;
+      jsonArgs = args.filter((_, i) => i !== dataIndex);
+    }
+    const deadline = LONG_OPS.has(name) ? DATA_CALL_DEADLINE_MS : CALL_DEADLINE_MS;
+    const reply = await this.call(name, jsonArgs, data, deadline);
+    return DATA_RESULT.has(name) ? (reply.data ?? Buffer.alloc(0)) : reply.result;
+  }
+
+  call(method: string, args: unknown[], data?: Buffer, deadlineMs = CALL_DEADLINE_MS): Promise<{ result: unknown; data: Buffer | undefined }> {
+    if (this.lostReason !== undefined) return Promise.reject(new FsError('ENOTCONN', `server connection lost: ${this.lostReason}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new FsError('EIO', `${method}: no reply from the server within ${deadlineMs / 1000} s`));
+      }, deadlineMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.conn.send({ id, method, args }, data);
+    });
+  }
+
+  private onFrame(json: unknown, data: Buffer | undefined): void {
+    if (!isReply(json)) {
+      this.conn.destroy('malformed reply from server');
+      return;
+    }
+    const pending = this.pending.get(json.id);
+    if (!pending) return; // timed out meanwhile
+    this.pending.delete(json.id);
+    clearTimeout(pending.timer);
+    if ('error' in json) {
+      const code = json.error.code as ConstructorParameters<typeof FsError>[0];
+      pending.reject(new FsError(code in constants.errno ? code : 'EIO', json.error.message));
+    } else {
+      pending.resolve({ result: json.result, data });
+    }
+  }
+
+  private onClose(reason: string | undefined): void {
+    this.lostReason = reason ?? 'server closed the connection';
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(new FsError('ENOTCONN', `server connection lost: ${this.lostReason}`));
+      this.pending.delete(id);
+    }
+    for (const listener of this.lostListeners) listener(this.lostReason);
+  }
+}

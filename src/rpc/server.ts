@@ -1,0 +1,104 @@
+// The server end of the RPC: dispatches each request into the filesystem core and answers it. A connection
+// that sends garbage is dropped; every other connection keeps being served.
+import { chmod, rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { FsError, toErrno } from '../fs/errors.js';
+import type { OpName, Ops } from '../fs/ops.js';
+import type { Logger } from '../log.js';
+import { FramedConnection } from './connection.js';
+import { checkArgs, CONTROL, DATA_RESULT, isRequest, OP_ARGS, type Reply, type ServerInfo } from './protocol.js';
+
+export interface RpcServerOptions {
+  socketPath: string;
+  core: Ops;
+  log: Logger;
+  info: () => ServerInfo;
+  /** The client connected its keepalive. */
+  onKeepalive: () => void;
+  /** The client's keepalive connection closed: the client is gone. */
+  onKeepaliveLost: () => void;
+  onShutdownRequest: () => void;
+}
+
+export class RpcServer {
+  private server: Server | undefined;
+  private readonly connections = new Set<FramedConnection>();
+
+  constructor(private readonly opts: RpcServerOptions) {}
+
+  async listen(): Promise<void> {
+    const server = createServer((socket) => this.accept(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.socketPath, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    await chmod(this.opts.socketPath, 0o600);
+    server.on('error', (e) => this.opts.log.error({ err: e.message }, 'socket server error'));
+    this.server = server;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.connections) c.destroy('server exiting');
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await rm(this.opts.socketPath, { force: true });
+  }
+
+  private accept(socket: Socket): void {
+    const log = this.opts.log;
+    let keepalive = false;
+    const conn: FramedConnection = new FramedConnection(
+      socket,
+      (frame) => {
+        if (!isRequest(frame.json)) {
+          log.warn('malformed request: dropping the connection');
+          conn.destroy('malformed request');
+          return;
+        }
+        const { id, method, args } = frame.json;
+        if (method === CONTROL.keepalive) {
+          keepalive = true;
+          this.opts.onKeepalive();
+          conn.send({ id, result: null });
+          return;
+        }
+        void this.dispatch(id, method, args, frame.data).then(({ reply, data }) => conn.send(reply, data));
+      },
+      (reason) => {
+        this.connections.delete(conn);
+        if (reason) log.warn({ reason }, 'connection dropped');
+        if (keepalive) this.opts.onKeepaliveLost();
+      },
+    );
+    this.connections.add(conn);
+  }
+
+  private async dispatch(id: number, method: string, args: unknown[], data: Buffer | undefined): Promise<{ reply: Reply; data?: Buffer }> {
+    const log = this.opts.log;
+    const started = performance.now();
+    try {
+      if (method === CONTROL.info) return { reply: { id, result: this.opts.info() } };
+      if (method === CONTROL.shutdown) {
+        setImmediate(() => this.opts.onShutdownRequest());
+        return { reply: { id, result: null } };
+      }
+      if (!Object.hasOwn(OP_ARGS, method)) throw new FsError('ENOSYS', `unknown method "${method.slice(0, 64)}"`);
+      const op = method as OpName;
+      const checked = checkArgs(op, args, data);
+      if (!checked) throw new FsError('EINVAL', `wrong arguments for ${op}`);
+      const fn = this.opts.core[op] as (...a: unknown[]) => Promise<unknown>;
+      const result = await fn.apply(this.opts.core, checked);
+      log.debug({ id, op, path: checked[0], ms: +(performance.now() - started).toFixed(2) }, 'ok');
+      if (DATA_RESULT.has(op)) return { reply: { id, result: null }, data: result as Buffer };
+      return { reply: { id, result: result ?? null } };
+    } catch (e) {
+      const errno = toErrno(e);
+      const fsError = e instanceof FsError ? e : undefined;
+      if (fsError && fsError.code !== 'EIO') log.debug({ id, op: method.slice(0, 64), errno, reason: fsError.message }, 'failed');
+      else log.error({ id, op: method.slice(0, 64), errno, err: e instanceof Error ? e.stack : String(e) }, 'failed');
+      return { reply: { id, error: { errno, code: fsError?.code ?? 'EIO', message: fsError?.message ?? 'internal error (see the server log)' } } };
+    }
+  }
+}

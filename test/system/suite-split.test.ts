@@ -1,0 +1,3 @@
+import { fsSuite } from './fs-suite.js';
+
+fsSuite('split');

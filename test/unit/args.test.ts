@@ -1,0 +1,106 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { CommanderError } from 'commander';
+import { DEFAULT_CACHE_TIMEOUT_S, parseArgs, UsageError } from '../../src/cli/args.js';
+
+const VERSION = '0.0.0-test';
+const parse = (argv: string[]) => parseArgs(argv, VERSION);
+
+/** Asserts commander rejected the command line (it also prints its message on stderr, which is fine here). */
+function rejectedByCommander(argv: string[], code: string): void {
+  assert.throws(() => parse(argv), (e: unknown) => e instanceof CommanderError && e.code === code, argv.join(' '));
+}
+
+function usageError(argv: string[], message: RegExp): void {
+  assert.throws(() => parse(argv), (e: unknown) => e instanceof UsageError && message.test(e.message), argv.join(' '));
+}
+
+describe('parseArgs', () => {
+  it('has sensible defaults', () => {
+    assert.deepEqual(parse(['/mnt/x']), {
+      mountpoint: '/mnt/x',
+      nodeDirectory: join(homedir(), '.tahoe'),
+      nodeUrl: undefined,
+      alias: undefined,
+      rootUri: undefined,
+      cacheTimeout: DEFAULT_CACHE_TIMEOUT_S,
+      split: true,
+      fuseOptions: [],
+      foreground: false,
+      logLevel: 'info',
+      server: false,
+      serverShutdown: false,
+      serverStartTimeout: 8,
+    });
+  });
+
+  it('reads every documented option', () => {
+    const a = parse([
+      '--node-directory', '/n', '--node-url', 'http://127.0.0.1:1/', '--alias', 'tahoe:', '--cache-timeout', '2.5',
+      '--no-split', '-f', '--log-level', 'debug', '--server-start-timeout', '3', 'mnt',
+    ]);
+    assert.equal(a.mountpoint, 'mnt');
+    assert.equal(a.nodeDirectory, '/n');
+    assert.equal(a.nodeUrl, 'http://127.0.0.1:1/');
+    assert.equal(a.alias, 'tahoe:');
+    assert.equal(a.cacheTimeout, 2.5);
+    assert.equal(a.split, false);
+    assert.equal(a.foreground, true);
+    assert.equal(a.logLevel, 'debug');
+    assert.equal(a.serverStartTimeout, 3);
+  });
+
+  it('accepts --root-uri and --option=value forms', () => {
+    const cap = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
+    const a = parse([`--root-uri=${cap}`, '--cache-timeout=0', 'mnt']);
+    assert.equal(a.rootUri, cap);
+    assert.equal(a.cacheTimeout, 0);
+  });
+
+  it('collects -o options, repeated and comma-separated, in order', () => {
+    assert.deepEqual(parse(['-o', 'allow_other', '-o', 'ro,noatime', 'mnt']).fuseOptions, ['allow_other', 'ro', 'noatime']);
+    assert.deepEqual(parse(['-o', 'a,,b,', 'mnt']).fuseOptions, ['a', 'b']);
+  });
+
+  it('starts each parse with fresh -o defaults', () => {
+    parse(['-o', 'first', 'mnt']);
+    assert.deepEqual(parse(['mnt']).fuseOptions, []);
+  });
+
+  it('--no-split turns the split off, and the default keeps it on', () => {
+    assert.equal(parse(['--no-split', 'mnt']).split, false);
+    assert.equal(parse(['mnt']).split, true);
+  });
+
+  it('rejects unknown options through commander', () => {
+    rejectedByCommander(['--bogus', 'mnt'], 'commander.unknownOption');
+  });
+
+  it('rejects extra arguments', () => {
+    rejectedByCommander(['mnt', 'another'], 'commander.excessArguments');
+  });
+
+  it('rejects negative or non-numeric timeouts', () => {
+    rejectedByCommander(['--cache-timeout', '-1', 'mnt'], 'commander.invalidArgument');
+    rejectedByCommander(['--cache-timeout=-0.5', 'mnt'], 'commander.invalidArgument');
+    rejectedByCommander(['--cache-timeout', 'soon', 'mnt'], 'commander.invalidArgument');
+    rejectedByCommander(['--server-start-timeout', '-3', 'mnt'], 'commander.invalidArgument');
+  });
+
+  it('requires a mountpoint unless acting as or on the server', () => {
+    usageError([], /missing MOUNTPOINT/);
+    usageError(['--no-split', '-o', 'ro'], /missing MOUNTPOINT/);
+    assert.equal(parse(['--server-shutdown']).mountpoint, undefined);
+    assert.equal(parse(['--server']).server, true);
+  });
+
+  it('rejects --alias together with --root-uri', () => {
+    usageError(['--alias', 'tahoe', '--root-uri', 'URI:DIR2:a:b', 'mnt'], /--alias or --root-uri, not both/);
+  });
+
+  it('rejects an unknown log level', () => {
+    usageError(['--log-level', 'verbose', 'mnt'], /unknown log level "verbose"/);
+  });
+});
