@@ -1,7 +1,7 @@
 // The thin FUSE edge: turns any Ops (the core itself, or the RPC client in split mode) into @cocalc/fuse-native
 // handlers. Errors become negative errno numbers here and nowhere else.
 import { createRequire } from 'node:module';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type * as FuseModule from '@cocalc/fuse-native';
@@ -15,6 +15,8 @@ const Fuse = require('@cocalc/fuse-native') as typeof FuseModule.default.default
 
 /** Largest read and write per FUSE request: libfuse 2 sends 4 KiB writes unless big_writes is on. */
 export const FUSE_MAX_IO = 128 * 1024;
+/** Kernel readahead for the mount, in KiB: eight 128 KiB requests in flight. */
+const READAHEAD_KB = 1024;
 
 /**
  * The binding answers a request itself if a handler is silent for this long (a last resort: the core bounds
@@ -141,6 +143,7 @@ export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): P
     timeout: BINDING_TIMEOUT_MS,
   } as unknown as FuseModule.default.OPTIONS);
   await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  await raiseReadahead(mountpoint, opts.log);
 
   let stopped = false;
   const gone = new Promise<void>((resolve) => {
@@ -174,12 +177,31 @@ export async function unmountPath(mountpoint: string): Promise<void> {
   }
 }
 
+/**
+ * The kernel reads ahead only 128 KiB on a FUSE mount by default, so a sequential reader has at most two
+ * requests in flight and waits on each round trip. A larger window keeps several 128 KiB requests in flight
+ * (gcsfuse recommends the same). Only root may change it: for anyone else this is silently skipped.
+ */
+async function raiseReadahead(mountpoint: string, log: Logger): Promise<void> {
+  const device = (await mountinfoLine(mountpoint))?.split(' ')[2];
+  if (!device) return;
+  try {
+    await writeFile(`/sys/class/bdi/${device}/read_ahead_kb`, String(READAHEAD_KB));
+  } catch (e) {
+    log.debug({ err: (e as Error).message }, 'could not raise the readahead window');
+  }
+}
+
+async function mountinfoLine(mountpoint: string): Promise<string | undefined> {
+  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  return table.split('\n').find((line) => unescapeMountinfo(line.split(' ')[4] ?? '') === mountpoint);
+}
+
+function unescapeMountinfo(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
 /** Whether something is mounted at this exact path (per /proc/self/mountinfo, with its octal escapes). */
 export async function isMounted(mountpoint: string): Promise<boolean> {
-  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  for (const line of table.split('\n')) {
-    const field = line.split(' ')[4];
-    if (field && field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === mountpoint) return true;
-  }
-  return false;
+  return (await mountinfoLine(mountpoint)) !== undefined;
 }

@@ -10,7 +10,7 @@
 //
 // The original blackmatch sent a JSON header line {len, sha1} before each reply; a fixed binary header keeps
 // the same guarantees (length, checksum) without scanning for a newline.
-import { crc32 } from 'node:zlib';
+import { crc32 } from '@node-rs/crc32';
 
 export const MAGIC = 0x424d5431;
 export const HEADER_BYTES = 16;
