@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_CACHE_BYTES } from '../cache/content-cache.js';
 
 export interface Args {
   mountpoint: string | undefined;
@@ -10,6 +11,7 @@ export interface Args {
   alias: string | undefined;
   rootUri: string | undefined;
   cacheTimeout: number;
+  cacheSize: number;
   split: boolean;
   fuseOptions: string[];
   foreground: boolean;
@@ -28,6 +30,14 @@ function seconds(value: string): number {
   return Number(value);
 }
 
+/** Sizes as a number of bytes with an optional K, M, G or T suffix (powers of 1024). */
+export function parseSize(value: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?B)?$/i.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('expected a size such as 500M or 4G');
+  const power = ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
+  return Math.floor(Number(m[1]) * 1024 ** power);
+}
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, ...value.split(',').filter((v) => v !== '')];
 }
@@ -42,6 +52,7 @@ export function buildCommand(version: string): Command {
     .option('--alias <NAME>', 'mount the directory this alias names in NODEDIR/private/aliases (default: tahoe)')
     .option('--root-uri <CAP>', 'mount this directory cap (URI:DIR2:... or a read-only URI:DIR2-RO:...)')
     .option('--cache-timeout <SECONDS>', 'how long a directory listing is trusted; 0 = always refetch', seconds, DEFAULT_CACHE_TIMEOUT_S)
+    .option('--cache-size <SIZE>', 'most file content to keep cached on disk, e.g. 500M or 10G (default 4G)', parseSize, DEFAULT_CACHE_BYTES)
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
     .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other', collect, [])
     .option('-f', 'stay in the foreground (logs still go to the log file)')
@@ -64,6 +75,7 @@ export function parseArgs(argv: string[], version: string): Args {
     alias?: string;
     rootUri?: string;
     cacheTimeout: number;
+    cacheSize: number;
     split: boolean;
     o: string[];
     f?: boolean;
@@ -85,6 +97,7 @@ export function parseArgs(argv: string[], version: string): Args {
     alias: o.alias,
     rootUri: o.rootUri,
     cacheTimeout: o.cacheTimeout,
+    cacheSize: o.cacheSize,
     split: o.split,
     fuseOptions: o.o,
     foreground: o.f === true,

@@ -11,7 +11,7 @@ import { hasWaitingParent, reportToParent, runDetached } from '../process/daemon
 import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathFor, waitForServer } from '../process/server-process.js';
 import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
-import { scrubCaps, TahoeClient } from '../tahoe/client.js';
+import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
 import { parseArgs, type Args } from './args.js';
 import { checkMountpoint, logFile, resolveConfig, type MountConfig } from './config.js';
@@ -53,8 +53,8 @@ async function main(argv: string[]): Promise<number> {
 /** The filesystem core with its cache, as both the unsplit process and the server run it. */
 async function startCore(args: Args, config: MountConfig, log: Logger): Promise<{ core: TahoeFs; client: TahoeClient }> {
   log.info({ root: redact(config.rootCap.text), rootName: config.rootName, nodeUrl: config.nodeUrl }, 'starting');
-  const client = new TahoeClient(config.nodeUrl);
-  const cache = new ContentCache(config.cacheDir, client, log);
+  const client = new TahoeClient(config.nodeUrl, DEFAULT_TIMEOUTS, log);
+  const cache = new ContentCache(config.cacheDir, client, log, args.cacheSize);
   await cache.init();
   const core = new TahoeFs({ client, cache, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log });
   await core.start();
@@ -65,7 +65,7 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
 async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
   const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
   const { core, client } = await startCore(args, config, log);
-  const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, log });
+  const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
   reportToParent({ ready: true });
   unmountOnSignals(mounted, log);
@@ -94,7 +94,7 @@ async function runClient(args: Args, argv: string[], config: MountConfig, mountp
   const keepalive = await RpcClient.connect(socketPath);
   await keepalive.keepalive();
   for (const c of [rpc, keepalive]) c.onLost((reason) => log.error({ reason }, 'lost the server: every operation now fails with ENOTCONN'));
-  const mounted = await mount(mountpoint, rpc.asOps(), { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, log });
+  const mounted = await mount(mountpoint, rpc.asOps(), { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint, socket: socketPath }, 'mounted');
   reportToParent({ ready: true });
   unmountOnSignals(mounted, log);

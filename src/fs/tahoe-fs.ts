@@ -11,6 +11,7 @@
 // "changes across awaits" may be different after any await; the code re-reads them instead of caching them.
 import { copyFile, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants, createReadStream } from 'node:fs';
+import type { CachedFile } from '../cache/cached-file.js';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { Logger } from '../log.js';
 import { parseCap, redact, type Cap } from '../tahoe/caps.js';
@@ -65,9 +66,10 @@ class OpenFile {
   /** Local copy of the written content, once anything was written. */
   staging: { path: string; handle: FileHandle } | undefined;
   stagingReady: Promise<void> | undefined;
-  /** Local copy for reads of a file not written to. */
-  source: { handle: FileHandle; temporaryPath?: string } | undefined;
-  sourceReady: Promise<void> | undefined;
+  /** Cached content of an immutable file, for reads while nothing was written. */
+  content: Promise<CachedFile> | undefined;
+  /** A mutable file's content as it was at first read (mutable files are not cached across opens). */
+  snapshot: Promise<{ handle: FileHandle; path: string }> | undefined;
   size: number;
   /** Bumped by every change; an upload clears `dirty` only if no change came in meanwhile. */
   generation = 0;
@@ -76,6 +78,8 @@ class OpenFile {
   handles = 0;
   /** Time set by utimens or by the last write, applied when the file is uploaded. */
   mtime: Timestamp | undefined;
+  /** Whether `mtime` was set by utimens (then the upload must store it) rather than by a write. */
+  mtimeExplicit = false;
   uploading: Promise<void> | undefined;
 
   constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
@@ -134,6 +138,7 @@ export class TahoeFs implements Ops {
       handle.file.handles--;
     }
     for (const file of new Set(this.openFiles.values())) await this.closeFile(file);
+    await this.cache.shutdown();
   }
 
   // ---- attributes and directories -------------------------------------------------------------------------
@@ -285,6 +290,7 @@ export class TahoeFs implements Ops {
     const open = this.openFiles.get(path);
     if (open && (open.dirty || !open.child)) {
       open.mtime = mtime; // applied by the upload
+      open.mtimeExplicit = true;
       return;
     }
     const { parent, name, child } = await this.lookup(path);
@@ -360,19 +366,26 @@ export class TahoeFs implements Ops {
     const { file } = this.handle(fh);
     const end = Math.min(file.size, position + length);
     if (end <= position) return Buffer.alloc(0);
-    const handle = await this.readableCopy(file);
-    const buffer = Buffer.allocUnsafe(end - position);
-    let done = 0;
-    try {
-      while (done < buffer.length) {
-        const { bytesRead } = await handle.read(buffer, done, buffer.length - done, position + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
-      }
-    } catch (e) {
-      throw fromLocalFs(e, 'read local copy');
+    if (file.stagingReady) {
+      await file.stagingReady;
+      return readExactly(file.staging!.handle, position, end - position);
     }
-    return done === buffer.length ? buffer : buffer.subarray(0, done);
+    const cap = capOfChild(file.child!);
+    if (cap.literalData) return Buffer.from(cap.literalData.subarray(position, end));
+    if (cap.immutable && cap.storageIndex) {
+      file.content ??= this.cache.open(cap);
+      const content = await file.content.catch((e: unknown) => {
+        file.content = undefined;
+        throw e;
+      });
+      return content.read(position, end - position);
+    }
+    file.snapshot ??= this.cache.mutableSnapshot(cap).then(async (path) => ({ path, handle: await open(path, 'r') }));
+    const snapshot = await file.snapshot.catch((e: unknown) => {
+      file.snapshot = undefined;
+      throw e;
+    });
+    return readExactly(snapshot.handle, position, end - position);
   }
 
   async write(_path: string, fh: number, data: Buffer, position: number): Promise<number> {
@@ -502,37 +515,16 @@ export class TahoeFs implements Ops {
     if (cap.literalData) {
       await writeFile(path, cap.literalData, { mode: 0o600 });
     } else if (cap.immutable) {
-      await copyFile(await this.cache.immutable(cap), path);
+      const content = await this.cache.open(cap);
+      try {
+        await content.ensure(0, cap.size ?? 0);
+        await copyFile(content.dataPath, path);
+      } finally {
+        await this.cache.release(content);
+      }
     } else {
       await rename(await this.cache.mutableSnapshot(cap), path);
     }
-  }
-
-  /** A handle to read the file's current bytes from: its staging file, or a local copy of its content. */
-  private async readableCopy(file: OpenFile): Promise<FileHandle> {
-    if (file.stagingReady) {
-      await file.stagingReady;
-      return file.staging!.handle;
-    }
-    if (!file.sourceReady) {
-      file.sourceReady = (async () => {
-        const cap = capOfChild(file.child!);
-        if (cap.immutable && cap.storageIndex) {
-          file.source = { handle: await open(await this.cache.immutable(cap), 'r') };
-        } else if (cap.literalData) {
-          // Literal files are tiny and carried in the cap: stage them instead of caching.
-          await this.stagingFor(file, true);
-        } else {
-          const temporaryPath = await this.cache.mutableSnapshot(cap);
-          file.source = { handle: await open(temporaryPath, 'r'), temporaryPath };
-        }
-      })();
-      file.sourceReady.catch(() => {
-        file.sourceReady = undefined;
-      });
-    }
-    await file.sourceReady;
-    return file.source?.handle ?? file.staging!.handle;
   }
 
   /** Uploads the staging file and links it; returns once the web API serves the new bytes. */
@@ -567,6 +559,20 @@ export class TahoeFs implements Ops {
       const metadata = withMtime(old.metadata, mtime);
       await this.client.setChild(file.parent.cap, file.name, { ...linkTargetOf(old), metadata }, true);
       child = { ...old, size, metadata: touchedMetadata(old.metadata, metadata) };
+    } else if (!file.mtimeExplicit && !hasStoredMtime(old?.metadata)) {
+      // Nothing to say about mtime (Tahoe's link time is right): upload and link in one request.
+      const { parent, name } = file;
+      const cap = await this.client.putChild(parent.cap, name, body(), size);
+      child = { name: file.name, type: 'file', roUri: cap, size, mutable: false, metadata: touchedMetadata(old?.metadata ?? {}, userMetadata(old?.metadata ?? {})) };
+      if (file.unlinked || file.parent !== parent || file.name !== name) {
+        // Unlinked or renamed while we uploaded: the link we just made is not where the file is now.
+        await this.client.unlink(parent.cap, name).catch(() => undefined);
+        if (file.unlinked) {
+          file.dirty = false;
+          return;
+        }
+        await this.client.setChild(file.parent.cap, file.name, { type: 'file', roUri: cap, metadata: userMetadata(child.metadata) }, true);
+      }
     } else {
       const cap = await this.client.upload(body(), size);
       const metadata = withMtime(old?.metadata ?? {}, mtime);
@@ -597,11 +603,20 @@ export class TahoeFs implements Ops {
     }
     if (file.handles > 0) return; // reopened while we uploaded
     if (this.openFiles.get(file.path) === file) this.openFiles.delete(file.path);
-    await file.source?.handle.close().catch(() => undefined);
-    if (file.source?.temporaryPath) await rm(file.source.temporaryPath, { force: true });
+    const content = await file.content?.catch(() => undefined);
+    if (content) await this.cache.release(content);
+    const snapshot = await file.snapshot?.catch(() => undefined);
+    if (snapshot) {
+      await snapshot.handle.close().catch(() => undefined);
+      await rm(snapshot.path, { force: true });
+    }
     if (file.staging) {
       await file.staging.handle.close().catch(() => undefined);
-      if (!keepStaging) await rm(file.staging.path, { force: true });
+      if (keepStaging) return;
+      // What we uploaded is what we hold: keep it as the cached content of its new cap.
+      const cap = !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
+      const adopted = cap?.immutable && cap.storageIndex ? await this.cache.adopt(file.staging.path, cap) : false;
+      if (!adopted) await rm(file.staging.path, { force: true });
     }
   }
 
@@ -766,6 +781,35 @@ function childSize(child: ChildInfo): number {
 
 function linkTargetOf(child: ChildInfo): { type: 'file' | 'dir' | 'unknown'; rwUri?: string; roUri?: string; metadata: LinkMetadata } {
   return { type: child.type, rwUri: child.rwUri, roUri: child.roUri, metadata: userMetadata(child.metadata) };
+}
+
+function tryParseCap(text: string | undefined): Cap | undefined {
+  if (!text) return undefined;
+  try {
+    return parseCap(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether a link carries an mtime of its own, which a plain re-upload would leave stale. */
+function hasStoredMtime(metadata: LinkMetadata | undefined): boolean {
+  return metadata !== undefined && ('mtime' in metadata || 'mtime_ns' in metadata);
+}
+
+async function readExactly(handle: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(length);
+  let done = 0;
+  try {
+    while (done < length) {
+      const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+  } catch (e) {
+    throw fromLocalFs(e, 'read local copy');
+  }
+  return done === length ? buffer : buffer.subarray(0, done);
 }
 
 /** Metadata without Tahoe's own "tahoe" key, which the gateway maintains itself. */

@@ -123,6 +123,8 @@ export interface MountOptions {
   fsname: string;
   /** Extra -o options from the command line. */
   options: string[];
+  /** How long the kernel may trust attributes and names (the directory cache's timeout). */
+  kernelCacheSeconds?: number;
   log: Logger;
 }
 
@@ -136,7 +138,14 @@ export interface Mounted {
 export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): Promise<Mounted> {
   const safeName = opts.fsname.replace(/[^A-Za-z0-9_.:@+-]/g, '_');
   // The binding has no option for big_writes and puts fsname into the -o list unescaped: carry ours there.
-  const extra = [`big_writes`, `max_write=${FUSE_MAX_IO}`, `max_read=${FUSE_MAX_IO}`, ...opts.options];
+  const extra = [`big_writes`, `max_write=${FUSE_MAX_IO}`, `max_read=${FUSE_MAX_IO}`];
+  if (opts.kernelCacheSeconds !== undefined) {
+    // auto_cache keeps a file's pages in the kernel across opens while its mtime and size stay the same:
+    // safe for Tahoe, where new content means a new link and so a new mtime.
+    const t = opts.kernelCacheSeconds;
+    extra.push('auto_cache', `entry_timeout=${t}`, `attr_timeout=${t}`);
+  }
+  extra.push(...opts.options);
   const fuse = new Fuse(mountpoint, fuseHandlers(ops, opts.log), {
     fsname: [safeName, ...extra].join(','),
     subtype: 'blackmatch',

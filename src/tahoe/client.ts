@@ -2,6 +2,7 @@
 import { Readable } from 'node:stream';
 import { Agent, request, errors as undiciErrors, type Dispatcher } from 'undici';
 import { FsError, type ErrnoName } from '../fs/errors.js';
+import type { Logger } from '../log.js';
 import { redact } from './caps.js';
 
 export interface TahoeTimeouts {
@@ -53,7 +54,12 @@ export class TahoeClient {
   readonly base: string;
   private readonly agent: Agent;
 
-  constructor(nodeUrl: string, readonly timeouts: TahoeTimeouts = DEFAULT_TIMEOUTS) {
+  constructor(
+    nodeUrl: string,
+    readonly timeouts: TahoeTimeouts = DEFAULT_TIMEOUTS,
+    /** Logs one debug line per request: what a test counts to check that `ls -l` costs one request. */
+    private readonly log?: Logger,
+  ) {
     this.base = nodeUrl.endsWith('/') ? nodeUrl : nodeUrl + '/';
     this.agent = new Agent({ connections: 32, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
   }
@@ -104,6 +110,12 @@ export class TahoeClient {
     return cap.trim();
   }
 
+  /** PUT /uri/$DIRCAP/NAME: uploads an immutable file and links it in one request; returns its cap. */
+  async putChild(dirCap: string, name: string, body: Readable | Buffer, size: number): Promise<string> {
+    const path = `uri/${encodeURIComponent(dirCap)}/${encodeURIComponent(name)}?replace=true`;
+    return (await this.text('PUT', path, `upload into ${redact(dirCap)}`, { body, size, upload: true })).trim();
+  }
+
   /** PUT /uri/$FILECAP: replaces the contents of a mutable file in place (its cap stays the same). */
   async overwriteMutable(fileCap: string, body: Readable | Buffer, size: number): Promise<void> {
     await this.text('PUT', `uri/${encodeURIComponent(fileCap)}`, `overwrite ${redact(fileCap)}`, { body, size, upload: true });
@@ -139,16 +151,21 @@ export class TahoeClient {
    * GET /uri/$FILECAP, optionally one byte range. Resolves once headers arrive; the body streams with an idle bound.
    * A range starting at or past the end answers 416, which we turn into an empty body.
    */
-  async download(fileCap: string, range?: { start: number; end: number }): Promise<Readable> {
+  async download(fileCap: string, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
     const headers: Record<string, string> = {};
     if (range) headers.range = `bytes=${range.start}-${range.end - 1}`;
     const what = `read ${redact(fileCap)}`;
-    const res = await this.send('GET', `uri/${encodeURIComponent(fileCap)}`, what, { headers, transfer: true });
+    const res = await this.send('GET', `uri/${encodeURIComponent(fileCap)}`, what, { headers, transfer: true, signal });
     if (res.statusCode === 416) {
       res.body.resume();
       return Readable.from([]);
     }
     if (res.statusCode !== 200 && res.statusCode !== 206) throw await httpError(res, what);
+    if (range && range.start > 0 && (res.statusCode !== 206 || !String(res.headers['content-range'] ?? '').startsWith(`bytes ${range.start}-`))) {
+      // Bytes from anywhere else would be cached at the wrong offset.
+      res.body.resume();
+      throw new FsError('EIO', `${what}: the gateway ignored the requested range`);
+    }
     return res.body;
   }
 
@@ -185,9 +202,10 @@ export class TahoeClient {
     method: Dispatcher.HttpMethod,
     path: string,
     what: string,
-    opts: { body?: Readable | Buffer; size?: number; upload?: boolean; transfer?: boolean; headers?: Record<string, string> },
+    opts: { body?: Readable | Buffer; size?: number; upload?: boolean; transfer?: boolean; headers?: Record<string, string>; signal?: AbortSignal },
   ): Promise<Dispatcher.ResponseData> {
     const t = this.timeouts;
+    this.log?.debug({ http: method, what, range: opts.headers?.range }, 'request');
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.size !== undefined) headers['content-length'] = String(opts.size);
     const long = opts.upload || opts.transfer;
@@ -198,7 +216,7 @@ export class TahoeClient {
         body: opts.body,
         dispatcher: this.agent,
         // Small requests get one overall deadline; transfers get an idle bound on the body instead.
-        signal: long ? undefined : AbortSignal.timeout(t.requestMs),
+        signal: long ? opts.signal : AbortSignal.timeout(t.requestMs),
         headersTimeout: opts.upload ? t.uploadAnswerMs : t.requestMs,
         bodyTimeout: long ? t.idleMs : t.requestMs,
       });

@@ -34,6 +34,10 @@ export interface Grid {
   /** Restarts storage node i (same dir and port); waits until the gateway (if running) sees it connected. */
   startStorageNode(i: number): Promise<void>;
   stopGateway(): Promise<void>;
+  /** Freezes the gateway (SIGSTOP): its connections stay open but nothing moves on them. */
+  freezeGateway(): void;
+  /** Kills the gateway at once (SIGKILL; works on a frozen one too): its connections break mid-transfer. */
+  killGateway(): Promise<void>;
   /** Restarts the gateway (same dir and port); waits until it sees every running storage node. */
   startGateway(): Promise<void>;
 }
@@ -112,7 +116,7 @@ function runTahoe(runner: Runner, args: string[]): Promise<string> {
 }
 
 /** Distinct free ports: hold all listeners open together so none is handed out twice. */
-async function freePorts(n: number): Promise<number[]> {
+export async function freePorts(n: number): Promise<number[]> {
   const servers: Server[] = [];
   try {
     const ports: number[] = [];
@@ -208,7 +212,29 @@ interface NodeProc {
 const liveGrids = new Set<GridImpl>();
 let handlersInstalled = false;
 
+// Extra synchronous cleanups (e.g. bench/sftp-peer.ts's node and mount), run before the grids are killed.
+const lastChanceHooks = new Set<() => void>();
+
+/**
+ * Registers fn to run, synchronously, from the same exit/fatal-signal path that kills the grids; returns a
+ * function that unregisters it. fn must be idempotent and must not touch a FUSE mountpoint synchronously.
+ */
+export function onLastChance(fn: () => void): () => void {
+  lastChanceHooks.add(fn);
+  installHandlers();
+  return () => {
+    lastChanceHooks.delete(fn);
+  };
+}
+
 function onExit(): void {
+  for (const fn of lastChanceHooks) {
+    try {
+      fn();
+    } catch {
+      // best effort: the grids must still be killed
+    }
+  }
   for (const g of liveGrids) g.killSync();
 }
 
@@ -438,6 +464,19 @@ class GridImpl implements Grid {
     await this.stopNode(this.node('gateway'));
   }
 
+  freezeGateway(): void {
+    this.node('gateway').child?.kill('SIGSTOP');
+  }
+
+  async killGateway(): Promise<void> {
+    const n = this.node('gateway');
+    n.expectRunning = false;
+    if (!n.child) return;
+    n.child.kill('SIGKILL');
+    await n.exited;
+    this.log('grid: killed gateway');
+  }
+
   async startGateway(): Promise<void> {
     this.startNode(this.node('gateway'));
     await this.waitConnected(Date.now() + 60_000);
@@ -484,6 +523,11 @@ class GridImpl implements Grid {
       }
     }
   }
+}
+
+/** Host path of the chroot tahoe runs in, or null when tahoe is on PATH (see scripts/tahoe-root.sh). */
+export async function tahoeRoot(log: (msg: string) => void = () => {}): Promise<string | null> {
+  return (await getRunner(log)).root;
 }
 
 export async function startGrid(opts: StartGridOptions = {}): Promise<Grid> {

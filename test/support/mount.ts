@@ -153,6 +153,28 @@ export class TestMount {
     return this.watch(command, () => run('bash', ['-c', command], { cwd: opts.cwd ?? this.mountpoint, timeout: opts.timeoutMs ?? 300_000, maxBuffer: 64 * 1024 * 1024 }), (opts.timeoutMs ?? 300_000) + 5_000);
   }
 
+  /** Every line of this mount's logs (client, server or unsplit), parsed. */
+  async logRecords(): Promise<Array<Record<string, unknown>>> {
+    const out: Array<Record<string, unknown>> = [];
+    for (const name of await readdir(this.nodeDir).catch(() => [] as string[])) {
+      if (!name.endsWith('.log')) continue;
+      for (const line of (await readFile(join(this.nodeDir, name), 'utf8').catch(() => '')).split('\n')) {
+        if (!line.startsWith('{')) continue;
+        try {
+          out.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          // a line being written right now
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Web-API requests this mount made whose description starts with `what` (e.g. "read CHK#1234abcd"). */
+  async requests(what: string): Promise<Array<Record<string, unknown>>> {
+    return (await this.logRecords()).filter((r) => typeof r.http === 'string' && typeof r.what === 'string' && r.what.startsWith(what));
+  }
+
   async logTail(lines = 40): Promise<string> {
     const out: string[] = [];
     for (const name of await readdir(this.nodeDir).catch(() => [] as string[])) {

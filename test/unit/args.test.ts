@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError } from 'commander';
-import { DEFAULT_CACHE_TIMEOUT_S, parseArgs, UsageError } from '../../src/cli/args.js';
+import { DEFAULT_CACHE_BYTES } from '../../src/cache/content-cache.js';
+import { DEFAULT_CACHE_TIMEOUT_S, parseArgs, parseSize, UsageError } from '../../src/cli/args.js';
 
 const VERSION = '0.0.0-test';
 const parse = (argv: string[]) => parseArgs(argv, VERSION);
@@ -26,6 +27,7 @@ describe('parseArgs', () => {
       alias: undefined,
       rootUri: undefined,
       cacheTimeout: DEFAULT_CACHE_TIMEOUT_S,
+      cacheSize: DEFAULT_CACHE_BYTES,
       split: true,
       fuseOptions: [],
       foreground: false,
@@ -39,8 +41,9 @@ describe('parseArgs', () => {
   it('reads every documented option', () => {
     const a = parse([
       '--node-directory', '/n', '--node-url', 'http://127.0.0.1:1/', '--alias', 'tahoe:', '--cache-timeout', '2.5',
-      '--no-split', '-f', '--log-level', 'debug', '--server-start-timeout', '3', 'mnt',
+      '--cache-size', '500M', '--no-split', '-f', '--log-level', 'debug', '--server-start-timeout', '3', 'mnt',
     ]);
+    assert.equal(a.cacheSize, 500 * 1024 ** 2);
     assert.equal(a.mountpoint, 'mnt');
     assert.equal(a.nodeDirectory, '/n');
     assert.equal(a.nodeUrl, 'http://127.0.0.1:1/');
@@ -57,6 +60,20 @@ describe('parseArgs', () => {
     const a = parse([`--root-uri=${cap}`, '--cache-timeout=0', 'mnt']);
     assert.equal(a.rootUri, cap);
     assert.equal(a.cacheTimeout, 0);
+  });
+
+  it('reads sizes with an optional K, M, G or T suffix in powers of 1024', () => {
+    assert.equal(parseSize('12345'), 12345);
+    assert.equal(parseSize('4K'), 4096);
+    assert.equal(parseSize('500M'), 500 * 1024 ** 2);
+    assert.equal(parseSize('4G'), 4 * 1024 ** 3);
+    assert.equal(parseSize('2T'), 2 * 1024 ** 4);
+    assert.equal(parseSize('10GiB'), 10 * 1024 ** 3);
+    assert.equal(parseSize('1.5g'), 1.5 * 1024 ** 3);
+    assert.equal(parseSize(' 64 MB '), 64 * 1024 ** 2);
+    for (const bad of ['', 'big', '-1M', '4X', '1e9', 'M']) assert.throws(() => parseSize(bad), bad);
+    assert.equal(parse(['--cache-size=1G', 'mnt']).cacheSize, 1024 ** 3);
+    rejectedByCommander(['--cache-size', 'lots', 'mnt'], 'commander.invalidArgument');
   });
 
   it('collects -o options, repeated and comma-separated, in order', () => {

@@ -321,11 +321,20 @@ describe('TahoeClient against a fake web API', () => {
     it('asks for an inclusive byte range for [start, end)', async () => {
       api.handle((_req, res) => {
         res.statusCode = 206;
+        res.setHeader('content-range', 'bytes 2-4/10');
         res.end('cde');
       });
       const body = await client.download(CHK, { start: 2, end: 5 });
       assert.equal(await streamText(body), 'cde');
       assert.equal(api.requests[0]!.headers.range, 'bytes=2-4');
+    });
+
+    it('refuses a whole-file answer to a range that starts past 0 (it would be cached at the wrong offset)', async () => {
+      api.handle((_req, res) => {
+        res.statusCode = 200;
+        res.end('abcdefghij');
+      });
+      await assert.rejects(client.download(CHK, { start: 2, end: 5 }), (e: FsError) => e.code === 'EIO' && /ignored the requested range/.test(e.message));
     });
 
     it('turns 416 (range past the end) into an empty body', async () => {

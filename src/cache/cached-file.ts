@@ -1,0 +1,308 @@
+// One immutable file's content in the cache: a sparse data file plus a record of exactly which byte ranges it
+// holds. Reads wait only for their own range. One sequential download per file fills it from where a reader
+// is; a read far from that download is served by a Range request of the Tahoe segments it needs.
+//
+// Crash safety: the record on disk (<key>.meta) only ever claims ranges whose bytes were flushed to disk
+// (fdatasync) before the record was written, so a crash can lose downloaded bytes but never serve wrong ones.
+//
+// Concurrency: one event loop; `ranges`, `stream`, `fetches` and `waiters` change across awaits and are
+// re-read after each one.
+import { constants } from 'node:fs';
+import { open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { fromLocalFs, FsError } from '../fs/errors.js';
+import type { Logger } from '../log.js';
+import { redact } from '../tahoe/caps.js';
+import type { TahoeClient } from '../tahoe/client.js';
+import { RangeSet, type Range } from './range-set.js';
+
+/** Tahoe's segment size: the unit a Range request costs the gateway anyway. */
+export const SEGMENT = 128 * 1024;
+/** A read this far ahead of the sequential download gets its own Range request instead of waiting. */
+export const STREAM_WINDOW = 2 * 1024 * 1024;
+/** Segments fetched beyond a far read, for a reader that goes on from there. */
+const RANGE_READAHEAD_SEGMENTS = 3;
+/** Persist the ranges record after this many new bytes (and whenever a download stops). */
+const PERSIST_EVERY_BYTES = 16 * 1024 * 1024;
+/** Backstop for one read's wait; every download also has its own idle bound. */
+const WAIT_BOUND_MS = 10 * 60_000;
+
+export interface CachedFileMeta {
+  v: 1;
+  size: number;
+  ranges: Range[];
+  lastUsed: number;
+}
+
+interface Waiter {
+  start: number;
+  end: number;
+  /** The download this read waits for: its failure fails the read. */
+  source: object;
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface Download {
+  /** Next byte this download will write (for the stream: its position). */
+  pos: number;
+  end: number;
+  abort: AbortController;
+}
+
+export class CachedFile {
+  readonly ranges: RangeSet;
+  /** Open handles and in-progress reads on this content; an entry in use is never evicted. */
+  refs = 0;
+  lastUsed: number;
+  private handle: FileHandle | undefined;
+  private opening: Promise<FileHandle> | undefined;
+  private stream: Download | undefined;
+  private readonly fetches = new Set<Download>();
+  private waiters: Waiter[] = [];
+  private unpersistedBytes = 0;
+  private persisting: Promise<void> | undefined;
+  private persistAgain = false;
+  private closed = false;
+
+  constructor(
+    readonly key: string,
+    readonly capText: string,
+    readonly size: number,
+    readonly dataPath: string,
+    private readonly metaPath: string,
+    meta: CachedFileMeta | undefined,
+    private readonly client: TahoeClient,
+    private readonly log: Logger,
+    /** Called with the number of bytes newly present, for the cache's size accounting. */
+    private readonly onGrow: (bytes: number) => void,
+  ) {
+    this.ranges = new RangeSet(meta?.ranges ?? []);
+    this.lastUsed = meta?.lastUsed ?? Date.now();
+  }
+
+  get complete(): boolean {
+    return this.ranges.contains(0, this.size);
+  }
+
+  /** Opens the data file once, however many reads ask at the same time. */
+  private openData(): Promise<FileHandle> {
+    this.opening ??= open(this.dataPath, constants.O_RDWR | constants.O_CREAT, 0o600).then(
+      (h) => (this.handle = h),
+      (e: unknown) => {
+        this.opening = undefined;
+        throw fromLocalFs(e, 'open cache file');
+      },
+    );
+    return this.opening;
+  }
+
+  /** Reads [position, position+length) clipped to the file, waiting only until those bytes are present. */
+  async read(position: number, length: number): Promise<Buffer> {
+    const end = Math.min(this.size, position + length);
+    if (end <= position) return Buffer.alloc(0);
+    this.lastUsed = Date.now();
+    await this.ensure(position, end);
+    const handle = await this.openData();
+    const buffer = Buffer.allocUnsafe(end - position);
+    let done = 0;
+    try {
+      while (done < buffer.length) {
+        const { bytesRead } = await handle.read(buffer, done, buffer.length - done, position + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+    } catch (e) {
+      throw fromLocalFs(e, 'read cache file');
+    }
+    if (done !== buffer.length) throw new FsError('EIO', `cache file of ${redact(this.capText)} is shorter than its record`);
+    return buffer;
+  }
+
+  /** Resolves once [start, end) is present, starting whatever download brings it soonest. */
+  async ensure(start: number, end: number): Promise<void> {
+    end = Math.min(end, this.size);
+    if (this.ranges.contains(start, end)) return;
+    await this.openData();
+    const missing = this.ranges.firstMissing(start);
+    let source: object;
+    const stream = this.stream;
+    if (stream && missing >= stream.pos && missing < stream.pos + STREAM_WINDOW) {
+      source = stream; // the sequential download gets there soon
+    } else if (!stream) {
+      // Near the start of a file, begin at the start: the kernel's readahead may ask for a later block first.
+      source = this.startStream(missing < STREAM_WINDOW ? this.ranges.firstMissing(0) : missing);
+    } else {
+      const covering = [...this.fetches].find((f) => f.pos <= missing && end <= f.end);
+      source = covering ?? this.startRangeFetch(missing, end);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        start,
+        end,
+        source,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          reject(new FsError('EIO', `read of ${redact(this.capText)} waited over ${WAIT_BOUND_MS / 1000} s`));
+        }, WAIT_BOUND_MS).unref(),
+      };
+      this.waiters.push(waiter);
+      this.wake(); // the range may have arrived while we opened the data file
+    });
+  }
+
+  /** Stops downloads once nobody reads this file any more; what arrived stays cached. */
+  async idle(): Promise<void> {
+    if (this.refs > 0) return;
+    this.stream?.abort.abort();
+    for (const f of this.fetches) f.abort.abort();
+    await this.persist();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.stream?.abort.abort();
+    for (const f of this.fetches) f.abort.abort();
+    await this.persist();
+    await this.handle?.close().catch(() => undefined);
+    this.handle = undefined;
+    this.opening = undefined;
+  }
+
+  /** Removes data and record (eviction). */
+  async remove(): Promise<void> {
+    await this.close();
+    await rm(this.metaPath, { force: true });
+    await rm(this.dataPath, { force: true });
+  }
+
+  /** Flushes the data, then records which ranges are present: the record never runs ahead of the data. */
+  persist(): Promise<void> {
+    // After close the data handle is gone (no datasync possible) and the record may have been evicted.
+    if (this.closed && !this.handle) return Promise.resolve();
+    if (this.persisting) {
+      this.persistAgain = true;
+      return this.persisting;
+    }
+    this.persisting = (async () => {
+      do {
+        this.persistAgain = false;
+        const snapshot = this.ranges.toJSON();
+        this.unpersistedBytes = 0;
+        try {
+          await this.handle?.datasync();
+          const meta: CachedFileMeta = { v: 1, size: this.size, ranges: snapshot, lastUsed: this.lastUsed };
+          const tmp = `${this.metaPath}.tmp`;
+          await writeFile(tmp, JSON.stringify(meta), { mode: 0o600 });
+          await rename(tmp, this.metaPath);
+        } catch (e) {
+          this.log.warn({ key: this.key, err: (e as Error).message }, 'could not record cached ranges');
+        }
+      } while (this.persistAgain);
+    })().finally(() => (this.persisting = undefined));
+    return this.persisting;
+  }
+
+  private startStream(from: number): Download {
+    const d: Download = { pos: from, end: this.size, abort: new AbortController() };
+    this.stream = d;
+    void this.runDownload(d, true);
+    return d;
+  }
+
+  private startRangeFetch(start: number, end: number): Download {
+    const first = Math.floor(start / SEGMENT) * SEGMENT;
+    const last = Math.min(this.size, (Math.ceil(end / SEGMENT) + RANGE_READAHEAD_SEGMENTS) * SEGMENT);
+    const d: Download = { pos: first, end: last, abort: new AbortController() };
+    this.fetches.add(d);
+    void this.runDownload(d, false);
+    return d;
+  }
+
+  /**
+   * Downloads [d.pos, d.end) into the data file. The sequential stream skips over ranges already present by
+   * ending its request there and starting a new one after them.
+   */
+  private async runDownload(d: Download, sequential: boolean): Promise<void> {
+    const started = Date.now();
+    try {
+      while (!d.abort.signal.aborted) {
+        d.pos = this.ranges.firstMissing(d.pos);
+        if (d.pos >= d.end) break;
+        const stop = Math.min(d.end, this.ranges.nextPresent(d.pos));
+        const body = await this.client.download(this.capText, { start: d.pos, end: stop }, d.abort.signal);
+        await this.receive(body, d, stop);
+      }
+      if (!d.abort.signal.aborted) {
+        this.log.debug({ key: this.key, sequential, ms: Date.now() - started }, 'download done');
+      }
+    } catch (e) {
+      if (d.abort.signal.aborted) {
+        // Stopped because nobody reads any more (or at shutdown): a read still waiting must not hang.
+        this.fail(d, new FsError('EIO', `read ${redact(this.capText)}: download stopped`));
+        return;
+      }
+      const err = e instanceof FsError ? e : new FsError('EIO', `read ${redact(this.capText)}: ${(e as Error).message}`, { cause: e });
+      this.log.warn({ key: this.key, err: err.message }, 'download failed');
+      this.fail(d, err);
+    } finally {
+      if (sequential && this.stream === d) this.stream = undefined;
+      this.fetches.delete(d);
+      void this.persist();
+    }
+  }
+
+  private async receive(body: Readable, d: Download, stop: number): Promise<void> {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (this.closed) break;
+      let written = 0;
+      while (written < chunk.length) {
+        const { bytesWritten } = await this.handle!.write(chunk, written, chunk.length - written, d.pos + written);
+        written += bytesWritten;
+      }
+      this.record(d.pos, d.pos + chunk.length);
+      d.pos += chunk.length;
+      if (d.pos >= stop) break;
+    }
+    if (d.pos < stop && !d.abort.signal.aborted && !this.closed) {
+      throw new FsError('EIO', `read ${redact(this.capText)}: the gateway sent ${stop - d.pos} bytes too few`);
+    }
+  }
+
+  private record(start: number, end: number): void {
+    const before = this.ranges.bytes;
+    this.ranges.add(start, end);
+    const grown = this.ranges.bytes - before;
+    if (grown > 0) this.onGrow(grown);
+    this.unpersistedBytes += grown;
+    if (this.unpersistedBytes >= PERSIST_EVERY_BYTES) void this.persist();
+    this.wake();
+  }
+
+  private wake(): void {
+    if (this.waiters.length === 0) return;
+    const still: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (this.ranges.contains(w.start, w.end)) {
+        clearTimeout(w.timer);
+        w.resolve();
+      } else still.push(w);
+    }
+    this.waiters = still;
+  }
+
+  /** A failed download fails only the reads waiting on it; the next read starts a new one. */
+  private fail(d: Download, err: FsError): void {
+    const still: Waiter[] = [];
+    for (const w of this.waiters) {
+      if (w.source === d) {
+        clearTimeout(w.timer);
+        w.reject(err);
+      } else still.push(w);
+    }
+    this.waiters = still;
+  }
+}

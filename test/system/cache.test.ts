@@ -1,0 +1,152 @@
+// Reads and the cache, against a real mount of a real grid, in both modes: streaming reads shared by every
+// reader, reads far ahead of the download, a bounded cache, a cache that survives a restart, and `ls -l`
+// costing one request. Which requests were made is read from the mount's debug log.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { redact } from '../../src/tahoe/caps.js';
+import { mkdirCap } from '../support/grid.js';
+import { eventually, exists, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+
+const MiB = 1024 * 1024;
+
+async function readAt(path: string, position: number, length: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await fh.read(buf, 0, length, position);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+for (const mode of MODES) {
+  describe(`reads and the cache (${mode})`, () => {
+    let grid: Awaited<ReturnType<typeof useGrid>>;
+    before(async () => {
+      grid = await useGrid();
+    });
+    after(async () => {
+      await grid?.stop();
+    });
+
+    /** Puts a file through the web API (as another client would) and returns its read cap. */
+    async function putForeign(m: TestMount, rel: string, data: Buffer): Promise<string> {
+      await m.webPut(rel, data);
+      const dir = rel.includes('/') ? rel.slice(0, rel.lastIndexOf('/')) : '';
+      const name = rel.slice(rel.lastIndexOf('/') + 1);
+      const listed = (await m.webList(dir))[name]![1];
+      await eventually(`${rel} appears`, () => exists(m.path(rel)));
+      return listed.ro_uri!;
+    }
+
+    it('serves concurrent readers of one cold file from one download', async () => {
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
+      try {
+        const data = randomBytes(3 * MiB + 12345);
+        const cap = await putForeign(m, 'shared.bin', data);
+        const results = await Promise.all([0, 1, 2, 3].map(() => readFile(m.path('shared.bin'))));
+        for (const r of results) assert.ok(r.equals(data));
+        const downloads = await m.requests(`read ${redact(cap)}`);
+        assert.equal(downloads.length, 1, `expected one download, saw: ${JSON.stringify(downloads.map((d) => d.range))}`);
+      } finally {
+        await m.cleanup();
+      }
+    });
+
+    it('answers a read far ahead without waiting for the whole file, then reads behind it', async () => {
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
+      try {
+        const data = randomBytes(12 * MiB);
+        const cap = await putForeign(m, 'far.bin', data);
+        const fh = await open(m.path('far.bin'), 'r');
+        try {
+          const far = Buffer.alloc(4096);
+          await fh.read(far, 0, 4096, 10 * MiB + 7);
+          assert.ok(far.equals(data.subarray(10 * MiB + 7, 10 * MiB + 7 + 4096)));
+          const first = (await m.requests(`read ${redact(cap)}`))[0];
+          assert.match(String(first?.range), /^bytes=10485760-/, 'the first request starts where the reader is, not at 0');
+          const near = Buffer.alloc(4096);
+          await fh.read(near, 0, 4096, 100);
+          assert.ok(near.equals(data.subarray(100, 4196)));
+        } finally {
+          await fh.close();
+        }
+        assert.ok((await readFile(m.path('far.bin'))).equals(data));
+      } finally {
+        await m.cleanup();
+      }
+    });
+
+    it('keeps the cache within --cache-size, evicting what is not in use', async () => {
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, extraArgs: ['--cache-size', '1M'] });
+      try {
+        const files = [0, 1, 2, 3].map(() => randomBytes(600_000));
+        for (let i = 0; i < files.length; i++) await putForeign(m, `e${i}`, files[i]!);
+        for (let i = 0; i < files.length; i++) assert.ok((await readFile(m.path(`e${i}`))).equals(files[i]!));
+        const cacheDir = join(m.nodeDir, '_cache', 'files');
+        await eventually('eviction done', async () => {
+          let bytes = 0;
+          for (const name of await readdir(cacheDir)) if (!name.includes('.')) bytes += (await stat(join(cacheDir, name))).blocks * 512;
+          return bytes <= 1024 * 1024 + 64 * 1024; // block rounding of sparse files
+        }, 30_000);
+        assert.ok((await readdir(cacheDir)).filter((n) => n.endsWith('.meta')).length <= 1);
+        for (let i = 0; i < files.length; i++) assert.ok((await readFile(m.path(`e${i}`))).equals(files[i]!), 'evicted files are read again');
+        for (const name of await readdir(cacheDir)) assert.equal((await stat(join(cacheDir, name))).mode & 0o777, 0o600);
+        assert.equal((await stat(join(m.nodeDir, '_cache'))).mode & 0o777, 0o700);
+      } finally {
+        await m.cleanup();
+      }
+    });
+
+    it('reuses the cache after a restart: no download at all', async () => {
+      const data = randomBytes(2 * MiB);
+      const root = await mkdirCap(grid.gatewayUrl);
+      await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(root)}/warm.bin`, { method: 'PUT', body: new Uint8Array(data) });
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, cacheTimeout: 60, rootCap: root });
+      try {
+        const cap = (await m.webList(''))['warm.bin']![1].ro_uri!;
+        assert.ok((await readFile(m.path('warm.bin'))).equals(data));
+        await m.sh(`fusermount -u ${m.mountpoint}`, { cwd: '/' });
+        await eventually('processes exit', async () => (await m.pids()).length === 0, 30_000);
+        const logs = (await readdir(m.nodeDir)).filter((n) => n.endsWith('.log'));
+        for (const name of logs) await m.sh(`: > ${join(m.nodeDir, name)}`, { cwd: '/' });
+        const again = await runCli(['--node-directory', m.nodeDir, '--log-level', 'debug', '--cache-timeout', '60', ...(mode === 'no-split' ? ['--no-split'] : []), m.mountpoint]);
+        assert.equal(again.code, 0, again.stderr);
+        assert.ok((await readFile(m.path('warm.bin'))).equals(data));
+        assert.deepEqual(await m.requests(`read ${redact(cap)}`), []);
+        // What the mount itself wrote is cached too: reading it back costs no download either.
+        const mine = randomBytes(500_000);
+        const fh = await open(m.path('mine.bin'), 'w');
+        await fh.write(mine);
+        await fh.close();
+        const myCap = (await m.webList(''))['mine.bin']![1].ro_uri!;
+        assert.ok((await readAt(m.path('mine.bin'), 0, mine.length)).equals(mine));
+        assert.deepEqual(await m.requests(`read ${redact(myCap)}`), []);
+      } finally {
+        await m.cleanup();
+      }
+    });
+
+    it('lists a directory of 200 entries with ls -l in one request', async () => {
+      // Made before mounting: the mount then sees it at once, whatever its cache timeout.
+      const root = await mkdirCap(grid.gatewayUrl);
+      const dirCap = (await (await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(root)}/many?t=mkdir`, { method: 'POST' })).text()).trim();
+      const children: Record<string, [string, { ro_uri: string; metadata: object }]> = {};
+      for (let i = 0; i < 200; i++) children[`f${i}`] = ['filenode', { ro_uri: 'URI:LIT:mfrgg', metadata: {} }];
+      const res = await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(dirCap)}?t=set_children`, { method: 'POST', body: JSON.stringify(children) });
+      assert.ok(res.ok);
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, cacheTimeout: 120, rootCap: root });
+      try {
+        const out = await m.sh(`ls -l ${m.path('many')} | wc -l`, { cwd: '/' });
+        assert.equal(out.stdout.trim(), '201');
+        assert.equal((await m.requests(`list ${redact(dirCap)}`)).length, 1);
+      } finally {
+        await m.cleanup();
+      }
+    });
+  });
+}
