@@ -56,8 +56,6 @@ export class ContentCache {
     }
     for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { force: true });
     await this.scan();
-    const left = await readdir(this.stagingDir);
-    if (left.length > 0) this.log.warn({ count: left.length, dir: this.stagingDir }, 'staged writes from an earlier run kept');
     await this.evict();
   }
 

@@ -88,6 +88,10 @@ export function parseArgs(argv: string[], version: string): Args {
     throw new UsageError(`unknown log level "${o.logLevel}"`);
   }
   if (o.alias !== undefined && o.rootUri !== undefined) throw new UsageError('give --alias or --root-uri, not both');
+  if (o.rootUri === '-') {
+    o.rootUri = process.env[ROOT_URI_ENV];
+    if (!o.rootUri) throw new UsageError(`--root-uri - needs the cap in ${ROOT_URI_ENV}`);
+  }
   const mountpoint = cmd.args[0];
   if (!mountpoint && !o.serverShutdown && !o.server) throw new UsageError('missing MOUNTPOINT (run blackmatch --help for usage)');
   return {
@@ -109,3 +113,29 @@ export function parseArgs(argv: string[], version: string): Args {
 }
 
 export class UsageError extends Error {}
+
+/**
+ * A root cap given on the command line must not reach the command lines of the processes we start (any
+ * user can read those in /proc): they get `--root-uri -` and the cap in this environment variable instead,
+ * which only the same user can read.
+ */
+export const ROOT_URI_ENV = 'BLACKMATCH_ROOT_URI';
+
+export function argvForChild(argv: string[], rootUri: string | undefined): { argv: string[]; env: Record<string, string> } {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--root-uri') {
+      out.push(a, '-');
+      i++;
+    } else if (a.startsWith('--root-uri=')) {
+      out.push('--root-uri=-');
+    } else out.push(a);
+  }
+  return { argv: out, env: rootUri !== undefined ? { [ROOT_URI_ENV]: rootUri } : {} };
+}
+
+/** The command line as shown in `ps`: any root cap replaced by its fingerprint. */
+export function titleFor(argv: string[], redactCap: (cap: string) => string): string {
+  return ['blackmatch', ...argv.map((a) => a.replace(/URI:[A-Za-z0-9-]+:[A-Za-z0-9:_-]+/g, (cap) => redactCap(cap)))].join(' ');
+}

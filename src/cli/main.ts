@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CommanderError } from 'commander';
 import { ContentCache } from '../cache/content-cache.js';
+import { StagingJournal } from '../cache/staging-journal.js';
 import { TahoeFs } from '../fs/tahoe-fs.js';
 import { isMounted, mount, unmountPath, type Mounted } from '../fuse/adapter.js';
 import { createLogger, type Logger } from '../log.js';
@@ -13,7 +14,7 @@ import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
-import { parseArgs, type Args } from './args.js';
+import { argvForChild, parseArgs, titleFor, type Args } from './args.js';
 import { checkMountpoint, logFile, resolveConfig, type MountConfig } from './config.js';
 
 /** Bound for the background child to mount and report: covers listing the root through a slow gateway. */
@@ -28,12 +29,15 @@ function version(): string {
 
 async function main(argv: string[]): Promise<number> {
   let args: Args;
+  // Before anything else: `ps` must never show a cap given with --root-uri.
+  process.title = titleFor(argv, redact);
   try {
     args = parseArgs(argv, version());
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode; // commander printed help, version or the error
     throw e;
   }
+  const child = argvForChild(argv, args.rootUri);
   const config = await resolveConfig(args);
   if (args.serverShutdown) {
     process.stdout.write(`${await shutdownServer(config)}\n`);
@@ -42,12 +46,12 @@ async function main(argv: string[]): Promise<number> {
   if (args.server) return runServer(args, config, resolve(args.mountpoint ?? '/'));
   const mountpoint = await checkMountpoint(args.mountpoint!, isMounted);
   if (!args.foreground) {
-    await runDetached([...argv, '-f'], DETACHED_START_TIMEOUT_MS);
+    await runDetached([...child.argv, '-f'], child.env, DETACHED_START_TIMEOUT_MS);
     return 0;
   }
   // Paths are resolved: let go of the caller's working directory (it might be a mount someone wants gone).
   process.chdir('/');
-  return args.split ? runClient(args, argv, config, mountpoint) : runUnsplit(args, config, mountpoint);
+  return args.split ? runClient(args, child, config, mountpoint) : runUnsplit(args, config, mountpoint);
 }
 
 /** The filesystem core with its cache, as both the unsplit process and the server run it. */
@@ -56,7 +60,8 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
   const client = new TahoeClient(config.nodeUrl, DEFAULT_TIMEOUTS, log);
   const cache = new ContentCache(config.cacheDir, client, log, args.cacheSize);
   await cache.init();
-  const core = new TahoeFs({ client, cache, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log });
+  const journal = new StagingJournal(cache.stagingDir, log);
+  const core = new TahoeFs({ client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log });
   await core.start();
   return { core, client };
 }
@@ -83,13 +88,13 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
  * RPC client. If the server dies, the mount stays and every operation fails at once with ENOTCONN (so that
  * programs never write into the directory underneath); `fusermount -u` then ends the client.
  */
-async function runClient(args: Args, argv: string[], config: MountConfig, mountpoint: string): Promise<number> {
+async function runClient(args: Args, child: { argv: string[]; env: Record<string, string> }, config: MountConfig, mountpoint: string): Promise<number> {
   const log = createLogger(logFile(config, 'client'), args.logLevel);
   const socketPath = socketPathFor(config);
   await ensureSocketDir(config);
   await claimSocket(socketPath, config.rootName);
-  const serverArgs = argv.filter((a) => a !== '-f');
-  const { exited } = await launchServer(serverArgs, logFile(config, 'server'));
+  const serverArgs = child.argv.filter((a) => a !== '-f');
+  const { exited } = await launchServer(serverArgs, child.env, logFile(config, 'server'));
   const rpc = await waitForServer(socketPath, exited, logFile(config, 'server'), args.serverStartTimeout * 1000);
   const keepalive = await RpcClient.connect(socketPath);
   await keepalive.keepalive();

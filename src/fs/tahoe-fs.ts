@@ -9,10 +9,11 @@
 //
 // Concurrency. Everything runs on one event loop, so state only changes across an `await`. Fields noted
 // "changes across awaits" may be different after any await; the code re-reads them instead of caching them.
-import { copyFile, open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants, createReadStream } from 'node:fs';
 import type { CachedFile } from '../cache/cached-file.js';
 import type { ContentCache } from '../cache/content-cache.js';
+import { processAlive, type StagedFile, type StagedRecord, type StagingJournal } from '../cache/staging-journal.js';
 import type { Logger } from '../log.js';
 import { parseCap, redact, type Cap } from '../tahoe/caps.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
@@ -24,12 +25,17 @@ const { O_RDONLY, O_TRUNC, O_RDWR, O_CREAT, O_WRONLY, S_IFDIR, S_IFREG } = const
 const O_ACCMODE = 0o3;
 const W_OK = 2;
 const NAME_MAX_BYTES = 255;
+/** Staged writes whose upload failed are retried after this long, doubling up to RETRY_MAX_MS. */
+const RETRY_FIRST_MS = 5_000;
+const RETRY_MAX_MS = 5 * 60_000;
 /** Tahoe segments are 128 KiB: the natural unit for reads, and what statfs reports as the block size. */
 const BLOCK_SIZE = 128 * 1024;
 
 export interface TahoeFsOptions {
   client: TahoeClient;
   cache: ContentCache;
+  /** Records of staged writes (in the cache's staging folder), for recovery after a crash. */
+  journal: StagingJournal;
   rootCap: Cap;
   /** How long a directory listing is trusted; 0 refetches on every use. */
   cacheTimeoutMs: number;
@@ -81,6 +87,10 @@ class OpenFile {
   /** Whether `mtime` was set by utimens (then the upload must store it) rather than by a write. */
   mtimeExplicit = false;
   uploading: Promise<void> | undefined;
+  /** The cap linked when the staged bytes were last in step with the grid: recovery checks it is still there. */
+  base: string | null = null;
+  /** Record writes for this file, one after the other. */
+  recordChain: Promise<void> = Promise.resolve();
 
   constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
     this.parent = parent;
@@ -111,6 +121,12 @@ export class TahoeFs implements Ops {
   private readonly openFiles = new Map<string, OpenFile>();
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
+  private readonly journal: StagingJournal;
+  private readonly rootId: string;
+  /** Staged writes that failed to upload are retried on this timer, backing off. */
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelayMs = RETRY_FIRST_MS;
+  private retrying: Promise<void> | undefined;
 
   constructor(opts: TahoeFsOptions) {
     this.client = opts.client;
@@ -118,6 +134,8 @@ export class TahoeFs implements Ops {
     this.log = opts.log;
     this.root = { cap: opts.rootCap.text, writable: opts.rootCap.writable };
     this.cacheTimeoutMs = opts.cacheTimeoutMs;
+    this.journal = opts.journal;
+    this.rootId = redact(opts.rootCap.text);
     this.uid = opts.uid ?? process.getuid?.() ?? 0;
     this.gid = opts.gid ?? process.getgid?.() ?? 0;
   }
@@ -129,10 +147,14 @@ export class TahoeFs implements Ops {
     } catch (e) {
       throw new FsError('EIO', `cannot list the root directory ${redact(this.root.cap)}: ${(e as Error).message}`, { cause: e });
     }
+    // Writes that an earlier run staged but did not store: store them now (or keep and report them).
+    await this.retryStaged();
   }
 
   /** Uploads what is still dirty and closes every local file (used at unmount). */
   async shutdown(): Promise<void> {
+    clearTimeout(this.retryTimer);
+    await this.retrying;
     for (const [fh, handle] of [...this.handles]) {
       this.handles.delete(fh);
       handle.file.handles--;
@@ -468,9 +490,35 @@ export class TahoeFs implements Ops {
   }
 
   private markDirty(file: OpenFile): void {
+    const wasClean = !file.dirty;
     file.dirty = true;
     file.generation++;
     file.mtime = nowTimestamp();
+    // The record must say "dirty" again once the bytes differ from what was uploaded.
+    if (wasClean && file.staging) this.saveRecord(file);
+  }
+
+  /** Writes the staging record of a file (queued behind earlier ones); durable: also flush the bytes. */
+  private saveRecord(file: OpenFile, durable = false): Promise<void> {
+    const staging = file.staging;
+    if (!staging) return Promise.resolve();
+    file.recordChain = file.recordChain.then(async () => {
+      if (durable) await staging.handle.datasync();
+      const record: StagedRecord = {
+        v: 1,
+        root: this.rootId,
+        pid: process.pid,
+        parentCap: file.parent.cap,
+        name: file.name,
+        path: file.path,
+        base: file.base,
+        dirty: file.dirty && !file.unlinked,
+        size: file.size,
+        ...(file.mtimeExplicit && file.mtime ? { mtimeNs: nsString(file.mtime) } : {}),
+      };
+      await this.journal.write(staging.path, record, durable);
+    }).catch((e: unknown) => this.log.warn({ path: file.path, err: (e as Error).message }, 'could not write the staging record'));
+    return file.recordChain;
   }
 
   private async truncateFile(file: OpenFile, size: number): Promise<void> {
@@ -497,6 +545,7 @@ export class TahoeFs implements Ops {
         try {
           if (keepContent && file.child && file.size > 0) await this.copyContentTo(file.child, path);
           file.staging = { path, handle: await open(path, O_RDWR | O_CREAT, 0o600) };
+          file.base = file.child ? (file.child.rwUri ?? file.child.roUri ?? null) : null;
         } catch (e) {
           await rm(path, { force: true });
           throw fromLocalFs(e, 'prepare staging file');
@@ -534,6 +583,13 @@ export class TahoeFs implements Ops {
     file.uploading = this.upload(file);
     try {
       await file.uploading;
+      file.base = file.child ? (file.child.rwUri ?? file.child.roUri ?? null) : null;
+      if (file.handles > 0) await this.saveRecord(file);
+    } catch (e) {
+      // close() and fsync() now fail with EIO: the bytes stay staged, on disk, with a record of where they go.
+      await this.saveRecord(file, true);
+      this.log.error({ path: file.path, staging: file.staging?.path, err: (e as Error).message }, 'upload failed: staged bytes kept');
+      throw e instanceof FsError ? e : new FsError('EIO', `upload of ${file.path} failed: ${(e as Error).message}`, { cause: e });
     } finally {
       file.uploading = undefined;
     }
@@ -596,9 +652,8 @@ export class TahoeFs implements Ops {
     if (file.dirty && !file.unlinked) {
       try {
         await this.commit(file);
-      } catch (e) {
-        keepStaging = true;
-        this.log.error({ path: file.path, staging: file.staging?.path, err: (e as Error).message }, 'upload failed at release; staged bytes kept');
+      } catch {
+        keepStaging = true; // commit logged it; the retry timer takes it from here
       }
     }
     if (file.handles > 0) return; // reopened while we uploaded
@@ -611,12 +666,17 @@ export class TahoeFs implements Ops {
       await rm(snapshot.path, { force: true });
     }
     if (file.staging) {
+      await file.recordChain;
       await file.staging.handle.close().catch(() => undefined);
-      if (keepStaging) return;
+      if (keepStaging) {
+        this.scheduleRetry();
+        return;
+      }
       // What we uploaded is what we hold: keep it as the cached content of its new cap.
       const cap = !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
       const adopted = cap?.immutable && cap.storageIndex ? await this.cache.adopt(file.staging.path, cap) : false;
       if (!adopted) await rm(file.staging.path, { force: true });
+      await this.journal.remove(file.staging.path);
     }
   }
 
@@ -647,6 +707,88 @@ export class TahoeFs implements Ops {
       this.openFiles.delete(file.path);
       file.path = newPath;
       this.openFiles.set(newPath, file);
+      if (file.staging) this.saveRecord(file);
+    }
+  }
+
+  // ---- internals: staged writes that did not reach the grid ------------------------------------------------
+
+  private scheduleRetry(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.retryStaged();
+    }, this.retryDelayMs);
+    this.retryTimer.unref();
+  }
+
+  /**
+   * Stores every staged write of this root that no live handle owns: the ones whose upload failed in this
+   * run, and those an earlier run (crashed, killed) left behind. Runs one pass at a time.
+   */
+  private retryStaged(): Promise<void> {
+    this.retrying ??= (async () => {
+      const owned = new Set<string>();
+      for (const h of this.handles.values()) if (h.file.staging) owned.add(h.file.staging.path);
+      let failed = 0;
+      for (const staged of await this.journal.list()) {
+        const r = staged.record;
+        if (r.root !== this.rootId || owned.has(staged.stagingPath)) continue;
+        if (r.pid !== process.pid && processAlive(r.pid)) continue; // another mount of this root owns it
+        if (r.conflict) continue; // kept and reported already
+        if (!(await this.recoverStaged(staged))) failed++;
+      }
+      if (failed > 0) {
+        this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
+        this.scheduleRetry();
+      } else {
+        this.retryDelayMs = RETRY_FIRST_MS;
+      }
+    })().finally(() => (this.retrying = undefined));
+    return this.retrying;
+  }
+
+  /** Uploads and links one staged file if its directory entry is still what the bytes were based on. */
+  private async recoverStaged({ stagingPath, record }: StagedFile): Promise<boolean> {
+    const log = this.log.child({ path: record.path, staging: stagingPath });
+    if (!record.dirty) {
+      await rm(stagingPath, { force: true });
+      await this.journal.remove(stagingPath);
+      return true;
+    }
+    try {
+      const listing = await this.client.listDir(record.parentCap);
+      const current = listing.children.get(record.name);
+      const currentCap = current ? (current.rwUri ?? current.roUri ?? null) : null;
+      if (currentCap !== record.base) {
+        log.warn('staged write kept, not stored: its directory entry changed meanwhile');
+        await this.journal.write(stagingPath, { ...record, conflict: true }, true);
+        return true;
+      }
+      const size = (await stat(stagingPath)).size;
+      const body = () => (size === 0 ? Buffer.alloc(0) : createReadStream(stagingPath, { start: 0, end: size - 1 }));
+      const mtime = record.mtimeNs ? (parseNs(record.mtimeNs) ?? nowTimestamp()) : nowTimestamp();
+      const metadata = withMtime(current?.metadata ?? {}, mtime);
+      let child: ChildInfo;
+      if (current?.mutable && current.rwUri && current.type === 'file') {
+        await this.client.overwriteMutable(current.rwUri, body(), size);
+        await this.client.setChild(record.parentCap, record.name, { ...linkTargetOf(current), metadata }, true);
+        child = { ...current, size, metadata: touchedMetadata(current.metadata, metadata) };
+      } else {
+        const cap = await this.client.upload(body(), size);
+        await this.client.setChild(record.parentCap, record.name, { type: 'file', roUri: cap, metadata }, true);
+        child = { name: record.name, type: 'file', roUri: cap, size, mutable: false, metadata: touchedMetadata(current?.metadata ?? {}, metadata) };
+      }
+      this.patchListing(record.parentCap, record.name, child);
+      const cap = tryParseCap(child.roUri);
+      const adopted = cap?.immutable && cap.storageIndex ? await this.cache.adopt(stagingPath, cap) : false;
+      if (!adopted) await rm(stagingPath, { force: true });
+      await this.journal.remove(stagingPath);
+      log.info({ bytes: size }, 'staged write recovered: uploaded and linked');
+      return true;
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'staged write not stored yet: will retry');
+      return false;
     }
   }
 
@@ -880,5 +1022,15 @@ function nfc(path: string): string {
 
 /** Names a POSIX directory cannot show are hidden (see README, "Known limits"). */
 function isShowableName(name: string): boolean {
-  return name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && Buffer.byteLength(name) <= NAME_MAX_BYTES;
+  return (
+    name !== '' &&
+    name !== '.' &&
+    name !== '..' &&
+    !name.includes('/') &&
+    !name.includes('\0') &&
+    !LONE_SURROGATE.test(name) && // not valid Unicode: it would reach programs as U+FFFD, naming nothing
+    Buffer.byteLength(name) <= NAME_MAX_BYTES
+  );
 }
+
+const LONE_SURROGATE = /\p{Cs}/u;

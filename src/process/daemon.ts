@@ -8,11 +8,11 @@ type Report = { ready: true } | { error: string };
 const REPORT_ENV = 'BLACKMATCH_REPORT_TO_PARENT';
 
 /** In the parent: starts the detached child with `childArgs` and waits for its report, bounded. */
-export async function runDetached(childArgs: string[], timeoutMs: number): Promise<void> {
+export async function runDetached(childArgs: string[], childEnv: Record<string, string>, timeoutMs: number): Promise<void> {
   const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...childArgs], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-    env: { ...process.env, [REPORT_ENV]: '1' },
+    env: { ...process.env, ...childEnv, [REPORT_ENV]: '1' },
   });
   const report = await new Promise<Report>((resolve) => {
     const timer = setTimeout(() => resolve({ error: `no answer within ${timeoutMs / 1000} s (see the log)` }), timeoutMs);
