@@ -94,12 +94,15 @@ export class StagingJournal {
   }
 }
 
-export function processAlive(pid: number): boolean {
+/**
+ * Whether the blackmatch process that wrote a record still runs. A zombie (killed, not yet reaped) is dead,
+ * and so is a pid now used by some other program.
+ */
+export async function processAlive(pid: number): Promise<boolean> {
   if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  if (!stat || state === 'Z' || state === 'X') return false;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return cmdline.startsWith('blackmatch') || cmdline.includes('main.js');
 }

@@ -734,7 +734,7 @@ export class TahoeFs implements Ops {
       for (const staged of await this.journal.list()) {
         const r = staged.record;
         if (r.root !== this.rootId || owned.has(staged.stagingPath)) continue;
-        if (r.pid !== process.pid && processAlive(r.pid)) continue; // another mount of this root owns it
+        if (r.pid !== process.pid && (await processAlive(r.pid))) continue; // another mount of this root owns it
         if (r.conflict) continue; // kept and reported already
         if (!(await this.recoverStaged(staged))) failed++;
       }

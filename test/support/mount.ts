@@ -187,14 +187,14 @@ export class TestMount {
 
   /** PIDs of blackmatch processes serving this mount (found by their command line). */
   async pids(): Promise<number[]> {
-    const found: number[] = [];
-    for (const entry of await readdir('/proc')) {
-      if (!/^[0-9]+$/.test(entry)) continue;
-      const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-      const argv = cmdline.split('\0');
-      if (argv.some((a) => a.endsWith('main.js')) && argv.includes(this.mountpoint)) found.push(Number(entry));
-    }
-    return found;
+    return (await blackmatchProcesses()).filter((p) => p.args.includes(this.mountpoint)).map((p) => p.pid);
+  }
+
+  /** The split-mode server of this mount. */
+  async serverPid(): Promise<number> {
+    const server = (await blackmatchProcesses()).find((p) => p.args.includes(this.mountpoint) && p.args.includes('--server'));
+    if (!server) throw new Error('no server process');
+    return server.pid;
   }
 
   /** Unmounts, waits for every process of this mount to exit (killing stragglers), removes the work dir. */
@@ -276,4 +276,19 @@ export async function useGrid(): Promise<{ gatewayUrl: string; grid: Grid | unde
   if (url) return { gatewayUrl: url, grid: undefined, stop: async () => undefined };
   const grid = await startGrid();
   return { gatewayUrl: grid.gatewayUrl, grid, stop: () => grid.stop() };
+}
+
+/**
+ * Every blackmatch process, with its arguments. blackmatch sets its process title to "blackmatch ARGS" (one
+ * string, caps redacted), so the arguments are split back on spaces: enough to find a mountpoint or a flag.
+ */
+export async function blackmatchProcesses(): Promise<Array<{ pid: number; args: string[] }>> {
+  const found: Array<{ pid: number; args: string[] }> = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).replace(/\0+$/, '');
+    const args = cmdline.split(/[\0 ]/);
+    if (args[0] === 'blackmatch' || args.some((a) => a.endsWith('/main.js'))) found.push({ pid: Number(entry), args });
+  }
+  return found;
 }

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { encodeBase32 } from '../../src/tahoe/base32.js';
 import { mkdirCap } from '../support/grid.js';
-import { eventually, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+import { blackmatchProcesses, eventually, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
 
 async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(what, (e: NodeJS.ErrnoException) => {
@@ -67,6 +67,7 @@ describe('mount lifecycle', () => {
           assert.match(lines[0]!, message);
           assert.ok(!res.stderr.includes(cap), 'a cap leaked into the error');
           assert.equal(await isMountpoint(mnt), false);
+          assert.deepEqual((await blackmatchProcesses()).filter((p) => p.args.includes(nd)), [], 'a process was left running');
         });
       }
     }

@@ -11,16 +11,9 @@ import { eventually, isMountpoint, runCli, TestMount, useGrid } from '../support
 
 const run = promisify(execFile);
 
-async function serverPid(m: TestMount): Promise<number> {
-  for (const pid of await m.pids()) {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    if (argv.includes('--server')) return pid;
-  }
-  throw new Error('no server process');
-}
 
 async function clientPid(m: TestMount): Promise<number> {
-  const server = await serverPid(m);
+  const server = await m.serverPid();
   const others = (await m.pids()).filter((p) => p !== server);
   assert.equal(others.length, 1, `expected one client process, found ${others.join(', ')}`);
   return others[0]!;
@@ -38,7 +31,7 @@ describe('split-mode processes', () => {
   it('the server exits soon after the client is SIGKILLed, and the mountpoint can be mounted again', async () => {
     const m = await TestMount.start({ mode: 'split', gatewayUrl: grid.gatewayUrl });
     try {
-      const server = await serverPid(m);
+      const server = await m.serverPid();
       process.kill(await clientPid(m), 'SIGKILL');
       await eventually('server exits', async () => !(await stat(`/proc/${server}`).then(() => true, () => false)), 30_000);
       await run('fusermount', ['-u', m.mountpoint]);
@@ -55,7 +48,7 @@ describe('split-mode processes', () => {
     const m = await TestMount.start({ mode: 'split', gatewayUrl: grid.gatewayUrl });
     try {
       await writeFile(m.path('f'), 'x');
-      process.kill(await serverPid(m), 'SIGKILL');
+      process.kill(await m.serverPid(), 'SIGKILL');
       await m.watch('stat after server death', () =>
         eventually('operations fail', () => stat(m.path('f')).then(() => false, (e: NodeJS.ErrnoException) => e.code === 'ENOTCONN'), 30_000),
       30_000);
