@@ -611,14 +611,14 @@ export class TahoeFs implements Ops {
     let child: ChildInfo;
     if (old?.mutable && old.rwUri && old.type === 'file') {
       // A mutable file keeps its cap: its content is replaced in place.
-      await this.client.overwriteMutable(old.rwUri, body(), size);
+      await this.client.overwriteMutable(old.rwUri, body, size);
       const metadata = withMtime(old.metadata, mtime);
       await this.client.setChild(file.parent.cap, file.name, { ...linkTargetOf(old), metadata }, true);
       child = { ...old, size, metadata: touchedMetadata(old.metadata, metadata) };
     } else if (!file.mtimeExplicit && !hasStoredMtime(old?.metadata)) {
       // Nothing to say about mtime (Tahoe's link time is right): upload and link in one request.
       const { parent, name } = file;
-      const cap = await this.client.putChild(parent.cap, name, body(), size);
+      const cap = await this.client.putChild(parent.cap, name, body, size);
       child = { name: file.name, type: 'file', roUri: cap, size, mutable: false, metadata: touchedMetadata(old?.metadata ?? {}, userMetadata(old?.metadata ?? {})) };
       if (file.unlinked || file.parent !== parent || file.name !== name) {
         // Unlinked or renamed while we uploaded: the link we just made is not where the file is now.
@@ -630,7 +630,7 @@ export class TahoeFs implements Ops {
         await this.client.setChild(file.parent.cap, file.name, { type: 'file', roUri: cap, metadata: userMetadata(child.metadata) }, true);
       }
     } else {
-      const cap = await this.client.upload(body(), size);
+      const cap = await this.client.upload(body, size);
       const metadata = withMtime(old?.metadata ?? {}, mtime);
       // The directory may have changed while we uploaded (rename, unlink): link where the file is now.
       if (file.unlinked) {
@@ -771,11 +771,11 @@ export class TahoeFs implements Ops {
       const metadata = withMtime(current?.metadata ?? {}, mtime);
       let child: ChildInfo;
       if (current?.mutable && current.rwUri && current.type === 'file') {
-        await this.client.overwriteMutable(current.rwUri, body(), size);
+        await this.client.overwriteMutable(current.rwUri, body, size);
         await this.client.setChild(record.parentCap, record.name, { ...linkTargetOf(current), metadata }, true);
         child = { ...current, size, metadata: touchedMetadata(current.metadata, metadata) };
       } else {
-        const cap = await this.client.upload(body(), size);
+        const cap = await this.client.upload(body, size);
         await this.client.setChild(record.parentCap, record.name, { type: 'file', roUri: cap, metadata }, true);
         child = { name: record.name, type: 'file', roUri: cap, size, mutable: false, metadata: touchedMetadata(current?.metadata ?? {}, metadata) };
       }

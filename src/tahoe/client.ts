@@ -12,9 +12,20 @@ export interface TahoeTimeouts {
   idleMs: number;
   /** Bound on waiting for Tahoe's answer after an upload body was sent (it encodes and pushes shares first). */
   uploadAnswerMs: number;
+  /**
+   * Waits before each retry of an idempotent request that failed transiently (connection refused or reset,
+   * 5xx): a gateway restarting or a storage server reconnecting gets a few seconds, no more.
+   */
+  retryDelaysMs: number[];
 }
 
-export const DEFAULT_TIMEOUTS: TahoeTimeouts = { requestMs: 60_000, idleMs: 60_000, uploadAnswerMs: 600_000 };
+export const DEFAULT_TIMEOUTS: TahoeTimeouts = { requestMs: 60_000, idleMs: 60_000, uploadAnswerMs: 600_000, retryDelaysMs: [250, 1_000, 3_000] };
+
+/** A request body, or a way to make it again (a stream can be sent once: retries need a fresh one). */
+export type Body = Buffer | Readable | (() => Buffer | Readable);
+
+/** Failures worth retrying: marked where they are made, from the transport or the status. */
+const transient = new WeakSet<FsError>();
 
 export interface ChildInfo {
   name: string;
@@ -70,7 +81,7 @@ export class TahoeClient {
 
   /** GET /uri/$DIRCAP?t=json: one request for a whole directory, sizes and metadata included. */
   async listDir(dirCap: string): Promise<DirListing> {
-    const json = await this.json('GET', `uri/${encodeURIComponent(dirCap)}?t=json`, `list ${redact(dirCap)}`);
+    const json = await this.json('GET', `uri/${encodeURIComponent(dirCap)}?t=json`, `list ${redact(dirCap)}`, true);
     if (!Array.isArray(json) || json[0] !== 'dirnode' || typeof json[1] !== 'object') {
       throw new FsError('ENOTDIR', `list ${redact(dirCap)}: not a directory`);
     }
@@ -105,20 +116,20 @@ export class TahoeClient {
   }
 
   /** PUT /uri: uploads an immutable file and returns its cap (LIT for small files, CHK otherwise). */
-  async upload(body: Readable | Buffer, size: number): Promise<string> {
-    const cap = await this.text('PUT', 'uri', 'upload', { body, size, upload: true });
+  async upload(body: Body, size: number): Promise<string> {
+    const cap = await this.text('PUT', 'uri', 'upload', { body, size, upload: true, idempotent: true });
     return cap.trim();
   }
 
   /** PUT /uri/$DIRCAP/NAME: uploads an immutable file and links it in one request; returns its cap. */
-  async putChild(dirCap: string, name: string, body: Readable | Buffer, size: number): Promise<string> {
+  async putChild(dirCap: string, name: string, body: Body, size: number): Promise<string> {
     const path = `uri/${encodeURIComponent(dirCap)}/${encodeURIComponent(name)}?replace=true`;
-    return (await this.text('PUT', path, `upload into ${redact(dirCap)}`, { body, size, upload: true })).trim();
+    return (await this.text('PUT', path, `upload into ${redact(dirCap)}`, { body, size, upload: true, idempotent: true })).trim();
   }
 
   /** PUT /uri/$FILECAP: replaces the contents of a mutable file in place (its cap stays the same). */
-  async overwriteMutable(fileCap: string, body: Readable | Buffer, size: number): Promise<void> {
-    await this.text('PUT', `uri/${encodeURIComponent(fileCap)}`, `overwrite ${redact(fileCap)}`, { body, size, upload: true });
+  async overwriteMutable(fileCap: string, body: Body, size: number): Promise<void> {
+    await this.text('PUT', `uri/${encodeURIComponent(fileCap)}`, `overwrite ${redact(fileCap)}`, { body, size, upload: true, idempotent: true });
   }
 
   /**
@@ -133,7 +144,8 @@ export class TahoeClient {
     if (target.metadata) info.metadata = target.metadata;
     const body = Buffer.from(JSON.stringify({ [name]: [kind, info] }));
     const q = `t=set_children&replace=${replace ? 'true' : 'false'}`;
-    await this.text('POST', `uri/${encodeURIComponent(dirCap)}?${q}`, `link in ${redact(dirCap)}`, { body, size: body.length });
+    // Linking the same caps twice leaves the same result: safe to retry.
+    await this.text('POST', `uri/${encodeURIComponent(dirCap)}?${q}`, `link in ${redact(dirCap)}`, { body, size: body.length, idempotent: true });
   }
 
   /** DELETE /uri/$DIRCAP/NAME: removes one link (the child itself stays on the grid). */
@@ -155,27 +167,29 @@ export class TahoeClient {
     const headers: Record<string, string> = {};
     if (range) headers.range = `bytes=${range.start}-${range.end - 1}`;
     const what = `read ${redact(fileCap)}`;
-    const res = await this.send('GET', `uri/${encodeURIComponent(fileCap)}`, what, { headers, transfer: true, signal });
-    if (res.statusCode === 416) {
-      res.body.resume();
-      return Readable.from([]);
-    }
-    if (res.statusCode !== 200 && res.statusCode !== 206) throw await httpError(res, what);
-    if (range && range.start > 0 && (res.statusCode !== 206 || !String(res.headers['content-range'] ?? '').startsWith(`bytes ${range.start}-`))) {
-      // Bytes from anywhere else would be cached at the wrong offset.
-      res.body.resume();
-      throw new FsError('EIO', `${what}: the gateway ignored the requested range`);
-    }
-    return res.body;
+    return this.retrying(what, true, async () => {
+      const res = await this.send('GET', `uri/${encodeURIComponent(fileCap)}`, what, { headers, transfer: true, signal });
+      if (res.statusCode === 416) {
+        res.body.resume();
+        return Readable.from([]);
+      }
+      if (res.statusCode !== 200 && res.statusCode !== 206) throw await httpError(res, what);
+      if (range && range.start > 0 && (res.statusCode !== 206 || !String(res.headers['content-range'] ?? '').startsWith(`bytes ${range.start}-`))) {
+        // Bytes from anywhere else would be cached at the wrong offset.
+        res.body.resume();
+        throw new FsError('EIO', `${what}: the gateway ignored the requested range`);
+      }
+      return res.body;
+    });
   }
 
   /** GET /?t=json on the gateway: its status, including the storage servers it is connected to. */
   async gatewayStatus(): Promise<unknown> {
-    return this.json('GET', '?t=json', 'gateway status');
+    return this.json('GET', '?t=json', 'gateway status', true);
   }
 
-  private async json(method: Dispatcher.HttpMethod, path: string, what: string): Promise<unknown> {
-    const text = await this.text(method, path, what);
+  private async json(method: Dispatcher.HttpMethod, path: string, what: string, idempotent = false): Promise<unknown> {
+    const text = await this.text(method, path, what, { idempotent });
     try {
       return JSON.parse(text);
     } catch (e) {
@@ -187,14 +201,30 @@ export class TahoeClient {
     method: Dispatcher.HttpMethod,
     path: string,
     what: string,
-    opts: { body?: Readable | Buffer; size?: number; upload?: boolean } = {},
+    opts: { body?: Body; size?: number; upload?: boolean; idempotent?: boolean } = {},
   ): Promise<string> {
-    const res = await this.send(method, path, what, opts);
-    if (res.statusCode < 200 || res.statusCode >= 300) throw await httpError(res, what);
-    try {
-      return await res.body.text();
-    } catch (e) {
-      throw transportError(e, what, this.base);
+    return this.retrying(what, opts.idempotent === true, async () => {
+      const res = await this.send(method, path, what, { ...opts, body: typeof opts.body === 'function' ? opts.body() : opts.body });
+      if (res.statusCode < 200 || res.statusCode >= 300) throw await httpError(res, what);
+      try {
+        return await res.body.text();
+      } catch (e) {
+        throw transportError(e, what, this.base);
+      }
+    });
+  }
+
+  /** Runs one request, again after a pause if it failed transiently and may be repeated safely. */
+  private async retrying<T>(what: string, idempotent: boolean, attempt: () => Promise<T>): Promise<T> {
+    for (let i = 0; ; i++) {
+      try {
+        return await attempt();
+      } catch (e) {
+        const delays = this.timeouts.retryDelaysMs;
+        if (!idempotent || i >= delays.length || !(e instanceof FsError) || !transient.has(e)) throw e;
+        this.log?.warn({ what, attempt: i + 1, err: e.message }, 'transient gateway error: retrying');
+        await new Promise((r) => setTimeout(r, delays[i]));
+      }
     }
   }
 
@@ -242,7 +272,9 @@ async function httpError(res: Dispatcher.ResponseData, what: string): Promise<Fs
   }
   // Tahoe answers errors as HTML or as a traceback: keep the readable text, without markup or caps.
   const text = scrubCaps(detail.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ')).trim().slice(0, 200);
-  return new FsError(errnoForStatus(res.statusCode, detail), `${what}: HTTP ${res.statusCode} ${text}`.trim());
+  const err = new FsError(errnoForStatus(res.statusCode, detail), `${what}: HTTP ${res.statusCode} ${text}`.trim());
+  if (res.statusCode >= 500 && err.code === 'EIO') transient.add(err);
+  return err;
 }
 
 /** Tahoe's status codes (web/common.py humanize_failure) mapped to what a program should see. */
@@ -274,9 +306,18 @@ function transportError(e: unknown, what: string, base: string): FsError {
   const code = (e as { code?: string }).code ?? '';
   const cause = (e as { cause?: { code?: string } }).cause?.code ?? '';
   let reason: string;
-  if (code === 'ECONNREFUSED' || cause === 'ECONNREFUSED') reason = `Tahoe gateway not reachable at ${base}`;
-  else if (e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError) reason = 'timed out';
+  let retry = false;
+  if (code === 'ECONNREFUSED' || cause === 'ECONNREFUSED') {
+    reason = `Tahoe gateway not reachable at ${base}`;
+    retry = true;
+  } else if (e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError) reason = 'timed out';
   else if ((e as Error).name === 'TimeoutError' || (e as Error).name === 'AbortError') reason = 'timed out';
-  else reason = (e as Error).message ?? String(e);
-  return new FsError('EIO', `${what}: ${reason}`, { cause: e });
+  else {
+    reason = (e as Error).message ?? String(e);
+    // The connection broke under us (gateway restarted, keep-alive socket closed): worth another try.
+    retry = e instanceof undiciErrors.SocketError || ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'].includes(code) || ['ECONNRESET', 'EPIPE'].includes(cause);
+  }
+  const err = new FsError('EIO', `${what}: ${reason}`, { cause: e });
+  if (retry) transient.add(err);
+  return err;
 }

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { text as streamText } from 'node:stream/consumers';
 import { FsError } from '../../src/fs/errors.js';
 import { redact } from '../../src/tahoe/caps.js';
-import { errnoForStatus, scrubCaps, TahoeClient } from '../../src/tahoe/client.js';
+import { DEFAULT_TIMEOUTS, errnoForStatus, scrubCaps, TahoeClient } from '../../src/tahoe/client.js';
 import { splitUrl, startFakeWebApi, type FakeWebApi } from '../support/fake-webapi.js';
 
 const DIR = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
@@ -46,13 +46,16 @@ async function rejectsFs(p: Promise<unknown>, code: string, message?: RegExp): P
   return caught;
 }
 
+/** The default schedule, with retries that do not wait: the tests count attempts, not time. */
+const FAST_RETRIES = { ...DEFAULT_TIMEOUTS, retryDelaysMs: [1, 1, 1] };
+
 describe('TahoeClient against a fake web API', () => {
   let api: FakeWebApi;
   let client: TahoeClient;
 
   before(async () => {
     api = await startFakeWebApi();
-    client = new TahoeClient(api.url);
+    client = new TahoeClient(api.url, FAST_RETRIES);
   });
   after(async () => {
     await client.close();
@@ -308,6 +311,65 @@ describe('TahoeClient against a fake web API', () => {
     });
   });
 
+  describe('retries', () => {
+    it('retries an idempotent request after 5xx answers, then succeeds', async () => {
+      let n = 0;
+      api.handle((_req, res) => {
+        if (++n < 3) {
+          res.statusCode = 503;
+          res.end('busy');
+          return;
+        }
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(['dirnode', { children: {} }]));
+      });
+      const listing = await client.listDir(DIR);
+      assert.equal(listing.children.size, 0);
+      assert.equal(api.requests.length, 3);
+    });
+
+    it('gives up after its retries with EIO', async () => {
+      api.handle((_req, res) => {
+        res.statusCode = 500;
+        res.end('Internal Server Error');
+      });
+      await rejectsFs(client.listDir(DIR), 'EIO');
+      assert.equal(api.requests.length, 1 + FAST_RETRIES.retryDelaysMs.length);
+    });
+
+    it('sends a fresh upload body on each attempt', async () => {
+      let n = 0;
+      const bodies: string[] = [];
+      api.handle((req, res) => {
+        bodies.push(req.body.toString());
+        if (++n < 2) {
+          res.statusCode = 502;
+          res.end('bad gateway');
+          return;
+        }
+        res.end(CHK);
+      });
+      assert.equal(await client.upload(() => Readable.from([Buffer.from('payload')]), 7), CHK);
+      assert.deepEqual(bodies, ['payload', 'payload']);
+    });
+
+    it('never repeats a request that is not idempotent, nor one that failed for a reason', async () => {
+      api.handle((_req, res) => {
+        res.statusCode = 503;
+        res.end('busy');
+      });
+      await rejectsFs(client.mkdir(DIR, 'd'), 'EIO');
+      await rejectsFs(client.unlink(DIR, 'x'), 'EIO');
+      assert.equal(api.requests.length, 2);
+      api.handle((_req, res) => {
+        res.statusCode = 404;
+        res.end('No such child');
+      });
+      await rejectsFs(client.listDir(DIR), 'ENOENT');
+      assert.equal(api.requests.length, 3);
+    });
+  });
+
   describe('download', () => {
     it('GETs the whole file without a Range header', async () => {
       api.handle((_req, res) => res.end('hello'));
@@ -355,7 +417,7 @@ describe('TahoeClient transport failures', () => {
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
     const port = (probe.address() as AddressInfo).port;
     await new Promise<void>((r) => probe.close(() => r()));
-    const client = new TahoeClient(`http://127.0.0.1:${port}/`);
+    const client = new TahoeClient(`http://127.0.0.1:${port}/`, FAST_RETRIES);
     try {
       await rejectsFs(client.listDir(DIR), 'EIO', new RegExp(`not reachable at http://127\\.0\\.0\\.1:${port}/`));
       await rejectsFs(client.download(CHK), 'EIO', /not reachable/);
@@ -372,7 +434,7 @@ describe('TahoeClient transport failures', () => {
       api = await startFakeWebApi(() => {
         // read the request, never respond
       });
-      client = new TahoeClient(api.url, { requestMs: 200, idleMs: 200, uploadAnswerMs: 200 });
+      client = new TahoeClient(api.url, { requestMs: 200, idleMs: 200, uploadAnswerMs: 200, retryDelaysMs: [1, 1, 1] });
     });
     after(async () => {
       await api.close();
@@ -399,7 +461,7 @@ describe('TahoeClient transport failures', () => {
       res.writeHead(200, { 'content-length': '100' });
       res.write('partial');
     });
-    const client = new TahoeClient(api.url, { requestMs: 200, idleMs: 200, uploadAnswerMs: 200 });
+    const client = new TahoeClient(api.url, { requestMs: 200, idleMs: 200, uploadAnswerMs: 200, retryDelaysMs: [1, 1, 1] });
     try {
       const body = await client.download(CHK);
       await assert.rejects(streamText(body));
