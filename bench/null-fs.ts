@@ -19,6 +19,7 @@ const ops: Ops = {
     if (path === '/data') return attr(0o100644, fileSize);
     throw new FsError('ENOENT', path);
   },
+  fgetattr: async (path) => ops.getattr(path),
   readdir: async () => ['.', '..', 'data'],
   access: async () => undefined,
   statfs: async () => ({ bsize: 4096, frsize: 4096, blocks: 1, bfree: 1, bavail: 1, files: 1, ffree: 1, favail: 1, namemax: 255 }),

@@ -23,15 +23,16 @@ fi
 # /dev/fuse is where the kernel talks to us; containers sometimes lack the node even with the module present.
 if [ ! -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then mknod -m 666 /dev/fuse c 10 229 || true; fi
 
-# Reinstall only when the lockfile changed since the last install (npm ci wipes node_modules).
+# Reinstall only when the lockfile or the patches changed since the last install (npm ci wipes node_modules).
 stamp=node_modules/.blackmatch-installed
-if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+want=$(cat package-lock.json patches/*.patch | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund >&2
   # patches/ fixes the FUSE binding (utimens lost mtime; timestamps had millisecond precision): apply, rebuild.
   npx patch-package >&2
   rm -rf node_modules/@cocalc/fuse-native/build
   npm_config_build_from_source=true npm rebuild @cocalc/fuse-native >&2
-  cp package-lock.json "$stamp"
+  echo "$want" > "$stamp"
 fi
 
 npx tsc -p . >&2

@@ -24,6 +24,8 @@ export const STREAM_WINDOW = 2 * 1024 * 1024;
 const RANGE_READAHEAD_SEGMENTS = 3;
 /** Persist the ranges record after this many new bytes (and whenever a download stops). */
 const PERSIST_EVERY_BYTES = 16 * 1024 * 1024;
+let tmpCounter = 0;
+
 /** Backstop for one read's wait; every download also has its own idle bound. */
 const WAIT_BOUND_MS = 10 * 60_000;
 
@@ -195,7 +197,8 @@ export class CachedFile {
         try {
           await this.handle?.datasync();
           const meta: CachedFileMeta = { v: 1, size: this.size, ranges: snapshot, lastUsed: this.lastUsed };
-          const tmp = `${this.metaPath}.tmp`;
+          // A unique name: a content closing and the same content reopened may both write their record.
+          const tmp = `${this.metaPath}.${process.pid}-${++tmpCounter}.tmp`;
           await writeFile(tmp, JSON.stringify(meta), { mode: 0o600 });
           await rename(tmp, this.metaPath);
         } catch (e) {

@@ -176,7 +176,7 @@ export class ContentCache {
   private async scan(): Promise<void> {
     const names = new Set(await readdir(this.filesDir));
     for (const name of names) {
-      if (name.endsWith('.meta.tmp')) {
+      if (name.endsWith('.tmp')) {
         await rm(join(this.filesDir, name), { force: true });
         continue;
       }

@@ -34,6 +34,8 @@ export interface StatFs {
 /** Every operation may reject with an FsError; anything else reaching an edge is a bug and becomes EIO. */
 export interface Ops {
   getattr(path: string): Promise<Attr>;
+  /** Attributes through an open handle: an unlinked open file has no path any more. */
+  fgetattr(path: string, fh: number): Promise<Attr>;
   readdir(path: string): Promise<string[]>;
   access(path: string, mode: number): Promise<void>;
   statfs(path: string): Promise<StatFs>;
@@ -65,6 +67,6 @@ export interface Ops {
 export type OpName = keyof Ops;
 
 export const OP_NAMES: readonly OpName[] = [
-  'getattr', 'readdir', 'access', 'statfs', 'open', 'create', 'read', 'write', 'flush', 'fsync', 'release',
+  'getattr', 'fgetattr', 'readdir', 'access', 'statfs', 'open', 'create', 'read', 'write', 'flush', 'fsync', 'release',
   'truncate', 'ftruncate', 'mkdir', 'rmdir', 'unlink', 'rename', 'link', 'utimens', 'chmod', 'chown',
 ];

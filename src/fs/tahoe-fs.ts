@@ -175,6 +175,11 @@ export class TahoeFs implements Ops {
     return this.childAttr(child, parent);
   }
 
+  async fgetattr(path: string, fh: number): Promise<Attr> {
+    const handle = this.handles.get(fh);
+    return handle ? this.openFileAttr(handle.file) : this.getattr(path);
+  }
+
   async readdir(path: string): Promise<string[]> {
     path = nfc(path);
     const dir = await this.resolveDir(path);
@@ -254,6 +259,7 @@ export class TahoeFs implements Ops {
     to = nfc(to);
     if (from === '/' || to === '/') throw new FsError('EBUSY', 'cannot rename the mounted root');
     if (from === to) return;
+    if (isFuseHidden(to)) return this.hide(from, to);
     if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move a directory into itself: ${from}`);
     const src = await this.lookup(from);
     const dst = await this.lookup(to);
@@ -287,6 +293,29 @@ export class TahoeFs implements Ops {
     const openDst = this.openFiles.get(to);
     if (openDst) this.orphan(openDst);
     this.moveOpenFiles(from, to, dst.parent, dst.name);
+  }
+
+  /**
+   * libfuse 2 keeps a file that is unlinked (or renamed over) while open alive by renaming it to
+   * `.fuse_hiddenXXXX` until its last close. On Tahoe that name would be seen by every other client, so the
+   * hidden name lives here only: the link is removed from the directory, and the open file stays reachable
+   * under the hidden path for libfuse (fstat, reads, writes) until it is released.
+   */
+  private async hide(from: string, to: string): Promise<void> {
+    const open = this.openFiles.get(from);
+    const { parent, name, child } = await this.lookup(from);
+    if (!open && !child) throw new FsError('ENOENT', `no such file: ${from}`);
+    if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${from}`);
+    this.requireWritable(parent, from);
+    if (child) {
+      await this.client.unlink(parent.cap, name);
+      this.patchListing(parent.cap, name, undefined);
+    }
+    if (!open || this.openFiles.get(from) !== open) return;
+    this.openFiles.delete(from);
+    open.unlinked = true; // never uploaded again: its name is gone
+    open.path = to;
+    this.openFiles.set(to, open);
   }
 
   async link(from: string, to: string): Promise<void> {
@@ -1018,6 +1047,11 @@ function nowTimestamp(): Timestamp {
  */
 function nfc(path: string): string {
   return path.normalize('NFC');
+}
+
+/** The name libfuse 2 gives a file unlinked while open (fuse.c hidden_name). */
+function isFuseHidden(path: string): boolean {
+  return /\/\.fuse_hidden[0-9a-f]{8}[0-9a-f]{8}$/.test(path);
 }
 
 /** Names a POSIX directory cannot show are hidden (see README, "Known limits"). */

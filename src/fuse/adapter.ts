@@ -86,24 +86,28 @@ export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
   const simple = (op: string, path: string, work: () => Promise<unknown>, cb: (err: number) => void) =>
     run(op, path, work, () => cb(0), cb);
 
+  // Handle-based ops (read, write, flush, fsync, release, ftruncate, fgetattr) may come without a path: libfuse
+  // passes none for a file unlinked while open. The core needs only the handle for them.
   const handlers: FuseOperations = {
     getattr: (path, cb) => run('getattr', path, () => ops.getattr(path), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
-    fgetattr: (path, _fd, cb) => run('getattr', path, () => ops.getattr(path), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
+    // Our patch of the binding calls fgetattr with the handle: after unlink (hard_remove) there is no path.
+    fgetattr: (path, fd, cb) => run('fgetattr', path, () => ops.fgetattr(path ?? '', fd), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
     readdir: (path, cb) => run('readdir', path, () => ops.readdir(path), (names) => cb(0, names), (e) => cb(e)),
     access: (path, mode, cb) => simple('access', path, () => ops.access(path, mode), cb),
     statfs: (path, cb) => run('statfs', path, () => ops.statfs(path), (s) => cb(0, { ...s, fsid: 0, flag: 0 }), (e) => cb(e)),
     open: (path, flags, cb) => run('open', path, () => ops.open(path, flags), (fh) => cb(0, fh), (e) => cb(e)),
     create: (path, mode, cb) => run('create', path, () => ops.create(path, mode), (fh) => cb(0, fh), (e) => cb(e)),
     read: (path, fh, buffer, length, position, cb) =>
-      run('read', path, () => ops.read(path, fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e)),
+      run('read', path, () => ops.read(path ?? '', fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e)),
     write: (path, fh, buffer, length, position, cb) =>
       // The binding's buffer is only valid during this call: copy it before the op awaits anything.
-      run('write', path, () => ops.write(path, fh, Buffer.from(buffer.subarray(0, length)), position), (n) => cb(n), (e) => cb(e)),
-    flush: (path, fh, cb) => simple('flush', path, () => ops.flush(path, fh), cb),
-    fsync: (path, datasync, fh, cb) => simple('fsync', path, () => ops.fsync(path, fh, datasync), cb),
-    release: (path, fh, cb) => simple('release', path, () => ops.release(path, fh), cb),
+      run('write', path, () => ops.write(path ?? '', fh, Buffer.from(buffer.subarray(0, length)), position), (n) => cb(n), (e) => cb(e)),
+    flush: (path, fh, cb) => simple('flush', path, () => ops.flush(path ?? '', fh), cb),
+    // The binding passes datasync as 0/1 whatever its typings say; the RPC checks for a boolean.
+    fsync: (path, datasync, fh, cb) => simple('fsync', path, () => ops.fsync(path ?? '', fh, Boolean(datasync)), cb),
+    release: (path, fh, cb) => simple('release', path, () => ops.release(path ?? '', fh), cb),
     truncate: (path, size, cb) => simple('truncate', path, () => ops.truncate(path, size), cb),
-    ftruncate: (path, fh, size, cb) => simple('ftruncate', path, () => ops.ftruncate(path, fh, size), cb),
+    ftruncate: (path, fh, size, cb) => simple('ftruncate', path, () => ops.ftruncate(path ?? '', fh, size), cb),
     mkdir: (path, mode, cb) => simple('mkdir', path, () => ops.mkdir(path, mode), cb),
     rmdir: (path, cb) => simple('rmdir', path, () => ops.rmdir(path), cb),
     unlink: (path, cb) => simple('unlink', path, () => ops.unlink(path), cb),

@@ -8,6 +8,7 @@ type ArgKind = 'string' | 'number' | 'boolean' | 'data';
 /** Arguments of each op, in Ops order; the one 'data' argument (write) travels as the frame's raw bytes. */
 export const OP_ARGS: Record<OpName, ArgKind[]> = {
   getattr: ['string'],
+  fgetattr: ['string', 'number'],
   readdir: ['string'],
   access: ['string', 'number'],
   statfs: ['string'],

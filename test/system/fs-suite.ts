@@ -183,6 +183,21 @@ export function fsSuite(mode: Mode): void {
         assert.ok((await readFile(join(dir, 'f'))).equals(data));
       });
 
+      it('fsync and fdatasync store the bytes before close()', async () => {
+        const dir = await m.freshDir('fsync');
+        const fh = await open(join(dir, 'f'), 'w');
+        try {
+          await fh.write(Buffer.from('synced'));
+          await fh.sync();
+          assert.equal((await m.webGet(`${rel(dir)}/f`)).toString(), 'synced');
+          await fh.write(Buffer.from(' again'));
+          await fh.datasync();
+          assert.equal((await m.webGet(`${rel(dir)}/f`)).toString(), 'synced again');
+        } finally {
+          await fh.close();
+        }
+      });
+
       it('appends', async () => {
         const dir = await m.freshDir('append');
         await writeFile(join(dir, 'log'), 'one\n');
@@ -297,6 +312,28 @@ export function fsSuite(mode: Mode): void {
         await expectErrno(rename(join(dir, 'full', 'x'), join(dir, 'other')), 'EISDIR');
         await expectErrno(rename(join(dir, 'other'), join(dir, 'other', 'sub')), 'EINVAL');
         await expectErrno(rename(join(dir, 'nothing'), join(dir, 'x')), 'ENOENT');
+      });
+
+      it('keeps an unlinked or replaced file readable through its open handles, with no hidden files left', async () => {
+        const dir = await m.freshDir('open-unlink');
+        await writeFile(join(dir, 'gone'), 'still here');
+        await writeFile(join(dir, 'replaced'), 'old content');
+        await writeFile(join(dir, 'new'), 'new content');
+        const a = await open(join(dir, 'gone'), 'r');
+        const b = await open(join(dir, 'replaced'), 'r');
+        try {
+          await unlink(join(dir, 'gone'));
+          await rename(join(dir, 'new'), join(dir, 'replaced'));
+          assert.deepEqual(await readdir(dir), ['replaced']);
+          assert.deepEqual(Object.keys(await m.webList(rel(dir))), ['replaced']);
+          assert.equal((await a.readFile()).toString(), 'still here');
+          assert.equal((await b.readFile()).toString(), 'old content');
+        } finally {
+          await a.close();
+          await b.close();
+        }
+        assert.deepEqual(await readdir(dir), ['replaced']);
+        assert.equal(await readFile(join(dir, 'replaced'), 'utf8'), 'new content');
       });
 
       it('renames a file that is still open for writing', async () => {
