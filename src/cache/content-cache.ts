@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fromLocalFs, FsError } from '../fs/errors.js';
 import type { Logger } from '../log.js';
@@ -35,6 +35,8 @@ export class ContentCache {
   private readonly resting = new Map<string, Resting>();
   /** Contents being opened (their record is being read): not evictable, and opened once. */
   private readonly opening = new Map<string, Promise<CachedFile>>();
+  /** Contents being moved in from the staging area; an open waits for them to be complete. */
+  private readonly adopting = new Map<string, Promise<boolean>>();
   private evicting = false;
   private evictAgain = false;
 
@@ -50,7 +52,7 @@ export class ContentCache {
   }
 
   async init(): Promise<void> {
-    for (const dir of [this.root, this.filesDir, this.tmpDir, this.stagingDir]) {
+    for (const dir of [dirname(this.root), this.root, this.filesDir, this.tmpDir, this.stagingDir]) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await chmod(dir, 0o700);
     }
@@ -72,6 +74,7 @@ export class ContentCache {
     const key = cap.storageIndex;
     const size = cap.size;
     if (!cap.immutable || !key || size === undefined) throw new FsError('EIO', `not a cacheable immutable cap: ${redact(cap.text)}`);
+    await this.adopting.get(key);
     let file = this.live.get(key);
     if (!file) {
       let pending = this.opening.get(key);
@@ -117,12 +120,19 @@ export class ContentCache {
    */
   async adopt(stagingPath: string, cap: Cap): Promise<boolean> {
     const key = cap.storageIndex;
-    if (!key || cap.size === undefined || this.live.has(key) || this.opening.has(key)) return false;
+    if (!key || cap.size === undefined || this.live.has(key) || this.opening.has(key) || this.adopting.has(key)) return false;
+    const done = this.adoptAs(key, stagingPath, cap.size).finally(() => this.adopting.delete(key));
+    this.adopting.set(key, done);
+    return done;
+  }
+
+  /** Data first, then its record (an open() meanwhile waits for both: see `adopting`). */
+  private async adoptAs(key: string, stagingPath: string, size: number): Promise<boolean> {
     try {
       await rename(stagingPath, join(this.filesDir, key));
-      const meta: CachedFileMeta = { v: 1, size: cap.size, ranges: cap.size > 0 ? [[0, cap.size]] : [], lastUsed: Date.now() };
+      const meta: CachedFileMeta = { v: 1, size, ranges: size > 0 ? [[0, size]] : [], lastUsed: Date.now() };
       await writeFile(join(this.filesDir, `${key}.meta`), JSON.stringify(meta), { mode: 0o600 });
-      this.resting.set(key, { bytes: cap.size, lastUsed: meta.lastUsed });
+      this.resting.set(key, { bytes: size, lastUsed: meta.lastUsed });
       await this.evict();
       return true;
     } catch (e) {
@@ -130,6 +140,7 @@ export class ContentCache {
       return false;
     }
   }
+
 
   /** Downloads the current content of a mutable file into a temporary file that the caller owns and removes. */
   async mutableSnapshot(cap: Cap): Promise<string> {
@@ -225,7 +236,8 @@ export class ContentCache {
       const candidates = [...this.resting.entries()].sort((a, b) => a[1].lastUsed - b[1].lastUsed);
       for (const [key, info] of candidates) {
         if (used <= this.maxBytes) break;
-        if (this.live.has(key)) continue;
+        // Opened (or replaced) since the snapshot: no longer a candidate.
+        if (this.live.has(key) || this.resting.get(key) !== info) continue;
         this.resting.delete(key);
         await rm(join(this.filesDir, `${key}.meta`), { force: true });
         await rm(join(this.filesDir, key), { force: true });

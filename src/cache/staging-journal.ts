@@ -93,16 +93,3 @@ export class StagingJournal {
     return out;
   }
 }
-
-/**
- * Whether the blackmatch process that wrote a record still runs. A zombie (killed, not yet reaped) is dead,
- * and so is a pid now used by some other program.
- */
-export async function processAlive(pid: number): Promise<boolean> {
-  if (pid === process.pid) return true;
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  if (!stat || state === 'Z' || state === 'X') return false;
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  return cmdline.startsWith('blackmatch') || cmdline.includes('main.js');
-}

@@ -1,6 +1,6 @@
 // Turns the command line into what a mount needs: gateway URL, root cap, the root's name, file locations.
 import { createHash } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CapError, parseDirCap, type Cap } from '../tahoe/caps.js';
 import { ConfigError, normalizeNodeUrl, readNodeUrl, resolveAlias } from '../tahoe/node-dir.js';
@@ -35,7 +35,8 @@ export async function resolveConfig(args: Args): Promise<MountConfig> {
     rootCap = await resolveAlias(nodeDir, alias);
     rootName = alias;
   }
-  return { nodeDir, nodeUrl, rootCap, rootName, cacheDir: join(nodeDir, '_cache') };
+  // A cache folder per root: each is owned by the one process that mounts that root (process/root-lock.ts).
+  return { nodeDir, nodeUrl, rootCap, rootName, cacheDir: join(nodeDir, '_cache', rootName) };
 }
 
 export function logFile(config: MountConfig, role: 'client' | 'server' | 'unsplit'): string {
@@ -44,9 +45,11 @@ export function logFile(config: MountConfig, role: 'client' | 'server' | 'unspli
 
 /** The mountpoint must be an existing directory with nothing mounted on it. */
 export async function checkMountpoint(path: string, isMounted: (p: string) => Promise<boolean>): Promise<string> {
-  const abs = resolve(path);
+  let abs = resolve(path);
   let st;
   try {
+    // The mount table names the real path: a mountpoint reached through a symlink must be resolved first.
+    abs = await realpath(abs);
     st = await stat(abs);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

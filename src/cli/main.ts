@@ -12,6 +12,7 @@ import { hasWaitingParent, reportToParent, runDetached } from '../process/daemon
 import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathFor, waitForServer } from '../process/server-process.js';
 import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
+import { lockRoot } from '../process/root-lock.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
 import { argvForChild, parseArgs, titleFor, type Args } from './args.js';
@@ -69,15 +70,18 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
 /** --no-split: the whole filesystem in this process, the FUSE adapter directly over the core. */
 async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
   const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
+  const lock = await lockRoot(config, mountpoint);
   const { core, client } = await startCore(args, config, log);
   const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
   reportToParent({ ready: true });
+  core.recoverInBackground();
   unmountOnSignals(mounted, log);
   await mounted.gone;
   log.info('unmounted; finishing uploads');
   await core.shutdown();
   await client.close();
+  await lock.release();
   log.info('exiting');
   await flushLog(log);
   return 0;
@@ -116,6 +120,7 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
   process.chdir('/');
   const log = createLogger(logFile(config, 'server'), args.logLevel);
   const socketPath = socketPathFor(config);
+  const lock = await lockRoot(config, mountpoint);
   const { core, client } = await startCore(args, config, log);
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((r) => (resolveExit = r));
@@ -127,6 +132,7 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
     await server.close();
     await core.shutdown();
     await client.close();
+    await lock.release();
     log.info('exiting');
     await flushLog(log);
     resolveExit(0);
@@ -147,6 +153,7 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
   });
   await server.listen();
   log.info({ socket: socketPath, mountpoint }, 'serving');
+  core.recoverInBackground();
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void finish(signal));
   return exited;
 }

@@ -13,7 +13,8 @@ import { copyFile, open, rename, rm, stat, writeFile, type FileHandle } from 'no
 import { constants, createReadStream } from 'node:fs';
 import type { CachedFile } from '../cache/cached-file.js';
 import type { ContentCache } from '../cache/content-cache.js';
-import { processAlive, type StagedFile, type StagedRecord, type StagingJournal } from '../cache/staging-journal.js';
+import type { StagedFile, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
+import { processAlive } from '../process/alive.js';
 import type { Logger } from '../log.js';
 import { parseCap, redact, type Cap } from '../tahoe/caps.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
@@ -127,6 +128,8 @@ export class TahoeFs implements Ops {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelayMs = RETRY_FIRST_MS;
   private retrying: Promise<void> | undefined;
+  /** Staging files some open file still uses (open or closing): recovery leaves them alone. */
+  private readonly activeStaging = new Set<string>();
 
   constructor(opts: TahoeFsOptions) {
     this.client = opts.client;
@@ -147,8 +150,14 @@ export class TahoeFs implements Ops {
     } catch (e) {
       throw new FsError('EIO', `cannot list the root directory ${redact(this.root.cap)}: ${(e as Error).message}`, { cause: e });
     }
-    // Writes that an earlier run staged but did not store: store them now (or keep and report them).
-    await this.retryStaged();
+  }
+
+  /**
+   * Stores writes that an earlier run staged but did not store (or keeps and reports them), in the
+   * background: a large backlog must not hold up the mount.
+   */
+  recoverInBackground(): void {
+    void this.retryStaged();
   }
 
   /** Uploads what is still dirty and closes every local file (used at unmount). */
@@ -316,6 +325,7 @@ export class TahoeFs implements Ops {
     open.unlinked = true; // never uploaded again: its name is gone
     open.path = to;
     this.openFiles.set(to, open);
+    if (open.staging) await this.saveRecord(open, true);
   }
 
   async link(from: string, to: string): Promise<void> {
@@ -342,6 +352,8 @@ export class TahoeFs implements Ops {
     if (open && (open.dirty || !open.child)) {
       open.mtime = mtime; // applied by the upload
       open.mtimeExplicit = true;
+      open.generation++; // an upload in flight carries the old time: the file stays dirty for the next one
+      open.dirty = true;
       return;
     }
     const { parent, name, child } = await this.lookup(path);
@@ -377,6 +389,8 @@ export class TahoeFs implements Ops {
       if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
       if (child.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
       file = this.openFiles.get(path) ?? new OpenFile(parent, name, path, child);
+      // Refused before it is shared: a file left in openFiles without handles would pin stale content.
+      if (writable) this.requireWritableFile(file);
       this.openFiles.set(path, file);
     }
     if (writable) this.requireWritableFile(file);
@@ -573,9 +587,11 @@ export class TahoeFs implements Ops {
         const path = this.cache.newStagingPath();
         try {
           if (keepContent && file.child && file.size > 0) await this.copyContentTo(file.child, path);
+          this.activeStaging.add(path);
           file.staging = { path, handle: await open(path, O_RDWR | O_CREAT, 0o600) };
           file.base = file.child ? (file.child.rwUri ?? file.child.roUri ?? null) : null;
         } catch (e) {
+          this.activeStaging.delete(path);
           await rm(path, { force: true });
           throw fromLocalFs(e, 'prepare staging file');
         }
@@ -695,23 +711,30 @@ export class TahoeFs implements Ops {
       await rm(snapshot.path, { force: true });
     }
     if (file.staging) {
+      const staging = file.staging;
       await file.recordChain;
-      await file.staging.handle.close().catch(() => undefined);
+      // What we uploaded is what we hold: keep it as the cached content of its new cap (flushed first: the
+      // cache's record will claim these bytes).
+      const cap = !keepStaging && !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
+      const adoptable = cap?.immutable && cap.storageIndex ? cap : undefined;
+      if (adoptable) await staging.handle.datasync().catch(() => undefined);
+      await staging.handle.close().catch(() => undefined);
+      this.activeStaging.delete(staging.path);
       if (keepStaging) {
         this.scheduleRetry();
         return;
       }
-      // What we uploaded is what we hold: keep it as the cached content of its new cap.
-      const cap = !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
-      const adopted = cap?.immutable && cap.storageIndex ? await this.cache.adopt(file.staging.path, cap) : false;
-      if (!adopted) await rm(file.staging.path, { force: true });
-      await this.journal.remove(file.staging.path);
+      const adopted = adoptable ? await this.cache.adopt(staging.path, adoptable) : false;
+      if (!adopted) await rm(staging.path, { force: true });
+      await this.journal.remove(staging.path);
     }
   }
 
   private orphan(file: OpenFile): void {
     file.unlinked = true;
     if (this.openFiles.get(file.path) === file) this.openFiles.delete(file.path);
+    // The record must stop saying "dirty", or recovery after a crash would bring the name back.
+    if (file.staging) void this.saveRecord(file, true);
   }
 
   private hasOpenFilesUnder(path: string): boolean {
@@ -757,12 +780,10 @@ export class TahoeFs implements Ops {
    */
   private retryStaged(): Promise<void> {
     this.retrying ??= (async () => {
-      const owned = new Set<string>();
-      for (const h of this.handles.values()) if (h.file.staging) owned.add(h.file.staging.path);
       let failed = 0;
       for (const staged of await this.journal.list()) {
         const r = staged.record;
-        if (r.root !== this.rootId || owned.has(staged.stagingPath)) continue;
+        if (r.root !== this.rootId || this.activeStaging.has(staged.stagingPath)) continue;
         if (r.pid !== process.pid && (await processAlive(r.pid))) continue; // another mount of this root owns it
         if (r.conflict) continue; // kept and reported already
         if (!(await this.recoverStaged(staged))) failed++;
@@ -794,23 +815,29 @@ export class TahoeFs implements Ops {
         await this.journal.write(stagingPath, { ...record, conflict: true }, true);
         return true;
       }
+      if (current?.mutable) {
+        // A mutable file keeps its cap when another client changes it: nothing shows whether it did.
+        log.warn('staged write kept, not stored: a mutable file may have changed meanwhile');
+        await this.journal.write(stagingPath, { ...record, conflict: true }, true);
+        return true;
+      }
       const size = (await stat(stagingPath)).size;
       const body = () => (size === 0 ? Buffer.alloc(0) : createReadStream(stagingPath, { start: 0, end: size - 1 }));
       const mtime = record.mtimeNs ? (parseNs(record.mtimeNs) ?? nowTimestamp()) : nowTimestamp();
       const metadata = withMtime(current?.metadata ?? {}, mtime);
-      let child: ChildInfo;
-      if (current?.mutable && current.rwUri && current.type === 'file') {
-        await this.client.overwriteMutable(current.rwUri, body, size);
-        await this.client.setChild(record.parentCap, record.name, { ...linkTargetOf(current), metadata }, true);
-        child = { ...current, size, metadata: touchedMetadata(current.metadata, metadata) };
-      } else {
-        const cap = await this.client.upload(body, size);
-        await this.client.setChild(record.parentCap, record.name, { type: 'file', roUri: cap, metadata }, true);
-        child = { name: record.name, type: 'file', roUri: cap, size, mutable: false, metadata: touchedMetadata(current?.metadata ?? {}, metadata) };
+      const cap = await this.client.upload(body, size);
+      // Tahoe has no compare-and-swap: look again right before linking, to keep the window small.
+      const again = (await this.client.listDir(record.parentCap)).children.get(record.name);
+      if ((again ? (again.rwUri ?? again.roUri ?? null) : null) !== record.base) {
+        log.warn('staged write kept, not stored: its directory entry changed meanwhile');
+        await this.journal.write(stagingPath, { ...record, conflict: true }, true);
+        return true;
       }
+      await this.client.setChild(record.parentCap, record.name, { type: 'file', roUri: cap, metadata }, true);
+      const child: ChildInfo = { name: record.name, type: 'file', roUri: cap, size, mutable: false, metadata: touchedMetadata(current?.metadata ?? {}, metadata) };
       this.patchListing(record.parentCap, record.name, child);
-      const cap = tryParseCap(child.roUri);
-      const adopted = cap?.immutable && cap.storageIndex ? await this.cache.adopt(stagingPath, cap) : false;
+      const parsed = tryParseCap(cap);
+      const adopted = parsed?.immutable && parsed.storageIndex ? await this.cache.adopt(stagingPath, parsed) : false;
       if (!adopted) await rm(stagingPath, { force: true });
       await this.journal.remove(stagingPath);
       log.info({ bytes: size }, 'staged write recovered: uploaded and linked');

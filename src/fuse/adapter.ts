@@ -162,7 +162,7 @@ export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): P
   const gone = new Promise<void>((resolve) => {
     // libfuse 2 tells the binding nothing when the mount goes away, so watch the mount table.
     const timer = setInterval(() => {
-      void isMounted(mountpoint).then((mounted) => {
+      void isMounted(mountpoint, true).then((mounted) => {
         if (!mounted || stopped) {
           clearInterval(timer);
           resolve();
@@ -196,7 +196,8 @@ export async function unmountPath(mountpoint: string): Promise<void> {
  * (gcsfuse recommends the same). Only root may change it: for anyone else this is silently skipped.
  */
 async function raiseReadahead(mountpoint: string, log: Logger): Promise<void> {
-  const device = (await mountinfoLine(mountpoint))?.split(' ')[2];
+  const line = await mountinfoLine(mountpoint);
+  const device = line === 'unreadable' ? undefined : line?.split(' ')[2];
   if (!device) return;
   try {
     await writeFile(`/sys/class/bdi/${device}/read_ahead_kb`, String(READAHEAD_KB));
@@ -205,8 +206,14 @@ async function raiseReadahead(mountpoint: string, log: Logger): Promise<void> {
   }
 }
 
-async function mountinfoLine(mountpoint: string): Promise<string | undefined> {
-  const table = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+/** The mount table's line for this path; `unreadable` when the table cannot be read (say, out of fds). */
+async function mountinfoLine(mountpoint: string): Promise<string | undefined | 'unreadable'> {
+  let table: string;
+  try {
+    table = await readFile('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return 'unreadable';
+  }
   return table.split('\n').find((line) => unescapeMountinfo(line.split(' ')[4] ?? '') === mountpoint);
 }
 
@@ -215,6 +222,7 @@ function unescapeMountinfo(field: string): string {
 }
 
 /** Whether something is mounted at this exact path (per /proc/self/mountinfo, with its octal escapes). */
-export async function isMounted(mountpoint: string): Promise<boolean> {
-  return (await mountinfoLine(mountpoint)) !== undefined;
+export async function isMounted(mountpoint: string, whenUnknown = false): Promise<boolean> {
+  const line = await mountinfoLine(mountpoint);
+  return line === 'unreadable' ? whenUnknown : line !== undefined;
 }

@@ -7,8 +7,11 @@ import { OP_NAMES, type OpName, type Ops } from '../fs/ops.js';
 import { FramedConnection } from './connection.js';
 import { CONTROL, DATA_RESULT, isReply, OP_ARGS, type ServerInfo } from './protocol.js';
 
-/** Deadline for one call: a backstop, the server bounds its own network waits. Data ops may upload a whole file. */
-const CALL_DEADLINE_MS = 180_000;
+/**
+ * Deadline for one call: a backstop above the server's own bounds (a rename may make several requests of up to
+ * 60 s each, with retries). Data ops may upload a whole file.
+ */
+const CALL_DEADLINE_MS = 900_000;
 const DATA_CALL_DEADLINE_MS = 3_600_000;
 const LONG_OPS: ReadonlySet<string> = new Set(['read', 'write', 'open', 'create', 'flush', 'fsync', 'release', 'truncate', 'ftruncate', 'link']);
 

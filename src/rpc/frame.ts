@@ -14,7 +14,8 @@ import { crc32 } from '@node-rs/crc32';
 
 export const MAGIC = 0x424d5431;
 export const HEADER_BYTES = 16;
-export const MAX_JSON_BYTES = 1024 * 1024;
+/** A directory listing is the largest JSON we send: 64k names of 255 bytes fit. */
+export const MAX_JSON_BYTES = 32 * 1024 * 1024;
 export const MAX_DATA_BYTES = 16 * 1024 * 1024;
 
 export class FrameError extends Error {}

@@ -1,6 +1,7 @@
 // The server end of the RPC: dispatches each request into the filesystem core and answers it. A connection
 // that sends garbage is dropped; every other connection keeps being served.
 import { chmod, rm } from 'node:fs/promises';
+import { constants } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
 import { FsError, toErrno } from '../fs/errors.js';
 import type { OpName, Ops } from '../fs/ops.js';
@@ -64,7 +65,15 @@ export class RpcServer {
           conn.send({ id, result: null });
           return;
         }
-        void this.dispatch(id, method, args, frame.data).then(({ reply, data }) => conn.send(reply, data));
+        void this.dispatch(id, method, args, frame.data).then(({ reply, data }) => {
+          try {
+            conn.send(reply, data);
+          } catch (e) {
+            // A reply too large for a frame (say, a directory of a million names): answer with an error instead.
+            log.error({ id, method: method.slice(0, 64), err: (e as Error).message }, 'reply not sent');
+            conn.send({ id, error: { errno: constants.errno.EIO, code: 'EIO', message: `reply too large: ${(e as Error).message}` } });
+          }
+        });
       },
       (reason) => {
         this.connections.delete(conn);

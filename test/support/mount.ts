@@ -83,6 +83,13 @@ export class TestMount {
     return m;
   }
 
+  /** This mount's cache folder: one per root, `_cache/<alias or uri_hash>` in the node directory. */
+  async cacheDir(): Promise<string> {
+    const names = await readdir(join(this.nodeDir, '_cache'));
+    if (names.length !== 1) throw new Error(`expected one cache folder, found ${names.join(', ')}`);
+    return join(this.nodeDir, '_cache', names[0]!);
+  }
+
   /** Absolute path inside the mount. */
   path(...parts: string[]): string {
     return join(this.mountpoint, ...parts);

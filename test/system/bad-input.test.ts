@@ -93,6 +93,23 @@ describe('bad input', () => {
     }
   });
 
+  it('lists a directory whose listing does not fit an old frame limit (split)', async () => {
+    const root = await mkdirCap(grid.gatewayUrl);
+    const children: Record<string, [string, { ro_uri: string; metadata: object }]> = {};
+    const count = 30_000;
+    for (let i = 0; i < count; i++) children[`a-rather-long-file-name-to-fill-the-frame-${i}`] = ['filenode', { ro_uri: 'URI:LIT:nbswy3dp', metadata: {} }];
+    const res = await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(root)}?t=set_children`, { method: 'POST', body: JSON.stringify(children) });
+    assert.ok(res.ok, `set_children: HTTP ${res.status}`);
+    const m = await TestMount.start({ mode: 'split', gatewayUrl: grid.gatewayUrl, rootCap: root, byRootUri: true, cacheTimeout: 600 });
+    try {
+      const server = await m.serverPid();
+      assert.equal((await readdir(m.mountpoint)).length, count);
+      assert.equal(await m.serverPid(), server);
+    } finally {
+      await m.cleanup();
+    }
+  });
+
   for (const mode of MODES) {
     it(`hides directory entries a POSIX directory cannot hold, without crashing or escaping (${mode})`, async () => {
       const root = await mkdirCap(grid.gatewayUrl);

@@ -87,7 +87,7 @@ for (const mode of MODES) {
         const files = [0, 1, 2, 3].map(() => randomBytes(600_000));
         for (let i = 0; i < files.length; i++) await putForeign(m, `e${i}`, files[i]!);
         for (let i = 0; i < files.length; i++) assert.ok((await readFile(m.path(`e${i}`))).equals(files[i]!));
-        const cacheDir = join(m.nodeDir, '_cache', 'files');
+        const cacheDir = join(await m.cacheDir(), 'files');
         await eventually('eviction done', async () => {
           let bytes = 0;
           for (const name of await readdir(cacheDir)) if (!name.includes('.')) bytes += (await stat(join(cacheDir, name))).blocks * 512;
@@ -97,6 +97,7 @@ for (const mode of MODES) {
         for (let i = 0; i < files.length; i++) assert.ok((await readFile(m.path(`e${i}`))).equals(files[i]!), 'evicted files are read again');
         for (const name of await readdir(cacheDir)) assert.equal((await stat(join(cacheDir, name))).mode & 0o777, 0o600);
         assert.equal((await stat(join(m.nodeDir, '_cache'))).mode & 0o777, 0o700);
+        assert.equal((await stat(await m.cacheDir())).mode & 0o777, 0o700);
       } finally {
         await m.cleanup();
       }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -16,7 +16,7 @@ const run = promisify(execFile);
 
 /** Staged bytes waiting in the mount's staging area (records excluded). */
 async function stagedFiles(m: TestMount): Promise<string[]> {
-  const dir = join(m.nodeDir, '_cache', 'staging');
+  const dir = join(await m.cacheDir(), 'staging');
   return (await readdir(dir)).filter((n) => !n.endsWith('.json') && !n.endsWith('.tmp')).map((n) => join(dir, n));
 }
 
@@ -79,11 +79,16 @@ describe('faults', () => {
         await a.write(kept);
         const b = await open(m.path('contested.bin'), 'w');
         await b.write(contested);
+        // Written and deleted while still open: it must stay deleted.
+        const c = await open(m.path('scratch.tmp'), 'w');
+        await c.write(randomBytes(50_000));
+        await unlink(m.path('scratch.tmp'));
         const victim = mode === 'split' ? await m.serverPid() : (await m.pids())[0]!;
         process.kill(victim, 'SIGKILL');
         await eventually('the process is gone', async () => !(await m.pids()).includes(victim), 30_000);
         await a.close().catch(() => undefined);
         await b.close().catch(() => undefined);
+        await c.close().catch(() => undefined);
         // Another client links something else at one of the names meanwhile: that entry must win.
         const other = Buffer.from('written by another client');
         assert.ok((await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(root)}/contested.bin`, { method: 'PUT', body: new Uint8Array(other) })).ok);
@@ -94,6 +99,9 @@ describe('faults', () => {
         await eventually('kept.bin stored', async () => (await webGetOrNull(m, 'kept.bin'))?.equals(kept) === true, 60_000);
         assert.ok((await readFile(m.path('kept.bin'))).equals(kept));
         assert.ok((await m.webGet('contested.bin')).equals(other), 'the other client\'s file was not overwritten');
+        const names = Object.keys(await m.webList(''));
+        assert.ok(!names.includes('scratch.tmp'), 'a deleted file came back');
+        assert.ok(!names.some((n) => n.startsWith('.fuse_hidden')), `hidden names on the grid: ${names.join(', ')}`);
         const records = await m.logRecords();
         assert.ok(records.some((r) => r.msg === 'staged write recovered: uploaded and linked' && r.path === '/kept.bin'));
         assert.ok(records.some((r) => typeof r.msg === 'string' && r.msg.includes('changed meanwhile') && r.path === '/contested.bin'));

@@ -1,7 +1,9 @@
 // The command line and the mount's life: clear one-line errors that leave nothing behind, unmount that ends
 // every process, read-only caps, the directory cache's trust window, and caps kept out of logs.
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { encodeBase32 } from '../../src/tahoe/base32.js';
 import { mkdirCap } from '../support/grid.js';
 import { blackmatchProcesses, eventually, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+
+const execFileP = promisify(execFile);
 
 async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(what, (e: NodeJS.ErrnoException) => {
@@ -75,6 +79,44 @@ describe('mount lifecycle', () => {
 
   for (const mode of MODES) {
     describe(`life of a mount (${mode})`, () => {
+      it('mounts on a mountpoint reached through a symlink, and stays mounted', async () => {
+        const real = await mkdtemp(join(work, 'real-'));
+        const link = join(work, `link-${mode}`);
+        await symlink(real, link);
+        const cap = await mkdirCap(grid.gatewayUrl);
+        const nd = await nodeDir(`tahoe: ${cap}\n`);
+        const res = await runCli(['--node-directory', nd, ...(mode === 'no-split' ? ['--no-split'] : []), link]);
+        assert.equal(res.code, 0, res.stderr);
+        try {
+          // Long enough for the unmount watcher to have looked at the mount table a few times.
+          await new Promise((r) => setTimeout(r, 2_000));
+          await writeFile(join(link, 'f'), 'through the link');
+          assert.equal(await readFile(join(real, 'f'), 'utf8'), 'through the link');
+          assert.ok(await isMountpoint(real));
+        } finally {
+          await runCli(['--node-directory', nd, '--server-shutdown']).catch(() => undefined);
+          if (await isMountpoint(real)) await execFileP('fusermount', ['-u', real]);
+          await eventually('processes exit', async () => (await blackmatchProcesses()).filter((p) => p.args.includes(nd)).length === 0, 30_000);
+        }
+      });
+
+      it('refuses a second mount of the same root, in either mode, naming where it is mounted', async () => {
+        const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
+        try {
+          for (const other of MODES) {
+            const mnt = await mkdtemp(join(work, 'second-'));
+            const res = await runCli(['--node-directory', m.nodeDir, ...(other === 'no-split' ? ['--no-split'] : []), mnt]);
+            assert.notEqual(res.code, 0, `a ${other} mount of the same root succeeded`);
+            assert.match(res.stderr, new RegExp(`already mounted at ${m.mountpoint}`));
+            assert.equal(await isMountpoint(mnt), false);
+          }
+          await writeFile(m.path('still'), 'fine');
+          assert.equal((await m.webGet('still')).toString(), 'fine');
+        } finally {
+          await m.cleanup();
+        }
+      });
+
       it('refuses a second mount on the same mountpoint, and fusermount -u ends every process', async () => {
         const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
         try {
@@ -123,6 +165,9 @@ describe('mount lifecycle', () => {
           await expectErrno(unlink(m.path('f')), 'EROFS');
           await expectErrno(rename(m.path('f'), m.path('h')), 'EROFS');
           await expectErrno(writeFile(m.path('d', 'x'), 'x'), 'EROFS');
+          // A refused write-open leaves nothing behind: a change made elsewhere still shows.
+          await fetch(`${grid.gatewayUrl}uri/${encodeURIComponent(rw)}/f`, { method: 'PUT', body: 'version two' });
+          await eventually('the new version shows', async () => (await readFile(m.path('f'), 'utf8')) === 'version two');
         } finally {
           await m.cleanup();
         }
