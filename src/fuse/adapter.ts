@@ -61,7 +61,7 @@ function fuseStat(attr: Attr): Record<string, number> {
 export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
   let seq = 0;
   /** Runs one op: logs it at debug level, maps its failure to -errno; never throws into the binding. */
-  function run<T>(op: string, path: string, work: () => Promise<T>, ok: (value: T) => void, fail: (errno: number) => void): void {
+  function run<T>(op: string, path: string, work: () => Promise<T>, ok: (value: T) => void, fail: (errno: number) => void, bytes?: number): void {
     const id = ++seq;
     const started = performance.now();
     let promise: Promise<T>;
@@ -72,7 +72,7 @@ export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
     }
     promise.then(
       (value) => {
-        log.debug({ id, op, path, ms: +(performance.now() - started).toFixed(2) }, 'ok');
+        log.debug({ id, op, path, bytes, ms: +(performance.now() - started).toFixed(2) }, 'ok');
         ok(value);
       },
       (err: unknown) => {
@@ -98,10 +98,10 @@ export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
     open: (path, flags, cb) => run('open', path, () => ops.open(path, flags), (fh) => cb(0, fh), (e) => cb(e)),
     create: (path, mode, cb) => run('create', path, () => ops.create(path, mode), (fh) => cb(0, fh), (e) => cb(e)),
     read: (path, fh, buffer, length, position, cb) =>
-      run('read', path, () => ops.read(path ?? '', fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e)),
+      run('read', path, () => ops.read(path ?? '', fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e), length),
     write: (path, fh, buffer, length, position, cb) =>
       // The binding's buffer is only valid during this call: copy it before the op awaits anything.
-      run('write', path, () => ops.write(path ?? '', fh, Buffer.from(buffer.subarray(0, length)), position), (n) => cb(n), (e) => cb(e)),
+      run('write', path, () => ops.write(path ?? '', fh, Buffer.from(buffer.subarray(0, length)), position), (n) => cb(n), (e) => cb(e), length),
     flush: (path, fh, cb) => simple('flush', path, () => ops.flush(path ?? '', fh), cb),
     // The binding passes datasync as 0/1 whatever its typings say; the RPC checks for a boolean.
     fsync: (path, datasync, fh, cb) => simple('fsync', path, () => ops.fsync(path ?? '', fh, Boolean(datasync)), cb),

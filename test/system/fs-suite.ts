@@ -123,6 +123,11 @@ export function fsSuite(mode: Mode): void {
           await writeInChunks(join(dir, 'f'), data, chunk);
           assert.ok((await m.webGet(`${rel(dir)}/f`)).equals(data));
           assert.ok((await readFile(join(dir, 'f'))).equals(data));
+          if (chunk > 128 * 1024) {
+            // big_writes: the kernel hands over 128 KiB per request, not 4 KiB.
+            const writes = (await m.logRecords()).filter((r) => r.op === 'write' && typeof r.bytes === 'number' && r.path === `/${rel(dir)}/f`);
+            assert.equal(writes.length, 8, `FUSE write requests: ${writes.map((w) => w.bytes).join(', ')}`);
+          }
         });
       }
 

@@ -1,0 +1,106 @@
+// The records beside staged writes, the per-root lock, and the command-line helpers that keep caps out of
+// process titles.
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { StagingJournal, type StagedRecord } from '../../src/cache/staging-journal.js';
+import { argvForChild, titleFor } from '../../src/cli/args.js';
+import type { MountConfig } from '../../src/cli/config.js';
+import { silentLogger } from '../../src/log.js';
+import { processAlive } from '../../src/process/alive.js';
+import { lockRoot } from '../../src/process/root-lock.js';
+import { parseDirCap, redact } from '../../src/tahoe/caps.js';
+
+const DIR = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
+
+const record = (over: Partial<StagedRecord> = {}): StagedRecord => ({
+  v: 1, root: redact(DIR), pid: process.pid, parentCap: DIR, name: 'f', path: '/f', base: null, dirty: true, size: 3, ...over,
+});
+
+describe('StagingJournal', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'bm-journal-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('writes, lists and removes records, durable or not, with mode 0600', async () => {
+    const journal = new StagingJournal(dir, silentLogger());
+    await writeFile(join(dir, 'a'), 'abc');
+    await writeFile(join(dir, 'b'), 'def');
+    await journal.write(join(dir, 'a'), record());
+    await journal.write(join(dir, 'b'), record({ name: 'g' }), true);
+    const listed = (await journal.list()).sort((x, y) => x.record.name.localeCompare(y.record.name));
+    assert.deepEqual(listed.map((s) => [s.stagingPath, s.record.name]), [[join(dir, 'a'), 'f'], [join(dir, 'b'), 'g']]);
+    const { stat } = await import('node:fs/promises');
+    assert.equal((await stat(journal.recordPath(join(dir, 'a')))).mode & 0o777, 0o600);
+    await journal.remove(join(dir, 'a'));
+    assert.deepEqual((await journal.list()).map((s) => s.record.name), ['g']);
+  });
+
+  it('drops records whose bytes are gone and temporary files; leaves bytes without a record alone', async () => {
+    const d = await mkdtemp(join(dir, 'x-'));
+    const journal = new StagingJournal(d, silentLogger());
+    await writeFile(join(d, 'orphan-record.json'), JSON.stringify(record()));
+    await writeFile(join(d, 'half.json.tmp'), '{');
+    await writeFile(join(d, 'bytes-only'), 'data');
+    await writeFile(join(d, 'bad'), 'x');
+    await writeFile(join(d, 'bad.json'), '{ not json');
+    assert.deepEqual(await journal.list(), []);
+    assert.deepEqual((await readdir(d)).sort(), ['bad', 'bad.json', 'bytes-only']);
+  });
+});
+
+describe('processAlive', () => {
+  it('knows this process, and a pid that is gone or not blackmatch', async () => {
+    assert.equal(await processAlive(process.pid), true);
+    assert.equal(await processAlive(2 ** 22 + 12345), false);
+    assert.equal(await processAlive(1), false, 'pid 1 is not a blackmatch process');
+  });
+});
+
+describe('lockRoot', () => {
+  let nodeDir: string;
+  before(async () => {
+    nodeDir = await mkdtemp(join(tmpdir(), 'bm-lock-'));
+  });
+  after(async () => {
+    await rm(nodeDir, { recursive: true, force: true });
+  });
+  const config = (): MountConfig => ({ nodeDir, nodeUrl: 'http://127.0.0.1:1/', rootCap: parseDirCap(DIR), rootName: 'tahoe', cacheDir: join(nodeDir, '_cache', 'tahoe') });
+
+  it('lets one process hold a root; a live holder is named, a dead one replaced', async () => {
+    const lock = await lockRoot(config(), '/mnt/one');
+    const lockPath = join(nodeDir, 'tfuse.sockets', 'tahoe.lock');
+    assert.deepEqual(JSON.parse(await readFile(lockPath, 'utf8')), { pid: process.pid, mountpoint: '/mnt/one' });
+    // This process is alive, so a second taker (as from another process) is refused.
+    await writeFile(lockPath, JSON.stringify({ pid: process.pid, mountpoint: '/mnt/one' }));
+    await assert.rejects(lockRoot(config(), '/mnt/two'), /already mounted at \/mnt\/one/);
+    await lock.release();
+    await writeFile(lockPath, JSON.stringify({ pid: 2 ** 22 + 54321, mountpoint: '/mnt/dead' }));
+    const again = await lockRoot(config(), '/mnt/three');
+    assert.equal(JSON.parse(await readFile(lockPath, 'utf8')).mountpoint, '/mnt/three');
+    await again.release();
+  });
+});
+
+describe('caps stay out of command lines', () => {
+  it('hands a --root-uri cap to children through the environment', () => {
+    for (const argv of [['--root-uri', DIR, '/mnt'], [`--root-uri=${DIR}`, '/mnt']]) {
+      const child = argvForChild(argv, DIR);
+      assert.ok(!child.argv.join(' ').includes(DIR));
+      assert.deepEqual(child.env, { BLACKMATCH_ROOT_URI: DIR });
+    }
+    assert.deepEqual(argvForChild(['--alias', 'x', '/mnt'], undefined), { argv: ['--alias', 'x', '/mnt'], env: {} });
+  });
+
+  it('shows a fingerprint in the process title', () => {
+    const title = titleFor(['--root-uri', DIR, '/mnt'], redact);
+    assert.ok(!title.includes('3nmylhjqubpdykuwdzv3oeci4m'));
+    assert.ok(title.startsWith('blackmatch --root-uri DIR2#'));
+  });
+});
