@@ -395,15 +395,18 @@ export class TahoeFs implements Ops {
     }
     if (writable) this.requireWritableFile(file);
     const fh = this.addHandle(file, writable);
-    if (writable && flags & O_TRUNC) {
-      try {
-        await this.truncateFile(file, 0);
-      } catch (e) {
-        await this.release(path, fh);
-        throw e;
-      }
-    }
+    if (writable && flags & O_TRUNC) await this.emptyOrRelease(file, path, fh);
     return fh;
+  }
+
+  /** Empties a just-opened file; if that fails, the handle is given back before the error goes up. */
+  private async emptyOrRelease(file: OpenFile, path: string, fh: number): Promise<void> {
+    try {
+      await this.truncateFile(file, 0);
+    } catch (e) {
+      await this.release(path, fh);
+      throw e;
+    }
   }
 
   async create(path: string): Promise<number> {
@@ -418,12 +421,7 @@ export class TahoeFs implements Ops {
       this.openFiles.set(path, file);
     }
     const fh = this.addHandle(file, true);
-    try {
-      await this.truncateFile(file, 0);
-    } catch (e) {
-      await this.release(path, fh);
-      throw e;
-    }
+    await this.emptyOrRelease(file, path, fh);
     return fh;
   }
 

@@ -1,5 +1,6 @@
 // Mounting blackmatch for a system test: a real mount, started through the real command line, with a watchdog
 // that aborts the FUSE connection if the filesystem stops answering, and a cleanup that leaves nothing behind.
+import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -298,4 +299,12 @@ export async function blackmatchProcesses(): Promise<Array<{ pid: number; args: 
     if (args[0] === 'blackmatch' || args.some((a) => a.endsWith('/main.js'))) found.push({ pid: Number(entry), args });
   }
   return found;
+}
+
+/** Awaits a filesystem call that must fail with exactly this errno. */
+export async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(what, (e: NodeJS.ErrnoException) => {
+    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
+    return true;
+  });
 }

@@ -9,18 +9,8 @@ import { crc32 } from '@node-rs/crc32';
 import { encodeFrame, HEADER_BYTES, MAGIC } from '../../src/rpc/frame.js';
 import { mkdirCap } from '../support/grid.js';
 import { MODES, TestMount, useGrid } from '../support/mount.js';
+import { rng } from '../support/random.js';
 
-/** A small deterministic generator (mulberry32), so that a failing fuzz run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Connects, sends `bytes` (if any), then drops the connection; resolves when it is closed. */
 function sendAndDrop(socketPath: string, bytes: Buffer | undefined, linger = false): Promise<void> {
@@ -51,7 +41,7 @@ describe('bad input', () => {
       await writeFile(m.path('before'), 'before');
       const server = await m.serverPid();
       const socketPath = join(m.nodeDir, 'tfuse.sockets', 'tahoe');
-      const random = prng(20261125);
+      const random = rng(20261125);
       const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(random() * 256)));
       const valid = Buffer.concat(encodeFrame({ id: 1, method: 'getattr', args: ['/'] }));
       const hugeLength = Buffer.alloc(HEADER_BYTES);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
-import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
+import { eventually, expectErrno, MODES, runCli, TestMount } from '../support/mount.js';
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);
@@ -25,12 +25,6 @@ async function webGetOrNull(m: TestMount, rel: string): Promise<Buffer | null> {
 }
 
 
-async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(what, (e: NodeJS.ErrnoException) => {
-    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
-    return true;
-  });
-}
 
 describe('faults', () => {
   let grid: Grid;

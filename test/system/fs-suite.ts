@@ -10,16 +10,10 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, exists, TestMount, useGrid, type Mode } from '../support/mount.js';
+import { eventually, exists, expectErrno, type Mode, TestMount, useGrid } from '../support/mount.js';
 
 const MiB = 1024 * 1024;
 
-async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(what, (e: NodeJS.ErrnoException) => {
-    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
-    return true;
-  });
-}
 
 /** Deterministic pseudo-random order, so that a failure can be replayed. */
 function shuffled<T>(items: T[], seed: number): T[] {

@@ -10,16 +10,10 @@ import { after, before, describe, it } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { encodeBase32 } from '../../src/tahoe/base32.js';
 import { mkdirCap } from '../support/grid.js';
-import { blackmatchProcesses, eventually, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+import { blackmatchProcesses, eventually, expectErrno, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
 
 const execFileP = promisify(execFile);
 
-async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(what, (e: NodeJS.ErrnoException) => {
-    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
-    return true;
-  });
-}
 
 /** A well-formed writable directory cap that names nothing on any grid. */
 function randomDirCap(): string {
