@@ -1,7 +1,7 @@
 // Mounting blackmatch for a system test: a real mount, started through the real command line, with a watchdog
 // that aborts the FUSE connection if the filesystem stops answering, and a cleanup that leaves nothing behind.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -44,6 +44,13 @@ export async function runCli(args: string[], timeoutMs = 120_000): Promise<{ cod
   });
 }
 
+/** Mounts not cleaned up yet: if the test process dies first, they are detached on its way out. */
+const liveMounts = new Set<string>();
+process.on('exit', () => {
+  // Lazy unmount never blocks; the blackmatch processes then see their mount gone and exit by themselves.
+  for (const mountpoint of liveMounts) spawnSync('fusermount', ['-uz', mountpoint], { stdio: 'ignore', timeout: 5_000 });
+});
+
 export class TestMount {
   private watchdogs = new Set<NodeJS.Timeout>();
   private unmounted = false;
@@ -67,6 +74,7 @@ export class TestMount {
     await writeFile(join(nodeDir, 'node.url'), opts.gatewayUrl + '\n');
     await writeFile(join(nodeDir, 'private', 'aliases'), `tahoe: ${rootCap}\n`);
     const m = new TestMount(opts.mode, opts.gatewayUrl, rootCap, nodeDir, mountpoint, workDir);
+    liveMounts.add(mountpoint);
     const args = [
       '--node-directory', nodeDir,
       ...(opts.byRootUri ? ['--root-uri', rootCap] : ['--alias', 'tahoe']),
@@ -208,6 +216,7 @@ export class TestMount {
   /** Unmounts, waits for every process of this mount to exit (killing stragglers), removes the work dir. */
   async cleanup(): Promise<void> {
     for (const t of this.watchdogs) clearTimeout(t);
+    liveMounts.delete(this.mountpoint);
     if (!this.unmounted) {
       this.unmounted = true;
       if (await isMountpoint(this.mountpoint)) {
