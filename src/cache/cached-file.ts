@@ -102,24 +102,31 @@ export class CachedFile {
 
   /** Reads [position, position+length) clipped to the file, waiting only until those bytes are present. */
   async read(position: number, length: number): Promise<Buffer> {
-    const end = Math.min(this.size, position + length);
-    if (end <= position) return Buffer.alloc(0);
+    const buffer = Buffer.allocUnsafe(Math.max(0, Math.min(this.size, position + length) - position));
+    await this.readInto(buffer, position);
+    return buffer;
+  }
+
+  /** Fills `into` from `position` (clipped to the file), waiting only until those bytes are present. */
+  async readInto(into: Buffer, position: number): Promise<number> {
+    const end = Math.min(this.size, position + into.length);
+    if (end <= position) return 0;
     this.lastUsed = Date.now();
     await this.ensure(position, end);
     const handle = await this.openData();
-    const buffer = Buffer.allocUnsafe(end - position);
+    const length = end - position;
     let done = 0;
     try {
-      while (done < buffer.length) {
-        const { bytesRead } = await handle.read(buffer, done, buffer.length - done, position + done);
+      while (done < length) {
+        const { bytesRead } = await handle.read(into, done, length - done, position + done);
         if (bytesRead === 0) break;
         done += bytesRead;
       }
     } catch (e) {
       throw fromLocalFs(e, 'read cache file');
     }
-    if (done !== buffer.length) throw new FsError('EIO', `cache file of ${redact(this.capText)} is shorter than its record`);
-    return buffer;
+    if (done !== length) throw new FsError('EIO', `cache file of ${redact(this.capText)} is shorter than its record`);
+    return done;
   }
 
   /** Resolves once [start, end) is present, starting whatever download brings it soonest. */

@@ -44,6 +44,11 @@ export interface Ops {
   open(path: string, flags: number): Promise<number>;
   create(path: string, mode: number): Promise<number>;
   read(path: string, fh: number, length: number, position: number): Promise<Buffer>;
+  /**
+   * The same read into the caller's buffer, when the filesystem runs in the caller's process: the FUSE
+   * adapter then fills the kernel's buffer directly, with no copy. Not an RPC method.
+   */
+  readInto?(path: string, fh: number, target: Buffer, position: number): Promise<number>;
   write(path: string, fh: number, data: Buffer, position: number): Promise<number>;
   /** close(2) waits for flush: a dirty file is uploaded and linked before it returns. */
   flush(path: string, fh: number): Promise<void>;
@@ -64,7 +69,8 @@ export interface Ops {
   chown(path: string, uid: number, gid: number): Promise<void>;
 }
 
-export type OpName = keyof Ops;
+/** The ops that cross the RPC (readInto is local only). */
+export type OpName = Exclude<keyof Ops, 'readInto'>;
 
 export const OP_NAMES: readonly OpName[] = [
   'getattr', 'fgetattr', 'readdir', 'access', 'statfs', 'open', 'create', 'read', 'write', 'flush', 'fsync', 'release',

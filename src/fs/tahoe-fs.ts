@@ -425,30 +425,37 @@ export class TahoeFs implements Ops {
     return fh;
   }
 
-  async read(_path: string, fh: number, length: number, position: number): Promise<Buffer> {
+  async read(path: string, fh: number, length: number, position: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(length);
+    const n = await this.readInto(path, fh, buffer, position);
+    return n === length ? buffer : buffer.subarray(0, n);
+  }
+
+  async readInto(_path: string, fh: number, target: Buffer, position: number): Promise<number> {
     const { file } = this.handle(fh);
-    const end = Math.min(file.size, position + length);
-    if (end <= position) return Buffer.alloc(0);
+    const end = Math.min(file.size, position + target.length);
+    if (end <= position) return 0;
+    const into = target.subarray(0, end - position);
     if (file.stagingReady) {
       await file.stagingReady;
-      return readExactly(file.staging!.handle, position, end - position);
+      return readExactly(file.staging!.handle, into, position);
     }
     const cap = capOfChild(file.child!);
-    if (cap.literalData) return Buffer.from(cap.literalData.subarray(position, end));
+    if (cap.literalData) return cap.literalData.copy(into, 0, position, end);
     if (cap.immutable && cap.storageIndex) {
       file.content ??= this.cache.open(cap);
       const content = await file.content.catch((e: unknown) => {
         file.content = undefined;
         throw e;
       });
-      return content.read(position, end - position);
+      return content.readInto(into, position);
     }
     file.snapshot ??= this.cache.mutableSnapshot(cap).then(async (path) => ({ path, handle: await open(path, 'r') }));
     const snapshot = await file.snapshot.catch((e: unknown) => {
       file.snapshot = undefined;
       throw e;
     });
-    return readExactly(snapshot.handle, position, end - position);
+    return readExactly(snapshot.handle, into, position);
   }
 
   async write(_path: string, fh: number, data: Buffer, position: number): Promise<number> {
@@ -949,11 +956,18 @@ function dirRefOf(child: ChildInfo): DirRef {
   return { cap, writable: child.rwUri !== undefined && !child.rwUri.startsWith('URI:DIR2-RO:') };
 }
 
+/** Parsed caps by listing entry: parsing hashes the key (the storage index), too slow for every read. */
+const parsedCaps = new WeakMap<ChildInfo, Cap>();
+
 function capOfChild(child: ChildInfo): Cap {
+  const known = parsedCaps.get(child);
+  if (known) return known;
   const text = child.rwUri ?? child.roUri;
   if (!text) throw new FsError('EIO', `entry without a cap: ${child.name}`);
   try {
-    return parseCap(text);
+    const cap = parseCap(text);
+    parsedCaps.set(child, cap);
+    return cap;
   } catch (e) {
     throw new FsError('EIO', `entry ${child.name} has an unusable cap: ${(e as Error).message}`, { cause: e });
   }
@@ -993,19 +1007,19 @@ function hasStoredMtime(metadata: LinkMetadata | undefined): boolean {
   return metadata !== undefined && ('mtime' in metadata || 'mtime_ns' in metadata);
 }
 
-async function readExactly(handle: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.allocUnsafe(length);
+/** Fills `into` from `position` (less only at the end of the file); returns the bytes read. */
+async function readExactly(handle: FileHandle, into: Buffer, position: number): Promise<number> {
   let done = 0;
   try {
-    while (done < length) {
-      const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
+    while (done < into.length) {
+      const { bytesRead } = await handle.read(into, done, into.length - done, position + done);
       if (bytesRead === 0) break;
       done += bytesRead;
     }
   } catch (e) {
     throw fromLocalFs(e, 'read local copy');
   }
-  return done === length ? buffer : buffer.subarray(0, done);
+  return done;
 }
 
 /** Metadata without Tahoe's own "tahoe" key, which the gateway maintains itself. */

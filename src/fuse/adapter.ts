@@ -98,10 +98,12 @@ export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
     open: (path, flags, cb) => run('open', path, () => ops.open(path, flags), (fh) => cb(0, fh), (e) => cb(e)),
     create: (path, mode, cb) => run('create', path, () => ops.create(path, mode), (fh) => cb(0, fh), (e) => cb(e)),
     read: (path, fh, buffer, length, position, cb) =>
-      run('read', path, () => ops.read(path ?? '', fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e), length),
+      ops.readInto
+        ? run('read', path, () => ops.readInto!(path ?? '', fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length)
+        : run('read', path, () => ops.read(path ?? '', fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e), length),
     write: (path, fh, buffer, length, position, cb) =>
-      // The binding's buffer is only valid during this call: copy it before the op awaits anything.
-      run('write', path, () => ops.write(path ?? '', fh, Buffer.from(buffer.subarray(0, length)), position), (n) => cb(n), (e) => cb(e), length),
+      // The binding's buffer stays valid until we answer (then it is detached): an op must not keep it longer.
+      run('write', path, () => ops.write(path ?? '', fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length),
     flush: (path, fh, cb) => simple('flush', path, () => ops.flush(path ?? '', fh), cb),
     // The binding passes datasync as 0/1 whatever its typings say; the RPC checks for a boolean.
     fsync: (path, datasync, fh, cb) => simple('fsync', path, () => ops.fsync(path ?? '', fh, Boolean(datasync)), cb),

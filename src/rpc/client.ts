@@ -90,7 +90,9 @@ export class RpcClient {
     let data: Buffer | undefined;
     let jsonArgs = args;
     if (dataIndex >= 0) {
-      data = args[dataIndex] as Buffer;
+      // A copy: the socket may still hold the bytes after this call gave up (deadline), when FUSE's buffer
+      // is already gone.
+      data = Buffer.from(args[dataIndex] as Buffer);
       jsonArgs = args.filter((_, i) => i !== dataIndex);
     }
     const deadline = LONG_OPS.has(name) ? DATA_CALL_DEADLINE_MS : CALL_DEADLINE_MS;
