@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Entry point: blackmatch [options] MOUNTPOINT. See README.md for the modes and their processes.
 import { readFileSync } from 'node:fs';
+import { realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { CommanderError } from 'commander';
 import { ContentCache } from '../cache/content-cache.js';
@@ -44,15 +45,17 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${await shutdownServer(config)}\n`);
     return 0;
   }
-  if (args.server) return runServer(args, config, resolve(args.mountpoint ?? '/'));
+  if (args.server) return runServer(args, config, await realpath(resolve(args.mountpoint ?? '/')).catch(() => resolve(args.mountpoint ?? '/')));
   const mountpoint = await checkMountpoint(args.mountpoint!, isMounted);
   if (!args.foreground) {
     await runDetached([...child.argv, '-f'], child.env, DETACHED_START_TIMEOUT_MS);
     return 0;
   }
   // Paths are resolved: let go of the caller's working directory (it might be a mount someone wants gone).
+  // The server is started from it, though: it reads the same command line, whose paths may be relative.
+  const startDir = process.cwd();
   process.chdir('/');
-  return args.split ? runClient(args, child, config, mountpoint) : runUnsplit(args, config, mountpoint);
+  return args.split ? runClient(args, { ...child, cwd: startDir }, config, mountpoint) : runUnsplit(args, config, mountpoint);
 }
 
 /** The filesystem core with its cache, as both the unsplit process and the server run it. */
@@ -92,13 +95,13 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
  * RPC client. If the server dies, the mount stays and every operation fails at once with ENOTCONN (so that
  * programs never write into the directory underneath); `fusermount -u` then ends the client.
  */
-async function runClient(args: Args, child: { argv: string[]; env: Record<string, string> }, config: MountConfig, mountpoint: string): Promise<number> {
+async function runClient(args: Args, child: { argv: string[]; env: Record<string, string>; cwd: string }, config: MountConfig, mountpoint: string): Promise<number> {
   const log = createLogger(logFile(config, 'client'), args.logLevel);
   const socketPath = socketPathFor(config);
   await ensureSocketDir(config);
   await claimSocket(socketPath, config.rootName);
   const serverArgs = child.argv.filter((a) => a !== '-f');
-  const { exited } = await launchServer(serverArgs, child.env, logFile(config, 'server'));
+  const { exited } = await launchServer(serverArgs, child.env, child.cwd, logFile(config, 'server'));
   const rpc = await waitForServer(socketPath, exited, logFile(config, 'server'), args.serverStartTimeout * 1000);
   const keepalive = await RpcClient.connect(socketPath);
   await keepalive.keepalive();

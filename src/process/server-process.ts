@@ -57,11 +57,12 @@ export async function claimSocket(socketPath: string, rootName: string): Promise
  * Starts the server: the same program and arguments plus --server, in a new session, detached from our
  * terminal, with its output going to its log (so a startup error can be read back from there).
  */
-export async function launchServer(args: string[], env: Record<string, string>, logPath: string): Promise<{ exited: Promise<number | null> }> {
+export async function launchServer(args: string[], env: Record<string, string>, cwd: string, logPath: string): Promise<{ exited: Promise<number | null> }> {
   const log = await open(logPath, 'a', 0o600);
   try {
     const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...args, '--server'], {
       detached: true,
+      cwd,
       stdio: ['ignore', log.fd, log.fd],
       env: { ...process.env, ...env, BLACKMATCH_REPORT_TO_PARENT: '' },
     });

@@ -105,6 +105,24 @@ describe('split-mode processes', () => {
     }
   });
 
+  it('takes relative paths on the command line; --server-shutdown then unmounts the right place', async () => {
+    const m = await TestMount.start({ mode: 'split', gatewayUrl: grid.gatewayUrl });
+    try {
+      await run('fusermount', ['-u', m.mountpoint]);
+      await eventually('processes exit', async () => (await m.pids()).length === 0, 30_000);
+      const res = await runCli(['--node-directory', 'node', 'mnt'], 120_000, m.workDir);
+      assert.equal(res.code, 0, res.stderr);
+      await writeFile(m.path('relative'), 'ok');
+      assert.equal((await m.webGet('relative')).toString(), 'ok');
+      const stop = await runCli(['--node-directory', 'node', '--server-shutdown'], 120_000, m.workDir);
+      assert.equal(stop.code, 0, stop.stderr);
+      assert.match(stop.stdout, new RegExp(`mounted at ${m.mountpoint}`));
+      await eventually('unmounted', async () => !(await isMountpoint(m.mountpoint)), 30_000);
+    } finally {
+      await m.cleanup();
+    }
+  });
+
   it('refuses a node directory whose socket path is too long for a unix socket', async () => {
     const deep = await mkdtemp(join(tmpdir(), 'bm-long-'));
     try {
