@@ -250,6 +250,13 @@ export class TahoeFs implements Ops {
 
   async unlink(path: string): Promise<void> {
     path = nfc(path);
+    // An open file lives on for its handles (POSIX), but is no longer uploaded anywhere.
+    const open = await this.removeFileLink(path);
+    if (open) this.orphan(open);
+  }
+
+  /** Removes a file's link from its directory; returns the file if it is open (and still at that path). */
+  private async removeFileLink(path: string): Promise<OpenFile | undefined> {
     const { parent, name, child } = await this.lookup(path);
     const open = this.openFiles.get(path);
     if (!child && !open) throw new FsError('ENOENT', `no such file: ${path}`);
@@ -259,8 +266,7 @@ export class TahoeFs implements Ops {
       await this.client.unlink(parent.cap, name);
       this.patchListing(parent.cap, name, undefined);
     }
-    // An open file lives on for its handles (POSIX), but is no longer uploaded anywhere.
-    if (open && this.openFiles.get(path) === open) this.orphan(open);
+    return open && this.openFiles.get(path) === open ? open : undefined;
   }
 
   async rename(from: string, to: string): Promise<void> {
@@ -311,16 +317,8 @@ export class TahoeFs implements Ops {
    * under the hidden path for libfuse (fstat, reads, writes) until it is released.
    */
   private async hide(from: string, to: string): Promise<void> {
-    const open = this.openFiles.get(from);
-    const { parent, name, child } = await this.lookup(from);
-    if (!open && !child) throw new FsError('ENOENT', `no such file: ${from}`);
-    if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${from}`);
-    this.requireWritable(parent, from);
-    if (child) {
-      await this.client.unlink(parent.cap, name);
-      this.patchListing(parent.cap, name, undefined);
-    }
-    if (!open || this.openFiles.get(from) !== open) return;
+    const open = await this.removeFileLink(from);
+    if (!open) return;
     this.openFiles.delete(from);
     open.unlinked = true; // never uploaded again: its name is gone
     open.path = to;
