@@ -252,7 +252,7 @@ export class TahoeFs implements Ops {
     path = nfc(path);
     // An open file lives on for its handles (POSIX), but is no longer uploaded anywhere.
     const open = await this.removeFileLink(path);
-    if (open) this.orphan(open);
+    if (open) await this.orphan(open);
   }
 
   /** Removes a file's link from its directory; returns the file if it is open (and still at that path). */
@@ -306,7 +306,7 @@ export class TahoeFs implements Ops {
     }
     // A file open at the target was replaced: its handles keep their data, which goes nowhere now.
     const openDst = this.openFiles.get(to);
-    if (openDst) this.orphan(openDst);
+    if (openDst) await this.orphan(openDst);
     this.moveOpenFiles(from, to, dst.parent, dst.name);
   }
 
@@ -733,11 +733,11 @@ export class TahoeFs implements Ops {
     }
   }
 
-  private orphan(file: OpenFile): void {
+  private async orphan(file: OpenFile): Promise<void> {
     file.unlinked = true;
     if (this.openFiles.get(file.path) === file) this.openFiles.delete(file.path);
-    // The record must stop saying "dirty", or recovery after a crash would bring the name back.
-    if (file.staging) void this.saveRecord(file, true);
+    // The record must stop saying "dirty" before unlink returns, or a crash would let recovery bring it back.
+    if (file.staging) await this.saveRecord(file, true);
   }
 
   private hasOpenFilesUnder(path: string): boolean {

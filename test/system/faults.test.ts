@@ -93,12 +93,15 @@ describe('faults', () => {
         await eventually('kept.bin stored', async () => (await webGetOrNull(m, 'kept.bin'))?.equals(kept) === true, 60_000);
         assert.ok((await readFile(m.path('kept.bin'))).equals(kept));
         assert.ok((await m.webGet('contested.bin')).equals(other), 'the other client\'s file was not overwritten');
+        // Recovery runs in the background: wait for it to have dealt with every record.
+        const reported = async () =>
+          (await m.logRecords()).some((r) => typeof r.msg === 'string' && r.msg.includes('changed meanwhile') && r.path === '/contested.bin');
+        await eventually('recovery done', async () => (await stagedFiles(m)).length <= 1 && (await reported()), 30_000);
+        const records = await m.logRecords();
+        assert.ok(records.some((r) => r.msg === 'staged write recovered: uploaded and linked' && r.path === '/kept.bin'));
         const names = Object.keys(await m.webList(''));
         assert.ok(!names.includes('scratch.tmp'), 'a deleted file came back');
         assert.ok(!names.some((n) => n.startsWith('.fuse_hidden')), `hidden names on the grid: ${names.join(', ')}`);
-        const records = await m.logRecords();
-        assert.ok(records.some((r) => r.msg === 'staged write recovered: uploaded and linked' && r.path === '/kept.bin'));
-        assert.ok(records.some((r) => typeof r.msg === 'string' && r.msg.includes('changed meanwhile') && r.path === '/contested.bin'));
         const staged = await stagedFiles(m);
         assert.equal(staged.length, 1, 'the contested bytes are kept');
         assert.ok((await readFile(staged[0]!)).equals(contested));
