@@ -3,7 +3,7 @@
 import { chmod, rm } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
-import { FsError, toErrno } from '../fs/errors.js';
+import { FsError, isExpected, toErrno } from '../fs/errors.js';
 import type { OpName, Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 import { FramedConnection } from './connection.js';
@@ -105,7 +105,7 @@ export class RpcServer {
     } catch (e) {
       const errno = toErrno(e);
       const fsError = e instanceof FsError ? e : undefined;
-      if (fsError && fsError.code !== 'EIO') log.debug({ id, op: method.slice(0, 64), errno, reason: fsError.message }, 'failed');
+      if (isExpected(e)) log.debug({ id, op: method.slice(0, 64), errno, reason: (e as Error).message }, 'failed');
       else log.error({ id, op: method.slice(0, 64), errno, err: e instanceof Error ? e.stack : String(e) }, 'failed');
       return { reply: { id, error: { errno, code: fsError?.code ?? 'EIO', message: fsError?.message ?? 'internal error (see the server log)' } } };
     }

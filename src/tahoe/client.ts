@@ -183,11 +183,6 @@ export class TahoeClient {
     });
   }
 
-  /** GET /?t=json on the gateway: its status, including the storage servers it is connected to. */
-  async gatewayStatus(): Promise<unknown> {
-    return this.json('GET', '?t=json', 'gateway status', true);
-  }
-
   private async json(method: Dispatcher.HttpMethod, path: string, what: string, idempotent = false): Promise<unknown> {
     const text = await this.text(method, path, what, { idempotent });
     try {
