@@ -10,7 +10,7 @@
 import { constants } from 'node:fs';
 import { open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { fromLocalFs, FsError } from '../fs/errors.js';
+import { fromLocalFs, FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';

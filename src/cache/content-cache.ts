@@ -11,7 +11,7 @@ import { createWriteStream } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { fromLocalFs, FsError } from '../fs/errors.js';
+import { fromLocalFs, FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact, type Cap } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';

@@ -18,7 +18,7 @@ import { processAlive } from '../process/alive.js';
 import type { Logger } from '../log.js';
 import { parseCap, redact, type Cap } from '../tahoe/caps.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
-import { fromLocalFs, FsError } from './errors.js';
+import { fromLocalFs, FsError } from '../errors.js';
 import type { Attr, Ops, StatFs, Timestamp } from './ops.js';
 
 const { O_RDONLY, O_TRUNC, O_RDWR, O_CREAT, O_WRONLY, S_IFDIR, S_IFREG } = constants;

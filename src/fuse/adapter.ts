@@ -5,7 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type * as FuseModule from '@cocalc/fuse-native';
-import { isExpected, toErrno } from '../fs/errors.js';
+import { isExpected, toErrno } from '../errors.js';
 import type { Attr, Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 

@@ -2,7 +2,7 @@
 // (FUSE runs ops on several threads). When the connection goes, every pending and later call fails at once.
 import { connect } from 'node:net';
 import { constants } from 'node:os';
-import { FsError } from '../fs/errors.js';
+import { FsError } from '../errors.js';
 import { OP_NAMES, type OpName, type Ops } from '../fs/ops.js';
 import { FramedConnection } from './connection.js';
 import { CONTROL, DATA_RESULT, isReply, OP_ARGS, type ServerInfo } from './protocol.js';

@@ -3,7 +3,7 @@
 import { chmod, rm } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
-import { FsError, isExpected, toErrno } from '../fs/errors.js';
+import { FsError, isExpected, toErrno } from '../errors.js';
 import type { OpName, Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 import { FramedConnection } from './connection.js';

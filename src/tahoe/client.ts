@@ -1,7 +1,7 @@
 // Tahoe web-API client (docs/frontends/webapi.rst). Every request has a bound; every failure becomes an FsError.
 import { Readable } from 'node:stream';
 import { Agent, request, errors as undiciErrors, type Dispatcher } from 'undici';
-import { FsError, type ErrnoName } from '../fs/errors.js';
+import { FsError, type ErrnoName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from './caps.js';
 

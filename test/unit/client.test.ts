@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { text as streamText } from 'node:stream/consumers';
-import { FsError } from '../../src/fs/errors.js';
+import { FsError } from '../../src/errors.js';
 import { redact } from '../../src/tahoe/caps.js';
 import { DEFAULT_TIMEOUTS, errnoForStatus, scrubCaps, TahoeClient } from '../../src/tahoe/client.js';
 import { splitUrl, startFakeWebApi, type FakeWebApi } from '../support/fake-webapi.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { CachedFile, CachedFileMeta } from '../../src/cache/cached-file.js';
 import { SEGMENT, STREAM_WINDOW } from '../../src/cache/cached-file.js';
 import { ContentCache } from '../../src/cache/content-cache.js';
-import { FsError } from '../../src/fs/errors.js';
+import { FsError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { parseCap, type Cap } from '../../src/tahoe/caps.js';
 import { TahoeClient } from '../../src/tahoe/client.js';

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
-import { errnoName, FsError, fromLocalFs, isExpected, toErrno } from '../../src/fs/errors.js';
+import { errnoName, FsError, fromLocalFs, isExpected, toErrno } from '../../src/errors.js';
 
 /** An error shaped like the ones node:fs throws. */
 function fsFailure(code: string, message = `${code}: something failed`): NodeJS.ErrnoException {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
-import { FsError } from '../../src/fs/errors.js';
+import { FsError } from '../../src/errors.js';
 import type { Attr, Ops } from '../../src/fs/ops.js';
 import { silentLogger } from '../../src/log.js';
 import { RpcClient } from '../../src/rpc/client.js';

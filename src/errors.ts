@@ -1,4 +1,4 @@
-// The one error type the filesystem core throws: an errno name and a message for the log.
+// The one error type every layer throws: an errno name and a message for the log. Edges (FUSE, RPC) map it.
 import { constants } from 'node:os';
 
 export type ErrnoName = keyof typeof constants.errno;

@@ -1,0 +1,88 @@
+// Small concurrency helpers that several rooms need: a promise shared by every caller until it fails, and a
+// job that runs one pass at a time, once more if asked again while it ran.
+
+/**
+ * Shares one in-flight promise per key: callers that come while it runs get the same promise; a failure is
+ * forgotten at once, so that the next caller tries afresh. A success stays until `forget()`.
+ */
+export class SharedPromise<T> {
+  private promise: Promise<T> | undefined;
+
+  get(make: () => Promise<T>): Promise<T> {
+    if (!this.promise) {
+      const p = make();
+      this.promise = p;
+      p.catch(() => {
+        if (this.promise === p) this.promise = undefined;
+      });
+    }
+    return this.promise;
+  }
+
+  /** The promise if one was made and has not failed. */
+  get current(): Promise<T> | undefined {
+    return this.promise;
+  }
+
+  forget(): void {
+    this.promise = undefined;
+  }
+}
+
+/** SharedPromise by key, each dropped once settled (success or failure): for de-duplicating fetches. */
+export class InFlight<K, T> {
+  private readonly pending = new Map<K, Promise<T>>();
+
+  run(key: K, make: () => Promise<T>): Promise<T> {
+    let p = this.pending.get(key);
+    if (!p) {
+      p = make().finally(() => {
+        if (this.pending.get(key) === p) this.pending.delete(key);
+      });
+      this.pending.set(key, p);
+    }
+    return p;
+  }
+
+  get(key: K): Promise<T> | undefined {
+    return this.pending.get(key);
+  }
+
+  has(key: K): boolean {
+    return this.pending.has(key);
+  }
+}
+
+/**
+ * Runs `pass` one at a time. A request while a pass runs is not lost: one more pass follows it (what changed
+ * meanwhile may have been missed by the running one). `run()` resolves when the state it asked about is handled.
+ */
+export class Coalesced {
+  private running: Promise<void> | undefined;
+  private again = false;
+
+  constructor(private readonly pass: () => Promise<void>) {}
+
+  run(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.pass();
+        } while (this.again);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  /** Resolves when no pass runs (for shutdown). */
+  async idle(): Promise<void> {
+    while (this.running) await this.running.catch(() => undefined);
+  }
+}
