@@ -200,8 +200,11 @@ export class ContentCache {
 
   /** Data first, then its record (an open() meanwhile waits for both: see `adopting`). */
   private async adoptAs(key: string, stagingPath: string, size: number): Promise<boolean> {
+    // An older copy of the same content (same storage index, same bytes) is replaced: out of `resting`
+    // meanwhile, so that no eviction removes the new data under us; back if the new one does not come.
+    const older = this.resting.get(key);
+    this.dropResting(key);
     try {
-      this.dropResting(key); // an older copy being replaced: no eviction may remove the new data under it
       // The record never runs ahead of the data: flushed first, as persist() does.
       const fh = await openFile(stagingPath, 'r+');
       await fh.datasync().finally(() => fh.close());
@@ -213,6 +216,7 @@ export class ContentCache {
       await this.evict();
       return true;
     } catch (e) {
+      if (older && !this.resting.has(key)) this.setResting(key, older);
       this.log.warn({ err: (e as Error).message }, 'could not keep an uploaded file in the cache');
       return false;
     }
