@@ -1,19 +1,25 @@
-// One immutable file's content in the cache: a sparse data file plus a record of exactly which byte ranges it
-// holds. Reads wait only for their own range. One sequential download per file fills it from where a reader
-// is; a read far from that download is served by a Range request of the Tahoe segments it needs.
+// One file's content on disk: a sparse data file plus exactly which byte ranges it holds. Reads wait only for
+// their own range. Two kinds:
+// - an immutable file's cached content: one sequential download per file fills it from where a reader is; a
+//   read far from that download is served by a Range request of the Tahoe segments it needs. Its record
+//   (<key>.meta) keeps it across restarts;
+// - a snapshot of a mutable file (no record): ONE GET of the whole file from the start, never a Range
+//   request, so that every byte comes from the same version. Its size is the listing's until that GET ends,
+//   then what the GET delivered (a listing may be stale).
 //
-// Crash safety: the record on disk (<key>.meta) only ever claims ranges whose bytes were flushed to disk
-// (fdatasync) before the record was written, so a crash can lose downloaded bytes but never serve wrong ones.
+// Crash safety: the record on disk only ever claims ranges whose bytes were flushed to disk (fdatasync)
+// before the record was written, so a crash can lose downloaded bytes but never serve wrong ones.
 //
-// Concurrency: one event loop; `ranges`, `stream`, `fetches` and `waiters` change across awaits and are
-// re-read after each one.
+// Concurrency: one event loop; `ranges`, `stream`, `fetches`, `waiters`, `currentSize` and `sizeFinal`
+// change across awaits (only the downloads of this file change them) and are re-read after each one.
 import { constants } from 'node:fs';
-import { open, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { fromLocalFs, FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
+import { replaceFile } from '../util/durable-file.js';
 import { RangeSet, type Range } from './range-set.js';
 
 /** Tahoe's segment size: the unit a Range request costs the gateway anyway. */
@@ -24,7 +30,6 @@ export const STREAM_WINDOW = 2 * 1024 * 1024;
 const RANGE_READAHEAD_SEGMENTS = 3;
 /** Persist the ranges record after this many new bytes (and whenever a download stops). */
 const PERSIST_EVERY_BYTES = 16 * 1024 * 1024;
-let tmpCounter = 0;
 
 /** Backstop for one read's wait; every download also has its own idle bound. */
 const WAIT_BOUND_MS = 10 * 60_000;
@@ -67,13 +72,19 @@ export class CachedFile {
   private persisting: Promise<void> | undefined;
   private persistAgain = false;
   private closed = false;
+  private currentSize: number;
+  /** False for a snapshot until its GET ended: until then the size is the listing's, which may be stale. */
+  private sizeFinal: boolean;
+  /** Why a snapshot's one GET failed: a snapshot is never fetched again (another version could come). */
+  private snapshotError: FsError | undefined;
 
   constructor(
     readonly key: string,
     readonly capText: string,
-    readonly size: number,
+    size: number,
     readonly dataPath: string,
-    private readonly metaPath: string,
+    /** Where the ranges record goes; undefined for a snapshot of a mutable file (never persisted). */
+    private readonly metaPath: string | undefined,
     meta: CachedFileMeta | undefined,
     private readonly client: TahoeClient,
     private readonly log: Logger,
@@ -82,6 +93,22 @@ export class CachedFile {
   ) {
     this.ranges = new RangeSet(meta?.ranges ?? []);
     this.lastUsed = meta?.lastUsed ?? Date.now();
+    this.currentSize = size;
+    this.sizeFinal = metaPath !== undefined;
+  }
+
+  get size(): number {
+    return this.currentSize;
+  }
+
+  /** Whether this is a snapshot of a mutable file (see the top of this file). */
+  get snapshot(): boolean {
+    return this.metaPath === undefined;
+  }
+
+  /** Whether [start, end) clipped to the file is present; for a snapshot, reads up to its end wait for that end. */
+  private satisfied(start: number, end: number): boolean {
+    return this.ranges.contains(start, Math.min(end, this.size)) && (this.sizeFinal || end < this.size);
   }
 
   get complete(): boolean {
@@ -102,17 +129,17 @@ export class CachedFile {
 
   /** Reads [position, position+length) clipped to the file, waiting only until those bytes are present. */
   async read(position: number, length: number): Promise<Buffer> {
-    const buffer = Buffer.allocUnsafe(Math.max(0, Math.min(this.size, position + length) - position));
-    await this.readInto(buffer, position);
-    return buffer;
+    const buffer = Buffer.allocUnsafe(this.sizeFinal ? Math.max(0, Math.min(this.size, position + length) - position) : length);
+    return buffer.subarray(0, await this.readInto(buffer, position));
   }
 
   /** Fills `into` from `position` (clipped to the file), waiting only until those bytes are present. */
   async readInto(into: Buffer, position: number): Promise<number> {
-    const end = Math.min(this.size, position + into.length);
-    if (end <= position) return 0;
+    if (into.length === 0 || (this.sizeFinal && position >= this.size)) return 0;
     this.lastUsed = Date.now();
-    await this.ensure(position, end);
+    await this.ensure(position, position + into.length);
+    const end = Math.min(this.size, position + into.length); // a snapshot's size may have changed meanwhile
+    if (end <= position) return 0;
     const handle = await this.openData();
     const length = end - position;
     let done = 0;
@@ -131,13 +158,16 @@ export class CachedFile {
 
   /** Resolves once [start, end) is present, starting whatever download brings it soonest. */
   async ensure(start: number, end: number): Promise<void> {
-    end = Math.min(end, this.size);
-    if (this.ranges.contains(start, end)) return;
+    if (this.satisfied(start, end)) return;
     await this.openData();
     const missing = this.ranges.firstMissing(start);
     let source: object;
     const stream = this.stream;
-    if (stream && missing >= stream.pos && missing < stream.pos + STREAM_WINDOW) {
+    if (this.snapshot) {
+      if (this.satisfied(start, end)) return;
+      if (!stream) throw this.snapshotError ?? new FsError('EIO', `read ${redact(this.capText)}: download stopped`);
+      source = stream; // the one GET, or nothing: another request could bring another version
+    } else if (stream && missing >= stream.pos && missing < stream.pos + STREAM_WINDOW) {
       source = stream; // the sequential download gets there soon
     } else if (!stream) {
       // Near the start of a file, begin at the start: the kernel's readahead may ask for a later block first.
@@ -181,10 +211,10 @@ export class CachedFile {
     this.opening = undefined;
   }
 
-  /** Removes data and record (eviction). */
+  /** Removes data and record (eviction, or a snapshot's release). */
   async remove(): Promise<void> {
     await this.close();
-    await rm(this.metaPath, { force: true });
+    if (this.metaPath !== undefined) await rm(this.metaPath, { force: true });
     await rm(this.dataPath, { force: true });
   }
 
@@ -196,6 +226,8 @@ export class CachedFile {
       this.persistAgain = true;
       return this.persisting;
     }
+    const metaPath = this.metaPath;
+    if (metaPath === undefined) return Promise.resolve();
     this.persisting = (async () => {
       do {
         this.persistAgain = false;
@@ -204,16 +236,46 @@ export class CachedFile {
         try {
           await this.handle?.datasync();
           const meta: CachedFileMeta = { v: 1, size: this.size, ranges: snapshot, lastUsed: this.lastUsed };
-          // A unique name: a content closing and the same content reopened may both write their record.
-          const tmp = `${this.metaPath}.${process.pid}-${++tmpCounter}.tmp`;
-          await writeFile(tmp, JSON.stringify(meta), { mode: 0o600 });
-          await rename(tmp, this.metaPath);
+          // A temporary file of its own (a content closing and the same content reopened may both write
+          // their record), flushed with its directory entry: the record survives a power loss.
+          await replaceFile(metaPath, JSON.stringify(meta));
         } catch (e) {
           this.log.warn({ key: this.key, err: (e as Error).message }, 'could not record cached ranges');
         }
       } while (this.persistAgain);
     })().finally(() => (this.persisting = undefined));
     return this.persisting;
+  }
+
+  /**
+   * A snapshot's one GET of the whole file, started now (the version of this moment); resolves once the data
+   * file is open, so that a local failure (no space, no access) fails the open.
+   */
+  async startSnapshot(): Promise<void> {
+    await this.openData();
+    const d: Download = { pos: 0, end: Infinity, abort: new AbortController() };
+    this.stream = d;
+    void this.runSnapshot(d);
+  }
+
+  private async runSnapshot(d: Download): Promise<void> {
+    try {
+      const body = await this.client.download(this.capText, undefined, d.abort.signal);
+      await this.receive(body, d, Infinity);
+      if (!d.abort.signal.aborted && !this.closed) {
+        // The whole version arrived: its length is the file's, whatever the listing said.
+        this.currentSize = d.pos;
+        this.sizeFinal = true;
+        this.wake();
+        return;
+      }
+      throw new FsError('EIO', `read ${redact(this.capText)}: download stopped`);
+    } catch (e) {
+      this.snapshotError = this.downloadError(d, e);
+      this.fail(d, this.snapshotError);
+    } finally {
+      if (this.stream === d) this.stream = undefined;
+    }
   }
 
   private startStream(from: number): Download {
@@ -245,19 +307,15 @@ export class CachedFile {
         const stop = Math.min(d.end, this.ranges.nextPresent(d.pos));
         const body = await this.client.download(this.capText, { start: d.pos, end: stop }, d.abort.signal);
         await this.receive(body, d, stop);
+        if (d.pos < stop && !d.abort.signal.aborted && !this.closed) {
+          throw new FsError('EIO', `read ${redact(this.capText)}: the gateway sent ${stop - d.pos} bytes too few`);
+        }
       }
       if (!d.abort.signal.aborted) {
         this.log.debug({ key: this.key, sequential, ms: Date.now() - started }, 'download done');
       }
     } catch (e) {
-      if (d.abort.signal.aborted) {
-        // Stopped because nobody reads any more (or at shutdown): a read still waiting must not hang.
-        this.fail(d, new FsError('EIO', `read ${redact(this.capText)}: download stopped`));
-        return;
-      }
-      const err = e instanceof FsError ? e : new FsError('EIO', `read ${redact(this.capText)}: ${(e as Error).message}`, { cause: e });
-      this.log.warn({ key: this.key, err: err.message }, 'download failed');
-      this.fail(d, err);
+      this.fail(d, this.downloadError(d, e));
     } finally {
       if (sequential && this.stream === d) this.stream = undefined;
       this.fetches.delete(d);
@@ -277,14 +335,21 @@ export class CachedFile {
       d.pos += chunk.length;
       if (d.pos >= stop) break;
     }
-    if (d.pos < stop && !d.abort.signal.aborted && !this.closed) {
-      throw new FsError('EIO', `read ${redact(this.capText)}: the gateway sent ${stop - d.pos} bytes too few`);
-    }
+  }
+
+  /** What a download's failure means to the reads waiting on it (logged unless nobody reads any more). */
+  private downloadError(d: Download, e: unknown): FsError {
+    // Stopped because nobody reads any more (or at shutdown): a read still waiting must not hang.
+    if (d.abort.signal.aborted) return new FsError('EIO', `read ${redact(this.capText)}: download stopped`);
+    const err = e instanceof FsError ? e : new FsError('EIO', `read ${redact(this.capText)}: ${(e as Error).message}`, { cause: e });
+    this.log.warn({ key: this.key, err: err.message }, 'download failed');
+    return err;
   }
 
   private record(start: number, end: number): void {
     const before = this.ranges.bytes;
     this.ranges.add(start, end);
+    if (end > this.currentSize) this.currentSize = end; // a snapshot longer than its listing said
     const grown = this.ranges.bytes - before;
     if (grown > 0) this.onGrow(grown);
     this.unpersistedBytes += grown;
@@ -296,7 +361,7 @@ export class CachedFile {
     if (this.waiters.length === 0) return;
     const still: Waiter[] = [];
     for (const w of this.waiters) {
-      if (this.ranges.contains(w.start, w.end)) {
+      if (this.satisfied(w.start, w.end)) {
         clearTimeout(w.timer);
         w.resolve();
       } else still.push(w);

@@ -2,22 +2,36 @@
 //   files/<storage-index>        immutable file contents (sparse: only the ranges downloaded so far)
 //   files/<storage-index>.meta   which ranges are present, size, last use (see cached-file.ts)
 //   staging/                     written content waiting for its upload
-//   tmp/                         snapshots of mutable files, removed when closed
+//   tmp/                         snapshots of mutable files (one per open), removed at release
 // Folders 0700 and files 0600: cached plaintext is as secret as the caps. The cache is persistent (reused
 // across opens, unmounts and restarts) and bounded: least recently used contents are evicted beyond the
-// size limit, never one that is in use. Staging files are not cache: they are never evicted.
+// size limit, or while its filesystem has less free space than the minimum, never one that is in use.
+// Snapshots count towards both while they live. Staging files are not cache: they are never evicted.
+//
+// State: `live`, `resting`, `snapshots`, `opening`, `adopting` and the running total `used` change across
+// awaits; only this class changes them, each through the helpers below that keep `used` equal to the bytes
+// present in them all. One eviction pass runs at a time (`evictor`); the requests for it (`roomWanted`,
+// `freeCheckWanted`) are taken by the pass when it starts.
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { open as openFile, chmod, mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { fromLocalFs, FsError } from '../errors.js';
+import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact, type Cap } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
+import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
+import { Coalesced } from '../util/once.js';
 import { CachedFile, type CachedFileMeta } from './cached-file.js';
 
 export const DEFAULT_CACHE_BYTES = 4 * 1024 ** 3;
+export const DEFAULT_MIN_FREE_BYTES = 1024 ** 3;
+
+export interface ContentCacheOptions {
+  /** Most bytes of content to keep (default DEFAULT_CACHE_BYTES). */
+  maxBytes?: number;
+  /** Free space to leave on the cache's filesystem (default DEFAULT_MIN_FREE_BYTES; 0: no minimum). */
+  minFreeBytes?: number;
+}
 
 /** What the cache knows of a content that is not open: enough to account for it and to evict it. */
 interface Resting {
@@ -37,18 +51,36 @@ export class ContentCache {
   private readonly opening = new Map<string, Promise<CachedFile>>();
   /** Contents being moved in from the staging area; an open waits for them to be complete. */
   private readonly adopting = new Map<string, Promise<boolean>>();
-  private evicting = false;
-  private evictAgain = false;
+  /** Snapshots of mutable files, each its own (never shared): in use until released. */
+  private readonly snapshots = new Set<CachedFile>();
+  /** Bytes present in `resting`, `live` and `snapshots`: kept as they change, never recounted. */
+  private used = 0;
+  readonly maxBytes: number;
+  readonly minFreeBytes: number;
+  /** Content growth between two looks at the free space. */
+  private readonly freeCheckEvery: number;
+  private grownSinceFreeCheck = 0;
+  /** Requests for the next eviction pass: free space wanted by makeRoom(), and a look at the free space. */
+  private roomWanted = 0;
+  private freeCheckWanted = false;
+  /** Contents evicted so far (makeRoom() tells from it whether it freed anything). */
+  private evictions = 0;
+  private lowSpaceReported = false;
+  private readonly evictor = new Coalesced(() => this.evictPass());
 
   constructor(
     readonly root: string,
     private readonly client: TahoeClient,
     private readonly log: Logger,
-    readonly maxBytes: number = DEFAULT_CACHE_BYTES,
+    options: ContentCacheOptions = {},
   ) {
     this.filesDir = join(root, 'files');
     this.tmpDir = join(root, 'tmp');
     this.stagingDir = join(root, 'staging');
+    this.maxBytes = options.maxBytes ?? DEFAULT_CACHE_BYTES;
+    this.minFreeBytes = options.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
+    // Often enough that growth cannot eat much of the margin between two looks; never once per chunk.
+    this.freeCheckEvery = Math.min(16 * 1024 ** 2, Math.max(256 * 1024, Math.floor(this.minFreeBytes / 8)));
   }
 
   async init(): Promise<void> {
@@ -58,15 +90,13 @@ export class ContentCache {
     }
     for (const name of await readdir(this.tmpDir)) await rm(join(this.tmpDir, name), { force: true });
     await this.scan();
+    this.freeCheckWanted = true;
     await this.evict();
   }
 
-  /** Bytes of file content held (present ranges of every cached file). */
+  /** Bytes of file content held (present ranges of every cached file and snapshot). */
   get usedBytes(): number {
-    let total = 0;
-    for (const r of this.resting.values()) total += r.bytes;
-    for (const f of this.live.values()) total += f.ranges.bytes;
-    return total;
+    return this.used;
   }
 
   /** The cached content of an immutable (CHK) file, opened for reading; pair with release(). */
@@ -80,13 +110,14 @@ export class ContentCache {
       let pending = this.opening.get(key);
       if (!pending) {
         // Out of `resting` before the first await, so that an eviction running meanwhile leaves it alone.
-        this.resting.delete(key);
+        this.dropResting(key);
         pending = this.readMeta(key, size)
           .then((meta) => {
-            const f = new CachedFile(key, cap.text, size, join(this.filesDir, key), join(this.filesDir, `${key}.meta`), meta, this.client, this.log, () =>
-              this.scheduleEviction(),
-            );
+            const f: CachedFile = new CachedFile(key, cap.text, size, join(this.filesDir, key), join(this.filesDir, `${key}.meta`), meta, this.client, this.log, (bytes) => {
+              if (this.live.get(key) === f) this.grew(bytes);
+            });
             this.live.set(key, f);
+            this.used += f.ranges.bytes;
             return f;
           })
           .finally(() => this.opening.delete(key));
@@ -99,19 +130,60 @@ export class ContentCache {
     return file;
   }
 
+  /**
+   * A snapshot of the current version of a mutable file, opened for reading; pair with release(). `size` is
+   * the listing's: reads are answered as the one GET of the whole file brings their bytes, and the file ends
+   * where that GET ends.
+   */
+  async openMutable(cap: Cap, size: number): Promise<CachedFile> {
+    if (cap.immutable) throw new FsError('EIO', `not a mutable file cap: ${redact(cap.text)}`);
+    const id = `mutable-${randomBytes(8).toString('hex')}`;
+    const file: CachedFile = new CachedFile(id, cap.text, size, join(this.tmpDir, id), undefined, undefined, this.client, this.log, (bytes) => {
+      if (this.snapshots.has(file)) this.grew(bytes);
+    });
+    this.snapshots.add(file);
+    file.refs = 1;
+    try {
+      await file.startSnapshot();
+    } catch (e) {
+      await this.release(file);
+      throw e;
+    }
+    return file;
+  }
+
   async release(file: CachedFile): Promise<void> {
     file.refs--;
     if (file.refs > 0) return;
+    if (this.snapshots.delete(file)) {
+      this.used -= file.ranges.bytes;
+      await file.remove();
+      return;
+    }
     await file.idle();
     if (file.refs > 0 || this.live.get(file.key) !== file) return; // reopened meanwhile
     this.live.delete(file.key);
+    this.used -= file.ranges.bytes;
     if (file.ranges.bytes === 0) {
       await file.remove(); // opened and never read: nothing worth a record
       return;
     }
     await file.close();
-    this.resting.set(file.key, { bytes: file.ranges.bytes, lastUsed: file.lastUsed });
+    if (this.live.has(file.key) || this.opening.has(file.key)) return; // reopened while its record was written
+    this.setResting(file.key, { bytes: file.ranges.bytes, lastUsed: file.lastUsed });
     await this.evict();
+  }
+
+  /**
+   * Evicts least recently used contents not in use until the cache's filesystem has at least `bytes` (and
+   * the minimum free space) available: for a write that failed with ENOSPC, before it tries again. Returns
+   * whether anything was evicted.
+   */
+  async makeRoom(bytes: number): Promise<boolean> {
+    const before = this.evictions;
+    this.roomWanted = Math.max(this.roomWanted, bytes);
+    await this.evict();
+    return this.evictions > before;
   }
 
   /**
@@ -128,34 +200,28 @@ export class ContentCache {
 
   /** Data first, then its record (an open() meanwhile waits for both: see `adopting`). */
   private async adoptAs(key: string, stagingPath: string, size: number): Promise<boolean> {
+    // An older copy of the same content (same storage index, same bytes) is replaced: out of `resting`
+    // meanwhile, so that no eviction removes the new data under us; back if the new one does not come.
+    const older = this.resting.get(key);
+    this.dropResting(key);
     try {
+      // The record never runs ahead of the data: flushed first, as persist() does.
+      const fh = await openFile(stagingPath, 'r+');
+      await fh.datasync().finally(() => fh.close());
       await rename(stagingPath, join(this.filesDir, key));
       const meta: CachedFileMeta = { v: 1, size, ranges: size > 0 ? [[0, size]] : [], lastUsed: Date.now() };
-      await writeFile(join(this.filesDir, `${key}.meta`), JSON.stringify(meta), { mode: 0o600 });
-      this.resting.set(key, { bytes: size, lastUsed: meta.lastUsed });
+      await replaceFile(join(this.filesDir, `${key}.meta`), JSON.stringify(meta));
+      this.setResting(key, { bytes: size, lastUsed: meta.lastUsed });
+      this.freeCheckWanted = true; // a large upload may have taken the disk's last free space
       await this.evict();
       return true;
     } catch (e) {
+      if (older && !this.resting.has(key)) this.setResting(key, older);
       this.log.warn({ err: (e as Error).message }, 'could not keep an uploaded file in the cache');
       return false;
     }
   }
 
-
-  /** Downloads the current content of a mutable file into a temporary file that the caller owns and removes. */
-  async mutableSnapshot(cap: Cap): Promise<string> {
-    const path = join(this.tmpDir, `mutable-${randomBytes(8).toString('hex')}`);
-    try {
-      const body = await this.client.download(cap.text);
-      await pipeline(body, createWriteStream(path, { mode: 0o600 }));
-    } catch (e) {
-      await rm(path, { force: true });
-      if (e instanceof FsError) throw e;
-      const local = (e as NodeJS.ErrnoException).syscall !== undefined;
-      throw local ? fromLocalFs(e, 'write snapshot') : new FsError('EIO', `read ${redact(cap.text)}: ${(e as Error).message}`, { cause: e });
-    }
-    return path;
-  }
 
   /** A fresh path in the staging folder for a file's written content. */
   newStagingPath(): string {
@@ -165,6 +231,10 @@ export class ContentCache {
   async shutdown(): Promise<void> {
     for (const file of this.live.values()) await file.close();
     this.live.clear();
+    for (const file of this.snapshots) await file.remove();
+    this.snapshots.clear();
+    this.used = [...this.resting.values()].reduce((sum, r) => sum + r.bytes, 0);
+    await this.evictor.idle();
   }
 
   /** Loads the record of what is cached for key; a record that does not match its data file is dropped. */
@@ -187,7 +257,7 @@ export class ContentCache {
   private async scan(): Promise<void> {
     const names = new Set(await readdir(this.filesDir));
     for (const name of names) {
-      if (name.endsWith('.tmp')) {
+      if (name.endsWith(TMP_SUFFIX)) {
         await rm(join(this.filesDir, name), { force: true });
         continue;
       }
@@ -200,7 +270,7 @@ export class ContentCache {
       try {
         const meta = JSON.parse(await readFile(join(this.filesDir, `${key}.meta`), 'utf8')) as CachedFileMeta;
         const bytes = meta.ranges.reduce((sum, [s, e]) => sum + (e - s), 0);
-        this.resting.set(key, { bytes, lastUsed: meta.lastUsed });
+        this.setResting(key, { bytes, lastUsed: meta.lastUsed });
       } catch {
         await rm(join(this.filesDir, key), { force: true });
         await rm(join(this.filesDir, `${key}.meta`), { force: true });
@@ -208,43 +278,81 @@ export class ContentCache {
     }
   }
 
-  private scheduleEviction(): void {
-    if (this.usedBytes > this.maxBytes) void this.evict();
+  private setResting(key: string, info: Resting): void {
+    this.dropResting(key);
+    this.resting.set(key, info);
+    this.used += info.bytes;
   }
 
-  /** Removes least recently used contents that are not in use until the cache fits its limit. */
-  private async evict(): Promise<void> {
-    if (this.evicting) {
-      this.evictAgain = true; // the running pass started before this content came to rest: look again
+  private dropResting(key: string): void {
+    const info = this.resting.get(key);
+    if (!info) return;
+    this.resting.delete(key);
+    this.used -= info.bytes;
+  }
+
+  /** A content in use grew (once per received chunk: no walk over the contents here). */
+  private grew(bytes: number): void {
+    this.used += bytes;
+    this.grownSinceFreeCheck += bytes;
+    if (this.minFreeBytes > 0 && this.grownSinceFreeCheck >= this.freeCheckEvery) {
+      this.freeCheckWanted = true;
+      void this.evict();
+    } else if (this.used > this.maxBytes) {
+      void this.evict();
+    }
+  }
+
+  private evict(): Promise<void> {
+    return this.evictor.run();
+  }
+
+  /**
+   * Removes least recently used contents that are not in use until the cache fits its limit and, when asked
+   * to look, its filesystem has the free space wanted. Freed space is estimated from the bytes evicted (a
+   * filesystem may free blocks later); the next look corrects it.
+   */
+  private async evictPass(): Promise<void> {
+    const room = this.roomWanted;
+    const lookAtFree = this.freeCheckWanted || room > 0;
+    this.roomWanted = 0;
+    this.freeCheckWanted = false;
+    let short = 0;
+    if (lookAtFree) {
+      this.grownSinceFreeCheck = 0;
+      short = Math.max(room, this.minFreeBytes) - (await this.availableBytes());
+    }
+    if (this.used <= this.maxBytes && short <= 0) {
+      this.lowSpaceReported = false;
       return;
     }
-    this.evicting = true;
-    try {
-      do {
-        this.evictAgain = false;
-        await this.evictOnce();
-      } while (this.evictAgain);
-    } finally {
-      this.evicting = false;
+    const candidates = [...this.resting.entries()].sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    for (const [key, info] of candidates) {
+      if (this.used <= this.maxBytes && short <= 0) break;
+      // Opened (or replaced) since the snapshot: no longer a candidate.
+      if (this.live.has(key) || this.resting.get(key) !== info) continue;
+      this.dropResting(key);
+      await rm(join(this.filesDir, `${key}.meta`), { force: true });
+      await rm(join(this.filesDir, key), { force: true });
+      short -= info.bytes;
+      this.evictions++;
+      this.log.debug({ key, bytes: info.bytes }, 'evicted');
     }
+    if (this.used > this.maxBytes) this.log.debug({ used: this.used, limit: this.maxBytes }, 'cache over its limit: the rest is in use');
+    if (short > 0 && !this.lowSpaceReported) {
+      this.lowSpaceReported = true;
+      this.log.warn({ dir: this.root, wanted: Math.max(room, this.minFreeBytes), cached: this.used }, 'low free space on the cache\'s filesystem: everything evictable is evicted');
+    } else if (short <= 0) this.lowSpaceReported = false;
   }
 
-  private async evictOnce(): Promise<void> {
-    {
-      let used = this.usedBytes;
-      if (used <= this.maxBytes) return;
-      const candidates = [...this.resting.entries()].sort((a, b) => a[1].lastUsed - b[1].lastUsed);
-      for (const [key, info] of candidates) {
-        if (used <= this.maxBytes) break;
-        // Opened (or replaced) since the snapshot: no longer a candidate.
-        if (this.live.has(key) || this.resting.get(key) !== info) continue;
-        this.resting.delete(key);
-        await rm(join(this.filesDir, `${key}.meta`), { force: true });
-        await rm(join(this.filesDir, key), { force: true });
-        used -= info.bytes;
-        this.log.debug({ key, bytes: info.bytes }, 'evicted');
-      }
-      if (used > this.maxBytes) this.log.debug({ used, limit: this.maxBytes }, 'cache over its limit: the rest is in use');
+  /** Bytes available to us on the cache's filesystem; Infinity if it cannot be told (then only the limit counts). */
+  private async availableBytes(): Promise<number> {
+    try {
+      const s = await statfs(this.root);
+      return s.bavail * s.bsize;
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'could not read the free space of the cache\'s filesystem');
+      return Infinity;
     }
   }
 }

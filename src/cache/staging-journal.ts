@@ -5,18 +5,28 @@
 // staging/<id>        the written bytes
 // staging/<id>.json   this record (0600 in a 0700 folder: it holds the parent directory's cap)
 //
-// Records are replaced atomically (write to a temporary file, fsync, rename), so a crash leaves the old
-// record or the new one, never half of one.
+// Records are replaced atomically through a temporary file of each write's own (so that writes and passes
+// running side by side never share or remove each other's), so a crash leaves the old record or the new one,
+// never half of one. Leftover temporary files are swept once, before this journal's first write or listing.
+// State: `swept` is set once and never changes back; nothing else is kept in memory.
+import { randomBytes } from 'node:crypto';
 import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
+import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
+
+/** A process, told apart from a later one that reuses its pid by its start time (empty when unknown). */
+export interface ProcessIdentity {
+  pid: number;
+  start: string;
+}
 
 export interface StagedRecord {
-  v: 1;
+  v: 2;
   /** Fingerprint of the mounted root (redact() of its cap): a cache folder may serve several roots. */
   root: string;
   /** The process that owns the staging file; a record whose process is gone is recovered. */
-  pid: number;
+  owner: ProcessIdentity;
   parentCap: string;
   name: string;
   /** Path in the mount when last seen, for messages. */
@@ -32,12 +42,20 @@ export interface StagedRecord {
   conflict?: boolean;
 }
 
+/** Version 1 had the owner's pid only. */
+type StagedRecordV1 = Omit<StagedRecord, 'v' | 'owner'> & { v: 1; pid: number };
+
 export interface StagedFile {
   stagingPath: string;
   record: StagedRecord;
 }
 
+/** `<record>.<pid>-<random>.tmp`, as replaceFile() and write() name their temporary files. */
+const TMP_NAME = new RegExp(`\\.(\\d+)-[0-9a-f]+${TMP_SUFFIX.replace('.', '\\.')}$`);
+
 export class StagingJournal {
+  private swept: Promise<void> | undefined;
+
   constructor(
     private readonly dir: string,
     private readonly log: Logger,
@@ -47,18 +65,41 @@ export class StagingJournal {
     return `${stagingPath}.json`;
   }
 
-  /** Replaces the record; durable: flushed to disk before it replaces the old one (survives a machine crash). */
+  /**
+   * Removes temporary files left by a crash. Runs once (later calls share it), before any write or listing
+   * of this journal; a temporary file of another live process (another root's mount) is left to it.
+   */
+  sweep(): Promise<void> {
+    this.swept ??= (async () => {
+      for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+        if (!name.endsWith(TMP_SUFFIX)) continue;
+        const pid = Number(TMP_NAME.exec(name)?.[1] ?? NaN);
+        if (pid !== process.pid && pidRunning(pid)) continue;
+        await rm(join(this.dir, name), { force: true });
+      }
+    })();
+    return this.swept;
+  }
+
+  /**
+   * Replaces the record; rejects if it could not be written (its temporary file is removed). Durable: the
+   * record and its name are flushed to disk (survives a power loss). Not durable: no flush, as for the
+   * staged bytes it describes (survives a crash of the process, which is all those bytes survive).
+   */
   async write(stagingPath: string, record: StagedRecord, durable = false): Promise<void> {
+    await this.sweep();
     const target = this.recordPath(stagingPath);
-    const tmp = `${target}.tmp`;
-    const fh = await open(tmp, 'w', 0o600);
+    const data = JSON.stringify(record);
+    if (durable) return replaceFile(target, data);
+    const tmp = `${target}.${process.pid}-${randomBytes(4).toString('hex')}${TMP_SUFFIX}`;
     try {
-      await fh.writeFile(JSON.stringify(record));
-      if (durable) await fh.datasync();
-    } finally {
-      await fh.close();
+      const fh = await open(tmp, 'wx', 0o600);
+      await fh.writeFile(data).finally(() => fh.close());
+      await rename(tmp, target);
+    } catch (e) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw e;
     }
-    await rename(tmp, target);
   }
 
   async remove(stagingPath: string): Promise<void> {
@@ -67,13 +108,11 @@ export class StagingJournal {
 
   /** Every staging file with a readable record. Staging files without one are left alone (and logged). */
   async list(): Promise<StagedFile[]> {
+    await this.sweep();
     const names = new Set(await readdir(this.dir).catch(() => [] as string[]));
     const out: StagedFile[] = [];
     for (const name of names) {
-      if (name.endsWith('.json.tmp')) {
-        await rm(join(this.dir, name), { force: true });
-        continue;
-      }
+      if (name.endsWith(TMP_SUFFIX)) continue; // a write in progress
       if (!name.endsWith('.json')) {
         if (!names.has(`${name}.json`)) this.log.warn({ staging: join(this.dir, name) }, 'staged bytes without a record: kept, not recovered');
         continue;
@@ -84,12 +123,35 @@ export class StagingJournal {
         continue;
       }
       try {
-        const record = JSON.parse(await readFile(join(this.dir, name), 'utf8')) as StagedRecord;
-        if (record.v === 1 && typeof record.parentCap === 'string' && typeof record.name === 'string') out.push({ stagingPath, record });
+        const record = upgrade(JSON.parse(await readFile(join(this.dir, name), 'utf8')));
+        if (record) out.push({ stagingPath, record });
+        else this.log.warn({ record: join(this.dir, name) }, 'staging record of an unknown form: kept, not recovered');
       } catch {
         this.log.warn({ record: join(this.dir, name) }, 'unreadable staging record: kept, not recovered');
       }
     }
     return out;
+  }
+}
+
+/** A record in the current form, from any version we wrote; undefined for anything else. */
+function upgrade(raw: StagedRecord | StagedRecordV1): StagedRecord | undefined {
+  if (typeof raw !== 'object' || raw === null || typeof raw.parentCap !== 'string' || typeof raw.name !== 'string') return undefined;
+  if (raw.v === 2 && typeof raw.owner?.pid === 'number') return raw;
+  if (raw.v === 1 && typeof raw.pid === 'number') {
+    const { pid, v: _v, ...rest } = raw;
+    return { ...rest, v: 2, owner: { pid, start: '' } };
+  }
+  return undefined;
+}
+
+/** Whether some process has this pid (ours or not): enough to keep its temporary files, never to trust it. */
+function pidRunning(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_CACHE_BYTES } from '../cache/content-cache.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../cache/content-cache.js';
 
 export interface Args {
   mountpoint: string | undefined;
@@ -12,6 +12,8 @@ export interface Args {
   rootUri: string | undefined;
   cacheTimeout: number;
   cacheSize: number;
+  /** Free space to leave on the cache's filesystem, in bytes (0: no minimum). */
+  cacheMinFree: number;
   split: boolean;
   fuseOptions: string[];
   foreground: boolean;
@@ -53,6 +55,7 @@ export function buildCommand(version: string): Command {
     .option('--root-uri <CAP>', 'mount this directory cap (URI:DIR2:... or a read-only URI:DIR2-RO:...)')
     .option('--cache-timeout <SECONDS>', 'how long a directory listing is trusted; 0 = always refetch', seconds, DEFAULT_CACHE_TIMEOUT_S)
     .option('--cache-size <SIZE>', 'most file content to keep cached on disk, e.g. 500M or 10G (default 4G)', parseSize, DEFAULT_CACHE_BYTES)
+    .option('--cache-min-free <SIZE>', 'free space to leave on the cache\'s filesystem, evicting cached content for it (default 1G; 0 = no minimum)', parseSize, DEFAULT_MIN_FREE_BYTES)
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
     .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other', collect, [])
     .option('-f', 'stay in the foreground (logs still go to the log file)')
@@ -76,6 +79,7 @@ export function parseArgs(argv: string[], version: string): Args {
     rootUri?: string;
     cacheTimeout: number;
     cacheSize: number;
+    cacheMinFree: number;
     split: boolean;
     o: string[];
     f?: boolean;
@@ -102,6 +106,7 @@ export function parseArgs(argv: string[], version: string): Args {
     rootUri: o.rootUri,
     cacheTimeout: o.cacheTimeout,
     cacheSize: o.cacheSize,
+    cacheMinFree: o.cacheMinFree,
     split: o.split,
     fuseOptions: o.o,
     foreground: o.f === true,

@@ -62,7 +62,7 @@ async function main(argv: string[]): Promise<number> {
 async function startCore(args: Args, config: MountConfig, log: Logger): Promise<{ core: TahoeFs; client: TahoeClient }> {
   log.info({ root: redact(config.rootCap.text), rootName: config.rootName, nodeUrl: config.nodeUrl }, 'starting');
   const client = new TahoeClient(config.nodeUrl, DEFAULT_TIMEOUTS, log);
-  const cache = new ContentCache(config.cacheDir, client, log, args.cacheSize);
+  const cache = new ContentCache(config.cacheDir, client, log, { maxBytes: args.cacheSize, minFreeBytes: args.cacheMinFree });
   await cache.init();
   const journal = new StagingJournal(cache.stagingDir, log);
   const core = new TahoeFs({ client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log });

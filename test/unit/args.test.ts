@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError } from 'commander';
-import { DEFAULT_CACHE_BYTES } from '../../src/cache/content-cache.js';
+import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../../src/cache/content-cache.js';
 import { DEFAULT_CACHE_TIMEOUT_S, parseArgs, parseSize, UsageError } from '../../src/cli/args.js';
 
 const VERSION = '0.0.0-test';
@@ -28,6 +28,7 @@ describe('parseArgs', () => {
       rootUri: undefined,
       cacheTimeout: DEFAULT_CACHE_TIMEOUT_S,
       cacheSize: DEFAULT_CACHE_BYTES,
+      cacheMinFree: DEFAULT_MIN_FREE_BYTES,
       split: true,
       fuseOptions: [],
       foreground: false,
@@ -74,6 +75,9 @@ describe('parseArgs', () => {
     for (const bad of ['', 'big', '-1M', '4X', '1e9', 'M']) assert.throws(() => parseSize(bad), bad);
     assert.equal(parse(['--cache-size=1G', 'mnt']).cacheSize, 1024 ** 3);
     rejectedByCommander(['--cache-size', 'lots', 'mnt'], 'commander.invalidArgument');
+    assert.equal(parse(['--cache-min-free', '256M', 'mnt']).cacheMinFree, 256 * 1024 ** 2);
+    assert.equal(parse(['--cache-min-free=0', 'mnt']).cacheMinFree, 0);
+    rejectedByCommander(['--cache-min-free', 'some', 'mnt'], 'commander.invalidArgument');
   });
 
   it('collects -o options, repeated and comma-separated, in order', () => {

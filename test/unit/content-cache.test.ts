@@ -76,8 +76,9 @@ describe('ContentCache', () => {
     return { cap, content };
   }
 
-  async function newCache(maxBytes?: number): Promise<ContentCache> {
-    const c = new ContentCache(join(root, '_cache'), client, silentLogger(), maxBytes);
+  /** A cache with no minimum of free space unless asked: the disk these tests run on may be nearly full. */
+  async function newCache(maxBytes?: number, minFreeBytes = 0): Promise<ContentCache> {
+    const c = new ContentCache(join(root, '_cache'), client, silentLogger(), { maxBytes, minFreeBytes });
     await c.init();
     caches.push(c);
     return c;
@@ -171,23 +172,6 @@ describe('ContentCache', () => {
         await rejectsFs(cache.open(cap), 'EIO', /not a cacheable/);
       }
       assert.equal(api.requests.length, 0);
-    });
-
-    it('mutableSnapshot downloads into tmp/, mode 0600, for the caller to remove', async () => {
-      api.handle((_req, res) => res.end('mutable content'));
-      const path = await cache.mutableSnapshot(MDMF);
-      assert.ok(path.startsWith(cache.tmpDir + '/'));
-      assert.equal(await readFile(path, 'utf8'), 'mutable content');
-      assert.equal(await mode(path), 0o600);
-    });
-
-    it('mutableSnapshot maps a gateway error and leaves nothing in tmp/', async () => {
-      api.handle((_req, res) => {
-        res.statusCode = 410;
-        res.end('NoSharesError');
-      });
-      await rejectsFs(cache.mutableSnapshot(MDMF), 'EIO');
-      assert.deepEqual(await readdir(cache.tmpDir), []);
     });
 
     it('newStagingPath gives distinct paths in staging/', () => {
@@ -400,7 +384,7 @@ describe('ContentCache', () => {
     it('a gateway that stays silent fails the read with EIO once the idle bound passes', BOUND, async () => {
       const impatient = new TahoeClient(api.url, { requestMs: 200, idleMs: 200, uploadAnswerMs: 200, retryDelaysMs: [1, 1, 1] });
       try {
-        const c = new ContentCache(join(root, '_cache'), impatient, silentLogger());
+        const c = new ContentCache(join(root, '_cache'), impatient, silentLogger(), { minFreeBytes: 0 });
         await c.init();
         caches.push(c);
         const f = serve(200 * KiB);
@@ -608,6 +592,183 @@ describe('ContentCache', () => {
       assert.equal(small.usedBytes, SIZE);
       assert.equal(await onDisk(small, a), false, 'the older one went');
       assert.ok(await onDisk(small, b));
+    });
+  });
+
+  describe('snapshots of mutable files', () => {
+    /** Serves `content` as the current version of the MDMF file. */
+    const serveMutable = (content: Buffer) => files.set(MDMF.text, content);
+    const snapshotRequests = () => api.requests.filter((r) => r.rawUrl.includes(encodeURIComponent(MDMF.text)));
+
+    it('answers the first bytes while the rest is held, from one GET of the whole file', BOUND, async () => {
+      const content = patternedContent(600 * KiB, 7);
+      serveMutable(content);
+      let resume!: () => void;
+      const held = new Promise<void>((r) => (resume = r));
+      behave = () => ({ holdAfter: 64 * KiB, resume: held });
+      const file = await cache.openMutable(MDMF, content.length);
+      try {
+        assert.ok(file.dataPath.startsWith(cache.tmpDir + '/'));
+        assert.ok((await file.read(1000, 4096)).equals(content.subarray(1000, 5096)));
+        const late = file.read(500 * KiB, 4096); // waits for the one GET, never a request of its own
+        assert.equal(await mode(file.dataPath), 0o600);
+        assert.equal(cache.usedBytes, file.ranges.bytes, 'counted while it lives');
+        resume();
+        assert.ok((await late).equals(content.subarray(500 * KiB, 500 * KiB + 4096)));
+        assert.ok((await file.read(0, content.length)).equals(content));
+        assert.deepEqual(snapshotRequests().map((r) => requestedRange(r)), [undefined], 'one GET, no Range');
+        assert.equal(cache.usedBytes, content.length);
+      } finally {
+        await cache.release(file);
+      }
+      assert.deepEqual(await readdir(cache.tmpDir), [], 'removed at release');
+      assert.deepEqual(await readdir(cache.filesDir), [], 'never persistent');
+      assert.equal(cache.usedBytes, 0);
+    });
+
+    it('each open is a snapshot of its own', BOUND, async () => {
+      serveMutable(Buffer.from('version one'));
+      const one = await cache.openMutable(MDMF, 11);
+      assert.equal((await one.read(0, 100)).toString(), 'version one');
+      serveMutable(Buffer.from('version two'));
+      const two = await cache.openMutable(MDMF, 11);
+      assert.equal((await two.read(0, 100)).toString(), 'version two');
+      assert.equal((await one.read(0, 100)).toString(), 'version one');
+      assert.notEqual(one.dataPath, two.dataPath);
+      await cache.release(one);
+      assert.equal((await two.read(0, 100)).toString(), 'version two');
+      await cache.release(two);
+      assert.deepEqual(await readdir(cache.tmpDir), []);
+    });
+
+    it('a stale listing size: the file ends where the GET ends, and nothing hangs', BOUND, async () => {
+      serveMutable(Buffer.from('short now'));
+      const shorter = await cache.openMutable(MDMF, 100 * KiB);
+      assert.equal((await shorter.read(50 * KiB, 10)).length, 0, 'past the real end: end of file');
+      assert.equal((await shorter.read(0, 100 * KiB)).toString(), 'short now');
+      assert.equal(shorter.size, 9);
+      await cache.release(shorter);
+      const longer = await cache.openMutable(MDMF, 5);
+      assert.equal((await longer.read(0, 100)).toString(), 'short now', 'a read up to the listed end waits for the real end');
+      assert.equal(longer.size, 9);
+      await cache.release(longer);
+      assert.equal(cache.usedBytes, 0);
+    });
+
+    it('a gateway error fails the reads with its errno; the snapshot is not fetched again', BOUND, async () => {
+      api.handle((_req, res) => {
+        res.statusCode = 410;
+        res.end('NoSharesError');
+      });
+      const file = await cache.openMutable(MDMF, 100);
+      await rejectsFs(file.read(0, 10), 'EIO');
+      await rejectsFs(file.read(0, 10), 'EIO');
+      assert.equal(api.requests.length, 1);
+      await cache.release(file);
+      assert.deepEqual(await readdir(cache.tmpDir), []);
+    });
+
+    it('counts towards the cache size: resting contents are evicted for it, the snapshot never', BOUND, async () => {
+      const c = await newCache(300 * KiB);
+      const a = serve(200 * KiB);
+      await readWhole(c, a);
+      const content = patternedContent(200 * KiB, 9);
+      serveMutable(content);
+      const file = await c.openMutable(MDMF, content.length);
+      assert.ok((await file.read(0, content.length)).equals(content));
+      await until(async () => !(await exists(dataPath(c, a))));
+      assert.equal(c.usedBytes, content.length);
+      await c.release(file);
+      assert.equal(c.usedBytes, 0);
+    });
+
+    it('refuses an immutable cap', async () => {
+      await rejectsFs(cache.openMutable(serve(10).cap, 10), 'EIO', /not a mutable/);
+    });
+  });
+
+  describe('accounting', () => {
+    /** Counts every walk over a Map of the cache (by any of the ways to iterate one). */
+    function countWalks(map: Map<unknown, unknown>): { walks: number } {
+      const count = { walks: 0 };
+      for (const name of ['values', 'keys', 'entries', 'forEach', Symbol.iterator] as const) {
+        const original = (map as unknown as Record<PropertyKey, (...a: unknown[]) => unknown>)[name]!;
+        Object.defineProperty(map, name, {
+          value: (...a: unknown[]) => {
+            count.walks++;
+            return original.apply(map, a);
+          },
+        });
+      }
+      return count;
+    }
+
+    /** The bytes present over every content, counted from outside: records on disk, and the open files. */
+    async function sumOverFiles(c: ContentCache, open: CachedFile[]): Promise<number> {
+      let total = 0;
+      const openKeys = new Set<string>();
+      for (const f of open) {
+        total += f.ranges.bytes;
+        openKeys.add(f.key);
+      }
+      for (const name of await readdir(c.filesDir)) {
+        if (!name.endsWith('.meta') || openKeys.has(name.slice(0, -'.meta'.length))) continue;
+        const meta = JSON.parse(await readFile(join(c.filesDir, name), 'utf8')) as CachedFileMeta;
+        total += meta.ranges.reduce((sum, [s, e]) => sum + (e - s), 0);
+      }
+      return total;
+    }
+
+    it('the running total equals the sum over contents after opens, reads, evictions, adoption and releases', BOUND, async () => {
+      const c = await newCache(700 * KiB);
+      const [a, b, d, e] = [serve(300 * KiB), serve(250 * KiB), serve(200 * KiB), serve(150 * KiB)];
+      await readWhole(c, a);
+      const fb = await c.open(b.cap);
+      await readChecked(fb, b, 0, 10 * KiB); // part of b
+      await readChecked(fb, b, 200 * KiB, 10 * KiB); // and a far part
+      assert.equal(c.usedBytes, await sumOverFiles(c, [fb]));
+      const staging = c.newStagingPath();
+      await writeFile(staging, e.content);
+      assert.equal(await c.adopt(staging, e.cap), true);
+      assert.equal(c.usedBytes, await sumOverFiles(c, [fb]));
+      files.set(MDMF.text, patternedContent(100 * KiB, 3));
+      const snap = await c.openMutable(MDMF, 100 * KiB);
+      await snap.read(0, 100 * KiB);
+      const fd = await c.open(d.cap);
+      await readChecked(fd, d, 0, d.content.length); // over the limit: a goes
+      await until(async () => !(await exists(dataPath(c, a))));
+      assert.equal(c.usedBytes, await sumOverFiles(c, [fb, fd, snap]));
+      await c.release(fb);
+      await c.release(snap);
+      assert.equal(c.usedBytes, await sumOverFiles(c, [fd]));
+      const fa = await c.open(a.cap); // evicted: opened afresh, and never read
+      await c.release(fa);
+      await c.release(fd);
+      await readWhole(c, b); // reopened from its record, completed
+      assert.equal(c.usedBytes, await sumOverFiles(c, []));
+      assert.ok(c.usedBytes <= 700 * KiB);
+      assert.equal((await newCache(700 * KiB)).usedBytes, c.usedBytes, 'as a new cache counts it');
+    });
+
+    it('a download growing a content does not walk the resting contents', BOUND, async () => {
+      // 300 resting contents, made as a previous run would have left them.
+      for (let i = 0; i < 300; i++) {
+        const key = `k${String(i).padStart(25, '0')}`;
+        await writeFile(join(cache.filesDir, key), 'abc');
+        const meta: CachedFileMeta = { v: 1, size: 3, ranges: [[0, 3]], lastUsed: i };
+        await writeFile(join(cache.filesDir, `${key}.meta`), JSON.stringify(meta));
+      }
+      const c = await newCache();
+      assert.equal(c.usedBytes, 900);
+      const resting = (c as unknown as { resting: Map<unknown, unknown> }).resting;
+      const count = countWalks(resting);
+      const f = serve(512 * KiB);
+      behave = () => ({ chunkSize: 16 * KiB });
+      const file = await c.open(f.cap);
+      await readChecked(file, f, 0, f.content.length);
+      assert.equal(c.usedBytes, 900 + f.content.length);
+      assert.equal(count.walks, 0, 'walks over the resting contents while 32 chunks arrived');
+      await c.release(file);
     });
   });
 

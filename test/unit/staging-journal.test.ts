@@ -16,7 +16,7 @@ import { parseDirCap, redact } from '../../src/tahoe/caps.js';
 const DIR = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
 
 const record = (over: Partial<StagedRecord> = {}): StagedRecord => ({
-  v: 1, root: redact(DIR), pid: process.pid, parentCap: DIR, name: 'f', path: '/f', base: null, dirty: true, size: 3, ...over,
+  v: 2, root: redact(DIR), owner: { pid: process.pid, start: '123' }, parentCap: DIR, name: 'f', path: '/f', base: null, dirty: true, size: 3, ...over,
 });
 
 describe('StagingJournal', () => {
@@ -52,6 +52,43 @@ describe('StagingJournal', () => {
     await writeFile(join(d, 'bad.json'), '{ not json');
     assert.deepEqual(await journal.list(), []);
     assert.deepEqual((await readdir(d)).sort(), ['bad', 'bad.json', 'bytes-only']);
+  });
+
+  it('sweeps temporary files once, at start: later ones (writes in progress) are left alone', async () => {
+    const d = await mkdtemp(join(dir, 'sweep-'));
+    await writeFile(join(d, 'a.json.tmp'), '{'); // the old fixed name
+    await writeFile(join(d, `b.json.${process.pid}-00ff.tmp`), '{'); // ours, from before this start
+    await writeFile(join(d, 'c.json.4194999-00ff.tmp'), '{'); // a process that is gone (beyond pid_max)
+    await writeFile(join(d, 'd.json.1-00ff.tmp'), '{'); // a live process's write in progress
+    const journal = new StagingJournal(d, silentLogger());
+    await journal.sweep();
+    assert.deepEqual(await readdir(d), ['d.json.1-00ff.tmp']);
+    await writeFile(join(d, `e.json.${process.pid}-00aa.tmp`), '{');
+    await journal.list();
+    await journal.sweep();
+    assert.deepEqual((await readdir(d)).sort(), ['d.json.1-00ff.tmp', `e.json.${process.pid}-00aa.tmp`]);
+  });
+
+  it('reads version 1 records (pid only) as owned by that pid, start unknown', async () => {
+    const d = await mkdtemp(join(dir, 'v1-'));
+    const { owner: _o, v: _v, ...rest } = record();
+    await writeFile(join(d, 's'), 'abc');
+    await writeFile(join(d, 's.json'), JSON.stringify({ ...rest, v: 1, pid: 4242 }));
+    await writeFile(join(d, 't'), 'abc');
+    await writeFile(join(d, 't.json'), JSON.stringify({ ...rest, v: 3 }));
+    const listed = await new StagingJournal(d, silentLogger()).list();
+    assert.deepEqual(listed, [{ stagingPath: join(d, 's'), record: { ...rest, v: 2, owner: { pid: 4242, start: '' } } }]);
+  });
+
+  it('a write that fails rejects and leaves no temporary file, durable or not', async () => {
+    const d = await mkdtemp(join(dir, 'fail-'));
+    const journal = new StagingJournal(d, silentLogger());
+    await writeFile(join(d, 's'), 'abc');
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(join(d, 's.json')); // a directory where the record goes: the rename fails
+    await assert.rejects(journal.write(join(d, 's'), record()), /EISDIR|ENOTEMPTY|EEXIST/);
+    await assert.rejects(journal.write(join(d, 's'), record(), true), /EISDIR|ENOTEMPTY|EEXIST/);
+    assert.deepEqual((await readdir(d)).sort(), ['s', 's.json']);
   });
 });
 
@@ -102,5 +139,40 @@ describe('caps stay out of command lines', () => {
     const title = titleFor(['--root-uri', DIR, '/mnt'], redact);
     assert.ok(!title.includes('3nmylhjqubpdykuwdzv3oeci4m'));
     assert.ok(title.startsWith('blackmatch --root-uri DIR2#'));
+  });
+});
+
+describe('StagingJournal under concurrent passes', () => {
+  it('a record write racing list() never fails and never loses a record', { timeout: 60_000 }, async () => {
+    const d = await mkdtemp(join(tmpdir(), 'bm-journal-race-'));
+    try {
+      const journal = new StagingJournal(d, silentLogger());
+      const paths = Array.from({ length: 16 }, (_, i) => join(d, `s${i}`));
+      for (const p of paths) await writeFile(p, 'x');
+      let writing = true;
+      const lister = (async () => {
+        let passes = 0;
+        while (writing || passes < 3) {
+          await journal.list();
+          passes++;
+        }
+      })();
+      const rounds = 40;
+      const writers = paths.map(async (p, i) => {
+        // One writer per file, as the core queues them; each file's writes follow each other.
+        for (let n = 0; n < rounds; n++) await journal.write(p, record({ name: `f${i}`, size: n }), n % 4 === 0);
+      });
+      const settled = await Promise.allSettled(writers);
+      writing = false;
+      await lister;
+      assert.deepEqual(settled.filter((s) => s.status === 'rejected').map((s) => String((s as PromiseRejectedResult).reason)), []);
+      const listed = new Map((await journal.list()).map((s) => [s.stagingPath, s.record]));
+      for (const [i, p] of paths.entries()) {
+        assert.equal(listed.get(p)?.name, `f${i}`, `record of ${p}`);
+        assert.equal(listed.get(p)?.size, rounds - 1, `last record of ${p}`);
+      }
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
   });
 });
