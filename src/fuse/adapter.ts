@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type * as FuseModule from '@cocalc/fuse-native';
 import { isExpected, toErrno } from '../errors.js';
-import type { Attr, Ops } from '../fs/ops.js';
+import { OP_NAMES, OP_TABLE, type Attr, type Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 
 const require = createRequire(import.meta.url);
@@ -22,18 +22,9 @@ const READAHEAD_KB = 1024;
  * The binding answers a request itself if a handler is silent for this long (a last resort: the core bounds
  * every network wait itself). Data operations may legitimately take long: a close() uploads the whole file.
  */
-const BINDING_TIMEOUT_MS = {
+const BINDING_TIMEOUT_MS: Record<string, number> = {
   default: 180_000,
-  read: 3_600_000,
-  write: 3_600_000,
-  open: 3_600_000,
-  create: 3_600_000,
-  flush: 3_600_000,
-  fsync: 3_600_000,
-  release: 3_600_000,
-  truncate: 3_600_000,
-  ftruncate: 3_600_000,
-  link: 3_600_000,
+  ...Object.fromEntries(OP_NAMES.filter((op) => OP_TABLE[op].long).map((op) => [op, 3_600_000])),
 };
 
 type Reply = (errno: number, ...values: unknown[]) => void;

@@ -3,9 +3,9 @@
 import { connect } from 'node:net';
 import { constants } from 'node:os';
 import { FsError } from '../errors.js';
-import { OP_NAMES, type OpName, type Ops } from '../fs/ops.js';
+import { OP_NAMES, OP_TABLE, type OpName, type Ops } from '../fs/ops.js';
 import { FramedConnection } from './connection.js';
-import { CONTROL, DATA_RESULT, isReply, OP_ARGS, type ServerInfo } from './protocol.js';
+import { CONTROL, isReply, type ServerInfo } from './protocol.js';
 
 /**
  * Deadline for one call: a backstop above the server's own bounds (a rename may make several requests of up to
@@ -13,7 +13,6 @@ import { CONTROL, DATA_RESULT, isReply, OP_ARGS, type ServerInfo } from './proto
  */
 const CALL_DEADLINE_MS = 900_000;
 const DATA_CALL_DEADLINE_MS = 3_600_000;
-const LONG_OPS: ReadonlySet<string> = new Set(['read', 'write', 'open', 'create', 'flush', 'fsync', 'release', 'truncate', 'ftruncate', 'link']);
 
 interface Pending {
   resolve: (value: { result: unknown; data: Buffer | undefined }) => void;
@@ -85,8 +84,8 @@ export class RpcClient {
   }
 
   private async callOp(name: OpName, args: unknown[]): Promise<unknown> {
-    const kinds = OP_ARGS[name];
-    const dataIndex = kinds.indexOf('data');
+    const spec = OP_TABLE[name];
+    const dataIndex = (spec.args as readonly string[]).indexOf('data');
     let data: Buffer | undefined;
     let jsonArgs = args;
     if (dataIndex >= 0) {
@@ -95,9 +94,8 @@ export class RpcClient {
       data = Buffer.from(args[dataIndex] as Buffer);
       jsonArgs = args.filter((_, i) => i !== dataIndex);
     }
-    const deadline = LONG_OPS.has(name) ? DATA_CALL_DEADLINE_MS : CALL_DEADLINE_MS;
-    const reply = await this.call(name, jsonArgs, data, deadline);
-    return DATA_RESULT.has(name) ? (reply.data ?? Buffer.alloc(0)) : reply.result;
+    const reply = await this.call(name, jsonArgs, data, spec.long ? DATA_CALL_DEADLINE_MS : CALL_DEADLINE_MS);
+    return spec.result === 'data' ? (reply.data ?? Buffer.alloc(0)) : reply.result;
   }
 
   call(method: string, args: unknown[], data?: Buffer, deadlineMs = CALL_DEADLINE_MS): Promise<{ result: unknown; data: Buffer | undefined }> {
