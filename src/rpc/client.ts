@@ -1,5 +1,6 @@
 // The client end of the RPC: implements Ops by sending each op to the server, with many calls in flight
 // (FUSE runs ops on several threads). When the connection goes, every pending and later call fails at once.
+// Owns the table of pending calls: an entry leaves it exactly once (reply, deadline, send failure or loss).
 import { connect } from 'node:net';
 import { constants } from 'node:os';
 import { FsError } from '../errors.js';
@@ -75,6 +76,11 @@ export class RpcClient {
     await this.call(CONTROL.shutdown, []);
   }
 
+  /** Calls sent and not yet answered. */
+  get pendingCalls(): number {
+    return this.pending.size;
+  }
+
   onLost(listener: (reason: string) => void): void {
     this.lostListeners.push(listener);
   }
@@ -106,8 +112,18 @@ export class RpcClient {
         this.pending.delete(id);
         reject(new FsError('EIO', `${method}: no reply from the server within ${deadlineMs / 1000} s`));
       }, deadlineMs);
+      // While a call is pending the open connection keeps the process alive, and its loss fails the call:
+      // the deadline alone must never hold an exiting process for up to an hour.
+      timer.unref();
       this.pending.set(id, { resolve, reject, timer });
-      this.conn.send({ id, method, args }, data);
+      try {
+        this.conn.send({ id, method, args }, data);
+      } catch (e) {
+        // Nothing was written (a frame is encoded whole before it is sent): no reply will ever come.
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new FsError('EIO', `${method}: request not sent: ${(e as Error).message}`, { cause: e }));
+      }
     });
   }
 

@@ -201,6 +201,23 @@ describe('RPC client and server over a unix socket', () => {
     assert.equal(byId.get(6)?.result?.size, 3);
   });
 
+  it('fails a request that cannot be sent at once, and keeps nothing pending for it', async () => {
+    const before = client.pendingCalls;
+    const big = Buffer.alloc(MAX_DATA_BYTES + 1);
+    await assert.rejects(ops.write('/f', 1, big, 0), (e: FsError) => e instanceof FsError && e.code === 'EIO' && /not sent.*exceeds/.test(e.message));
+    assert.equal(client.pendingCalls, before);
+    assert.deepEqual(await ops.readdir('/'), ['.', '..', 'a', 'ü b'], 'the connection still works');
+  });
+
+  it('never keeps the process alive for a pending call (the connection does, while it is open)', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const slow = Promise.all(Array.from({ length: 5 }, () => ops.getattr('/slow')));
+    assert.equal(client.pendingCalls, 5);
+    assert.equal(timers(), before);
+    await slow;
+  });
+
   it('fails every pending call at once when the connection is lost', async () => {
     const other = await RpcClient.connect(socketPath);
     const slow = other.asOps().getattr('/slow');
