@@ -8,6 +8,7 @@ import type * as FuseModule from '@cocalc/fuse-native';
 import { isExpected, toErrno } from '../errors.js';
 import { OP_NAMES, OP_TABLE, type Attr, type Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
+import { loggedByServer } from '../rpc/remote-error.js';
 
 const require = createRequire(import.meta.url);
 type FuseOperations = FuseModule.default.OPERATIONS;
@@ -68,7 +69,8 @@ export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
       },
       (err: unknown) => {
         const errno = toErrno(err);
-        if (isExpected(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
+        // A failure in the server was logged there, with its stack: a failure is logged once, where it happened.
+        if (isExpected(err) || loggedByServer(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
         else log.error({ id, op, path, errno, err: err instanceof Error ? err.stack : String(err) }, 'failed');
         fail(-errno);
       },

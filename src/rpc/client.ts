@@ -2,11 +2,11 @@
 // (FUSE runs ops on several threads). When the connection goes, every pending and later call fails at once.
 // Owns the table of pending calls: an entry leaves it exactly once (reply, deadline, send failure or loss).
 import { connect } from 'node:net';
-import { constants } from 'node:os';
 import { FsError } from '../errors.js';
 import { OP_NAMES, OP_TABLE, type OpName, type Ops } from '../fs/ops.js';
 import { FramedConnection } from './connection.js';
 import { CONTROL, isReply, type ServerInfo } from './protocol.js';
+import { RemoteFsError } from './remote-error.js';
 
 /**
  * Deadline for one call: a backstop above the server's own bounds (a rename may make several requests of up to
@@ -137,8 +137,7 @@ export class RpcClient {
     this.pending.delete(json.id);
     clearTimeout(pending.timer);
     if ('error' in json) {
-      const code = json.error.code as ConstructorParameters<typeof FsError>[0];
-      pending.reject(new FsError(code in constants.errno ? code : 'EIO', json.error.message));
+      pending.reject(new RemoteFsError(json.error.code, json.error.message));
     } else {
       pending.resolve({ result: json.result, data });
     }
