@@ -1,13 +1,14 @@
 // The thin FUSE edge: turns any Ops (the core itself, or the RPC client in split mode) into @cocalc/fuse-native
-// handlers. Errors become negative errno numbers here and nowhere else.
+// handlers. Paths become Unicode NFC and errors negative errno numbers here and nowhere else.
 import { createRequire } from 'node:module';
 import { readFile, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type * as FuseModule from '@cocalc/fuse-native';
 import { isExpected, toErrno } from '../errors.js';
-import type { Attr, Ops } from '../fs/ops.js';
+import { OP_NAMES, OP_TABLE, type Attr, type Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
+import { loggedByServer } from '../rpc/remote-error.js';
 
 const require = createRequire(import.meta.url);
 type FuseOperations = FuseModule.default.OPERATIONS;
@@ -22,19 +23,18 @@ const READAHEAD_KB = 1024;
  * The binding answers a request itself if a handler is silent for this long (a last resort: the core bounds
  * every network wait itself). Data operations may legitimately take long: a close() uploads the whole file.
  */
-const BINDING_TIMEOUT_MS = {
+const BINDING_TIMEOUT_MS: Record<string, number> = {
   default: 180_000,
-  read: 3_600_000,
-  write: 3_600_000,
-  open: 3_600_000,
-  create: 3_600_000,
-  flush: 3_600_000,
-  fsync: 3_600_000,
-  release: 3_600_000,
-  truncate: 3_600_000,
-  ftruncate: 3_600_000,
-  link: 3_600_000,
+  ...Object.fromEntries(OP_NAMES.filter((op) => OP_TABLE[op].long).map((op) => [op, 3_600_000])),
 };
+
+/**
+ * Tahoe stores child names in NFC (a name linked in NFD is listed back in NFC), so the core sees every path
+ * in NFC: a file created under a decomposed name is still found after its directory is listed again.
+ */
+function nfc(path: string | undefined): string {
+  return (path ?? '').normalize('NFC');
+}
 
 type Reply = (errno: number, ...values: unknown[]) => void;
 
@@ -60,13 +60,17 @@ function fuseStat(attr: Attr): Record<string, number> {
 
 export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
   let seq = 0;
-  /** Runs one op: logs it at debug level, maps its failure to -errno; never throws into the binding. */
-  function run<T>(op: string, path: string, work: () => Promise<T>, ok: (value: T) => void, fail: (errno: number) => void, bytes?: number): void {
+  /**
+   * Runs one op on the NFC form of its path: logs it at debug level, maps its failure to -errno; never throws
+   * into the binding.
+   */
+  function run<T>(op: string, rawPath: string | undefined, work: (path: string) => Promise<T>, ok: (value: T) => void, fail: (errno: number) => void, bytes?: number): void {
     const id = ++seq;
     const started = performance.now();
+    const path = nfc(rawPath);
     let promise: Promise<T>;
     try {
-      promise = work();
+      promise = work(path);
     } catch (e) {
       promise = Promise.reject(e);
     }
@@ -77,49 +81,50 @@ export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
       },
       (err: unknown) => {
         const errno = toErrno(err);
-        if (isExpected(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
+        // A failure in the server was logged there, with its stack: a failure is logged once, where it happened.
+        if (isExpected(err) || loggedByServer(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
         else log.error({ id, op, path, errno, err: err instanceof Error ? err.stack : String(err) }, 'failed');
         fail(-errno);
       },
     );
   }
-  const simple = (op: string, path: string, work: () => Promise<unknown>, cb: (err: number) => void) =>
+  const simple = (op: string, path: string | undefined, work: (path: string) => Promise<unknown>, cb: (err: number) => void) =>
     run(op, path, work, () => cb(0), cb);
 
   // Handle-based ops (read, write, flush, fsync, release, ftruncate, fgetattr) may come without a path: libfuse
-  // passes none for a file unlinked while open. The core needs only the handle for them.
+  // passes none for a file unlinked while open. The core needs only the handle for them (it gets '').
   const handlers: FuseOperations = {
-    getattr: (path, cb) => run('getattr', path, () => ops.getattr(path), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
+    getattr: (path, cb) => run('getattr', path, (p) => ops.getattr(p), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
     // Our patch of the binding calls fgetattr with the handle: after unlink (hard_remove) there is no path.
-    fgetattr: (path, fd, cb) => run('fgetattr', path, () => ops.fgetattr(path ?? '', fd), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
-    readdir: (path, cb) => run('readdir', path, () => ops.readdir(path), (names) => cb(0, names), (e) => cb(e)),
-    access: (path, mode, cb) => simple('access', path, () => ops.access(path, mode), cb),
-    statfs: (path, cb) => run('statfs', path, () => ops.statfs(path), (s) => cb(0, { ...s, fsid: 0, flag: 0 }), (e) => cb(e)),
-    open: (path, flags, cb) => run('open', path, () => ops.open(path, flags), (fh) => cb(0, fh), (e) => cb(e)),
-    create: (path, mode, cb) => run('create', path, () => ops.create(path, mode), (fh) => cb(0, fh), (e) => cb(e)),
+    fgetattr: (path, fd, cb) => run('fgetattr', path, (p) => ops.fgetattr(p, fd), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
+    readdir: (path, cb) => run('readdir', path, (p) => ops.readdir(p), (names) => cb(0, names), (e) => cb(e)),
+    access: (path, mode, cb) => simple('access', path, (p) => ops.access(p, mode), cb),
+    statfs: (path, cb) => run('statfs', path, (p) => ops.statfs(p), (s) => cb(0, { ...s, fsid: 0, flag: 0 }), (e) => cb(e)),
+    open: (path, flags, cb) => run('open', path, (p) => ops.open(p, flags), (fh) => cb(0, fh), (e) => cb(e)),
+    create: (path, mode, cb) => run('create', path, (p) => ops.create(p, mode), (fh) => cb(0, fh), (e) => cb(e)),
     read: (path, fh, buffer, length, position, cb) =>
       ops.readInto
-        ? run('read', path, () => ops.readInto!(path ?? '', fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length)
-        : run('read', path, () => ops.read(path ?? '', fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e), length),
+        ? run('read', path, (p) => ops.readInto!(p, fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length)
+        : run('read', path, (p) => ops.read(p, fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e), length),
     write: (path, fh, buffer, length, position, cb) =>
       // The binding's buffer stays valid until we answer (then it is detached): an op must not keep it longer.
-      run('write', path, () => ops.write(path ?? '', fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length),
-    flush: (path, fh, cb) => simple('flush', path, () => ops.flush(path ?? '', fh), cb),
+      run('write', path, (p) => ops.write(p, fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length),
+    flush: (path, fh, cb) => simple('flush', path, (p) => ops.flush(p, fh), cb),
     // The binding passes datasync as 0/1 whatever its typings say; the RPC checks for a boolean.
-    fsync: (path, datasync, fh, cb) => simple('fsync', path, () => ops.fsync(path ?? '', fh, Boolean(datasync)), cb),
-    release: (path, fh, cb) => simple('release', path, () => ops.release(path ?? '', fh), cb),
-    truncate: (path, size, cb) => simple('truncate', path, () => ops.truncate(path, size), cb),
-    ftruncate: (path, fh, size, cb) => simple('ftruncate', path, () => ops.ftruncate(path ?? '', fh, size), cb),
-    mkdir: (path, mode, cb) => simple('mkdir', path, () => ops.mkdir(path, mode), cb),
-    rmdir: (path, cb) => simple('rmdir', path, () => ops.rmdir(path), cb),
-    unlink: (path, cb) => simple('unlink', path, () => ops.unlink(path), cb),
-    rename: (from, to, cb) => simple('rename', from, () => ops.rename(from, to), cb),
-    link: (from, to, cb) => simple('link', from, () => ops.link(from, to), cb),
+    fsync: (path, datasync, fh, cb) => simple('fsync', path, (p) => ops.fsync(p, fh, Boolean(datasync)), cb),
+    release: (path, fh, cb) => simple('release', path, (p) => ops.release(p, fh), cb),
+    truncate: (path, size, cb) => simple('truncate', path, (p) => ops.truncate(p, size), cb),
+    ftruncate: (path, fh, size, cb) => simple('ftruncate', path, (p) => ops.ftruncate(p, fh, size), cb),
+    mkdir: (path, mode, cb) => simple('mkdir', path, (p) => ops.mkdir(p, mode), cb),
+    rmdir: (path, cb) => simple('rmdir', path, (p) => ops.rmdir(p), cb),
+    unlink: (path, cb) => simple('unlink', path, (p) => ops.unlink(p), cb),
+    rename: (from, to, cb) => simple('rename', from, (f) => ops.rename(f, nfc(to)), cb),
+    link: (from, to, cb) => simple('link', from, (f) => ops.link(f, nfc(to)), cb),
     // Our patch of the binding passes nanoseconds as BigInt (the typings still say Date).
     utimens: (path, atime, mtime, cb) =>
-      simple('utimens', path, () => ops.utimens(path, String(atime as unknown as bigint), String(mtime as unknown as bigint)), cb),
-    chmod: (path, mode, cb) => simple('chmod', path, () => ops.chmod(path, mode), cb),
-    chown: (path, uid, gid, cb) => simple('chown', path, () => ops.chown(path, uid, gid), cb),
+      simple('utimens', path, (p) => ops.utimens(p, String(atime as unknown as bigint), String(mtime as unknown as bigint)), cb),
+    chmod: (path, mode, cb) => simple('chmod', path, (p) => ops.chmod(p, mode), cb),
+    chown: (path, uid, gid, cb) => simple('chown', path, (p) => ops.chown(p, uid, gid), cb),
   };
   return handlers;
 }

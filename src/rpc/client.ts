@@ -1,11 +1,12 @@
 // The client end of the RPC: implements Ops by sending each op to the server, with many calls in flight
 // (FUSE runs ops on several threads). When the connection goes, every pending and later call fails at once.
+// Owns the table of pending calls: an entry leaves it exactly once (reply, deadline, send failure or loss).
 import { connect } from 'node:net';
-import { constants } from 'node:os';
 import { FsError } from '../errors.js';
-import { OP_NAMES, type OpName, type Ops } from '../fs/ops.js';
+import { OP_NAMES, OP_TABLE, type OpName, type Ops } from '../fs/ops.js';
 import { FramedConnection } from './connection.js';
-import { CONTROL, DATA_RESULT, isReply, OP_ARGS, type ServerInfo } from './protocol.js';
+import { CONTROL, isReply, type ServerInfo } from './protocol.js';
+import { RemoteFsError } from './remote-error.js';
 
 /**
  * Deadline for one call: a backstop above the server's own bounds (a rename may make several requests of up to
@@ -13,7 +14,6 @@ import { CONTROL, DATA_RESULT, isReply, OP_ARGS, type ServerInfo } from './proto
  */
 const CALL_DEADLINE_MS = 900_000;
 const DATA_CALL_DEADLINE_MS = 3_600_000;
-const LONG_OPS: ReadonlySet<string> = new Set(['read', 'write', 'open', 'create', 'flush', 'fsync', 'release', 'truncate', 'ftruncate', 'link']);
 
 interface Pending {
   resolve: (value: { result: unknown; data: Buffer | undefined }) => void;
@@ -76,6 +76,11 @@ export class RpcClient {
     await this.call(CONTROL.shutdown, []);
   }
 
+  /** Calls sent and not yet answered. */
+  get pendingCalls(): number {
+    return this.pending.size;
+  }
+
   onLost(listener: (reason: string) => void): void {
     this.lostListeners.push(listener);
   }
@@ -85,8 +90,8 @@ export class RpcClient {
   }
 
   private async callOp(name: OpName, args: unknown[]): Promise<unknown> {
-    const kinds = OP_ARGS[name];
-    const dataIndex = kinds.indexOf('data');
+    const spec = OP_TABLE[name];
+    const dataIndex = (spec.args as readonly string[]).indexOf('data');
     let data: Buffer | undefined;
     let jsonArgs = args;
     if (dataIndex >= 0) {
@@ -95,9 +100,8 @@ export class RpcClient {
       data = Buffer.from(args[dataIndex] as Buffer);
       jsonArgs = args.filter((_, i) => i !== dataIndex);
     }
-    const deadline = LONG_OPS.has(name) ? DATA_CALL_DEADLINE_MS : CALL_DEADLINE_MS;
-    const reply = await this.call(name, jsonArgs, data, deadline);
-    return DATA_RESULT.has(name) ? (reply.data ?? Buffer.alloc(0)) : reply.result;
+    const reply = await this.call(name, jsonArgs, data, spec.long ? DATA_CALL_DEADLINE_MS : CALL_DEADLINE_MS);
+    return spec.result === 'data' ? (reply.data ?? Buffer.alloc(0)) : reply.result;
   }
 
   call(method: string, args: unknown[], data?: Buffer, deadlineMs = CALL_DEADLINE_MS): Promise<{ result: unknown; data: Buffer | undefined }> {
@@ -108,8 +112,18 @@ export class RpcClient {
         this.pending.delete(id);
         reject(new FsError('EIO', `${method}: no reply from the server within ${deadlineMs / 1000} s`));
       }, deadlineMs);
+      // While a call is pending the open connection keeps the process alive, and its loss fails the call:
+      // the deadline alone must never hold an exiting process for up to an hour.
+      timer.unref();
       this.pending.set(id, { resolve, reject, timer });
-      this.conn.send({ id, method, args }, data);
+      try {
+        this.conn.send({ id, method, args }, data);
+      } catch (e) {
+        // Nothing was written (a frame is encoded whole before it is sent): no reply will ever come.
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new FsError('EIO', `${method}: request not sent: ${(e as Error).message}`, { cause: e }));
+      }
     });
   }
 
@@ -123,8 +137,7 @@ export class RpcClient {
     this.pending.delete(json.id);
     clearTimeout(pending.timer);
     if ('error' in json) {
-      const code = json.error.code as ConstructorParameters<typeof FsError>[0];
-      pending.reject(new FsError(code in constants.errno ? code : 'EIO', json.error.message));
+      pending.reject(new RemoteFsError(json.error.code, json.error.message));
     } else {
       pending.resolve({ result: json.result, data });
     }

@@ -1,38 +1,7 @@
 // The RPC's wire messages and its flat method namespace, shared by client and server. Every filesystem op
-// is a method of the same name (the Ops interface); a few control methods manage the server itself.
-import type { OpName } from '../fs/ops.js';
-
-/** Argument kinds, checked by the server before dispatch. 'data' is the frame's raw bytes, not a JSON value. */
-type ArgKind = 'string' | 'number' | 'boolean' | 'data';
-
-/** Arguments of each op, in Ops order; the one 'data' argument (write) travels as the frame's raw bytes. */
-export const OP_ARGS: Record<OpName, ArgKind[]> = {
-  getattr: ['string'],
-  fgetattr: ['string', 'number'],
-  readdir: ['string'],
-  access: ['string', 'number'],
-  statfs: ['string'],
-  open: ['string', 'number'],
-  create: ['string', 'number'],
-  read: ['string', 'number', 'number', 'number'],
-  write: ['string', 'number', 'data', 'number'],
-  flush: ['string', 'number'],
-  fsync: ['string', 'number', 'boolean'],
-  release: ['string', 'number'],
-  truncate: ['string', 'number'],
-  ftruncate: ['string', 'number', 'number'],
-  mkdir: ['string', 'number'],
-  rmdir: ['string'],
-  unlink: ['string'],
-  rename: ['string', 'string'],
-  link: ['string', 'string'],
-  utimens: ['string', 'string', 'string'],
-  chmod: ['string', 'number'],
-  chown: ['string', 'number', 'number'],
-};
-
-/** Ops whose result is bytes (sent raw, not as JSON). */
-export const DATA_RESULT: ReadonlySet<string> = new Set(['read']);
+// is a method of the same name, its arguments checked against the op table (fs/ops.ts); a few control
+// methods manage the server itself.
+import { OP_TABLE, type OpName } from '../fs/ops.js';
 
 /** Control methods, answered by the server process rather than the filesystem core. */
 export const CONTROL = {
@@ -80,7 +49,7 @@ export function isReply(v: unknown): v is Reply {
  * of the 'data' argument; undefined when they do not fit.
  */
 export function checkArgs(method: OpName, args: unknown[], data: Buffer | undefined): unknown[] | undefined {
-  const kinds = OP_ARGS[method];
+  const kinds = OP_TABLE[method].args;
   const jsonKinds = kinds.filter((k) => k !== 'data');
   if (args.length !== jsonKinds.length) return undefined;
   const out: unknown[] = [];

@@ -4,10 +4,10 @@ import { chmod, rm } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
 import { FsError, isExpected, toErrno } from '../errors.js';
-import type { OpName, Ops } from '../fs/ops.js';
+import { isOpName, OP_TABLE, type Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 import { FramedConnection } from './connection.js';
-import { checkArgs, CONTROL, DATA_RESULT, isRequest, OP_ARGS, type Reply, type ServerInfo } from './protocol.js';
+import { checkArgs, CONTROL, isRequest, type Reply, type ServerInfo } from './protocol.js';
 
 export interface RpcServerOptions {
   socketPath: string;
@@ -93,14 +93,14 @@ export class RpcServer {
         setImmediate(() => this.opts.onShutdownRequest());
         return { reply: { id, result: null } };
       }
-      if (!Object.hasOwn(OP_ARGS, method)) throw new FsError('ENOSYS', `unknown method "${method.slice(0, 64)}"`);
-      const op = method as OpName;
+      if (!isOpName(method)) throw new FsError('ENOSYS', `unknown method "${method.slice(0, 64)}"`);
+      const op = method;
       const checked = checkArgs(op, args, data);
       if (!checked) throw new FsError('EINVAL', `wrong arguments for ${op}`);
       const fn = this.opts.core[op] as (...a: unknown[]) => Promise<unknown>;
       const result = await fn.apply(this.opts.core, checked);
       log.debug({ id, op, path: checked[0], ms: +(performance.now() - started).toFixed(2) }, 'ok');
-      if (DATA_RESULT.has(op)) return { reply: { id, result: null }, data: result as Buffer };
+      if (OP_TABLE[op].result === 'data') return { reply: { id, result: null }, data: result as Buffer };
       return { reply: { id, result: result ?? null } };
     } catch (e) {
       const errno = toErrno(e);

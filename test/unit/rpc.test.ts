@@ -12,6 +12,7 @@ import type { Attr, Ops } from '../../src/fs/ops.js';
 import { silentLogger } from '../../src/log.js';
 import { RpcClient } from '../../src/rpc/client.js';
 import { encodeFrame, FrameDecoder, FrameError, HEADER_BYTES, MAGIC, MAX_DATA_BYTES } from '../../src/rpc/frame.js';
+import { loggedByServer, RemoteFsError } from '../../src/rpc/remote-error.js';
 import { RpcServer } from '../../src/rpc/server.js';
 
 const ATTR: Attr = { mode: 0o100644, size: 3, nlink: 1, uid: 0, gid: 0, atime: { sec: 1, nsec: 2 }, mtime: { sec: 3, nsec: 4 }, ctime: { sec: 5, nsec: 6 } };
@@ -124,6 +125,18 @@ describe('RPC client and server over a unix socket', () => {
     assert.deepEqual(await client.info(), { pid: process.pid, mountpoint: '/mnt/x', rootName: 'tahoe' });
   });
 
+  it('marks the errors that came back from the server, and only those, as logged there', async () => {
+    await assert.rejects(ops.getattr('/missing'), (e: FsError) => e instanceof RemoteFsError && loggedByServer(e));
+    await assert.rejects(ops.getattr('/bug'), (e: FsError) => e instanceof RemoteFsError && loggedByServer(e) && e.code === 'EIO');
+    const big = Buffer.alloc(MAX_DATA_BYTES + 1);
+    await assert.rejects(ops.write('/f', 1, big, 0), (e: FsError) => e instanceof FsError && !loggedByServer(e));
+  });
+
+  it('maps an errno name this platform does not know (or an inherited property name) to EIO', () => {
+    for (const code of ['EWHATEVER', 'toString', '__proto__', 42, undefined]) assert.equal(new RemoteFsError(code, 'm').code, 'EIO');
+    assert.equal(new RemoteFsError('ENOENT', 'm').errno, 2);
+  });
+
   it('answers 200 concurrent calls, each with its own reply', async () => {
     const paths = Array.from({ length: 200 }, (_, i) => (i % 7 === 0 ? '/slow' : '/' + 'p'.repeat(i)));
     const results = await Promise.all(paths.map((p) => ops.getattr(p)));
@@ -199,6 +212,23 @@ describe('RPC client and server over a unix socket', () => {
     assert.equal(byId.get(4)?.error?.code, 'EINVAL');
     assert.equal(byId.get(5)?.error?.code, 'ENOSYS');
     assert.equal(byId.get(6)?.result?.size, 3);
+  });
+
+  it('fails a request that cannot be sent at once, and keeps nothing pending for it', async () => {
+    const before = client.pendingCalls;
+    const big = Buffer.alloc(MAX_DATA_BYTES + 1);
+    await assert.rejects(ops.write('/f', 1, big, 0), (e: FsError) => e instanceof FsError && e.code === 'EIO' && /not sent.*exceeds/.test(e.message));
+    assert.equal(client.pendingCalls, before);
+    assert.deepEqual(await ops.readdir('/'), ['.', '..', 'a', 'ü b'], 'the connection still works');
+  });
+
+  it('never keeps the process alive for a pending call (the connection does, while it is open)', async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const slow = Promise.all(Array.from({ length: 5 }, () => ops.getattr('/slow')));
+    assert.equal(client.pendingCalls, 5);
+    assert.equal(timers(), before);
+    await slow;
   });
 
   it('fails every pending call at once when the connection is lost', async () => {
