@@ -39,3 +39,20 @@ export function fromLocalFs(err: unknown, what: string): FsError {
 export function isExpected(err: unknown): boolean {
   return err instanceof FsError && err.code !== 'EIO';
 }
+
+/**
+ * A failure that happened in another process (the server, in split mode) and came back over the RPC. That
+ * process logged it where it happened, so an edge here logs it only at debug level: each failure is logged once.
+ */
+export class RemoteFsError extends FsError {
+  /** An errno name this platform does not know (or none) becomes EIO. */
+  constructor(code: unknown, message: string) {
+    super(typeof code === 'string' && Object.hasOwn(constants.errno, code) ? (code as ErrnoName) : 'EIO', message);
+    this.name = 'RemoteFsError';
+  }
+}
+
+/** Whether a failure was already logged by the process where it happened. */
+export function loggedElsewhere(err: unknown): boolean {
+  return err instanceof RemoteFsError;
+}

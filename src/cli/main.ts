@@ -14,6 +14,7 @@ import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathF
 import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
 import { lockRoot } from '../process/root-lock.js';
+import { processAlive } from '../process/alive.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
 import { argvForChild, parseArgs, titleFor, type Args } from './args.js';
@@ -65,7 +66,10 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
   const cache = new ContentCache(config.cacheDir, client, log, { maxBytes: args.cacheSize, minFreeBytes: args.cacheMinFree });
   await cache.init();
   const journal = new StagingJournal(cache.stagingDir, log);
-  const core = new TahoeFs({ client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log });
+  const core = new TahoeFs({
+    client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log,
+    owner: { pid: process.pid, start: '' }, isAlive: (o) => processAlive(o.pid),
+  });
   await core.start();
   return { core, client };
 }

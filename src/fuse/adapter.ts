@@ -5,10 +5,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type * as FuseModule from '@cocalc/fuse-native';
-import { isExpected, toErrno } from '../errors.js';
+import { isExpected, loggedElsewhere, toErrno } from '../errors.js';
 import { OP_NAMES, OP_TABLE, type Attr, type Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
-import { loggedByServer } from '../rpc/remote-error.js';
 
 const require = createRequire(import.meta.url);
 type FuseOperations = FuseModule.default.OPERATIONS;
@@ -82,7 +81,7 @@ export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
       (err: unknown) => {
         const errno = toErrno(err);
         // A failure in the server was logged there, with its stack: a failure is logged once, where it happened.
-        if (isExpected(err) || loggedByServer(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
+        if (isExpected(err) || loggedElsewhere(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
         else log.error({ id, op, path, errno, err: err instanceof Error ? err.stack : String(err) }, 'failed');
         fail(-errno);
       },

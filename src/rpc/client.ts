@@ -2,11 +2,10 @@
 // (FUSE runs ops on several threads). When the connection goes, every pending and later call fails at once.
 // Owns the table of pending calls: an entry leaves it exactly once (reply, deadline, send failure or loss).
 import { connect } from 'node:net';
-import { FsError } from '../errors.js';
+import { FsError, RemoteFsError } from '../errors.js';
 import { OP_NAMES, OP_TABLE, type OpName, type Ops } from '../fs/ops.js';
 import { FramedConnection } from './connection.js';
 import { CONTROL, isReply, type ServerInfo } from './protocol.js';
-import { RemoteFsError } from './remote-error.js';
 
 /**
  * Deadline for one call: a backstop above the server's own bounds (a rename may make several requests of up to

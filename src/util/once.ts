@@ -1,5 +1,5 @@
-// Small concurrency helpers that several rooms need: a promise shared by every caller until it fails, and a
-// job that runs one pass at a time, once more if asked again while it ran.
+// Small concurrency helpers that several rooms need: a promise shared by every caller until it fails, a job
+// that runs one pass at a time (once more if asked again while it ran), and a lock.
 
 /**
  * Shares one in-flight promise per key: callers that come while it runs get the same promise; a failure is
@@ -84,5 +84,39 @@ export class Coalesced {
   /** Resolves when no pass runs (for shutdown). */
   async idle(): Promise<void> {
     while (this.running) await this.running.catch(() => undefined);
+  }
+}
+
+let nextMutexId = 0;
+
+/** A lock for work that must not interleave across awaits (e.g. linking a file and renaming it). */
+export class Mutex {
+  /** Locks are always taken in this order (see withLocks), so two holders of two locks cannot deadlock. */
+  readonly id = nextMutexId++;
+  private tail: Promise<void> = Promise.resolve();
+
+  async lock(): Promise<() => void> {
+    let unlock!: () => void;
+    const mine = new Promise<void>((resolve) => (unlock = resolve));
+    const before = this.tail;
+    this.tail = before.then(() => mine);
+    await before;
+    return unlock;
+  }
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    return withLocks([this], fn);
+  }
+}
+
+/** Runs `fn` holding every lock given (duplicates and undefined allowed), taken in a fixed order. */
+export async function withLocks<T>(mutexes: Array<Mutex | undefined>, fn: () => Promise<T>): Promise<T> {
+  const ordered = [...new Set(mutexes.filter((m): m is Mutex => m !== undefined))].sort((a, b) => a.id - b.id);
+  const unlocks: Array<() => void> = [];
+  try {
+    for (const m of ordered) unlocks.push(await m.lock());
+    return await fn();
+  } finally {
+    for (const unlock of unlocks.reverse()) unlock();
   }
 }

@@ -7,12 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
-import { FsError } from '../../src/errors.js';
+import { FsError, loggedElsewhere, RemoteFsError } from '../../src/errors.js';
 import type { Attr, Ops } from '../../src/fs/ops.js';
 import { silentLogger } from '../../src/log.js';
 import { RpcClient } from '../../src/rpc/client.js';
 import { encodeFrame, FrameDecoder, FrameError, HEADER_BYTES, MAGIC, MAX_DATA_BYTES } from '../../src/rpc/frame.js';
-import { loggedByServer, RemoteFsError } from '../../src/rpc/remote-error.js';
 import { RpcServer } from '../../src/rpc/server.js';
 
 const ATTR: Attr = { mode: 0o100644, size: 3, nlink: 1, uid: 0, gid: 0, atime: { sec: 1, nsec: 2 }, mtime: { sec: 3, nsec: 4 }, ctime: { sec: 5, nsec: 6 } };
@@ -126,10 +125,10 @@ describe('RPC client and server over a unix socket', () => {
   });
 
   it('marks the errors that came back from the server, and only those, as logged there', async () => {
-    await assert.rejects(ops.getattr('/missing'), (e: FsError) => e instanceof RemoteFsError && loggedByServer(e));
-    await assert.rejects(ops.getattr('/bug'), (e: FsError) => e instanceof RemoteFsError && loggedByServer(e) && e.code === 'EIO');
+    await assert.rejects(ops.getattr('/missing'), (e: FsError) => e instanceof RemoteFsError && loggedElsewhere(e));
+    await assert.rejects(ops.getattr('/bug'), (e: FsError) => e instanceof RemoteFsError && loggedElsewhere(e) && e.code === 'EIO');
     const big = Buffer.alloc(MAX_DATA_BYTES + 1);
-    await assert.rejects(ops.write('/f', 1, big, 0), (e: FsError) => e instanceof FsError && !loggedByServer(e));
+    await assert.rejects(ops.write('/f', 1, big, 0), (e: FsError) => e instanceof FsError && !loggedElsewhere(e));
   });
 
   it('maps an errno name this platform does not know (or an inherited property name) to EIO', () => {

@@ -1,0 +1,200 @@
+// Directories as the core sees them: listings (one `?t=json` request each, trusted for --cache-timeout), path
+// lookup from the root cap, and the name policy (which Tahoe names a POSIX directory can show).
+//
+// State, all changed across awaits:
+// - `listings`: a bounded LRU (count and bytes), so that a walk over a large tree cannot grow the process
+//   without limit. A listing is replaced whole when fetched again, and patched by the ops that change a
+//   directory (so that they need not fetch it again). Listings of directories that hold open files are
+//   pinned: an evicted pinned listing moves to `pinned` until its last pin goes.
+// - `fetching`: one fetch per directory at a time; patches made while it runs are replayed onto its result
+//   (they may be newer than what the gateway answered).
+import { LRUCache } from 'lru-cache';
+import { FsError } from '../errors.js';
+import type { Cap } from '../tahoe/caps.js';
+import type { ChildInfo, TahoeClient } from '../tahoe/client.js';
+import { capTextOf, entryWritable } from '../tahoe/links.js';
+import { InFlight } from '../util/once.js';
+
+export const NAME_MAX_BYTES = 255;
+
+/** A directory we can list: its cap, and whether we may change it. */
+export interface DirRef {
+  cap: string;
+  writable: boolean;
+}
+
+export interface Listing {
+  fetchedAt: number;
+  children: Map<string, ChildInfo>;
+  /** Estimated memory held, for the cache's byte bound. */
+  bytes: number;
+}
+
+export interface Lookup {
+  parent: DirRef;
+  name: string;
+  child: ChildInfo | undefined;
+}
+
+export interface DirectoriesOptions {
+  client: TahoeClient;
+  rootCap: Cap;
+  /** How long a listing is trusted; 0 fetches again on every use. */
+  cacheTimeoutMs: number;
+  /** Bounds of the listing cache. */
+  maxListings?: number;
+  maxListingBytes?: number;
+}
+
+const DEFAULT_MAX_LISTINGS = 4096;
+const DEFAULT_MAX_LISTING_BYTES = 64 * 1024 * 1024;
+/** Rough cost of one entry beyond its strings: the Map slot, the object, its metadata. */
+const ENTRY_OVERHEAD_BYTES = 400;
+
+type Patch = [name: string, child: ChildInfo | undefined];
+
+export class Directories {
+  readonly root: DirRef;
+  private readonly client: TahoeClient;
+  private readonly cacheTimeoutMs: number;
+  private readonly listings: LRUCache<string, Listing>;
+  private readonly pinned = new Map<string, Listing>();
+  private readonly pins = new Map<string, number>();
+  private readonly fetching = new InFlight<string, Listing>();
+  private readonly patchesDuringFetch = new Map<string, Patch[]>();
+
+  constructor(opts: DirectoriesOptions) {
+    this.client = opts.client;
+    this.cacheTimeoutMs = opts.cacheTimeoutMs;
+    this.root = { cap: opts.rootCap.text, writable: opts.rootCap.writable };
+    this.listings = new LRUCache<string, Listing>({
+      max: opts.maxListings ?? DEFAULT_MAX_LISTINGS,
+      maxSize: opts.maxListingBytes ?? DEFAULT_MAX_LISTING_BYTES,
+      sizeCalculation: (listing) => Math.max(1, listing.bytes),
+      dispose: (listing, cap, reason) => {
+        if (reason === 'evict' && this.pins.has(cap)) this.pinned.set(cap, listing);
+      },
+    });
+  }
+
+  /** Listings held in memory (for tests and status). */
+  get cachedListings(): number {
+    return this.listings.size + this.pinned.size;
+  }
+
+  /** Keeps the listing of `dirCap` in memory until unpin(): a directory that holds open files. */
+  pin(dirCap: string): void {
+    this.pins.set(dirCap, (this.pins.get(dirCap) ?? 0) + 1);
+  }
+
+  unpin(dirCap: string): void {
+    const n = (this.pins.get(dirCap) ?? 0) - 1;
+    if (n > 0) {
+      this.pins.set(dirCap, n);
+      return;
+    }
+    this.pins.delete(dirCap);
+    const listing = this.pinned.get(dirCap);
+    this.pinned.delete(dirCap);
+    if (listing && !this.listings.has(dirCap)) this.listings.set(dirCap, listing);
+  }
+
+  /** The directory at `path` ('/' is the root). */
+  async resolveDir(path: string): Promise<DirRef> {
+    if (path === '/') return this.root;
+    const { child } = await this.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
+    if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
+    return dirRefOf(child);
+  }
+
+  /** The parent directory of `path`, the last name, and the entry there (if any). */
+  async lookup(path: string): Promise<Lookup> {
+    const parts = path.split('/').filter((p) => p !== '');
+    if (parts.length === 0) throw new FsError('EINVAL', 'the root has no parent');
+    for (const part of parts) {
+      if (Buffer.byteLength(part) > NAME_MAX_BYTES) throw new FsError('ENAMETOOLONG', `name too long: ${path}`);
+    }
+    let dir = this.root;
+    for (const part of parts.slice(0, -1)) {
+      const child = (await this.listing(dir)).children.get(part);
+      if (!child) throw new FsError('ENOENT', `no such directory: ${part} in ${path}`);
+      if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${part} in ${path}`);
+      dir = dirRefOf(child);
+    }
+    const name = parts[parts.length - 1]!;
+    return { parent: dir, name, child: (await this.listing(dir)).children.get(name) };
+  }
+
+  /** The listing of `dir`, from memory while it is trusted; `fresh` asks the gateway in any case. */
+  async listing(dir: DirRef, fresh = false): Promise<Listing> {
+    const cached = this.cached(dir.cap);
+    if (!fresh && cached && Date.now() - cached.fetchedAt < this.cacheTimeoutMs) return cached;
+    if (fresh && this.fetching.has(dir.cap)) await this.fetching.get(dir.cap)!.catch(() => undefined); // began before us
+    return this.fetching.run(dir.cap, () => this.fetch(dir.cap));
+  }
+
+  private async fetch(dirCap: string): Promise<Listing> {
+    const started = Date.now();
+    this.patchesDuringFetch.set(dirCap, []);
+    try {
+      const { children } = await this.client.listDir(dirCap);
+      for (const [name, child] of this.patchesDuringFetch.get(dirCap) ?? []) {
+        if (child) children.set(name, child);
+        else children.delete(name);
+      }
+      const listing: Listing = { fetchedAt: started, children, bytes: estimateBytes(children) };
+      this.pinned.delete(dirCap);
+      this.listings.set(dirCap, listing);
+      return listing;
+    } finally {
+      this.patchesDuringFetch.delete(dirCap);
+    }
+  }
+
+  /** Applies a change we made to a directory to its listing, so that it need not be fetched again. */
+  patch(dirCap: string, name: string, child: ChildInfo | undefined): void {
+    this.patchesDuringFetch.get(dirCap)?.push([name, child]);
+    const listing = this.cached(dirCap);
+    if (!listing) return;
+    if (child) listing.children.set(name, child);
+    else listing.children.delete(name);
+  }
+
+  /** Drops a listing (its directory was removed). */
+  forget(dirCap: string): void {
+    this.listings.delete(dirCap);
+    this.pinned.delete(dirCap);
+  }
+
+  private cached(dirCap: string): Listing | undefined {
+    return this.listings.get(dirCap) ?? this.pinned.get(dirCap);
+  }
+}
+
+export function dirRefOf(child: ChildInfo): DirRef {
+  const cap = capTextOf(child);
+  if (!cap) throw new FsError('EIO', `directory entry without a cap: ${child.name}`);
+  return { cap, writable: entryWritable(child) };
+}
+
+/** Names a POSIX directory cannot show are hidden (see README, "Known limits"). */
+export function isShowableName(name: string): boolean {
+  return (
+    name !== '' &&
+    name !== '.' &&
+    name !== '..' &&
+    !name.includes('/') &&
+    !name.includes('\0') &&
+    !LONE_SURROGATE.test(name) && // not valid Unicode: it would reach programs as U+FFFD, naming nothing
+    Buffer.byteLength(name) <= NAME_MAX_BYTES
+  );
+}
+
+const LONE_SURROGATE = /\p{Cs}/u;
+
+function estimateBytes(children: Map<string, ChildInfo>): number {
+  let bytes = 0;
+  for (const [name, c] of children) bytes += ENTRY_OVERHEAD_BYTES + 2 * (name.length + (c.rwUri?.length ?? 0) + (c.roUri?.length ?? 0));
+  return bytes;
+}

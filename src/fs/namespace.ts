@@ -1,0 +1,169 @@
+// Operations on names: mkdir, rmdir, unlink, rename, link, utimens. Each is one or two web-API requests on the
+// parent directories, then a patch of the cached listings.
+//
+// An open file's link may be written by its upload at any moment (write-back.ts). So an op on the name of an
+// open file holds that file's `linkLock` while it looks the entry up and changes it: the upload's link then
+// lands either before (and is what the op renames or removes) or after (at the file's new place, or nowhere
+// once it is unlinked). A name that is not open is never linked by anyone here but the op itself.
+import { FsError } from '../errors.js';
+import type { TahoeClient } from '../tahoe/client.js';
+import { linkTargetOf, newLinkMetadata, parseNs, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
+import { withLocks } from '../util/once.js';
+import { dirRefOf, type DirRef, type Directories } from './directories.js';
+import type { OpenFile, OpenFiles } from './open-files.js';
+import type { WriteBack } from './write-back.js';
+
+export class Namespace {
+  constructor(
+    private readonly client: TahoeClient,
+    private readonly dirs: Directories,
+    private readonly files: OpenFiles,
+    private readonly writeBack: WriteBack,
+  ) {}
+
+  async mkdir(path: string): Promise<void> {
+    const { parent, name, child } = await this.dirs.lookup(path);
+    requireWritable(parent, path);
+    if (child || this.files.get(path)) throw new FsError('EEXIST', `exists: ${path}`);
+    const cap = await this.client.mkdir(parent.cap, name);
+    this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
+  }
+
+  async rmdir(path: string): Promise<void> {
+    if (path === '/') throw new FsError('EBUSY', 'cannot remove the mounted root');
+    const { parent, name, child } = await this.dirs.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
+    if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
+    requireWritable(parent, path);
+    const dir = dirRefOf(child);
+    // Always ask the grid: another client may have added an entry since we last looked.
+    const listing = await this.dirs.listing(dir, true);
+    if (listing.children.size > 0 || this.files.hasOpenUnder(path)) throw new FsError('ENOTEMPTY', `not empty: ${path}`);
+    await this.client.unlink(parent.cap, name);
+    this.dirs.patch(parent.cap, name, undefined);
+    this.dirs.forget(dir.cap);
+  }
+
+  /** An open file lives on for its handles (POSIX), but is no longer uploaded anywhere. */
+  async unlink(path: string): Promise<void> {
+    const open = await this.removeFileLink(path);
+    if (open) await this.files.orphan(open);
+  }
+
+  /**
+   * libfuse 2 keeps a file that is unlinked (or renamed over) while open alive by renaming it to
+   * `.fuse_hiddenXXXX` until its last close. On Tahoe that name would be seen by every other client, so the
+   * hidden name lives here only: the link is removed, and the open file stays reachable under the hidden path
+   * for libfuse (fstat, reads, writes) until it is released.
+   */
+  async hide(from: string, to: string): Promise<void> {
+    const open = await this.removeFileLink(from);
+    if (!open) return;
+    open.unlinked = true; // never uploaded again: its name is gone
+    this.files.rekey(open, to);
+    await this.files.recordOrphan(open);
+  }
+
+  /** Removes a file's link; returns the file if it is open at that path (then marked unlinked by the caller). */
+  private async removeFileLink(path: string): Promise<OpenFile | undefined> {
+    const open = this.files.get(path);
+    return withLocks([open?.linkLock], async () => {
+      const { parent, name, child } = await this.dirs.lookup(path);
+      if (!child && !open) throw new FsError('ENOENT', `no such file: ${path}`);
+      if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
+      requireWritable(parent, path);
+      if (child) {
+        await this.client.unlink(parent.cap, name);
+        this.dirs.patch(parent.cap, name, undefined);
+      }
+      if (!open || this.files.get(path) !== open) return undefined;
+      open.unlinked = true; // under the lock: an upload finishing now links nothing
+      return open;
+    });
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    if (from === '/' || to === '/') throw new FsError('EBUSY', 'cannot rename the mounted root');
+    if (from === to) return;
+    if (isFuseHidden(to)) return this.hide(from, to);
+    if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move a directory into itself: ${from}`);
+    const openSrc = this.files.get(from);
+    const openDst = this.files.get(to);
+    await withLocks([openSrc?.linkLock, openDst?.linkLock], async () => {
+      const src = await this.dirs.lookup(from);
+      const dst = await this.dirs.lookup(to);
+      if (!src.child && !openSrc) throw new FsError('ENOENT', `no such file: ${from}`);
+      requireWritable(src.parent, from);
+      requireWritable(dst.parent, to);
+      const srcIsDir = src.child?.type === 'dir';
+      if (dst.child) {
+        const dstIsDir = dst.child.type === 'dir';
+        if (srcIsDir && !dstIsDir) throw new FsError('ENOTDIR', `not a directory: ${to}`);
+        if (!srcIsDir && dstIsDir) throw new FsError('EISDIR', `is a directory: ${to}`);
+        if (dstIsDir) {
+          const listing = await this.dirs.listing(dirRefOf(dst.child), true);
+          if (listing.children.size > 0 || this.files.hasOpenUnder(to)) throw new FsError('ENOTEMPTY', `not empty: ${to}`);
+        }
+      }
+      if (src.child) {
+        // Tahoe strips whitespace around names in relink (web/directory.py _POST_relink), so such names
+        // are moved by linking the same caps at the new name, then unlinking the old one.
+        if (src.name.trim() === src.name && dst.name.trim() === dst.name) {
+          await this.client.relink(src.parent.cap, src.name, dst.parent.cap, dst.name, true);
+        } else {
+          await this.client.setChild(dst.parent.cap, dst.name, linkTargetOf(src.child), true);
+          await this.client.unlink(src.parent.cap, src.name);
+        }
+        this.dirs.patch(src.parent.cap, src.name, undefined);
+        this.dirs.patch(dst.parent.cap, dst.name, { ...src.child, name: dst.name });
+      }
+      // A file open at the target was replaced: its handles keep their data, which goes nowhere now.
+      if (openDst && this.files.get(to) === openDst) await this.files.orphan(openDst);
+      await this.files.move(from, to, dst.parent, dst.name);
+    });
+  }
+
+  async link(from: string, to: string): Promise<void> {
+    const src = await this.dirs.lookup(from);
+    const open = this.files.get(from);
+    if (open?.dirty) await this.writeBack.commit(open);
+    const child = open?.child ?? src.child;
+    if (!child) throw new FsError('ENOENT', `no such file: ${from}`);
+    if (child.type === 'dir') throw new FsError('EPERM', `cannot hard-link a directory: ${from}`);
+    const dst = await this.dirs.lookup(to);
+    requireWritable(dst.parent, to);
+    if (dst.child || this.files.get(to)) throw new FsError('EEXIST', `exists: ${to}`);
+    await this.client.setChild(dst.parent.cap, dst.name, linkTargetOf(child), false);
+    this.dirs.patch(dst.parent.cap, dst.name, { ...child, name: dst.name });
+  }
+
+  /** Sets the file's mtime in its link metadata (atime is not kept), so that `rsync -a` sees it back. */
+  async utimens(path: string, mtimeNs: string): Promise<void> {
+    if (path === '/') return; // the root has no link to carry metadata
+    const mtime = parseNs(mtimeNs);
+    if (!mtime) throw new FsError('EINVAL', `bad time ${mtimeNs}`);
+    const open = this.files.get(path);
+    if (open && (open.dirty || !open.child)) return this.files.setMtime(open, mtime); // stored by its upload
+    await withLocks([open?.linkLock], () => this.setLinkMtime(path, mtime, open));
+  }
+
+  private async setLinkMtime(path: string, mtime: Timestamp, open: OpenFile | undefined): Promise<void> {
+    const { parent, name, child } = await this.dirs.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
+    requireWritable(parent, path);
+    const metadata = withMtime(child.metadata, mtime);
+    await this.client.setChild(parent.cap, name, { ...linkTargetOf(child), metadata }, true);
+    const updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
+    this.dirs.patch(parent.cap, name, updated);
+    if (open) open.child = updated;
+  }
+}
+
+export function requireWritable(dir: DirRef, path: string): void {
+  if (!dir.writable) throw new FsError('EROFS', `read-only directory: ${path}`);
+}
+
+/** The name libfuse 2 gives a file unlinked while open (fuse.c hidden_name). */
+function isFuseHidden(path: string): boolean {
+  return /\/\.fuse_hidden[0-9a-f]{8}[0-9a-f]{8}$/.test(path);
+}

@@ -1,0 +1,416 @@
+// Files open through the mount: the handle table, one OpenFile per path shared by all its handles (so two
+// handles see each other's writes, as POSIX expects), where a read is served from (the staging file, a
+// literal cap, the content cache), and the staging file that takes writes together with its record.
+//
+// State and who may change it across an await (one event loop; nothing changes between awaits):
+// - `byPath`, `byHandle`: open/create/release (the facade, through this class) and rename/unlink
+//   (namespace.ts, through move() and orphan()).
+// - OpenFile.parent/name/path/unlinked: only namespace.ts, holding the file's `linkLock`; an upload reads
+//   them under the same lock right before linking (write-back.ts).
+// - OpenFile.size/dirty/generation/mtime and the staging file's bytes: writes here; write-back.ts clears
+//   `dirty` only when the generation it uploaded is still the latest, and writes wait while it reads the
+//   staging file (`uploading`).
+// - OpenFile.child/base: write-back.ts after a store, namespace.ts after utimens.
+import { copyFile, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import type { CachedFile } from '../cache/cached-file.js';
+import type { ContentCache } from '../cache/content-cache.js';
+import type { StagedRecord, StagingJournal } from '../cache/staging-journal.js';
+import { fromLocalFs, FsError } from '../errors.js';
+import type { ChildInfo } from '../tahoe/client.js';
+import { capOf, capTextOf, nowTimestamp, nsString, sizeOf, tryParseCap, type Timestamp } from '../tahoe/links.js';
+import { readFully, writeFully } from '../util/file-io.js';
+import { Mutex, SharedPromise } from '../util/once.js';
+import type { DirRef, Directories } from './directories.js';
+
+const { O_RDWR, O_CREAT } = constants;
+
+/** Who owns staged records: this process, as process/alive.ts identifies it. */
+export interface ProcessIdentity {
+  pid: number;
+  start: string;
+}
+
+export interface StagingFile {
+  path: string;
+  handle: FileHandle;
+}
+
+/** State shared by every handle open on one path. */
+export class OpenFile {
+  /** Held while the file is linked (write-back.ts) and while it is renamed or unlinked (namespace.ts). */
+  readonly linkLock = new Mutex();
+  parent: DirRef;
+  name: string;
+  path: string;
+  /** The link as last seen or written; undefined for a file created and not yet uploaded. */
+  child: ChildInfo | undefined;
+  /** Local copy of the written content, once anything was written. */
+  staging: StagingFile | undefined;
+  readonly stagingReady = new SharedPromise<StagingFile>();
+  /** The content to read while nothing was written: cached (immutable) or a snapshot (mutable). */
+  readonly content = new SharedPromise<CachedFile>();
+  size: number;
+  /** Bumped by every change; an upload clears `dirty` only if no change came in meanwhile. */
+  generation = 0;
+  dirty = false;
+  /** Whether the record on disk says "dirty": a change must make it so before it returns. */
+  recordedDirty = false;
+  unlinked = false;
+  handles = 0;
+  /** Time set by utimens or by the last write, stored with the link at upload. */
+  mtime: Timestamp | undefined;
+  /** Whether `mtime` was set by utimens (then it is kept in the record for recovery). */
+  mtimeExplicit = false;
+  uploading: Promise<void> | undefined;
+  /** The cap linked when the staged bytes were last in step with the grid: recovery checks it is still there. */
+  base: string | null = null;
+  /** Record writes for this file, one after the other. */
+  recordChain: Promise<void> = Promise.resolve();
+
+  constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
+    this.parent = parent;
+    this.name = name;
+    this.path = path;
+    this.child = child;
+    this.size = child ? sizeOf(child) : 0;
+  }
+}
+
+interface Handle {
+  file: OpenFile;
+  writable: boolean;
+}
+
+export interface OpenFilesOptions {
+  cache: ContentCache;
+  journal: StagingJournal;
+  directories: Directories;
+  /** Fingerprint of the mounted root, written into records. */
+  rootId: string;
+  owner: ProcessIdentity;
+}
+
+export class OpenFiles {
+  private readonly byPath = new Map<string, OpenFile>();
+  private readonly byHandle = new Map<number, Handle>();
+  private nextHandle = 1;
+  /** Staging files some open file still uses (open or closing): recovery leaves them alone. */
+  private readonly activeStaging = new Set<string>();
+
+  constructor(private readonly opts: OpenFilesOptions) {}
+
+  get(path: string): OpenFile | undefined {
+    return this.byPath.get(path);
+  }
+
+  /** The open file at `path`, made from its entry if nobody has it open yet. */
+  getOrAdd(path: string, parent: DirRef, name: string, child: ChildInfo | undefined): OpenFile {
+    let file = this.byPath.get(path);
+    if (!file) {
+      file = new OpenFile(parent, name, path, child);
+      this.byPath.set(path, file);
+      this.opts.directories.pin(parent.cap);
+    }
+    return file;
+  }
+
+  all(): OpenFile[] {
+    return [...new Set(this.byPath.values())];
+  }
+
+  isActiveStaging(stagingPath: string): boolean {
+    return this.activeStaging.has(stagingPath);
+  }
+
+  /** Names of files open directly in `dirPath` and not unlinked (created files not yet uploaded among them). */
+  namesIn(dirPath: string): string[] {
+    const prefix = dirPath === '/' ? '/' : dirPath + '/';
+    const names: string[] = [];
+    for (const [path, file] of this.byPath) {
+      const name = path.slice(prefix.length);
+      if (path.startsWith(prefix) && !name.includes('/') && !file.unlinked) names.push(name);
+    }
+    return names;
+  }
+
+  hasOpenUnder(dirPath: string): boolean {
+    const prefix = dirPath + '/';
+    for (const [path, file] of this.byPath) if (path.startsWith(prefix) && !file.unlinked) return true;
+    return false;
+  }
+
+  // ---- handles ----------------------------------------------------------------------------------------------
+
+  /** A new handle number (never 0: the FUSE binding reads 0 as "no handle"). */
+  addHandle(file: OpenFile, writable: boolean): number {
+    let fh = this.nextHandle;
+    while (fh === 0 || this.byHandle.has(fh)) fh = (fh + 1) >>> 0;
+    this.nextHandle = (fh + 1) >>> 0;
+    this.byHandle.set(fh, { file, writable });
+    file.handles++;
+    return fh;
+  }
+
+  handle(fh: number): Handle {
+    const handle = this.byHandle.get(fh);
+    if (!handle) throw new FsError('EBADF', `unknown file handle ${fh}`);
+    return handle;
+  }
+
+  findHandle(fh: number): Handle | undefined {
+    return this.byHandle.get(fh);
+  }
+
+  /** Drops a handle; returns its file when that was the file's last handle. */
+  removeHandle(fh: number): OpenFile | undefined {
+    const handle = this.byHandle.get(fh);
+    if (!handle) return undefined;
+    this.byHandle.delete(fh);
+    handle.file.handles--;
+    return handle.file.handles === 0 ? handle.file : undefined;
+  }
+
+  /** Every handle, dropped at once (unmount). */
+  dropAllHandles(): void {
+    for (const { file } of this.byHandle.values()) file.handles--;
+    this.byHandle.clear();
+  }
+
+  // ---- renames and unlinks (namespace.ts, holding the files' link locks) ------------------------------------
+
+  /** Re-keys open files after a rename: the file itself, or everything under a renamed directory. */
+  async move(from: string, to: string, toParent: DirRef, toName: string): Promise<void> {
+    const moved: OpenFile[] = [];
+    for (const [path, file] of this.byPath) {
+      if (path === from) {
+        this.opts.directories.unpin(file.parent.cap);
+        this.opts.directories.pin(toParent.cap);
+        file.parent = toParent;
+        file.name = toName;
+        moved.push(file);
+      } else if (path.startsWith(from + '/')) {
+        moved.push(file);
+      }
+    }
+    for (const file of moved) this.byPath.delete(file.path);
+    for (const file of moved) {
+      file.path = to + file.path.slice(from.length);
+      this.byPath.set(file.path, file);
+    }
+    // Where the bytes go is in the record: a crash after the rename must store them under the new name.
+    for (const file of moved) if (file.staging) await this.saveRecord(file);
+  }
+
+  /** The file's name is gone (unlinked, or renamed over): its handles keep their data, which goes nowhere now. */
+  async orphan(file: OpenFile): Promise<void> {
+    file.unlinked = true;
+    this.forget(file);
+    await this.recordOrphan(file);
+  }
+
+  /** Keeps an unlinked file reachable under another path (libfuse's hidden name) until its last close. */
+  rekey(file: OpenFile, path: string): void {
+    if (this.byPath.get(file.path) === file) this.byPath.delete(file.path);
+    file.path = path;
+    this.byPath.set(path, file);
+  }
+
+  /**
+   * The record must stop saying "dirty" before unlink returns, or a crash would let recovery bring the file
+   * back. If it cannot be written (a full disk), the record is removed instead: bytes without a record are
+   * kept and never recovered.
+   */
+  async recordOrphan(file: OpenFile): Promise<void> {
+    const staging = file.staging;
+    if (!staging) return;
+    try {
+      await this.saveRecord(file, true);
+    } catch {
+      await this.opts.journal.remove(staging.path);
+    }
+  }
+
+  private forget(file: OpenFile): void {
+    if (this.byPath.get(file.path) !== file) return;
+    this.byPath.delete(file.path);
+    this.opts.directories.unpin(file.parent.cap);
+  }
+
+  // ---- reading ----------------------------------------------------------------------------------------------
+
+  /** Fills `target` from `position` with the file's current content; returns the bytes read. */
+  async readInto(file: OpenFile, target: Buffer, position: number): Promise<number> {
+    const end = Math.min(file.size, position + target.length);
+    if (end <= position) return 0;
+    const into = target.subarray(0, end - position);
+    const staging = file.stagingReady.current;
+    if (staging) return readLocal((await staging).handle, into, position);
+    const cap = capOf(file.child!);
+    if (cap.literalData) return cap.literalData.copy(into, 0, position, end);
+    const content = await file.content.get(() => (cap.immutable ? this.opts.cache.open(cap) : this.opts.cache.openMutable(cap, file.size)));
+    return content.readInto(into, position);
+  }
+
+  // ---- writing ----------------------------------------------------------------------------------------------
+
+  async write(file: OpenFile, data: Buffer, position: number): Promise<void> {
+    const staging = await this.stagingFor(file, true);
+    await this.withRoom(data.length, 'write staging file', () => writeFully(staging.handle, data, position));
+    file.size = Math.max(file.size, position + data.length);
+    await this.markDirty(file);
+  }
+
+  async truncate(file: OpenFile, size: number): Promise<void> {
+    const staging = await this.stagingFor(file, size > 0);
+    try {
+      await staging.handle.truncate(size);
+    } catch (e) {
+      throw fromLocalFs(e, 'truncate staging file');
+    }
+    file.size = size;
+    await this.markDirty(file);
+  }
+
+  /** utimens on a file whose content is not stored yet: the time goes with the upload (and into the record). */
+  async setMtime(file: OpenFile, mtime: Timestamp): Promise<void> {
+    file.mtime = mtime;
+    file.mtimeExplicit = true;
+    file.generation++; // an upload in flight carries the old time: the file stays dirty for the next one
+    file.dirty = true;
+    await this.saveRecord(file);
+  }
+
+  private async markDirty(file: OpenFile): Promise<void> {
+    file.dirty = true;
+    file.generation++;
+    file.mtime = nowTimestamp();
+    // The record must say "dirty" once the bytes differ from what was uploaded; if it cannot, the change fails.
+    if (!file.recordedDirty) await this.saveRecord(file);
+  }
+
+  /** Writes the staging record of a file (after earlier ones); durable: the bytes and the record survive power loss. */
+  saveRecord(file: OpenFile, durable = false): Promise<void> {
+    const staging = file.staging;
+    if (!staging) return Promise.resolve();
+    const write = file.recordChain
+      .catch(() => undefined)
+      .then(async () => {
+        const record = this.recordOf(file);
+        try {
+          if (durable) await staging.handle.datasync();
+          await this.opts.journal.write(staging.path, record, durable);
+        } catch (e) {
+          throw fromLocalFs(e, 'write staging record');
+        }
+        file.recordedDirty = record.dirty;
+      });
+    file.recordChain = write;
+    return write;
+  }
+
+  private recordOf(file: OpenFile): StagedRecord {
+    return {
+      v: 2,
+      root: this.opts.rootId,
+      owner: this.opts.owner,
+      parentCap: file.parent.cap,
+      name: file.name,
+      path: file.path,
+      base: file.base,
+      dirty: file.dirty && !file.unlinked,
+      size: file.size,
+      ...(file.mtimeExplicit && file.mtime ? { mtimeNs: nsString(file.mtime) } : {}),
+    };
+  }
+
+  /**
+   * The staging file of an open file, made on first use. With keepContent the current content is copied in
+   * first (a partial overwrite keeps the rest of the file); without it the staging file starts empty.
+   */
+  private async stagingFor(file: OpenFile, keepContent: boolean): Promise<StagingFile> {
+    // An upload reads the staging file: changes wait for it, so that what is uploaded is one consistent state.
+    while (file.uploading) await file.uploading.catch(() => undefined);
+    return file.stagingReady.get(async () => {
+      const path = this.opts.cache.newStagingPath();
+      this.activeStaging.add(path);
+      try {
+        if (keepContent && file.child && file.size > 0) {
+          await this.withRoom(file.size, 'copy content to staging', () => this.copyContentTo(file, file.child!, path));
+        }
+        file.staging = { path, handle: await open(path, O_RDWR | O_CREAT, 0o600) };
+        file.base = file.child ? (capTextOf(file.child) ?? null) : null;
+        return file.staging;
+      } catch (e) {
+        this.activeStaging.delete(path);
+        await rm(path, { force: true });
+        throw fromLocalFs(e, 'prepare staging file');
+      }
+    });
+  }
+
+  private async copyContentTo(file: OpenFile, child: ChildInfo, path: string): Promise<void> {
+    const cap = capOf(child);
+    if (cap.literalData) {
+      await writeFile(path, cap.literalData, { mode: 0o600 });
+      return;
+    }
+    const cache = this.opts.cache;
+    const content = cap.immutable ? await cache.open(cap) : await cache.openMutable(cap, file.size);
+    try {
+      await content.ensure(0, content.size);
+      await copyFile(content.dataPath, path);
+      file.size = content.size; // a mutable file's listing may be older than its content
+    } finally {
+      await cache.release(content);
+    }
+  }
+
+  /** Runs a local write; on a full disk, evicts cached content (never staged bytes) and tries once more. */
+  private async withRoom<T>(bytes: number, what: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || !(await this.opts.cache.makeRoom(bytes))) throw fromLocalFs(e, what);
+    }
+    try {
+      return await work();
+    } catch (e) {
+      throw fromLocalFs(e, what);
+    }
+  }
+
+  // ---- closing ----------------------------------------------------------------------------------------------
+
+  /**
+   * After the last handle: drops the local state. `stored` says whether the staged bytes reached the grid
+   * (or need not: unlinked); if not, they stay with their record for the retry pass. What we uploaded becomes
+   * the cached content of its new cap, so reading it back costs no download.
+   */
+  async close(file: OpenFile, stored: boolean): Promise<void> {
+    this.forget(file);
+    const content = await file.content.current?.catch(() => undefined);
+    if (content) await this.opts.cache.release(content);
+    const staging = file.staging;
+    if (!staging) return;
+    await file.recordChain.catch(() => undefined);
+    const cap = stored && !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
+    const adoptable = cap?.immutable && cap.storageIndex ? cap : undefined;
+    // Flushed first: the cache's record will claim these bytes.
+    if (adoptable) await staging.handle.datasync().catch(() => undefined);
+    await staging.handle.close().catch(() => undefined);
+    this.activeStaging.delete(staging.path);
+    if (!stored) return;
+    const adopted = adoptable ? await this.opts.cache.adopt(staging.path, adoptable) : false;
+    if (!adopted) await rm(staging.path, { force: true });
+    await this.opts.journal.remove(staging.path);
+  }
+}
+
+async function readLocal(handle: FileHandle, into: Buffer, position: number): Promise<number> {
+  try {
+    return await readFully(handle, into, position);
+  } catch (e) {
+    throw fromLocalFs(e, 'read local copy');
+  }
+}

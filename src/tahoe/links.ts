@@ -1,0 +1,130 @@
+// What a directory entry (a link) carries on Tahoe, and how blackmatch reads and writes it: the child's cap,
+// its size, and the link metadata where file times live. Pure functions over listing entries; no state.
+//
+// Metadata keys: `tahoe.linkcrtime`/`tahoe.linkmotime` are kept by the gateway itself; `mtime` (seconds, the key
+// Tahoe's CLI and SFTP frontend use) and `mtime_ns` (exact, a decimal string) are ours; any other key belongs to
+// someone else and is carried along unchanged.
+import { FsError } from '../errors.js';
+import { parseCap, type Cap } from './caps.js';
+import type { ChildInfo, LinkMetadata, LinkTarget } from './client.js';
+
+/** A time as seconds and nanoseconds (the shape of `Timestamp` in fs/ops.ts). */
+export interface Timestamp {
+  sec: number;
+  nsec: number;
+}
+
+/** The cap an entry names: the write cap when we hold one. */
+export function capTextOf(child: ChildInfo): string | undefined {
+  return child.rwUri ?? child.roUri;
+}
+
+/** Parsed caps by listing entry: parsing hashes the key (the storage index), too slow for every read. */
+const parsedCaps = new WeakMap<ChildInfo, Cap>();
+
+export function capOf(child: ChildInfo): Cap {
+  const known = parsedCaps.get(child);
+  if (known) return known;
+  const text = capTextOf(child);
+  if (!text) throw new FsError('EIO', `entry without a cap: ${child.name}`);
+  try {
+    const cap = parseCap(text);
+    parsedCaps.set(child, cap);
+    return cap;
+  } catch (e) {
+    throw new FsError('EIO', `entry ${child.name} has an unusable cap: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export function tryParseCap(text: string | undefined): Cap | undefined {
+  if (!text) return undefined;
+  try {
+    return parseCap(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The listing's size, else the cap's (CHK and LIT caps carry it); 0 when neither says. */
+export function sizeOf(child: ChildInfo): number {
+  if (child.size !== undefined) return child.size;
+  try {
+    return capOf(child).size ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Whether the holder of this entry may change what it names (a writable directory or mutable file). */
+export function entryWritable(child: ChildInfo): boolean {
+  try {
+    return capOf(child).writable;
+  } catch {
+    return false;
+  }
+}
+
+/** The same child linked elsewhere: its caps and our metadata (without Tahoe's own keys). */
+export function linkTargetOf(child: ChildInfo): LinkTarget {
+  return { type: child.type, rwUri: child.rwUri, roUri: child.roUri, metadata: userMetadata(child.metadata) };
+}
+
+/** Metadata without Tahoe's own "tahoe" key, which the gateway maintains itself. */
+export function userMetadata(metadata: LinkMetadata): LinkMetadata {
+  const { tahoe: _ignored, ...rest } = metadata;
+  return rest;
+}
+
+/** Sets the file's mtime: "mtime" in seconds plus the exact nanoseconds. */
+export function withMtime(metadata: LinkMetadata, mtime: Timestamp): LinkMetadata {
+  return { ...userMetadata(metadata), mtime: mtime.sec + mtime.nsec / 1e9, mtime_ns: nsString(mtime) };
+}
+
+/** The metadata the gateway will now hold: ours, with Tahoe's link times as its update_metadata sets them. */
+export function touchedMetadata(old: LinkMetadata, ours: LinkMetadata): LinkMetadata {
+  const now = Date.now() / 1000;
+  return { ...ours, tahoe: { linkcrtime: old.tahoe?.linkcrtime ?? now, linkmotime: now } };
+}
+
+/** A fresh link's metadata, as the gateway makes it. */
+export function newLinkMetadata(): LinkMetadata {
+  const now = Date.now() / 1000;
+  return { tahoe: { linkcrtime: now, linkmotime: now } };
+}
+
+/** The file's mtime (ours when stored, else the link's modification time) and ctime (the link's creation). */
+export function linkTimes(metadata: LinkMetadata): { mtime: Timestamp; ctime: Timestamp } {
+  const linkmotime = metadata.tahoe?.linkmotime;
+  const linkcrtime = metadata.tahoe?.linkcrtime;
+  const fallback = typeof linkmotime === 'number' ? timestampFromSeconds(linkmotime) : { sec: 0, nsec: 0 };
+  let mtime = fallback;
+  if (typeof metadata.mtime === 'number') {
+    mtime = timestampFromSeconds(metadata.mtime);
+    // The exact value wins when it agrees with "mtime" (another tool may have changed only "mtime").
+    const exact = typeof metadata.mtime_ns === 'string' ? parseNs(metadata.mtime_ns) : undefined;
+    if (exact && Math.abs(exact.sec + exact.nsec / 1e9 - metadata.mtime) < 1) mtime = exact;
+  }
+  const ctime = typeof linkcrtime === 'number' ? timestampFromSeconds(linkcrtime) : fallback;
+  return { mtime, ctime };
+}
+
+export function timestampFromSeconds(seconds: number): Timestamp {
+  const sec = Math.floor(seconds);
+  return { sec, nsec: Math.min(999_999_999, Math.round((seconds - sec) * 1e9)) };
+}
+
+/** Nanoseconds since the epoch as a decimal string; undefined when it is not one. */
+export function parseNs(text: string): Timestamp | undefined {
+  if (!/^[0-9]{1,30}$/.test(text)) return undefined;
+  const ns = BigInt(text);
+  return { sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) };
+}
+
+export function nsString(t: Timestamp): string {
+  return (BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec)).toString();
+}
+
+export function nowTimestamp(): Timestamp {
+  const ms = Date.now();
+  return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
+}

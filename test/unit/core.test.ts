@@ -1,0 +1,273 @@
+// The filesystem core (TahoeFs) over an in-memory Tahoe web API: the races between uploads and namespace
+// changes, records that must not be lost, bounded memory, and mutable files, without a grid or a mount.
+import { after, afterEach, beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ContentCache } from '../../src/cache/content-cache.js';
+import { StagingJournal, type StagedRecord } from '../../src/cache/staging-journal.js';
+import { FsError } from '../../src/errors.js';
+import { TahoeFs, type ProcessIdentity } from '../../src/fs/tahoe-fs.js';
+import { silentLogger } from '../../src/log.js';
+import { parseCap } from '../../src/tahoe/caps.js';
+import { DEFAULT_TIMEOUTS, TahoeClient } from '../../src/tahoe/client.js';
+import { startFakeTahoe, target, type FakeTahoe } from '../support/fake-tahoe.js';
+
+const log = silentLogger();
+const MiB = 1024 * 1024;
+/** Bound for waits that the code under test should end by itself: a hang fails the test instead of blocking it. */
+const BOUND_MS = 20_000;
+
+function bounded<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${BOUND_MS / 1000} s`)), BOUND_MS)));
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
+interface Core {
+  fs: TahoeFs;
+  cache: ContentCache;
+  client: TahoeClient;
+  cacheDir: string;
+  stop(): Promise<void>;
+}
+
+const me: ProcessIdentity = { pid: process.pid, start: 'test-self' };
+
+async function startCore(
+  fake: FakeTahoe,
+  opts: { cacheDir?: string; owner?: ProcessIdentity; journal?: (dir: string) => StagingJournal; maxListings?: number } = {},
+): Promise<Core> {
+  const cacheDir = opts.cacheDir ?? (await mkdtemp(join(tmpdir(), 'bm-core-')));
+  const client = new TahoeClient(fake.url, { ...DEFAULT_TIMEOUTS, retryDelaysMs: [] }, log);
+  const cache = new ContentCache(cacheDir, client, log, { maxBytes: 1024 * MiB, minFreeBytes: 0 });
+  await cache.init();
+  const journal = opts.journal?.(cache.stagingDir) ?? new StagingJournal(cache.stagingDir, log);
+  const fs = new TahoeFs({
+    client, cache, journal, rootCap: parseCap(fake.rootCap), cacheTimeoutMs: 60_000, log,
+    owner: opts.owner ?? me,
+    isAlive: async (o) => o.pid === me.pid && o.start === me.start,
+    maxListings: opts.maxListings,
+  });
+  await fs.start();
+  let stopped = false;
+  return {
+    fs, cache, client, cacheDir,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await fs.shutdown();
+      await client.close();
+    },
+  };
+}
+
+async function writeFile(fs: TahoeFs, path: string, text: string): Promise<number> {
+  const fh = await fs.create(path, 0o644);
+  await fs.write(path, fh, Buffer.from(text), 0);
+  return fh;
+}
+
+async function readAll(fs: TahoeFs, path: string): Promise<string> {
+  const fh = await fs.open(path, 0);
+  try {
+    const size = (await fs.getattr(path)).size;
+    return (await fs.read(path, fh, size, 0)).toString();
+  } finally {
+    await fs.release(path, fh);
+  }
+}
+
+const isUpload = (req: { method: string; rawUrl: string }) => req.method === 'PUT';
+const isLink = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'set_children';
+
+describe('core: uploads racing renames and unlinks', () => {
+  let fake: FakeTahoe;
+  let core: Core;
+  beforeEach(async () => {
+    fake = await startFakeTahoe({ literalUpTo: -1 });
+    core = await startCore(fake);
+  });
+  afterEach(async () => {
+    await core.stop();
+    await rm(core.cacheDir, { recursive: true, force: true });
+    await fake.close();
+  });
+
+  it('a rename during an upload never overwrites or removes a file made at the old name meanwhile', async () => {
+    const { fs } = core;
+    const fh = await writeFile(fs, '/a', 'ours');
+    const held = fake.hold(isUpload);
+    const flushing = fs.flush('/a', fh);
+    await held.arrived;
+    await fs.rename('/a', '/b');
+    const stranger = fake.addFile(Buffer.from('a stranger made this'));
+    fake.link(fake.rootCap, 'a', stranger); // another client, at the old name
+    held.release();
+    await bounded(flushing, 'flush');
+    await fs.release('/b', fh);
+    assert.equal(fake.entry(fake.rootCap, 'a')?.roUri, stranger, "the stranger's file is untouched");
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'b')!.roUri)?.toString(), 'ours');
+  });
+
+  it('an unlink during an upload never overwrites or removes a file made at that name meanwhile', async () => {
+    const { fs } = core;
+    const fh = await writeFile(fs, '/a', 'ours');
+    const held = fake.hold(isUpload);
+    const flushing = fs.flush('/a', fh);
+    await held.arrived;
+    await fs.unlink('/a');
+    const stranger = fake.addFile(Buffer.from('a stranger made this'));
+    fake.link(fake.rootCap, 'a', stranger);
+    held.release();
+    await bounded(flushing, 'flush');
+    await fs.release('/a', fh);
+    assert.equal(fake.entry(fake.rootCap, 'a')?.roUri, stranger);
+    assert.deepEqual(Object.keys(fake.tree(fake.rootCap)), ['a']);
+  });
+
+  it('a rename while the link is on its way waits for it, then moves the new content', async () => {
+    const { fs } = core;
+    const fh = await writeFile(fs, '/a', 'v1');
+    await fs.flush('/a', fh);
+    await fs.write('/a', fh, Buffer.from('v2'), 0);
+    const held = fake.hold(isLink);
+    const flushing = fs.flush('/a', fh);
+    await held.arrived;
+    const renaming = fs.rename('/a', '/b');
+    held.release();
+    await bounded(Promise.all([flushing, renaming]), 'flush and rename');
+    await fs.release('/b', fh);
+    assert.equal(fake.entry(fake.rootCap, 'a'), undefined);
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'b')!.roUri)?.toString(), 'v2');
+    assert.equal(await readAll(fs, '/b'), 'v2');
+  });
+
+  it('a rename over a file whose upload is on its way: the renamed file wins', async () => {
+    const { fs } = core;
+    const other = await writeFile(fs, '/x', 'x content');
+    await fs.release('/x', other);
+    const fh = await writeFile(fs, '/a', 'replaced');
+    const held = fake.hold(isLink);
+    const flushing = fs.flush('/a', fh);
+    await held.arrived;
+    const renaming = fs.rename('/x', '/a');
+    held.release();
+    await bounded(Promise.all([flushing, renaming]), 'flush and rename');
+    await fs.release('/a', fh);
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'a')!.roUri)?.toString(), 'x content');
+    assert.equal(fake.entry(fake.rootCap, 'x'), undefined);
+  });
+});
+
+describe('core: staged writes and their records', () => {
+  let fake: FakeTahoe;
+  const dirs: string[] = [];
+  const cores: Core[] = [];
+  beforeEach(async () => {
+    fake = await startFakeTahoe({ literalUpTo: -1 });
+  });
+  afterEach(async () => {
+    for (const c of cores.splice(0)) await c.stop();
+    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+    await fake.close();
+  });
+  const start = async (opts: Parameters<typeof startCore>[1] = {}) => {
+    const c = await startCore(fake, opts);
+    cores.push(c);
+    dirs.push(c.cacheDir);
+    return c;
+  };
+
+  /** A process that will have crashed by the time the next one starts. */
+  const crashed: ProcessIdentity = { pid: 2, start: 'crashed' };
+
+  it('a file unlinked while open with a failed upload does not come back after a crash', async () => {
+    const first = await start({ owner: crashed });
+    const fh = await writeFile(first.fs, '/gone', 'bytes');
+    fake.down(503);
+    await assert.rejects(first.fs.flush('/gone', fh), (e: FsError) => e.code === 'EIO');
+    fake.up();
+    await first.fs.unlink('/gone');
+    // A crash now: the next process finds the record and must leave the file gone.
+    const second = await start({ cacheDir: first.cacheDir, owner: { pid: 3, start: 'the next process' } });
+    await bounded(second.fs.recover(), 'recovery');
+    assert.equal(fake.entry(fake.rootCap, 'gone'), undefined);
+  });
+
+  it('a failed upload is stored by the next process, at the name the file was renamed to', async () => {
+    const first = await start({ owner: crashed });
+    const fh = await writeFile(first.fs, '/old', 'staged');
+    fake.down(503);
+    await assert.rejects(first.fs.flush('/old', fh));
+    fake.up();
+    await first.fs.rename('/old', '/new');
+    const second = await start({ cacheDir: first.cacheDir, owner: { pid: 3, start: 'the next process' } });
+    await bounded(second.fs.recover(), 'recovery');
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'new')!.roUri)?.toString(), 'staged');
+    assert.equal(fake.entry(fake.rootCap, 'old'), undefined);
+  });
+
+  it('a record that cannot be written fails the write that needed it', async () => {
+    let failNext = false;
+    class FullDiskJournal extends StagingJournal {
+      override async write(stagingPath: string, record: StagedRecord, durable?: boolean): Promise<void> {
+        if (failNext) {
+          failNext = false;
+          throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+        }
+        return super.write(stagingPath, record, durable);
+      }
+    }
+    const { fs } = await start({ journal: (dir) => new FullDiskJournal(dir, log) });
+    const fh = await writeFile(fs, '/f', 'first');
+    await fs.flush('/f', fh);
+    failNext = true;
+    await assert.rejects(fs.write('/f', fh, Buffer.from('second'), 0), (e: FsError) => e.code === 'ENOSPC');
+    // Written again, the record is written too: nothing is left unrecorded.
+    await fs.write('/f', fh, Buffer.from('second'), 0);
+    await fs.release('/f', fh);
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'f')!.roUri)?.toString(), 'second');
+  });
+});
+
+describe('core: memory and mutable files', () => {
+  let fake: FakeTahoe;
+  let core: Core;
+  beforeEach(async () => {
+    fake = await startFakeTahoe({ literalUpTo: -1 });
+  });
+  afterEach(async () => {
+    await core?.stop();
+    if (core) await rm(core.cacheDir, { recursive: true, force: true });
+    await fake.close();
+  });
+  after(() => undefined);
+
+  it('a walk over many directories keeps a bounded number of listings', async () => {
+    for (let i = 0; i < 300; i++) fake.link(fake.rootCap, `d${i}`, fake.createDirectory());
+    core = await startCore(fake, { maxListings: 50 });
+    for (let i = 0; i < 300; i++) assert.deepEqual(await core.fs.readdir(`/d${i}`), ['.', '..']);
+    assert.ok(core.fs.cachedListings <= 50, `${core.fs.cachedListings} listings held`);
+  });
+
+  it('a mutable file streams: its first bytes are read while the rest is still on its way', async () => {
+    const content = Buffer.alloc(4 * MiB, 7);
+    fake.link(fake.rootCap, 'm', fake.createMutableFile(content));
+    core = await startCore(fake);
+    let resume!: () => void;
+    const rest = new Promise<void>((r) => (resume = r));
+    fake.serveWith(() => ({ chunkSize: 64 * 1024, holdAfter: 256 * 1024, resume: rest }));
+    const fh = await core.fs.open('/m', 0);
+    const first = await bounded(core.fs.read('/m', fh, 4096, 0), 'first read of a mutable file');
+    assert.deepEqual(first, content.subarray(0, 4096));
+    assert.ok(core.cache.usedBytes > 0, 'its bytes count in the cache');
+    resume();
+    const last = await bounded(core.fs.read('/m', fh, 4096, content.length - 4096), 'last read');
+    assert.deepEqual(last, content.subarray(content.length - 4096));
+    await core.fs.release('/m', fh);
+    assert.equal(core.cache.usedBytes, 0, 'a mutable snapshot is dropped at close');
+    assert.deepEqual(await readdir(core.cache.tmpDir), []);
+  });
+});
