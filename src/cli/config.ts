@@ -15,6 +15,8 @@ export interface MountConfig {
   /** The alias, or `uri_` + a short hash of the root cap (never the cap): names the socket and the logs. */
   rootName: string;
   cacheDir: string;
+  /** The server's socket and the root's lock live here (process/server-process.ts, process/root-lock.ts). */
+  socketDir: string;
 }
 
 export async function resolveConfig(args: Args): Promise<MountConfig> {
@@ -36,7 +38,7 @@ export async function resolveConfig(args: Args): Promise<MountConfig> {
     rootName = alias;
   }
   // A cache folder per root: each is owned by the one process that mounts that root (process/root-lock.ts).
-  return { nodeDir, nodeUrl, rootCap, rootName, cacheDir: join(nodeDir, '_cache', rootName) };
+  return { nodeDir, nodeUrl, rootCap, rootName, cacheDir: join(nodeDir, '_cache', rootName), socketDir: join(nodeDir, 'tfuse.sockets') };
 }
 
 export function logFile(config: MountConfig, role: 'client' | 'server' | 'unsplit'): string {

@@ -14,7 +14,7 @@ import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathF
 import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
 import { lockRoot } from '../process/root-lock.js';
-import { processAlive } from '../process/alive.js';
+import { isAlive, selfIdentity } from '../process/alive.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
 import { argvForChild, parseArgs, titleFor, type Args } from './args.js';
@@ -43,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
   const child = argvForChild(argv, args.rootUri);
   const config = await resolveConfig(args);
   if (args.serverShutdown) {
-    process.stdout.write(`${await shutdownServer(config)}\n`);
+    process.stdout.write(`${await shutdownServer(socketPathFor(config.socketDir, config.rootName), config.rootName)}\n`);
     return 0;
   }
   if (args.server) return runServer(args, config, await realpath(resolve(args.mountpoint ?? '/')).catch(() => resolve(args.mountpoint ?? '/')));
@@ -68,7 +68,7 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
   const journal = new StagingJournal(cache.stagingDir, log);
   const core = new TahoeFs({
     client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log,
-    owner: { pid: process.pid, start: '' }, isAlive: (o) => processAlive(o.pid),
+    owner: selfIdentity(), isAlive,
   });
   await core.start();
   return { core, client };
@@ -77,7 +77,7 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
 /** --no-split: the whole filesystem in this process, the FUSE adapter directly over the core. */
 async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
   const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
-  const lock = await lockRoot(config, mountpoint);
+  const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
   const { core, client } = await startCore(args, config, log);
   const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
@@ -101,8 +101,8 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
  */
 async function runClient(args: Args, child: { argv: string[]; env: Record<string, string>; cwd: string }, config: MountConfig, mountpoint: string): Promise<number> {
   const log = createLogger(logFile(config, 'client'), args.logLevel);
-  const socketPath = socketPathFor(config);
-  await ensureSocketDir(config);
+  const socketPath = socketPathFor(config.socketDir, config.rootName);
+  await ensureSocketDir(config.socketDir);
   await claimSocket(socketPath, config.rootName);
   const serverArgs = child.argv.filter((a) => a !== '-f');
   const { exited } = await launchServer(serverArgs, child.env, child.cwd, logFile(config, 'server'));
@@ -126,8 +126,8 @@ async function runClient(args: Args, child: { argv: string[]; env: Record<string
 async function runServer(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
   process.chdir('/');
   const log = createLogger(logFile(config, 'server'), args.logLevel);
-  const socketPath = socketPathFor(config);
-  const lock = await lockRoot(config, mountpoint);
+  const socketPath = socketPathFor(config.socketDir, config.rootName);
+  const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
   const { core, client } = await startCore(args, config, log);
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((r) => (resolveExit = r));

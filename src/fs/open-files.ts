@@ -15,7 +15,7 @@ import { copyFile, open, rm, writeFile, type FileHandle } from 'node:fs/promises
 import { constants } from 'node:fs';
 import type { CachedFile } from '../cache/cached-file.js';
 import type { ContentCache } from '../cache/content-cache.js';
-import type { StagedRecord, StagingJournal } from '../cache/staging-journal.js';
+import type { ProcessIdentity, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import { fromLocalFs, FsError } from '../errors.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import { capOf, capTextOf, nowTimestamp, nsString, sizeOf, tryParseCap, type Timestamp } from '../tahoe/links.js';
@@ -25,11 +25,7 @@ import type { DirRef, Directories } from './directories.js';
 
 const { O_RDWR, O_CREAT } = constants;
 
-/** Who owns staged records: this process, as process/alive.ts identifies it. */
-export interface ProcessIdentity {
-  pid: number;
-  start: string;
-}
+export type { ProcessIdentity };
 
 export interface StagingFile {
   path: string;

@@ -3,20 +3,17 @@
 import { spawn } from 'node:child_process';
 import { chmod, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { MountConfig } from '../cli/config.js';
 import { RpcClient } from '../rpc/client.js';
 import { ConfigError } from '../tahoe/node-dir.js';
+import { identityOf, isAlive } from './alive.js';
 
 /** sun_path holds 108 bytes on Linux, the terminating NUL included. */
 const MAX_SOCKET_PATH_BYTES = 107;
 const POLL_MS = 50;
 
-export function socketDir(config: MountConfig): string {
-  return join(config.nodeDir, 'tfuse.sockets');
-}
-
-export function socketPathFor(config: MountConfig): string {
-  const path = join(socketDir(config), config.rootName);
+/** A root's socket: `rootName` in the directory of sockets (kept private to the user, see ensureSocketDir). */
+export function socketPathFor(socketDir: string, rootName: string): string {
+  const path = join(socketDir, rootName);
   const bytes = Buffer.byteLength(path);
   if (bytes > MAX_SOCKET_PATH_BYTES) {
     throw new ConfigError(`socket path ${path} is ${bytes} bytes, over the ${MAX_SOCKET_PATH_BYTES} a unix socket allows: use a shorter --node-directory or alias`);
@@ -24,9 +21,9 @@ export function socketPathFor(config: MountConfig): string {
   return path;
 }
 
-export async function ensureSocketDir(config: MountConfig): Promise<void> {
-  await mkdir(socketDir(config), { recursive: true, mode: 0o700 });
-  await chmod(socketDir(config), 0o700);
+export async function ensureSocketDir(socketDir: string): Promise<void> {
+  await mkdir(socketDir, { recursive: true, mode: 0o700 });
+  await chmod(socketDir, 0o700);
 }
 
 /**
@@ -99,30 +96,22 @@ async function startupError(logPath: string): Promise<string> {
 }
 
 /** --server-shutdown: asks the running server to unmount and exit, and waits until it has. */
-export async function shutdownServer(config: MountConfig): Promise<string> {
-  const socketPath = socketPathFor(config);
+export async function shutdownServer(socketPath: string, rootName: string): Promise<string> {
   let client: RpcClient;
   try {
     client = await RpcClient.connect(socketPath, 3_000);
   } catch {
-    throw new ConfigError(`no blackmatch server is running for "${config.rootName}" (nothing answers at ${socketPath})`);
+    throw new ConfigError(`no blackmatch server is running for "${rootName}" (nothing answers at ${socketPath})`);
   }
   const info = await client.info();
+  // Taken while it surely runs: a pid alone could be reused by another program before we look again.
+  const server = await identityOf(info.pid);
   await client.shutdown();
   client.close();
   const deadline = Date.now() + 60_000;
-  while (processAlive(info.pid)) {
+  while (server && (await isAlive(server))) {
     if (Date.now() > deadline) throw new Error(`server pid ${info.pid} did not exit within 60 s`);
     await new Promise((r) => setTimeout(r, POLL_MS * 2));
   }
-  return `stopped the server for "${config.rootName}" (mounted at ${info.mountpoint})`;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  return `stopped the server for "${rootName}" (mounted at ${info.mountpoint})`;
 }

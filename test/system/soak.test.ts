@@ -1,9 +1,9 @@
-// The short soak (scripts/soak.ts) in both modes: 8 writers and 8 readers for BLACKMATCH_SOAK_SECONDS (default
+// The short soak (test/soak/) in both modes: 8 writers and 8 readers for BLACKMATCH_SOAK_SECONDS (default
 // 8) with every byte checked, then the mount's processes back to their baseline of open files and memory.
 // `npm run soak` runs the long one (60 s).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { FD_SLACK, formatReport, RSS_SLACK_KIB, soak } from '../../scripts/soak.js';
+import { FD_SLACK, formatReport, RSS_SLACK_KIB, soak } from '../soak/soak.js';
 import { MODES, TestMount, useGrid } from '../support/mount.js';
 
 const SECONDS = Number(process.env.BLACKMATCH_SOAK_SECONDS ?? 8);

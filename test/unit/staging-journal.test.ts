@@ -1,17 +1,14 @@
-// The records beside staged writes, the per-root lock, and the command-line helpers that keep caps out of
+// The records beside staged writes, and the command-line helpers that keep caps out of
 // process titles.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { StagingJournal, type StagedRecord } from '../../src/cache/staging-journal.js';
 import { argvForChild, titleFor } from '../../src/cli/args.js';
-import type { MountConfig } from '../../src/cli/config.js';
 import { silentLogger } from '../../src/log.js';
-import { processAlive } from '../../src/process/alive.js';
-import { lockRoot } from '../../src/process/root-lock.js';
-import { parseDirCap, redact } from '../../src/tahoe/caps.js';
+import { redact } from '../../src/tahoe/caps.js';
 
 const DIR = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
 
@@ -89,39 +86,6 @@ describe('StagingJournal', () => {
     await assert.rejects(journal.write(join(d, 's'), record()), /EISDIR|ENOTEMPTY|EEXIST/);
     await assert.rejects(journal.write(join(d, 's'), record(), true), /EISDIR|ENOTEMPTY|EEXIST/);
     assert.deepEqual((await readdir(d)).sort(), ['s', 's.json']);
-  });
-});
-
-describe('processAlive', () => {
-  it('knows this process, and a pid that is gone or not blackmatch', async () => {
-    assert.equal(await processAlive(process.pid), true);
-    assert.equal(await processAlive(2 ** 22 + 12345), false);
-    assert.equal(await processAlive(1), false, 'pid 1 is not a blackmatch process');
-  });
-});
-
-describe('lockRoot', () => {
-  let nodeDir: string;
-  before(async () => {
-    nodeDir = await mkdtemp(join(tmpdir(), 'bm-lock-'));
-  });
-  after(async () => {
-    await rm(nodeDir, { recursive: true, force: true });
-  });
-  const config = (): MountConfig => ({ nodeDir, nodeUrl: 'http://127.0.0.1:1/', rootCap: parseDirCap(DIR), rootName: 'tahoe', cacheDir: join(nodeDir, '_cache', 'tahoe') });
-
-  it('lets one process hold a root; a live holder is named, a dead one replaced', async () => {
-    const lock = await lockRoot(config(), '/mnt/one');
-    const lockPath = join(nodeDir, 'tfuse.sockets', 'tahoe.lock');
-    assert.deepEqual(JSON.parse(await readFile(lockPath, 'utf8')), { pid: process.pid, mountpoint: '/mnt/one' });
-    // This process is alive, so a second taker (as from another process) is refused.
-    await writeFile(lockPath, JSON.stringify({ pid: process.pid, mountpoint: '/mnt/one' }));
-    await assert.rejects(lockRoot(config(), '/mnt/two'), /already mounted at \/mnt\/one/);
-    await lock.release();
-    await writeFile(lockPath, JSON.stringify({ pid: 2 ** 22 + 54321, mountpoint: '/mnt/dead' }));
-    const again = await lockRoot(config(), '/mnt/three');
-    assert.equal(JSON.parse(await readFile(lockPath, 'utf8')).mountpoint, '/mnt/three');
-    await again.release();
   });
 });
 

@@ -1,211 +1,18 @@
-// npm run soak: a bounded soak of a live mount. 8 writers and 8 readers work for SOAK_SECONDS (default 60) on
-// files of their own and on shared files replaced by rename, in both modes, and every byte read back (through
-// the mount and the web API) is checked against content that each file describes in its own header. Open
-// file handles and memory of the mount's processes are measured before and after: they must come back.
-//
-// The load runs in a child process of its own (forked with a larger libuv thread pool): Node's default pool
-// of 4 threads would let at most 4 of the 16 workers be inside a filesystem call at once.
-import { fork } from 'node:child_process';
-import { mkdir, open, readdir, readFile, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
+// The soak's load, run in a child process that the driver (soak.ts) forks: writers and readers working on
+// files of their own and on shared files replaced by rename, every byte checked against the content model
+// (content.ts). The parent starts it, waits for its warm-up, measures its baseline, then lets it go.
+import { mkdir, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { startGrid, type Grid } from '../test/support/grid.js';
-import { encodePath, MODES, TestMount, type Mode } from '../test/support/mount.js';
+import { pathToFileURL } from 'node:url';
+import { encodePath } from '../support/mount.js';
+import { rng } from '../support/random.js';
+import {
+  between, changeAt, encodeHeader, expectedBytes, headerFor, HEADER_BYTES, MAX_CHUNK, MAX_POSSIBLE, MAX_VERSIONS, MiB, mismatch, mix32,
+  parseHeader, shapeOf, sizeIn, type Header, type Suspect,
+} from './content.js';
 
-const KiB = 1024;
-const MiB = 1024 * KiB;
-
-// ---- self-verifying content ----------------------------------------------------------------------------------
-//
-// A file is a 16-byte header (magic, seed, length, version; u32 little-endian) and a body generated from the
-// seed. Version v > 0 means v in-place changes were applied to the original, each one derived from (seed, v):
-// an overwrite of a byte range with layer-v content, or a truncate (shrinking, or growing with zeros). A reader
-// replays that short history from the header alone, so every byte has exactly one right value.
-
-const MAGIC = 0x4b534d42; // "BMSK"
-export const HEADER_BYTES = 16;
-const MIN_SIZE = KiB;
-const MAX_SIZE = 3 * MiB;
-const MAX_CHUNK = 256 * KiB;
-const MAX_VERSIONS = 6;
-/** No valid file can be longer: the largest original plus MAX_VERSIONS overwrites past its end. */
-const MAX_POSSIBLE = MAX_SIZE + MAX_VERSIONS * MAX_CHUNK;
-
-export interface Header {
-  seed: number;
-  length: number;
-  version: number;
-}
-
-/** A bijective 32-bit mixer (lowbias32): word values that depend on every bit of their input. */
-function mix32(x: number): number {
-  x = Math.imul(x ^ (x >>> 16), 0x7feb352d);
-  x = Math.imul(x ^ (x >>> 15), 0x846ca68b);
-  return (x ^ (x >>> 16)) >>> 0;
-}
-
-import { rng } from '../test/support/random.js';
-
-export { rng };
-
-function between(r: () => number, lo: number, hi: number): number {
-  return lo + Math.floor(r() * (hi - lo + 1));
-}
-
-/** Half uniform, half log-uniform: many small values and plenty of large ones. */
-function sizeIn(r: () => number, lo: number, hi: number): number {
-  if (r() < 0.5) return between(r, lo, hi);
-  return Math.min(hi, Math.max(lo, Math.floor(Math.exp(Math.log(lo) + r() * (Math.log(hi + 1) - Math.log(lo))))));
-}
-
-function initialLength(seed: number): number {
-  return sizeIn(rng(mix32(seed ^ 0x5eed5eed)), MIN_SIZE, MAX_SIZE);
-}
-
-type Change = { kind: 'overwrite'; start: number; end: number } | { kind: 'truncate'; length: number };
-
-/** The change that makes version v of a file of the given length; overwrites may extend the file. */
-function changeAt(seed: number, v: number, length: number): Change {
-  const r = rng(mix32(seed ^ mix32(v)));
-  if (r() < 0.7) {
-    const start = between(r, HEADER_BYTES, length);
-    return { kind: 'overwrite', start, end: start + sizeIn(r, 1, MAX_CHUNK) };
-  }
-  return { kind: 'truncate', length: sizeIn(r, MIN_SIZE, MAX_SIZE) };
-}
-
-/** -1: zeros (a truncate grew the file); 0: the original; v: the overwrite that made version v. */
-interface Segment {
-  start: number;
-  end: number;
-  layer: number;
-}
-
-interface Shape {
-  length: number;
-  segments: Segment[];
-}
-
-function cut(segments: Segment[], from: number, to: number): Segment[] {
-  const out: Segment[] = [];
-  for (const s of segments) {
-    if (s.end <= from || s.start >= to) out.push(s);
-    else {
-      if (s.start < from) out.push({ ...s, end: from });
-      if (s.end > to) out.push({ ...s, start: to });
-    }
-  }
-  return out;
-}
-
-/** Replays a file's history up to version. */
-function shapeOf(seed: number, version: number): Shape {
-  let length = initialLength(seed);
-  let segments: Segment[] = [{ start: HEADER_BYTES, end: length, layer: 0 }];
-  for (let v = 1; v <= version; v++) {
-    const c = changeAt(seed, v, length);
-    if (c.kind === 'overwrite') {
-      segments = cut(segments, c.start, c.end);
-      segments.push({ start: c.start, end: c.end, layer: v });
-      length = Math.max(length, c.end);
-    } else if (c.length < length) {
-      segments = cut(segments, c.length, length);
-      length = c.length;
-    } else {
-      segments.push({ start: length, end: c.length, layer: -1 });
-      length = c.length;
-    }
-  }
-  segments.sort((a, b) => a.start - b.start);
-  return { length, segments };
-}
-
-export function encodeHeader(h: Header): Buffer {
-  const b = Buffer.alloc(HEADER_BYTES);
-  b.writeUInt32LE(MAGIC, 0);
-  b.writeUInt32LE(h.seed, 4);
-  b.writeUInt32LE(h.length, 8);
-  b.writeUInt32LE(h.version, 12);
-  return b;
-}
-
-/** Parses and checks a header against the history it names; a string says what is wrong with it. */
-export function parseHeader(b: Buffer): Header | string {
-  if (b.length < HEADER_BYTES) return `only ${b.length} bytes, shorter than a header`;
-  if (b.readUInt32LE(0) !== MAGIC) return `bad magic ${b.subarray(0, HEADER_BYTES).toString('hex')}`;
-  const h = { seed: b.readUInt32LE(4), length: b.readUInt32LE(8), version: b.readUInt32LE(12) };
-  if (h.version > MAX_VERSIONS) return `impossible version ${h.version} in header ${b.subarray(0, HEADER_BYTES).toString('hex')}`;
-  const want = shapeOf(h.seed, h.version).length;
-  if (h.length !== want) return `header length ${h.length}, but seed ${h.seed} version ${h.version} has ${want}`;
-  return h;
-}
-
-/** Layer content of [from, to): 4-byte words, each a function of (seed, layer, word index). */
-function fillLayer(out: Buffer, outBase: number, seed: number, layer: number, from: number, to: number): void {
-  const key = mix32(seed ^ Math.imul(layer + 1, 0x9e3779b9));
-  const w0 = Math.floor(from / 4);
-  const w1 = Math.ceil(to / 4);
-  const words = new Uint32Array(w1 - w0);
-  for (let w = w0; w < w1; w++) words[w - w0] = mix32((key ^ Math.imul(w, 0x85ebca6b)) >>> 0);
-  // Host byte order: the content is only ever generated and checked on this machine.
-  const bytes = Buffer.from(words.buffer, words.byteOffset, words.byteLength);
-  bytes.copy(out, from - outBase, from - w0 * 4, to - w0 * 4);
-}
-
-/** The bytes [from, to) of the file the header describes (clipped to its length). */
-export function expectedBytes(h: Header, from: number, to: number, shape = shapeOf(h.seed, h.version)): Buffer {
-  to = Math.min(to, shape.length);
-  if (to <= from) return Buffer.alloc(0);
-  const out = Buffer.alloc(to - from); // zeros, for layer -1
-  if (from < HEADER_BYTES) encodeHeader(h).copy(out, 0, from, Math.min(HEADER_BYTES, to));
-  for (const s of shape.segments) {
-    const lo = Math.max(s.start, from);
-    const hi = Math.min(s.end, to);
-    if (lo < hi && s.layer >= 0) fillLayer(out, from, h.seed, s.layer, lo, hi);
-  }
-  return out;
-}
-
-function headerFor(seed: number, version: number): Header {
-  return { seed, version, length: shapeOf(seed, version).length };
-}
-
-function hex(b: Buffer, at: number): string {
-  return b.subarray(at, at + 16).toString('hex') || '(nothing)';
-}
-
-/** Content that bytes read might wrongly be (an older version, another file), named in a mismatch report. */
-interface Suspect {
-  what: string;
-  bytes: (from: number, to: number) => Buffer;
-}
-
-/** null when got equals want; otherwise where and how they differ. */
-function mismatch(got: Buffer, want: Buffer, base: number, others: Suspect[] = []): string | null {
-  if (got.equals(want)) return null;
-  const n = Math.min(got.length, want.length);
-  let first = -1;
-  let differing = 0;
-  for (let i = 0; i < n; i++) {
-    if (got[i] !== want[i]) {
-      if (first < 0) first = i;
-      differing++;
-    }
-  }
-  if (first < 0) return `length ${got.length} bytes from offset ${base}, expected ${want.length} (the bytes in common match)`;
-  const at = base + first;
-  let text = `first difference at offset ${at} (${differing} of ${n} bytes differ in ${base}..${base + n}`;
-  text += got.length !== want.length ? `; length ${got.length}, expected ${want.length})` : ')';
-  text += `: expected ${hex(want, first)} got ${hex(got, first)}`;
-  const window = got.subarray(first, first + 64);
-  if (window.every((x) => x === 0)) text += '; the bytes there are zeros';
-  for (const o of others) {
-    if (o.bytes(at, at + window.length).equals(window)) text += `; the bytes there are those of ${o.what}`;
-  }
-  return text;
-}
-
-// ---- the load (runs in the forked child) ---------------------------------------------------------------------
+/** The argument the driver forks this file with. */
+export const LOAD_CHILD_ARG = '--load-child';
 
 export interface LoadCounts {
   filesCreated: number;
@@ -228,7 +35,7 @@ export interface LoadCounts {
   webBytes: number;
 }
 
-interface LoadConfig {
+export interface LoadConfig {
   mountpoint: string;
   gatewayUrl: string;
   rootCap: string;
@@ -240,14 +47,14 @@ interface LoadConfig {
   seed: number;
 }
 
-interface LoadResult {
+export interface LoadResult {
   elapsedMs: number;
   counts: LoadCounts;
   failures: string[];
 }
 
-type ToChild = { type: 'start'; config: LoadConfig } | { type: 'go' };
-type FromChild = { type: 'warm' } | { type: 'log'; line: string } | { type: 'done'; result: LoadResult };
+export type ToChild = { type: 'start'; config: LoadConfig } | { type: 'go' };
+export type FromChild = { type: 'warm' } | { type: 'log'; line: string } | { type: 'done'; result: LoadResult };
 
 interface OwnFile {
   name: string;
@@ -303,7 +110,7 @@ async function step<T>(what: string, rel: string, fn: () => Promise<T>): Promise
   }
 }
 
-function sleep(ms: number): Promise<void> {
+export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
@@ -765,7 +572,7 @@ function loadChild(): void {
   });
 }
 
-function emptyCounts(): LoadCounts {
+export function emptyCounts(): LoadCounts {
   return {
     filesCreated: 0, overwrites: 0, truncates: 0, sharedReplaced: 0, deletes: 0, fsyncs: 0, writerChecks: 0,
     webChecks: 0, wholeReads: 0, rangeReads: 0, sharedReads: 0, enoent: 0, enoentRenameRace: 0, skippedBusy: 0, bytesWritten: 0,
@@ -773,244 +580,5 @@ function emptyCounts(): LoadCounts {
   };
 }
 
-// ---- the parent: processes, baseline, load, settle ------------------------------------------------------------
-
-export interface ProcSample {
-  pid: number;
-  role: string;
-  fds: number;
-  rssKiB: number;
-}
-
-export interface SoakReport {
-  mode: Mode;
-  seconds: number;
-  writers: number;
-  readers: number;
-  elapsedMs: number;
-  counts: LoadCounts;
-  /** Empty when the soak passed: corruption, errors, a process gone, handles or memory not back. */
-  failures: string[];
-  /** Warnings the mount logged during the soak, by message, with the first of each (not failures). */
-  warnings: Array<{ msg: string; count: number; first: string }>;
-  before: ProcSample[];
-  after: ProcSample[];
-  settled: ProcSample[];
-  settleMs: number;
-}
-
-export interface SoakOptions {
-  mount: TestMount;
-  seconds: number;
-  writers?: number;
-  readers?: number;
-  seed?: number;
-  log?: (m: string) => void;
-}
-
-/** Handles a process may hold beyond its baseline afterwards (e.g. a keep-alive socket reopened by chance). */
-export const FD_SLACK = 2;
-export const RSS_SLACK_KIB = 128 * 1024;
-const SETTLE_BOUND_MS = 30_000;
-
-async function sample(pid: number, role: string): Promise<ProcSample> {
-  const fds = (await readdir(`/proc/${pid}/fd`)).length;
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  const rss = /VmRSS:\s+(\d+)\s+kB/.exec(status);
-  return { pid, role, fds, rssKiB: rss ? Number(rss[1]) : 0 };
-}
-
-async function processesOf(m: TestMount): Promise<Array<{ pid: number; role: string }>> {
-  const out: Array<{ pid: number; role: string }> = [];
-  for (const pid of await m.pids()) {
-    // blackmatch retitles itself ("blackmatch ARGS", one string): split on NULs and spaces alike.
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split(/[\0 ]/);
-    out.push({ pid, role: argv.includes('--server') ? 'server' : m.mode === 'split' ? 'client' : 'unsplit' });
-  }
-  return out.sort((a, b) => a.role.localeCompare(b.role));
-}
-
-async function sampleAll(procs: Array<{ pid: number; role: string }>, failures: string[]): Promise<ProcSample[]> {
-  const out: ProcSample[] = [];
-  for (const p of procs) {
-    try {
-      out.push(await sample(p.pid, p.role));
-    } catch (e) {
-      failures.push(`resources: ${p.role} (pid ${p.pid}) is gone: ${(e as Error).message}`);
-    }
-  }
-  return out;
-}
-
-function fdsBack(before: ProcSample[], now: ProcSample[]): boolean {
-  return now.every((s) => s.fds <= (before.find((b) => b.pid === s.pid)?.fds ?? 0) + FD_SLACK);
-}
-
-/** Runs the soak against a live mount; never throws for what the soak finds (see failures). */
-export async function soak(opts: SoakOptions): Promise<SoakReport> {
-  const m = opts.mount;
-  const log = opts.log ?? (() => undefined);
-  const cfg: LoadConfig = {
-    mountpoint: m.mountpoint,
-    gatewayUrl: m.gatewayUrl,
-    rootCap: m.rootCap,
-    base: `soak-${Math.random().toString(36).slice(2, 8)}`,
-    seconds: opts.seconds,
-    writers: opts.writers ?? 8,
-    readers: opts.readers ?? 8,
-    seed: (opts.seed ?? Math.floor(Math.random() * 2 ** 32)) >>> 0,
-  };
-  log(`soak (${m.mode}): ${cfg.writers} writers, ${cfg.readers} readers, ${cfg.seconds} s, seed ${cfg.seed}`);
-  const failures: string[] = [];
-  const procs = await processesOf(m);
-  const wantProcs = m.mode === 'split' ? 2 : 1;
-  if (procs.length !== wantProcs) failures.push(`resources: expected ${wantProcs} mount process(es), found ${procs.length}`);
-  const logStart = new Date().toISOString();
-
-  let before: ProcSample[] = [];
-  // A child with a larger libuv pool, so that all workers can be inside filesystem calls at once.
-  const env: NodeJS.ProcessEnv = { ...process.env, UV_THREADPOOL_SIZE: String(cfg.writers + cfg.readers + 8) };
-  delete env.NODE_TEST_CONTEXT; // the child is not a test file; its output must not reach the test runner
-  const child = fork(fileURLToPath(import.meta.url), ['--load-child'], { env, execArgv: [], stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
-  let childErr = '';
-  child.stderr?.on('data', (d: Buffer) => (childErr = (childErr + d.toString()).slice(-4000)));
-  const bound = (cfg.seconds + 300) * 1000;
-  const result = await m
-    .watch(`soak (${m.mode})`, () =>
-      new Promise<LoadResult>((resolve, reject) => {
-        const killer = setTimeout(() => child.kill('SIGKILL'), bound + 60_000);
-        child.on('message', (msg: FromChild) => {
-          if (msg.type === 'log') log(`  ${msg.line}`);
-          else if (msg.type === 'warm') {
-            // A moment for the warm-up's last releases to finish, so that the baseline is a quiet one.
-            void sleep(1000).then(() => sampleAll(procs, failures)).then((s) => {
-              before = s;
-              child.send({ type: 'go' } satisfies ToChild);
-            });
-          } else {
-            clearTimeout(killer);
-            resolve(msg.result);
-          }
-        });
-        child.on('exit', (code, signal) => {
-          clearTimeout(killer);
-          reject(new Error(`load process exited (${code ?? signal}) without a result${childErr ? `: ${childErr.trim()}` : ''}`));
-        });
-        child.send({ type: 'start', config: cfg } satisfies ToChild);
-      }), bound)
-    .catch((e: unknown): LoadResult => ({ elapsedMs: 0, counts: emptyCounts(), failures: [(e as Error).message] }));
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  failures.push(...result.failures);
-  const after = await sampleAll(procs, failures);
-
-  // Idle keep-alive sockets close on their own (undici: 10 s); wait for them, bounded, polling.
-  const settleStart = Date.now();
-  let settled = after;
-  while (before.length > 0 && !fdsBack(before, settled) && Date.now() - settleStart < SETTLE_BOUND_MS && settled.length === procs.length) {
-    await sleep(500);
-    settled = await sampleAll(procs, failures);
-  }
-  const settleMs = Date.now() - settleStart;
-  for (const s of settled) {
-    const b = before.find((x) => x.pid === s.pid);
-    if (!b) continue;
-    if (s.fds > b.fds + FD_SLACK) failures.push(`resources: ${s.role} holds ${s.fds} open files ${SETTLE_BOUND_MS / 1000} s after the load, ${b.fds} before it`);
-    if (s.rssKiB > b.rssKiB + RSS_SLACK_KIB) failures.push(`resources: ${s.role} RSS ${(s.rssKiB / 1024).toFixed(0)} MiB after the load, ${(b.rssKiB / 1024).toFixed(0)} MiB before it`);
-  }
-
-  // The mount must not have logged an error while serving all of this.
-  const warnings: SoakReport['warnings'] = [];
-  for (const rec of await m.logRecords()) {
-    if (typeof rec.time === 'string' && rec.time < logStart) continue;
-    if (typeof rec.time === 'number' && new Date(rec.time).toISOString() < logStart) continue;
-    const level = typeof rec.level === 'number' ? rec.level : 0;
-    if (level >= 50 && failures.length < 40) failures.push(`mount log: ${JSON.stringify(rec).slice(0, 600)}`);
-    else if (level === 40) {
-      const msg = String(rec.msg);
-      const w = warnings.find((x) => x.msg === msg);
-      if (w) w.count++;
-      else warnings.push({ msg, count: 1, first: JSON.stringify(rec).slice(0, 600) });
-    }
-  }
-
-  return {
-    mode: m.mode, seconds: cfg.seconds, writers: cfg.writers, readers: cfg.readers, elapsedMs: result.elapsedMs,
-    counts: result.counts, failures, warnings, before, after, settled, settleMs,
-  };
-}
-
-export function formatReport(r: SoakReport): string {
-  const c = r.counts;
-  const s = Math.max(r.elapsedMs, 1) / 1000;
-  const mib = (n: number) => (n / MiB).toFixed(1);
-  const lines = [
-    `${r.mode}: ${s.toFixed(1)} s, ${r.writers} writers + ${r.readers} readers — ${r.failures.length === 0 ? 'PASS' : 'FAIL'}`,
-    `  writes: ${c.filesCreated} files created, ${c.overwrites} overwrites, ${c.truncates} truncates, ${c.sharedReplaced} shared replaced by rename, ${c.deletes} deletes, ${c.fsyncs} fsyncs; ` +
-      `${mib(c.bytesWritten)} MiB written (${mib(c.bytesWritten / s)} MiB/s, ${((c.filesCreated + c.overwrites + c.truncates + c.sharedReplaced) / s).toFixed(1)} closes/s)`,
-    `  reads: ${c.wholeReads} whole + ${c.rangeReads} ranges (${c.sharedReads} of shared files), ${c.writerChecks} writer read-backs, ${c.webChecks} web-API checks; ` +
-      `${mib(c.bytesVerified)} MiB verified through the mount (${mib(c.bytesVerified / s)} MiB/s), ${mib(c.webBytes)} MiB through the web API; ` +
-      `${c.enoent} ENOENT after delete, ${c.enoentRenameRace} ENOENT racing a rename over the name, ${c.skippedBusy} skipped (busy)`,
-  ];
-  for (const b of r.before) {
-    const a = r.after.find((x) => x.pid === b.pid);
-    const z = r.settled.find((x) => x.pid === b.pid);
-    lines.push(
-      `  ${b.role} (pid ${b.pid}): fds ${b.fds} before, ${a?.fds ?? '-'} right after, ${z?.fds ?? '-'} settled (${(r.settleMs / 1000).toFixed(1)} s); ` +
-        `RSS ${mib(b.rssKiB * KiB)} MiB before, ${a ? mib(a.rssKiB * KiB) : '-'} right after, ${z ? mib(z.rssKiB * KiB) : '-'} settled`,
-    );
-  }
-  for (const w of r.warnings) lines.push(`  mount warning (${w.count}x): ${w.first}`);
-  for (const f of r.failures) lines.push(`  FAILURE ${f}`);
-  return lines.join('\n');
-}
-
-// ---- npm run soak ----------------------------------------------------------------------------------------------
-
-async function main(): Promise<number> {
-  const seconds = Number(process.env.SOAK_SECONDS ?? 60);
-  if (!(seconds > 0)) throw new Error(`SOAK_SECONDS must be a positive number, not ${process.env.SOAK_SECONDS}`);
-  const log = (msg: string) => console.error(msg);
-  let grid: Grid | undefined;
-  let current: TestMount | undefined;
-  const interrupted = async (code: number) => {
-    await current?.cleanup();
-    await grid?.stop();
-    process.exit(code);
-  };
-  process.once('SIGINT', () => void interrupted(130));
-  process.once('SIGTERM', () => void interrupted(143));
-  grid = await startGrid({ log });
-  const reports: SoakReport[] = [];
-  try {
-    for (const mode of MODES) {
-      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
-      current = m;
-      try {
-        const report = await soak({ mount: m, seconds, log, ...(process.env.SOAK_SEED ? { seed: Number(process.env.SOAK_SEED) } : {}) });
-        reports.push(report);
-        if (report.failures.length > 0) log(`mount logs of the failed run are in ${m.nodeDir}${process.env.BLACKMATCH_KEEP_TEST_DIRS ? '' : ' (set BLACKMATCH_KEEP_TEST_DIRS=1 to keep them)'}`);
-      } finally {
-        await m.cleanup();
-        current = undefined;
-      }
-    }
-  } finally {
-    await grid.stop();
-  }
-  console.log(reports.map(formatReport).join('\n\n'));
-  return reports.every((r) => r.failures.length === 0) ? 0 : 1;
-}
-
 const invokedAs = process.argv[1];
-if (invokedAs !== undefined && import.meta.url === pathToFileURL(invokedAs).href) {
-  if (process.argv.includes('--load-child')) loadChild();
-  else {
-    main().then(
-      (code) => process.exit(code),
-      (e: unknown) => {
-        console.error(`soak failed: ${(e as Error).stack ?? String(e)}`);
-        process.exit(1);
-      },
-    );
-  }
-}
+if (invokedAs !== undefined && import.meta.url === pathToFileURL(invokedAs).href && process.argv.includes(LOAD_CHILD_ARG)) loadChild();
