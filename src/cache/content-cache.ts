@@ -204,11 +204,13 @@ export class ContentCache {
     // meanwhile, so that no eviction removes the new data under us; back if the new one does not come.
     const older = this.resting.get(key);
     this.dropResting(key);
+    let moved = false;
     try {
       // The record never runs ahead of the data: flushed first, as persist() does.
       const fh = await openFile(stagingPath, 'r+');
       await fh.datasync().finally(() => fh.close());
       await rename(stagingPath, join(this.filesDir, key));
+      moved = true;
       const meta: CachedFileMeta = { v: 1, size, ranges: size > 0 ? [[0, size]] : [], lastUsed: Date.now() };
       await replaceFile(join(this.filesDir, `${key}.meta`), JSON.stringify(meta));
       this.setResting(key, { bytes: size, lastUsed: meta.lastUsed });
@@ -216,6 +218,8 @@ export class ContentCache {
       await this.evict();
       return true;
     } catch (e) {
+      // Data without a record would be counted nowhere and never evicted (on a full disk, for good).
+      if (moved && !older) await rm(join(this.filesDir, key), { force: true }).catch(() => undefined);
       if (older && !this.resting.has(key)) this.setResting(key, older);
       this.log.warn({ err: (e as Error).message }, 'could not keep an uploaded file in the cache');
       return false;
@@ -303,8 +307,9 @@ export class ContentCache {
     }
   }
 
+  /** Never rejects: a failed eviction (a file that cannot be removed) is logged, and the next pass tries again. */
   private evict(): Promise<void> {
-    return this.evictor.run();
+    return this.evictor.run().catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'cache eviction failed'));
   }
 
   /**

@@ -70,7 +70,8 @@ export class Directories {
     this.listings = new LRUCache<string, Listing>({
       max: opts.maxListings ?? DEFAULT_MAX_LISTINGS,
       maxSize: opts.maxListingBytes ?? DEFAULT_MAX_LISTING_BYTES,
-      sizeCalculation: (listing) => Math.max(1, listing.bytes),
+      // A listing larger than the whole bound still fits (alone): it is needed while its directory is used.
+      sizeCalculation: (listing) => Math.min(Math.max(1, listing.bytes), opts.maxListingBytes ?? DEFAULT_MAX_LISTING_BYTES),
       dispose: (listing, cap, reason) => {
         if (reason === 'evict' && this.pins.has(cap)) this.pinned.set(cap, listing);
       },

@@ -64,10 +64,23 @@ export class Namespace {
     await this.files.recordOrphan(open);
   }
 
+  /**
+   * Runs `fn` holding the link locks of the files open at `paths`, given to it in the same order. A file
+   * opened (or moved) at one of them while the locks were awaited is seen: then the locks are taken again.
+   */
+  private async withOpenFiles<T>(paths: string[], fn: (open: Array<OpenFile | undefined>) => Promise<T>): Promise<T> {
+    for (;;) {
+      const open = paths.map((p) => this.files.get(p));
+      const result = await withLocks(open.map((f) => f?.linkLock), async () =>
+        paths.every((p, i) => this.files.get(p) === open[i]) ? { value: await fn(open) } : undefined,
+      );
+      if (result) return result.value;
+    }
+  }
+
   /** Removes a file's link; returns the file if it is open at that path (then marked unlinked by the caller). */
   private async removeFileLink(path: string): Promise<OpenFile | undefined> {
-    const open = this.files.get(path);
-    return withLocks([open?.linkLock], async () => {
+    return this.withOpenFiles([path], async ([open]) => {
       const { parent, name, child } = await this.dirs.lookup(path);
       if (!child && !open) throw new FsError('ENOENT', `no such file: ${path}`);
       if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
@@ -87,9 +100,7 @@ export class Namespace {
     if (from === to) return;
     if (isFuseHidden(to)) return this.hide(from, to);
     if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move a directory into itself: ${from}`);
-    const openSrc = this.files.get(from);
-    const openDst = this.files.get(to);
-    await withLocks([openSrc?.linkLock, openDst?.linkLock], async () => {
+    await this.withOpenFiles([from, to], async ([openSrc]) => {
       const src = await this.dirs.lookup(from);
       const dst = await this.dirs.lookup(to);
       if (!src.child && !openSrc) throw new FsError('ENOENT', `no such file: ${from}`);
@@ -117,8 +128,10 @@ export class Namespace {
         this.dirs.patch(src.parent.cap, src.name, undefined);
         this.dirs.patch(dst.parent.cap, dst.name, { ...src.child, name: dst.name });
       }
-      // A file open at the target was replaced: its handles keep their data, which goes nowhere now.
-      if (openDst && this.files.get(to) === openDst) await this.files.orphan(openDst);
+      // A file open at the target was replaced: its handles keep their data, which goes nowhere now. (One
+      // opened there during our requests too: it holds the entry we just replaced.)
+      const replaced = this.files.get(to);
+      if (replaced && replaced !== openSrc) await this.files.orphan(replaced);
       await this.files.move(from, to, dst.parent, dst.name);
     });
   }
@@ -142,9 +155,10 @@ export class Namespace {
     if (path === '/') return; // the root has no link to carry metadata
     const mtime = parseNs(mtimeNs);
     if (!mtime) throw new FsError('EINVAL', `bad time ${mtimeNs}`);
-    const open = this.files.get(path);
-    if (open && (open.dirty || !open.child)) return this.files.setMtime(open, mtime); // stored by its upload
-    await withLocks([open?.linkLock], () => this.setLinkMtime(path, mtime, open));
+    await this.withOpenFiles([path], async ([open]) => {
+      if (open && (open.dirty || !open.child)) return this.files.setMtime(open, mtime); // stored by its upload
+      await this.setLinkMtime(path, mtime, open);
+    });
   }
 
   private async setLinkMtime(path: string, mtime: Timestamp, open: OpenFile | undefined): Promise<void> {

@@ -54,6 +54,8 @@ export class OpenFile {
   recordedDirty = false;
   unlinked = false;
   handles = 0;
+  /** Set once its last close dropped the local state (two closes may race: see TahoeFs.closeFile). */
+  closed = false;
   /** Time set by utimens or by the last write, stored with the link at upload. */
   mtime: Timestamp | undefined;
   /** Whether `mtime` was set by utimens (then it is kept in the record for recovery). */
@@ -281,7 +283,10 @@ export class OpenFiles {
     file.dirty = true;
     file.generation++;
     file.mtime = nowTimestamp();
+    if (file.unlinked) return; // its last record says "nothing to store", for good
     // The record must say "dirty" once the bytes differ from what was uploaded; if it cannot, the change fails.
+    // Records on their way first: one of them may say "clean" (written for an upload that just finished).
+    await file.recordChain.catch(() => undefined);
     if (!file.recordedDirty) await this.saveRecord(file);
   }
 
@@ -384,23 +389,27 @@ export class OpenFiles {
    * the cached content of its new cap, so reading it back costs no download.
    */
   async close(file: OpenFile, stored: boolean): Promise<void> {
+    const staging = file.staging;
+    const cap = staging && stored && !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
+    // Handed to the cache before the file leaves the table (no await between): an open that comes meanwhile
+    // waits for the adoption instead of downloading what we hold. The cache flushes the bytes before its
+    // record claims them; the rename leaves our handle valid.
+    const adoption = staging && cap?.immutable && cap.storageIndex ? this.opts.cache.adopt(staging.path, cap) : undefined;
     this.forget(file);
     const content = await file.content.current?.catch(() => undefined);
     if (content) await this.opts.cache.release(content);
-    const staging = file.staging;
     if (!staging) return;
     await file.recordChain.catch(() => undefined);
-    const cap = stored && !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
-    const adoptable = cap?.immutable && cap.storageIndex ? cap : undefined;
-    // Flushed first: the cache's record will claim these bytes.
-    if (adoptable) await staging.handle.datasync().catch(() => undefined);
+    const adopted = (await adoption) ?? false;
     await staging.handle.close().catch(() => undefined);
+    if (stored) {
+      if (!adopted) await rm(staging.path, { force: true });
+      await this.opts.journal.remove(staging.path);
+    }
+    // Only now may the retry pass take what is left (a store that failed).
     this.activeStaging.delete(staging.path);
-    if (!stored) return;
-    const adopted = adoptable ? await this.opts.cache.adopt(staging.path, adoptable) : false;
-    if (!adopted) await rm(staging.path, { force: true });
-    await this.opts.journal.remove(staging.path);
   }
+
 }
 
 async function readLocal(handle: FileHandle, into: Buffer, position: number): Promise<number> {

@@ -261,7 +261,7 @@ export class TahoeFs implements Ops {
     await this.writeBack.commit(this.files.handle(fh).file);
   }
 
-  async fsync(path: string, fh: number): Promise<void> {
+  async fsync(path: string, fh: number, _datasync?: boolean): Promise<void> {
     await this.flush(path, fh);
   }
 
@@ -273,7 +273,9 @@ export class TahoeFs implements Ops {
   /** After the last handle closed: store what is left, then drop the local state. */
   private async closeFile(file: OpenFile): Promise<void> {
     const stored = await this.writeBack.commitOnClose(file);
-    if (file.handles > 0) return; // reopened while we uploaded
+    // Reopened while we uploaded, or closed meanwhile by a later last close (reopened and closed again).
+    if (file.handles > 0 || file.closed) return;
+    file.closed = true;
     await this.files.close(file, stored);
   }
 }

@@ -89,15 +89,21 @@ export class WriteBack {
       file.uploading = undefined;
     }
     file.base = file.child ? (capTextOf(file.child) ?? null) : null;
-    // Still open: the record says "stored" now (a crash must not upload the same bytes again).
-    if (file.handles > 0) await this.opts.files.saveRecord(file).catch(() => undefined);
+    // Still open: the record says "stored" now (a crash must not upload the same bytes again). If it cannot,
+    // the old record stays (recovery then keeps the bytes as a conflict) and the next change writes it anew.
+    if (file.handles > 0) {
+      await this.opts.files.saveRecord(file).catch((e: unknown) => {
+        file.recordedDirty = false;
+        this.opts.log.warn({ path: file.path, err: (e as Error).message }, 'could not update the staging record after an upload');
+      });
+    }
   }
 
   /** For the last close: stores what is dirty; false when that failed (the bytes stay staged, retried later). */
   async commitOnClose(file: OpenFile): Promise<boolean> {
-    if (!file.dirty || file.unlinked) return true;
     try {
-      await this.commit(file);
+      // Again while a change (a utimens, say) came in during the upload: the last close stores everything.
+      while (file.dirty && !file.unlinked) await this.commit(file);
       return true;
     } catch {
       this.scheduleRetry();
@@ -176,16 +182,19 @@ export class WriteBack {
 
   // ---- retries and recovery ---------------------------------------------------------------------------------
 
-  /** One pass over what an earlier run (or a failed upload) left staged; resolves when it is done. */
+  /** One pass over what an earlier run (or a failed upload) left staged; resolves when it is done, never rejects. */
   recover(): Promise<void> {
-    return this.retryPass.run();
+    return this.retryPass.run().catch((e: unknown) => {
+      this.opts.log.warn({ err: (e as Error).message }, 'pass over staged writes failed: will retry');
+      this.scheduleRetry();
+    });
   }
 
   scheduleRetry(): void {
     if (this.retryTimer || this.stopped) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
-      void this.retryPass.run();
+      void this.recover();
     }, this.retryDelayMs);
     this.retryTimer.unref();
   }

@@ -63,7 +63,7 @@ export async function identityOf(pid: number): Promise<ProcessIdentity | undefin
 /** Whether the very process `id` names still runs: not a zombie, and not another program under a reused pid. */
 export async function isAlive(id: ProcessIdentity): Promise<boolean> {
   const me = selfIdentity();
-  if (id.pid === me.pid) return id.start === '' || id.start === me.start;
+  if (id.pid === me.pid) return id.start === me.start; // we never write an empty start
   if (id.start === '') return false; // written by the previous version: nothing tells it from a stranger
   const now = await identityOf(id.pid);
   return now !== undefined && now.start === id.start;

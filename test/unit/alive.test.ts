@@ -11,14 +11,14 @@ import { kill, parentOfUnreaped, sleeper, strangerWithMainJs, until } from '../s
 const NO_SUCH_PID = 2 ** 22 + 12345;
 
 describe('process identity', () => {
-  it('knows this process, also from a record that holds only its pid', async () => {
+  it('knows this process; a pid-only record of an earlier version with our pid is not ours', async () => {
     const me = selfIdentity();
     const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
     assert.equal(me.pid, process.pid);
     assert.match(me.start, new RegExp(`^${bootId}:\\d+$`));
     assert.deepEqual(await identityOf(process.pid), me);
     assert.equal(await isAlive(me), true);
-    assert.equal(await isAlive({ pid: process.pid, start: '' }), true);
+    assert.equal(await isAlive({ pid: process.pid, start: '' }), false, 'a v1 record: its process was an earlier one (we write a start)');
     assert.equal(await isAlive({ pid: process.pid, start: `${bootId}:1` }), false, 'our pid, but another start: an earlier process');
   });
 

@@ -2,7 +2,7 @@
 // changes, records that must not be lost, bounded memory, and mutable files, without a grid or a mount.
 import { after, afterEach, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile as readText, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ContentCache } from '../../src/cache/content-cache.js';
@@ -144,6 +144,24 @@ describe('core: uploads racing renames and unlinks', () => {
     assert.equal(await readAll(fs, '/b'), 'v2');
   });
 
+  it('a file opened at the target while a rename is on its way is replaced, not linked back over it', async () => {
+    const { fs } = core;
+    for (const [name, text] of [['a', 'A content'], ['b', 'B old']] as const) {
+      const fh = await writeFile(fs, `/${name}`, text);
+      await fs.release(`/${name}`, fh);
+    }
+    const held = fake.hold((req) => req.method === 'POST' && target(req as never).query.get('t') === 'relink');
+    const renaming = fs.rename('/a', '/b');
+    await held.arrived;
+    const b = await fs.open('/b', 2 /* O_RDWR */);
+    held.release();
+    await bounded(renaming, 'rename');
+    await fs.write('/b', b, Buffer.from('B new'), 0);
+    await fs.release('/b', b);
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'b')!.roUri)?.toString(), 'A content');
+    assert.equal(await readAll(fs, '/b'), 'A content');
+  });
+
   it('a rename over a file whose upload is on its way: the renamed file wins', async () => {
     const { fs } = core;
     const other = await writeFile(fs, '/x', 'x content');
@@ -207,6 +225,58 @@ describe('core: staged writes and their records', () => {
     await bounded(second.fs.recover(), 'recovery');
     assert.equal(fake.bytes(fake.entry(fake.rootCap, 'new')!.roUri)?.toString(), 'staged');
     assert.equal(fake.entry(fake.rootCap, 'old'), undefined);
+  });
+
+  it('a write while the record of a finished upload is on its way leaves the record saying dirty', async () => {
+    // Holds the first record write that says "clean" until the test lets it go.
+    let holding = false;
+    let reached!: () => void;
+    let letGo!: () => void;
+    const arrived = new Promise<void>((r) => (reached = r));
+    const released = new Promise<void>((r) => (letGo = r));
+    class SlowJournal extends StagingJournal {
+      override async write(stagingPath: string, record: StagedRecord, durable?: boolean): Promise<void> {
+        if (holding && !record.dirty) {
+          holding = false;
+          reached();
+          await released;
+        }
+        return super.write(stagingPath, record, durable);
+      }
+    }
+    const { fs, cacheDir } = await start({ journal: (dir) => new SlowJournal(dir, log) });
+    const fh = await writeFile(fs, '/f', 'v1');
+    holding = true;
+    const syncing = fs.fsync('/f', fh, false);
+    await bounded(arrived, 'the record saying clean');
+    const writing = fs.write('/f', fh, Buffer.from('v2'), 0);
+    letGo();
+    await bounded(Promise.all([syncing, writing]), 'fsync and write');
+    const staging = join(cacheDir, 'staging');
+    const recordName = (await readdir(staging)).find((n) => n.endsWith('.json'))!;
+    const record = JSON.parse(await readText(join(staging, recordName), 'utf8')) as StagedRecord;
+    assert.equal(record.dirty, true, 'a crash now must store v2');
+    await fs.release('/f', fh);
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'f')!.roUri)?.toString(), 'v2');
+  });
+
+  it('writes to an unlinked open file write no records', async () => {
+    let writes = 0;
+    class CountingJournal extends StagingJournal {
+      override async write(stagingPath: string, record: StagedRecord, durable?: boolean): Promise<void> {
+        writes++;
+        return super.write(stagingPath, record, durable);
+      }
+    }
+    const { fs } = await start({ journal: (dir) => new CountingJournal(dir, log) });
+    const fh = await writeFile(fs, '/tmpfile', 'x');
+    await fs.unlink('/tmpfile');
+    const before = writes;
+    for (let i = 0; i < 100; i++) await fs.write('/tmpfile', fh, Buffer.alloc(4096, i), i * 4096);
+    assert.equal(writes, before);
+    assert.equal((await fs.read('/tmpfile', fh, 4096, 99 * 4096))[0], 99);
+    await fs.release('/tmpfile', fh);
+    assert.equal(fake.entry(fake.rootCap, 'tmpfile'), undefined);
   });
 
   it('a record that cannot be written fails the write that needed it', async () => {
