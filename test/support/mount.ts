@@ -26,6 +26,8 @@ export interface MountOptions {
   extraArgs?: string[];
   /** Mount by --root-uri instead of by alias. */
   byRootUri?: boolean;
+  /** Puts the node directory (cache, staging, logs) on a tmpfs of this many MiB: a small disk (needs root). */
+  nodeDirMiB?: number;
 }
 
 /** Runs the CLI to completion (it returns once the mount is live), bounded. */
@@ -46,9 +48,12 @@ export async function runCli(args: string[], timeoutMs = 120_000, cwd?: string):
 
 /** Mounts not cleaned up yet: if the test process dies first, they are detached on its way out. */
 const liveMounts = new Set<string>();
+/** Small filesystems under node directories (nodeDirMiB), unmounted the same way. */
+const smallDisks = new Set<string>();
 process.on('exit', () => {
   // Lazy unmount never blocks; the blackmatch processes then see their mount gone and exit by themselves.
   for (const mountpoint of liveMounts) spawnSync('fusermount', ['-uz', mountpoint], { stdio: 'ignore', timeout: 5_000 });
+  for (const dir of smallDisks) spawnSync('umount', ['-l', dir], { stdio: 'ignore', timeout: 5_000 });
 });
 
 export class TestMount {
@@ -68,6 +73,11 @@ export class TestMount {
     const workDir = await mkdtemp(join(tmpdir(), `bm-${opts.mode}-`));
     const nodeDir = join(workDir, 'node');
     const mountpoint = join(workDir, 'mnt');
+    await mkdir(nodeDir);
+    if (opts.nodeDirMiB !== undefined) {
+      await run('mount', ['-t', 'tmpfs', '-o', `size=${opts.nodeDirMiB}m,mode=0700`, 'tmpfs', nodeDir]);
+      smallDisks.add(nodeDir);
+    }
     await mkdir(join(nodeDir, 'private'), { recursive: true });
     await mkdir(mountpoint);
     const rootCap = opts.rootCap ?? (await mkdirCap(opts.gatewayUrl));
@@ -239,6 +249,7 @@ export class TestMount {
         // already gone
       }
     }
+    if (smallDisks.delete(this.nodeDir)) await run('umount', ['-l', this.nodeDir], { timeout: 30_000 }).catch(() => undefined);
     if (!process.env.BLACKMATCH_KEEP_TEST_DIRS) await rm(this.workDir, { recursive: true, force: true }).catch(() => undefined);
   }
 }

@@ -3,8 +3,8 @@
 // costing one request. Which requests were made is read from the mount's debug log.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { redact } from '../../src/tahoe/caps.js';
 import { mkdirCap } from '../support/grid.js';
@@ -127,6 +127,42 @@ for (const mode of MODES) {
         const myCap = (await m.webList(''))['mine.bin']![1].ro_uri!;
         assert.ok((await readAt(m.path('mine.bin'), 0, mine.length)).equals(mine));
         assert.deepEqual(await m.requests(`read ${redact(myCap)}`), []);
+      } finally {
+        await m.cleanup();
+      }
+    });
+
+    it('on a full disk a write fails with ENOSPC, and every later write works: cached bytes give way', async (t) => {
+      if (process.getuid?.() !== 0) return t.skip('needs root to mount a small tmpfs');
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, nodeDirMiB: 20 });
+      try {
+        const dir = await m.freshDir('full');
+        const rel = relative(m.mountpoint, dir);
+        // Read content sits in the cache while there is room for it.
+        const cached = randomBytes(6 * MiB);
+        await m.webPut(`${rel}/cached.bin`, cached);
+        assert.ok((await readFile(join(dir, 'cached.bin'))).equals(cached));
+        // 50 MB do not fit on a 20 MB disk: the write fails as on any full filesystem...
+        const fh = await open(join(dir, 'big.bin'), 'w');
+        let failure: NodeJS.ErrnoException | undefined;
+        try {
+          for (let i = 0; i < 50; i++) await fh.write(randomBytes(MiB));
+        } catch (e) {
+          failure = e as NodeJS.ErrnoException;
+        } finally {
+          await fh.close().catch(() => undefined);
+        }
+        assert.equal(failure?.code, 'ENOSPC');
+        // ...and what was stored of it, now cached, must not keep the disk full for every later write.
+        for (let i = 0; i < 3; i++) {
+          const data = randomBytes(4 * MiB);
+          await writeFile(join(dir, `after${i}.bin`), data);
+          assert.ok((await m.webGet(`${rel}/after${i}.bin`)).equals(data), `after${i}.bin stored whole`);
+        }
+        const cacheDir = await m.cacheDir();
+        for (const sub of ['files', 'staging']) {
+          assert.deepEqual((await readdir(join(cacheDir, sub))).filter((n) => n.endsWith('.tmp')), [], `no temporary records left in ${sub}/`);
+        }
       } finally {
         await m.cleanup();
       }
