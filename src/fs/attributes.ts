@@ -2,7 +2,7 @@
 // and times from the link metadata. Pure: no state beyond the owner and the mount time given at start.
 import { constants } from 'node:fs';
 import type { ChildInfo } from '../tahoe/client.js';
-import { capOf, linkTimes, sizeOf, type Timestamp } from '../tahoe/links.js';
+import { entryAccess, linkTimes, sizeOf, type Timestamp } from '../tahoe/links.js';
 import type { DirRef } from './directories.js';
 import { dirRefOf } from './directories.js';
 import type { Attr } from './ops.js';
@@ -26,12 +26,8 @@ export function fileWritable(child: ChildInfo | undefined, parent: DirRef): bool
   if (!parent.writable) return false;
   if (!child) return true;
   if (child.type !== 'file') return false;
-  try {
-    const cap = capOf(child);
-    return cap.immutable || cap.writable;
-  } catch {
-    return false;
-  }
+  const access = entryAccess(child);
+  return access !== undefined && (access.immutable || access.writable);
 }
 
 export class Attributes {

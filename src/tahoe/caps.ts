@@ -62,6 +62,20 @@ function checkHash256(b32: string): void {
   if (!hash || hash.length !== 32) throw new CapError('malformed cap fingerprint');
 }
 
+/**
+ * What a cap lets its holder do, from its kind alone: no key is decoded and no hash computed, so it is cheap
+ * enough for every entry of a large listing. Undefined for text that is not a cap of a known kind and shape.
+ */
+export function capAccess(text: string): { kind: CapKind; writable: boolean; immutable: boolean } | undefined {
+  const trimmed = text.trim();
+  for (const [kind, re] of PATTERNS) {
+    if (!re.test(trimmed)) continue;
+    const immutable = kind === 'CHK' || kind === 'LIT' || kind === 'DIR2-CHK' || kind === 'DIR2-LIT';
+    return { kind, writable: !immutable && !kind.endsWith('-RO'), immutable };
+  }
+  return undefined;
+}
+
 export function parseCap(text: string): Cap {
   const trimmed = text.trim();
   for (const [kind, re] of PATTERNS) {

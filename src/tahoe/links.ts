@@ -5,7 +5,7 @@
 // Tahoe's CLI and SFTP frontend use) and `mtime_ns` (exact, a decimal string) are ours; any other key belongs to
 // someone else and is carried along unchanged.
 import { FsError } from '../errors.js';
-import { parseCap, type Cap } from './caps.js';
+import { capAccess, parseCap, type Cap } from './caps.js';
 import type { ChildInfo, LinkMetadata, LinkTarget } from './client.js';
 
 /** A time as seconds and nanoseconds (the shape of `Timestamp` in fs/ops.ts). */
@@ -57,11 +57,13 @@ export function sizeOf(child: ChildInfo): number {
 
 /** Whether the holder of this entry may change what it names (a writable directory or mutable file). */
 export function entryWritable(child: ChildInfo): boolean {
-  try {
-    return capOf(child).writable;
-  } catch {
-    return false;
-  }
+  return entryAccess(child)?.writable ?? false;
+}
+
+/** What the entry's cap allows, decided from its kind (see capAccess); undefined for an unusable cap. */
+export function entryAccess(child: ChildInfo): { writable: boolean; immutable: boolean } | undefined {
+  const text = capTextOf(child);
+  return text === undefined ? undefined : capAccess(text);
 }
 
 /** The same child linked elsewhere: its caps and our metadata (without Tahoe's own keys). */

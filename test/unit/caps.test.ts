@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CapError, parseCap, parseDirCap, redact, type CapKind } from '../../src/tahoe/caps.js';
+import { capAccess, CapError, parseCap, parseDirCap, redact, type CapKind } from '../../src/tahoe/caps.js';
 
 interface Fixture {
   cap: string;
@@ -230,5 +230,15 @@ describe('redact', () => {
   it('handles text that is not a cap', () => {
     assert.match(redact('garbage'), /^\?#[0-9a-f]{10}$/);
     assert.ok(!redact('garbage').includes('garbage'));
+  });
+});
+
+describe('capAccess', () => {
+  it('tells what every kind of cap allows, as parseCap does, without hashing', () => {
+    for (const f of FIXTURES) {
+      assert.deepEqual(capAccess(f.cap), { kind: f.kind, writable: f.writable, immutable: f.immutable }, f.kind);
+    }
+    assert.equal(capAccess('URI:DIR2-MDMF-RO:nope'), undefined);
+    assert.equal(capAccess('not a cap'), undefined);
   });
 });

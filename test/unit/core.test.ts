@@ -214,6 +214,37 @@ describe('core: staged writes and their records', () => {
     assert.equal(fake.entry(fake.rootCap, 'gone'), undefined);
   });
 
+  it('records written while a retry pass runs are all kept: an unlinked file stays gone, a failed one is stored', async () => {
+    const first = await start({ owner: crashed });
+    const { fs } = first;
+    // One file whose upload failed and is closed: the retry pass will store it.
+    const failed = await writeFile(fs, '/failed', 'retry me');
+    fake.down(503);
+    await assert.rejects(fs.flush('/failed', failed));
+    await fs.release('/failed', failed);
+    fake.up();
+    // Open files whose records change while the pass runs.
+    const open: number[] = [];
+    for (let i = 0; i < 8; i++) open.push(await writeFile(fs, `/open${i}`, `open ${i}`));
+    const held = fake.hold(isUpload);
+    const pass = fs.recover();
+    await held.arrived;
+    for (let i = 0; i < 8; i++) {
+      if (i % 2 === 0) await fs.unlink(`/open${i}`);
+      else await fs.rename(`/open${i}`, `/moved${i}`);
+    }
+    held.release();
+    await bounded(pass, 'retry pass');
+    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'failed')!.roUri)?.toString(), 'retry me');
+    // A crash now: the next process stores what is still dirty where it is now, and brings nothing back.
+    const second = await start({ cacheDir: first.cacheDir, owner: { pid: 3, start: 'the next process' } });
+    await bounded(second.fs.recover(), 'recovery');
+    for (let i = 0; i < 8; i++) {
+      assert.equal(fake.entry(fake.rootCap, `open${i}`), undefined, `open${i} stays gone`);
+      if (i % 2 === 1) assert.equal(fake.bytes(fake.entry(fake.rootCap, `moved${i}`)!.roUri)?.toString(), `open ${i}`);
+    }
+  });
+
   it('a failed upload is stored by the next process, at the name the file was renamed to', async () => {
     const first = await start({ owner: crashed });
     const fh = await writeFile(first.fs, '/old', 'staged');
