@@ -53,7 +53,7 @@ const smallDisks = new Set<string>();
 process.on('exit', () => {
   // Lazy unmount never blocks; the blackmatch processes then see their mount gone and exit by themselves.
   for (const mountpoint of liveMounts) spawnSync('fusermount', ['-uz', mountpoint], { stdio: 'ignore', timeout: 5_000 });
-  for (const dir of smallDisks) spawnSync('umount', ['-l', dir], { stdio: 'ignore', timeout: 5_000 });
+  if (!process.env.BLACKMATCH_KEEP_TEST_DIRS) for (const dir of smallDisks) spawnSync('umount', ['-l', dir], { stdio: 'ignore', timeout: 5_000 });
 });
 
 export class TestMount {
@@ -249,8 +249,9 @@ export class TestMount {
         // already gone
       }
     }
+    if (process.env.BLACKMATCH_KEEP_TEST_DIRS) return; // a small disk stays mounted too, logs on it
     if (smallDisks.delete(this.nodeDir)) await run('umount', ['-l', this.nodeDir], { timeout: 30_000 }).catch(() => undefined);
-    if (!process.env.BLACKMATCH_KEEP_TEST_DIRS) await rm(this.workDir, { recursive: true, force: true }).catch(() => undefined);
+    await rm(this.workDir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
