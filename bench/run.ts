@@ -1,7 +1,8 @@
-// npm run bench: blackmatch in both modes beside its references, all measured in one run on one local grid:
-// a null FUSE filesystem in the same binding (the ceiling for FUSE throughput), plain web-API requests
-// with curl (the ceiling for the grid), and Tahoe's own SFTP frontend mounted with sshfs (what Tahoe users
-// use today). Prints a table and writes it as markdown to bench/results.md. A benchmark, not a test.
+// npm run bench: blackmatch in both modes beside its references, all measured in one run, on two local grids in
+// turn: loopback, then far (storage nodes behind delay proxies, 30 ms round trip, gateway local, as on a real
+// grid). References: a null FUSE filesystem in the same binding (the ceiling for FUSE throughput), plain web-API
+// requests with curl (the ceiling for the grid), and Tahoe's own SFTP frontend mounted with sshfs (what Tahoe
+// users use today). Prints the tables and writes them as markdown to bench/results.md. A benchmark, not a test.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
@@ -20,6 +21,8 @@ const BIG = Number(process.env.BLACKMATCH_BENCH_BIG_MIB ?? 256) * MiB;
 const FILE = 64 * MiB;
 const RUNS = 3;
 const CHUNK = MiB;
+/** The far grid's delay, each way (a 30 ms round trip), as in issue 9. */
+const FAR_DELAY_MS = 15;
 const here = dirname(fileURLToPath(import.meta.url));
 const resultsFile = join(here, '..', '..', 'bench', 'results.md');
 const log = (m: string) => console.error(`bench: ${m}`);
@@ -177,34 +180,126 @@ async function makeTree(grid: Grid, root: string, entries: number): Promise<stri
   return dirCap;
 }
 
-async function main(): Promise<void> {
-  const work = await mkdtemp(join(tmpdir(), 'bm-bench-'));
-  const chunk = Buffer.alloc(CHUNK);
-  for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131) % 251;
-  const big = Buffer.alloc(BIG);
-  for (let off = 0; off < BIG; off += CHUNK) chunk.copy(big, off);
-  const figures: Figures = new Map();
-  const throughput: Record<string, { read: number; write: number; writeWithClose?: number }> = {};
-  const ENTRIES = 1000;
 
-  log(`null FUSE ceiling, ${BIG / MiB} MiB`);
-  const nullMnt = join(work, 'null');
-  await mkdir(nullMnt);
-  const nullFs = await startNullFs(nullMnt, BIG);
-  try {
-    throughput['null FUSE (ceiling)'] = {
-      read: mbps(BIG, await repeat(RUNS, () => timeRead(join(nullMnt, 'data'), BIG))),
-      write: mbps(BIG, await repeat(RUNS, async () => (await timeWrite(join(nullMnt, 'data'), big)).writeMs)),
-    };
-  } finally {
-    await unmountPath(nullMnt);
-    nullFs.kill();
+type Throughput = { read: number; write: number; writeWithClose?: number };
+
+/** Figures of issue 9's table, measured the same way (median of RUNS where repeated). */
+interface IssueFigures {
+  /** One GET of a cold 32 MiB file, MB/s. */
+  oneGet?: number;
+  /** The same size as 4 parallel Range GETs of another cold file, MB/s. */
+  parallelGets?: number;
+  /** `tar x` of the 120-file tree into the mount, ms. */
+  tar: Partial<Record<Mode, number>>;
+  /** `git clone --no-hardlinks` of the 5-commit repository into the mount, ms. */
+  clone: Partial<Record<Mode, number>>;
+}
+
+interface GridResults {
+  storageDelayMs: number;
+  figures: Figures;
+  /** Absent when skipped (far grid). */
+  throughput?: Record<string, Throughput>;
+  issue: IssueFigures;
+  /** What was skipped or failed, for the results text. */
+  notes: string[];
+  minutes: number;
+}
+
+const ENTRIES = 1000;
+const ISSUE_GET = 32 * MiB;
+const TAR_DIRS = 12;
+const TAR_FILES_PER_DIR = 10;
+const REPO_COMMITS = 5;
+/** Bound for one tar or git command in the mount. */
+const COMMAND_BOUND_MS = 600_000;
+
+/** Inputs made locally once: the tar tree with its archive, and the small git repository. */
+interface Inputs {
+  tree: string;
+  archive: string;
+  repo: string;
+}
+
+async function makeInputs(work: string): Promise<Inputs> {
+  const base = join(work, 'inputs');
+  const tree = join(base, 'tree');
+  for (let d = 0; d < TAR_DIRS; d++) {
+    await mkdir(join(tree, `dir-${d}`), { recursive: true });
+    for (let f = 0; f < TAR_FILES_PER_DIR; f++) await writeFile(join(tree, `dir-${d}`, `file-${f}.bin`), randomBytes(4096));
   }
-  set(figures, 'warm sequential read 64 MiB, MB/s', 'reference', throughput['null FUSE (ceiling)']!.read);
+  const archive = join(base, 'tree.tar');
+  await run('tar', ['cf', archive, '-C', base, 'tree'], { timeout: 60_000 });
 
-  const grid = await startGrid({ log });
+  const repo = join(base, 'repo');
+  await mkdir(repo);
+  const git = (...args: string[]) =>
+    run('git', ['-c', 'user.name=bench', '-c', 'user.email=bench@localhost', '-c', 'init.defaultBranch=main', ...args], { cwd: repo, timeout: 60_000 });
+  await git('init', '-q');
+  for (let c = 0; c < REPO_COMMITS; c++) {
+    await mkdir(join(repo, 'src'), { recursive: true });
+    for (let k = 0; k < 4; k++) await writeFile(join(repo, 'src', `module-${c}-${k}.txt`), randomBytes(1536).toString('base64'));
+    await writeFile(join(repo, 'README'), `revision ${c}\n`);
+    await git('add', '-A');
+    await git('commit', '-q', '-m', `commit ${c}`);
+  }
+  return { tree, archive, repo };
+}
+
+/** One GET of a fresh 32 MiB file, then 4 parallel Range GETs of another (curl, wall time): MB/s each. */
+async function measureGets(grid: Grid, issue: IssueFigures): Promise<void> {
+  const root = await mkdirCap(grid.gatewayUrl);
+  const one: number[] = [];
+  const four: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const a = `${grid.gatewayUrl}uri/${encodeURIComponent(await putFile(grid, root, `get-${i}.bin`, randomBytes(ISSUE_GET)))}`;
+    const b = `${grid.gatewayUrl}uri/${encodeURIComponent(await putFile(grid, root, `ranges-${i}.bin`, randomBytes(ISSUE_GET)))}`;
+    one.push(mbps(ISSUE_GET, await timeCommand('curl', ['-sS', '-f', '-o', '/dev/null', a])));
+    const part = ISSUE_GET / 4;
+    const t0 = performance.now();
+    await Promise.all([0, 1, 2, 3].map((k) => run('curl', ['-sS', '-f', '-o', '/dev/null', '-r', `${k * part}-${(k + 1) * part - 1}`, b], { timeout: COMMAND_BOUND_MS })));
+    four.push(mbps(ISSUE_GET, performance.now() - t0));
+  }
+  issue.oneGet = median(one);
+  issue.parallelGets = median(four);
+}
+
+/** `tar x` of the tree and `git clone` of the repository into fresh directories of the mount, timed. */
+async function measureCommands(m: TestMount, mode: Mode, inputs: Inputs, issue: IssueFigures): Promise<void> {
+  log(`${mode}: tar x of ${TAR_DIRS * TAR_FILES_PER_DIR} files, git clone of ${REPO_COMMITS} commits`);
+  const tarDir = m.path(`tar-${mode}`);
+  await mkdir(tarDir);
+  let t0 = performance.now();
+  await run('tar', ['xf', inputs.archive, '-C', tarDir], { timeout: COMMAND_BOUND_MS });
+  issue.tar[mode] = performance.now() - t0;
+  await run('diff', ['-r', inputs.tree, join(tarDir, 'tree')], { timeout: COMMAND_BOUND_MS });
+
+  const cloneDir = m.path(`clone-${mode}`);
+  t0 = performance.now();
+  await run('git', ['clone', '-q', '--no-hardlinks', inputs.repo, cloneDir], { timeout: COMMAND_BOUND_MS });
+  issue.clone[mode] = performance.now() - t0;
+  const { stdout } = await run('git', ['-C', cloneDir, 'rev-list', '--count', 'HEAD'], { timeout: 60_000 });
+  if (Number(stdout.trim()) !== REPO_COMMITS) throw new Error(`the clone has ${stdout.trim()} commits, not ${REPO_COMMITS}`);
+}
+
+/**
+ * Every figure on one grid: the web API's own, then blackmatch in both modes, then sshfs. On the far grid the
+ * cached 256 MiB throughput table is skipped: cached data never touches the grid, and its write + close would
+ * upload 1.5 GiB across the delay.
+ */
+async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nullCeiling: Throughput, inputs: Inputs): Promise<GridResults> {
+  const started = performance.now();
+  const far = storageDelayMs > 0;
+  const figures: Figures = new Map();
+  const throughput: Record<string, Throughput> | undefined = far ? undefined : { 'null FUSE (ceiling)': nullCeiling };
+  const issue: IssueFigures = { tar: {}, clone: {} };
+  const notes: string[] = [];
+  set(figures, 'warm sequential read 64 MiB, MB/s', 'reference', nullCeiling.read);
+
+  const grid = await startGrid({ log, storageDelayMs });
   try {
     // The grid's own speed, straight through its web API.
+    log(`${far ? 'far' : 'loopback'} grid: web API references`);
     const refRoot = await mkdirCap(grid.gatewayUrl);
     const refCap = await putFile(grid, refRoot, 'ref.bin', randomBytes(FILE));
     const capUrl = `${grid.gatewayUrl}uri/${encodeURIComponent(refCap)}`;
@@ -218,26 +313,30 @@ async function main(): Promise<void> {
     await writeFile(upload, randomBytes(FILE));
     set(figures, 'write 64 MiB until the web API serves it, ms', 'reference', await curlMs(['-T', upload, `${grid.gatewayUrl}uri`]));
     await rm(upload);
+    await measureGets(grid, issue);
 
     for (const mode of ['no-split', 'split'] as Mode[]) {
       const root = await prepareRoot(grid, ENTRIES);
       const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: root, cacheTimeout: 60, extraArgs: ['--log-level', 'info'] });
       try {
-        log(`${mode}: cached ${BIG / MiB} MiB read and write`);
-        const writes: number[] = [];
-        const withClose: number[] = [];
-        for (let i = 0; i < RUNS; i++) {
-          const { writeMs, closeMs } = await timeWrite(m.path('big'), big);
-          writes.push(mbps(BIG, writeMs));
-          withClose.push(mbps(BIG, writeMs + closeMs));
+        if (throughput) {
+          log(`${mode}: cached ${BIG / MiB} MiB read and write`);
+          const writes: number[] = [];
+          const withClose: number[] = [];
+          for (let i = 0; i < RUNS; i++) {
+            const { writeMs, closeMs } = await timeWrite(m.path('big'), big);
+            writes.push(mbps(BIG, writeMs));
+            withClose.push(mbps(BIG, writeMs + closeMs));
+          }
+          throughput[`blackmatch ${mode}`] = {
+            read: mbps(BIG, await repeat(RUNS, () => timeRead(m.path('big'), BIG))),
+            write: median(writes),
+            writeWithClose: median(withClose),
+          };
+          await rm(m.path('big'));
         }
-        throughput[`blackmatch ${mode}`] = {
-          read: mbps(BIG, await repeat(RUNS, () => timeRead(m.path('big'), BIG))),
-          write: median(writes),
-          writeWithClose: median(withClose),
-        };
-        await rm(m.path('big'));
         await measureTarget({ column: mode, root, path: (n) => m.path(n), stored: async () => undefined }, figures, { dir: 'tree', entries: ENTRIES });
+        await measureCommands(m, mode, inputs, issue);
       } finally {
         await m.cleanup();
       }
@@ -255,67 +354,153 @@ async function main(): Promise<void> {
       );
     } catch (e) {
       log(`sshfs peer not measured: ${(e as Error).message}`);
+      notes.push(`sshfs not measured: ${(e as Error).message.split('\n')[0]}`);
     } finally {
       await sftp?.stop();
     }
   } finally {
     await grid.stop();
-    await rm(work, { recursive: true, force: true });
   }
-  report(throughput, figures, ENTRIES);
+  const minutes = (performance.now() - started) / 60_000;
+  log(`${far ? 'far' : 'loopback'} grid measured in ${minutes.toFixed(1)} min`);
+  return { storageDelayMs, figures, throughput, issue, notes, minutes };
 }
 
-function report(throughput: Record<string, { read: number; write: number; writeWithClose?: number }>, figures: Figures, entries: number): void {
-  const pct = (a: number | undefined, b: number | undefined) => (a && b ? `${((100 * a) / b).toFixed(0)}%` : '-');
-  const num = (v: number | undefined, digits = 0) => (v === undefined ? '-' : v.toFixed(digits));
-  const ceiling = throughput['null FUSE (ceiling)']!;
-  const noSplit = throughput['blackmatch no-split']!;
-  const split = throughput['blackmatch split']!;
-  // For MB/s higher is better (ratio = ours / reference); for times lower is better (ratio = ours / reference too).
-  const aims: Record<string, string> = {
-    'cold sequential read 64 MiB, MB/s': '>= 90% of curl GET',
-    'first 4 KiB at 32 MiB of a cold file, ms': '<= 2x one Range GET',
-    'warm sequential read 64 MiB, MB/s': '>= 70% of null FUSE',
-    [`ls -l of ${entries} entries, cold, ms`]: '<= 1.5x one ?t=json GET',
-    [`ls -l of ${entries} entries, warm, ms`]: '-',
-    'write 64 MiB until the web API serves it, ms': '<= 1.1x PUT /uri',
-  };
+async function main(): Promise<void> {
+  const started = performance.now();
+  const work = await mkdtemp(join(tmpdir(), 'bm-bench-'));
+  try {
+    const chunk = Buffer.alloc(CHUNK);
+    for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131) % 251;
+    const big = Buffer.alloc(BIG);
+    for (let off = 0; off < BIG; off += CHUNK) chunk.copy(big, off);
+    const inputs = await makeInputs(work);
+
+    // Grid-independent: measured once, shown in both sections.
+    log(`null FUSE ceiling, ${BIG / MiB} MiB`);
+    const nullMnt = join(work, 'null');
+    await mkdir(nullMnt);
+    const nullFs = await startNullFs(nullMnt, BIG);
+    let nullCeiling: Throughput;
+    try {
+      nullCeiling = {
+        read: mbps(BIG, await repeat(RUNS, () => timeRead(join(nullMnt, 'data'), BIG))),
+        write: mbps(BIG, await repeat(RUNS, async () => (await timeWrite(join(nullMnt, 'data'), big)).writeMs)),
+      };
+    } finally {
+      await unmountPath(nullMnt);
+      nullFs.kill();
+    }
+
+    // One grid at a time: the second starts after the first is stopped, so they never share the 2 cores.
+    const loopback = await measureGrid(0, work, big, nullCeiling, inputs);
+    // Kept if the far grid fails; replaced by the whole report below.
+    await report([loopback], (performance.now() - started) / 60_000, { quiet: true });
+    const far = await measureGrid(FAR_DELAY_MS, work, big, nullCeiling, inputs);
+    await report([loopback, far], (performance.now() - started) / 60_000);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+const AIMS: Record<string, string> = {
+  'cold sequential read 64 MiB, MB/s': '>= 90% of curl GET',
+  'first 4 KiB at 32 MiB of a cold file, ms': '<= 2x one Range GET',
+  'warm sequential read 64 MiB, MB/s': '>= 70% of null FUSE',
+  [`ls -l of ${ENTRIES} entries, cold, ms`]: '<= 1.5x one ?t=json GET',
+  [`ls -l of ${ENTRIES} entries, warm, ms`]: '-',
+  'write 64 MiB until the web API serves it, ms': '<= 1.1x PUT /uri',
+};
+
+const pct = (a: number | undefined, b: number | undefined) => (a && b ? `${((100 * a) / b).toFixed(0)}%` : '-');
+const num = (v: number | undefined, digits = 0) => (v === undefined ? '-' : v.toFixed(digits));
+const secs = (ms: number | undefined) => (ms === undefined ? '-' : (ms / 1000).toFixed(1));
+
+function section(r: GridResults): string[] {
+  const far = r.storageDelayMs > 0;
   const lines = [
-    '# blackmatch benchmark',
+    far ? `## Far grid (storage nodes ${2 * r.storageDelayMs} ms round trip away)` : '## Loopback grid',
     '',
-    `Measured in one run on one local grid (introducer, 3 storage nodes, gateway; 2-of-3 shares) on ${new Date().toISOString().slice(0, 10)},`,
-    `${process.arch}, Node ${process.version}. Repeated figures are medians of ${RUNS}. "reference" is the web API through curl`,
-    '(or the null FUSE filesystem for warm reads); sshfs is Tahoe\'s SFTP frontend on a second gateway, mounted with',
-    'Debian\'s sshfs, its writes counted until the web API serves the bytes (its close() returns before the upload).',
+    far
+      ? `Each storage node behind a delay proxy holding every chunk ${r.storageDelayMs} ms each way (test/support/delay-proxy.ts);\nthe gateway and the introducer local. Measured in ${r.minutes.toFixed(1)} min.`
+      : `Every node on 127.0.0.1, nothing in between. Measured in ${r.minutes.toFixed(1)} min.`,
+    ...r.notes.map((n) => `${n}.`),
     '',
-    '## Against the grid and against sshfs',
+    '### Against the grid and against sshfs',
     '',
     '| figure | reference | no-split | split | sshfs | no-split / ref | split / ref | sshfs / ref | aim |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
-    ...[...figures.entries()].map(([row, r]) => {
-      const digits = row.endsWith('ms') ? 0 : 0;
-      const ratio = (v: number | undefined) => (row.endsWith('MB/s') ? pct(v, r.reference) : v && r.reference ? `${(v / r.reference).toFixed(2)}x` : '-');
-      return `| ${row} | ${num(r.reference, digits)} | ${num(r['no-split'], digits)} | ${num(r.split, digits)} | ${num(r.sshfs, digits)} | ${ratio(r['no-split'])} | ${ratio(r.split)} | ${ratio(r.sshfs)} | ${aims[row] ?? '-'} |`;
+    ...[...r.figures.entries()].map(([row, f]) => {
+      // For MB/s higher is better (ratio as a percentage); for times lower is better (ratio as a factor).
+      const ratio = (v: number | undefined) => (row.endsWith('MB/s') ? pct(v, f.reference) : v && f.reference ? `${(v / f.reference).toFixed(2)}x` : '-');
+      return `| ${row} | ${num(f.reference)} | ${num(f['no-split'])} | ${num(f.split)} | ${num(f.sshfs)} | ${ratio(f['no-split'])} | ${ratio(f.split)} | ${ratio(f.sshfs)} | ${AIMS[row] ?? '-'} |`;
     }),
     '',
-    `## FUSE throughput: a cached ${BIG / MiB} MiB file`,
+  ];
+  if (r.throughput) {
+    const ceiling = r.throughput['null FUSE (ceiling)'];
+    const noSplit = r.throughput['blackmatch no-split'];
+    const split = r.throughput['blackmatch split'];
+    lines.push(
+      `### FUSE throughput: a cached ${BIG / MiB} MiB file`,
+      '',
+      'Sequential 1 MiB reads and writes (FUSE moves 128 KiB per request); writes timed until the last write() returns,',
+      'and separately until close() returns (close uploads the file).',
+      '',
+      '| | read MB/s | write MB/s | write + close MB/s |',
+      '| --- | ---: | ---: | ---: |',
+      ...Object.entries(r.throughput).map(([name, t]) => `| ${name} | ${num(t.read)} | ${num(t.write)} | ${num(t.writeWithClose)} |`),
+      '',
+      '| ratio | read | write | aim |',
+      '| --- | ---: | ---: | --- |',
+      `| split / no-split | ${pct(split?.read, noSplit?.read)} | ${pct(split?.write, noSplit?.write)} | >= 80% |`,
+      `| no-split / null FUSE | ${pct(noSplit?.read, ceiling?.read)} | ${pct(noSplit?.write, ceiling?.write)} | >= 70% |`,
+      '',
+    );
+  } else {
+    lines.push(
+      `### FUSE throughput: a cached ${BIG / MiB} MiB file`,
+      '',
+      'Not measured on this grid: cached reads and writes never reach the grid (see the loopback section), and',
+      `write + close would upload ${(3 * 2 * BIG) / MiB} MiB across the delay.`,
+      '',
+    );
+  }
+  const i = r.issue;
+  lines.push(
+    "### Issue 9's figures",
     '',
-    'Sequential 1 MiB reads and writes (FUSE moves 128 KiB per request); writes timed until the last write() returns,',
-    'and separately until close() returns (close uploads the file).',
+    `curl against the gateway (wall time, a fresh cold file each run); commands run in a fresh directory of the mount and`,
+    'return once every file is stored (close() is durable). Medians of 3 for the GETs, single runs for the commands.',
     '',
-    '| | read MB/s | write MB/s | write + close MB/s |',
+    '| what | web API (curl) | no-split | split |',
     '| --- | ---: | ---: | ---: |',
-    ...Object.entries(throughput).map(([name, r]) => `| ${name} | ${num(r.read)} | ${num(r.write)} | ${num(r.writeWithClose)} |`),
+    `| one \`GET /uri/$CAP\` of 32 MiB, MB/s | ${num(i.oneGet, 1)} | - | - |`,
+    `| the same 32 MiB as 4 parallel \`Range\` GETs, MB/s | ${num(i.parallelGets, 1)}${i.oneGet && i.parallelGets ? ` (${(i.parallelGets / i.oneGet).toFixed(1)}x one GET)` : ''} | - | - |`,
+    `| \`tar x\` of ${TAR_DIRS * TAR_FILES_PER_DIR} files of 4 KiB in ${TAR_DIRS} directories, s | - | ${secs(i.tar['no-split'])} | ${secs(i.tar.split)} |`,
+    `| \`git clone --no-hardlinks\` of a ${REPO_COMMITS}-commit repository (local path into the mount), s | - | ${secs(i.clone['no-split'])} | ${secs(i.clone.split)} |`,
     '',
-    '| ratio | read | write | aim |',
-    '| --- | ---: | ---: | --- |',
-    `| split / no-split | ${pct(split.read, noSplit.read)} | ${pct(split.write, noSplit.write)} | >= 80% |`,
-    `| no-split / null FUSE | ${pct(noSplit.read, ceiling.read)} | ${pct(noSplit.write, ceiling.write)} | >= 70% |`,
+  );
+  return lines;
+}
+
+async function report(grids: GridResults[], minutes: number, opts: { quiet?: boolean } = {}): Promise<void> {
+  const lines = [
+    '# blackmatch benchmark',
     '',
+    `Measured in one run (${minutes.toFixed(1)} min) on ${new Date().toISOString().slice(0, 10)}, ${process.arch}, Node ${process.version}, on two local grids`,
+    'in turn (introducer, 3 storage nodes, gateway; 2-of-3 shares): loopback, then far, its storage nodes 30 ms round',
+    `trip away. Repeated figures are medians of ${RUNS}. "reference" is the web API through curl (or the null FUSE`,
+    'filesystem in the same binding for warm reads, measured once); sshfs is Tahoe\'s SFTP frontend on a second client',
+    'node of the same grid, mounted with Debian\'s sshfs, its writes counted until the web API serves the bytes (its',
+    'close() returns before the upload).',
+    '',
+    ...grids.flatMap(section),
   ];
   const text = lines.join('\n');
-  console.log(text);
-  void writeFile(resultsFile, text).then(() => log(`written to ${resultsFile}`));
+  if (!opts.quiet) console.log(text);
+  await writeFile(resultsFile, text);
+  log(`written to ${resultsFile}`);
 }
 
 main().then(

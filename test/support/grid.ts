@@ -1,5 +1,6 @@
 // Starts and stops a real local Tahoe-LAFS grid (introducer, 3 storage nodes, 1 gateway) for the system
-// tests and the demo. Tahoe comes from scripts/tahoe-root.sh: either on PATH or inside a Debian chroot.
+// tests, the demo and the bench; optionally a far one, its storage nodes reached only through delay proxies.
+// Tahoe comes from scripts/tahoe-root.sh: either on PATH or inside a Debian chroot.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync, rmSync } from 'node:fs';
@@ -8,6 +9,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startDelayProxy, type DelayProxy } from './delay-proxy.js';
 
 export interface NodeDir {
   /** Host path of the blackmatch node directory. */
@@ -24,6 +26,8 @@ export interface Grid {
   /** Host path of the gateway's node directory. */
   readonly gatewayDir: string;
   readonly introducerFurl: string;
+  /** Delay each way between any client node (the gateway too) and each storage node; 0 on a loopback grid. */
+  readonly storageDelayMs: number;
   /** Makes a blackmatch node directory (node.url + private/aliases) with a fresh directory cap. */
   createNodeDir(hostDir: string, alias?: string): Promise<NodeDir>;
   /** Last lines of every node's log, for failure messages. */
@@ -46,6 +50,12 @@ export interface StartGridOptions {
   log?: (msg: string) => void;
   /** Bound for starting the grid (not counting a first-time chroot build). Default 120 s. */
   timeoutMs?: number;
+  /**
+   * A far grid: each storage node announces (--location) the port of a delay proxy that holds every chunk this
+   * many ms each way before passing it to the node's real port, so every client node, the gateway included,
+   * reaches storage only across the delay (15 = a 30 ms round trip). Introducer and gateway stay local.
+   */
+  storageDelayMs?: number;
 }
 
 const STORAGE_NODES = 3;
@@ -263,13 +273,17 @@ class GridImpl implements Grid {
   readonly gatewayDir: string;
   introducerFurl = '';
   private readonly nodes: NodeProc[] = [];
+  /** One per storage node when far; they outlive node restarts and are closed by stop() (only). */
+  private readonly proxies: DelayProxy[] = [];
   private stopped = false;
 
   constructor(
     private readonly runner: Runner,
     readonly baseDir: string,
     private readonly innerBase: string,
-    private readonly ports: { introducer: number; storage: number[]; web: number },
+    /** proxies: the ports storage nodes announce, when far (else each node announces its own port). */
+    private readonly ports: { introducer: number; storage: number[]; web: number; proxies?: number[] },
+    readonly storageDelayMs: number,
     private readonly log: (msg: string) => void,
   ) {
     this.gatewayUrl = `http://127.0.0.1:${ports.web}/`;
@@ -322,13 +336,17 @@ class GridImpl implements Grid {
     this.log(`grid: introducer up at ${this.introducerFurl}`);
 
     const furl = `--introducer=${this.introducerFurl}`;
+    const announced = this.ports.proxies ?? this.ports.storage;
+    for (const [i, proxyPort] of (this.ports.proxies ?? []).entries()) {
+      this.proxies.push(await startDelayProxy({ port: proxyPort, targetPort: this.ports.storage[i]!, delayMs: this.storageDelayMs }));
+    }
     await Promise.all([
       ...this.ports.storage.map((sp, i) =>
         runTahoe(this.runner, [
           'create-node',
           `--nickname=storage${i}`,
           `--port=tcp:${sp}:interface=127.0.0.1`,
-          `--location=tcp:127.0.0.1:${sp}`,
+          `--location=tcp:127.0.0.1:${announced[i]}`,
           furl,
           '--webport=none',
           ...SHARES,
@@ -496,6 +514,7 @@ class GridImpl implements Grid {
   async stop(opts: { keep?: boolean } = {}): Promise<void> {
     this.stopped = true;
     await Promise.all(this.nodes.map((n) => this.stopNode(n)));
+    await Promise.all(this.proxies.map((p) => p.close()));
     liveGrids.delete(this);
     if (opts.keep || keepByEnv()) {
       this.log(`grid: kept ${this.baseDir}`);
@@ -548,9 +567,14 @@ export async function startGrid(opts: StartGridOptions = {}): Promise<Grid> {
     innerBase = baseDir;
   }
 
-  const [introducer, web, ...storage] = await freePorts(2 + STORAGE_NODES);
+  const delay = opts.storageDelayMs ?? 0;
+  if (!(delay >= 0)) throw new Error(`grid: bad storageDelayMs ${delay}`);
+  const far = delay > 0;
+  const [introducer, web, ...rest] = await freePorts(2 + STORAGE_NODES * (far ? 2 : 1));
   if (introducer === undefined || web === undefined) throw new Error('grid: no free ports');
-  const grid = new GridImpl(runner, baseDir, innerBase, { introducer, storage, web }, log);
+  const storage = rest.slice(0, STORAGE_NODES);
+  const proxies = far ? rest.slice(STORAGE_NODES) : undefined;
+  const grid = new GridImpl(runner, baseDir, innerBase, { introducer, storage, web, proxies }, delay, log);
   liveGrids.add(grid);
   installHandlers();
   try {
@@ -559,6 +583,7 @@ export async function startGrid(opts: StartGridOptions = {}): Promise<Grid> {
     await grid.stop().catch(() => {});
     throw e;
   }
-  log(`grid: ready at ${grid.gatewayUrl} in ${((Date.now() - started) / 1000).toFixed(1)} s (${baseDir})`);
+  const where = far ? `; storage nodes behind a ${delay} ms delay each way (${2 * delay} ms round trip)` : '';
+  log(`grid: ready at ${grid.gatewayUrl} in ${((Date.now() - started) / 1000).toFixed(1)} s (${baseDir})${where}`);
   return grid;
 }
