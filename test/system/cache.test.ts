@@ -90,12 +90,16 @@ for (const mode of MODES) {
         const cacheDir = join(await m.cacheDir(), 'files');
         await eventually('eviction done', async () => {
           let bytes = 0;
-          for (const name of await readdir(cacheDir)) if (!name.includes('.')) bytes += (await stat(join(cacheDir, name))).blocks * 512;
+          for (const name of await readdir(cacheDir)) if (!name.includes('.')) bytes += ((await stat(join(cacheDir, name)).catch(() => undefined))?.blocks ?? 0) * 512;
           return bytes <= 1024 * 1024 + 64 * 1024; // block rounding of sparse files
         }, 30_000);
         assert.ok((await readdir(cacheDir)).filter((n) => n.endsWith('.meta')).length <= 1);
         for (let i = 0; i < files.length; i++) assert.ok((await readFile(m.path(`e${i}`))).equals(files[i]!), 'evicted files are read again');
-        for (const name of await readdir(cacheDir)) assert.equal((await stat(join(cacheDir, name))).mode & 0o777, 0o600);
+        for (const name of await readdir(cacheDir)) {
+          // A record's temporary file may be gone by now (renamed into place): check what is still there.
+          const st = await stat(join(cacheDir, name)).catch(() => undefined);
+          if (st) assert.equal(st.mode & 0o777, 0o600, name);
+        }
         assert.equal((await stat(join(m.nodeDir, '_cache'))).mode & 0o777, 0o700);
         assert.equal((await stat(await m.cacheDir())).mode & 0o777, 0o700);
       } finally {
