@@ -20,6 +20,8 @@ import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
 import { replaceFile } from '../util/durable-file.js';
+import { readFully, writeFully } from '../util/file-io.js';
+import { SharedPromise } from '../util/once.js';
 import { RangeSet, type Range } from './range-set.js';
 
 /** Tahoe's segment size: the unit a Range request costs the gateway anyway. */
@@ -64,7 +66,7 @@ export class CachedFile {
   refs = 0;
   lastUsed: number;
   private handle: FileHandle | undefined;
-  private opening: Promise<FileHandle> | undefined;
+  private readonly opening = new SharedPromise<FileHandle>();
   private stream: Download | undefined;
   private readonly fetches = new Set<Download>();
   private waiters: Waiter[] = [];
@@ -117,14 +119,14 @@ export class CachedFile {
 
   /** Opens the data file once, however many reads ask at the same time. */
   private openData(): Promise<FileHandle> {
-    this.opening ??= open(this.dataPath, constants.O_RDWR | constants.O_CREAT, 0o600).then(
-      (h) => (this.handle = h),
-      (e: unknown) => {
-        this.opening = undefined;
-        throw fromLocalFs(e, 'open cache file');
-      },
+    return this.opening.get(() =>
+      open(this.dataPath, constants.O_RDWR | constants.O_CREAT, 0o600).then(
+        (h) => (this.handle = h),
+        (e: unknown) => {
+          throw fromLocalFs(e, 'open cache file');
+        },
+      ),
     );
-    return this.opening;
   }
 
   /** Reads [position, position+length) clipped to the file, waiting only until those bytes are present. */
@@ -142,13 +144,9 @@ export class CachedFile {
     if (end <= position) return 0;
     const handle = await this.openData();
     const length = end - position;
-    let done = 0;
+    let done: number;
     try {
-      while (done < length) {
-        const { bytesRead } = await handle.read(into, done, length - done, position + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
-      }
+      done = await readFully(handle, into.subarray(0, length), position);
     } catch (e) {
       throw fromLocalFs(e, 'read cache file');
     }
@@ -208,7 +206,7 @@ export class CachedFile {
     await this.persist();
     await this.handle?.close().catch(() => undefined);
     this.handle = undefined;
-    this.opening = undefined;
+    this.opening.forget();
   }
 
   /** Removes data and record (eviction, or a snapshot's release). */
@@ -326,11 +324,7 @@ export class CachedFile {
   private async receive(body: Readable, d: Download, stop: number): Promise<void> {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       if (this.closed) break;
-      let written = 0;
-      while (written < chunk.length) {
-        const { bytesWritten } = await this.handle!.write(chunk, written, chunk.length - written, d.pos + written);
-        written += bytesWritten;
-      }
+      await writeFully(this.handle!, chunk, d.pos);
       this.record(d.pos, d.pos + chunk.length);
       d.pos += chunk.length;
       if (d.pos >= stop) break;

@@ -20,7 +20,7 @@ import type { Logger } from '../log.js';
 import { redact, type Cap } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
-import { Coalesced } from '../util/once.js';
+import { Coalesced, InFlight } from '../util/once.js';
 import { CachedFile, type CachedFileMeta } from './cached-file.js';
 
 export const DEFAULT_CACHE_BYTES = 4 * 1024 ** 3;
@@ -48,9 +48,9 @@ export class ContentCache {
   /** Contents on disk and not in use. */
   private readonly resting = new Map<string, Resting>();
   /** Contents being opened (their record is being read): not evictable, and opened once. */
-  private readonly opening = new Map<string, Promise<CachedFile>>();
+  private readonly opening = new InFlight<string, CachedFile>();
   /** Contents being moved in from the staging area; an open waits for them to be complete. */
-  private readonly adopting = new Map<string, Promise<boolean>>();
+  private readonly adopting = new InFlight<string, boolean>();
   /** Snapshots of mutable files, each its own (never shared): in use until released. */
   private readonly snapshots = new Set<CachedFile>();
   /** Bytes present in `resting`, `live` and `snapshots`: kept as they change, never recounted. */
@@ -105,26 +105,20 @@ export class ContentCache {
     const size = cap.size;
     if (!cap.immutable || !key || size === undefined) throw new FsError('EIO', `not a cacheable immutable cap: ${redact(cap.text)}`);
     await this.adopting.get(key);
-    let file = this.live.get(key);
-    if (!file) {
-      let pending = this.opening.get(key);
-      if (!pending) {
+    const file =
+      this.live.get(key) ??
+      (await this.opening.run(key, () => {
         // Out of `resting` before the first await, so that an eviction running meanwhile leaves it alone.
         this.dropResting(key);
-        pending = this.readMeta(key, size)
-          .then((meta) => {
-            const f: CachedFile = new CachedFile(key, cap.text, size, join(this.filesDir, key), join(this.filesDir, `${key}.meta`), meta, this.client, this.log, (bytes) => {
-              if (this.live.get(key) === f) this.grew(bytes);
-            });
-            this.live.set(key, f);
-            this.used += f.ranges.bytes;
-            return f;
-          })
-          .finally(() => this.opening.delete(key));
-        this.opening.set(key, pending);
-      }
-      file = await pending;
-    }
+        return this.readMeta(key, size).then((meta) => {
+          const f: CachedFile = new CachedFile(key, cap.text, size, join(this.filesDir, key), join(this.filesDir, `${key}.meta`), meta, this.client, this.log, (bytes) => {
+            if (this.live.get(key) === f) this.grew(bytes);
+          });
+          this.live.set(key, f);
+          this.used += f.ranges.bytes;
+          return f;
+        });
+      }));
     file.refs++;
     file.lastUsed = Date.now();
     return file;
@@ -193,9 +187,8 @@ export class ContentCache {
   async adopt(stagingPath: string, cap: Cap): Promise<boolean> {
     const key = cap.storageIndex;
     if (!key || cap.size === undefined || this.live.has(key) || this.opening.has(key) || this.adopting.has(key)) return false;
-    const done = this.adoptAs(key, stagingPath, cap.size).finally(() => this.adopting.delete(key));
-    this.adopting.set(key, done);
-    return done;
+    const size = cap.size;
+    return this.adopting.run(key, () => this.adoptAs(key, stagingPath, size));
   }
 
   /** Data first, then its record (an open() meanwhile waits for both: see `adopting`). */

@@ -9,8 +9,7 @@
 // running side by side never share or remove each other's), so a crash leaves the old record or the new one,
 // never half of one. Leftover temporary files are swept once, before this journal's first write or listing.
 // State: `swept` is set once and never changes back; nothing else is kept in memory.
-import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
@@ -88,18 +87,7 @@ export class StagingJournal {
    */
   async write(stagingPath: string, record: StagedRecord, durable = false): Promise<void> {
     await this.sweep();
-    const target = this.recordPath(stagingPath);
-    const data = JSON.stringify(record);
-    if (durable) return replaceFile(target, data);
-    const tmp = `${target}.${process.pid}-${randomBytes(4).toString('hex')}${TMP_SUFFIX}`;
-    try {
-      const fh = await open(tmp, 'wx', 0o600);
-      await fh.writeFile(data).finally(() => fh.close());
-      await rename(tmp, target);
-    } catch (e) {
-      await rm(tmp, { force: true }).catch(() => undefined);
-      throw e;
-    }
+    await replaceFile(this.recordPath(stagingPath), JSON.stringify(record), { flush: durable });
   }
 
   async remove(stagingPath: string): Promise<void> {

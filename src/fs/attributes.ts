@@ -1,6 +1,7 @@
 // What stat(2) shows for a Tahoe entry or an open file: type, permission bits from what we may change, size,
 // and times from the link metadata. Pure: no state beyond the owner and the mount time given at start.
 import { constants } from 'node:fs';
+import { FsError } from '../errors.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import { entryAccess, linkTimes, sizeOf, type Timestamp } from '../tahoe/links.js';
 import type { DirRef } from './directories.js';
@@ -28,6 +29,10 @@ export function fileWritable(child: ChildInfo | undefined, parent: DirRef): bool
   if (child.type !== 'file') return false;
   const access = entryAccess(child);
   return access !== undefined && (access.immutable || access.writable);
+}
+
+export function requireWritableFile(child: ChildInfo | undefined, parent: DirRef, path: string): void {
+  if (!fileWritable(child, parent)) throw new FsError('EROFS', `read-only file: ${path}`);
 }
 
 export class Attributes {

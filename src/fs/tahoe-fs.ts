@@ -17,7 +17,7 @@ import type { Logger } from '../log.js';
 import { redact, type Cap } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
 import { nowTimestamp } from '../tahoe/links.js';
-import { Attributes, fileWritable } from './attributes.js';
+import { Attributes, requireWritableFile } from './attributes.js';
 import { Directories, isShowableName, NAME_MAX_BYTES } from './directories.js';
 import { requireWritable, Namespace } from './namespace.js';
 import { OpenFiles, type OpenFile, type ProcessIdentity } from './open-files.js';
@@ -185,10 +185,10 @@ export class TahoeFs implements Ops {
       if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
       if (child.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
       // Refused before it is shared: a file left open without handles would pin stale content.
-      if (writable && !fileWritable(child, parent)) throw new FsError('EROFS', `read-only file: ${path}`);
+      if (writable) requireWritableFile(child, parent, path);
       file = this.files.getOrAdd(path, parent, name, child);
     }
-    if (writable && !fileWritable(file.child, file.parent)) throw new FsError('EROFS', `read-only file: ${path}`);
+    if (writable) requireWritableFile(file.child, file.parent, path);
     const fh = this.files.addHandle(file, writable);
     if (writable && flags & O_TRUNC) await this.emptyOrRelease(file, fh);
     return fh;
@@ -234,7 +234,7 @@ export class TahoeFs implements Ops {
   async truncate(path: string, size: number): Promise<void> {
     const open = this.files.get(path);
     if (open) {
-      if (!fileWritable(open.child, open.parent)) throw new FsError('EROFS', `read-only file: ${path}`);
+      requireWritableFile(open.child, open.parent, path);
       await this.files.truncate(open, size);
       // With no handle to flush it later, truncate(2) itself must store the result.
       if (open.handles === 0) await this.writeBack.commit(open);

@@ -10,15 +10,16 @@ export const TMP_SUFFIX = '.tmp';
 /**
  * Writes `data` to a temporary file of its own (so that concurrent writers of one target never share one),
  * flushes it, renames it over `target` and flushes the directory, so that the rename itself survives a power
- * loss. On failure the temporary file is removed and the error goes to the caller.
+ * loss. With `flush: false` nothing is flushed: the result survives a crash of the process, not of the
+ * machine. On failure the temporary file is removed and the error goes to the caller.
  */
-export async function replaceFile(target: string, data: string | Buffer, mode = 0o600): Promise<void> {
+export async function replaceFile(target: string, data: string | Buffer, { flush = true } = {}): Promise<void> {
   const tmp = `${target}.${process.pid}-${randomBytes(4).toString('hex')}${TMP_SUFFIX}`;
   try {
-    const fh = await open(tmp, 'wx', mode);
+    const fh = await open(tmp, 'wx', 0o600);
     try {
       await fh.writeFile(data);
-      await fh.datasync();
+      if (flush) await fh.datasync();
     } finally {
       await fh.close();
     }
@@ -27,7 +28,7 @@ export async function replaceFile(target: string, data: string | Buffer, mode = 
     await rm(tmp, { force: true }).catch(() => undefined);
     throw e;
   }
-  await syncDirectory(dirname(target));
+  if (flush) await syncDirectory(dirname(target));
 }
 
 /** Flushes a directory's entries (creations, renames, removals in it) to disk. */

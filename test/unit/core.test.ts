@@ -79,6 +79,11 @@ async function readAll(fs: TahoeFs, path: string): Promise<string> {
   }
 }
 
+/** What the fake grid holds under `name` in the root, as text (as another client would read it). */
+function storedText(fake: FakeTahoe, name: string): string | undefined {
+  return fake.bytes(fake.entry(fake.rootCap, name)!.roUri)?.toString();
+}
+
 const isUpload = (req: { method: string; rawUrl: string }) => req.method === 'PUT';
 const isLink = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'set_children';
 
@@ -108,7 +113,7 @@ describe('core: uploads racing renames and unlinks', () => {
     await bounded(flushing, 'flush');
     await fs.release('/b', fh);
     assert.equal(fake.entry(fake.rootCap, 'a')?.roUri, stranger, "the stranger's file is untouched");
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'b')!.roUri)?.toString(), 'ours');
+    assert.equal(storedText(fake, 'b'), 'ours');
   });
 
   it('an unlink during an upload never overwrites or removes a file made at that name meanwhile', async () => {
@@ -140,7 +145,7 @@ describe('core: uploads racing renames and unlinks', () => {
     await bounded(Promise.all([flushing, renaming]), 'flush and rename');
     await fs.release('/b', fh);
     assert.equal(fake.entry(fake.rootCap, 'a'), undefined);
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'b')!.roUri)?.toString(), 'v2');
+    assert.equal(storedText(fake, 'b'), 'v2');
     assert.equal(await readAll(fs, '/b'), 'v2');
   });
 
@@ -158,7 +163,7 @@ describe('core: uploads racing renames and unlinks', () => {
     await bounded(renaming, 'rename');
     await fs.write('/b', b, Buffer.from('B new'), 0);
     await fs.release('/b', b);
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'b')!.roUri)?.toString(), 'A content');
+    assert.equal(storedText(fake, 'b'), 'A content');
     assert.equal(await readAll(fs, '/b'), 'A content');
   });
 
@@ -174,7 +179,7 @@ describe('core: uploads racing renames and unlinks', () => {
     held.release();
     await bounded(Promise.all([flushing, renaming]), 'flush and rename');
     await fs.release('/a', fh);
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'a')!.roUri)?.toString(), 'x content');
+    assert.equal(storedText(fake, 'a'), 'x content');
     assert.equal(fake.entry(fake.rootCap, 'x'), undefined);
   });
 });
@@ -235,13 +240,13 @@ describe('core: staged writes and their records', () => {
     }
     held.release();
     await bounded(pass, 'retry pass');
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'failed')!.roUri)?.toString(), 'retry me');
+    assert.equal(storedText(fake, 'failed'), 'retry me');
     // A crash now: the next process stores what is still dirty where it is now, and brings nothing back.
     const second = await start({ cacheDir: first.cacheDir, owner: { pid: 3, start: 'the next process' } });
     await bounded(second.fs.recover(), 'recovery');
     for (let i = 0; i < 8; i++) {
       assert.equal(fake.entry(fake.rootCap, `open${i}`), undefined, `open${i} stays gone`);
-      if (i % 2 === 1) assert.equal(fake.bytes(fake.entry(fake.rootCap, `moved${i}`)!.roUri)?.toString(), `open ${i}`);
+      if (i % 2 === 1) assert.equal(storedText(fake, `moved${i}`), `open ${i}`);
     }
   });
 
@@ -254,7 +259,7 @@ describe('core: staged writes and their records', () => {
     await first.fs.rename('/old', '/new');
     const second = await start({ cacheDir: first.cacheDir, owner: { pid: 3, start: 'the next process' } });
     await bounded(second.fs.recover(), 'recovery');
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'new')!.roUri)?.toString(), 'staged');
+    assert.equal(storedText(fake, 'new'), 'staged');
     assert.equal(fake.entry(fake.rootCap, 'old'), undefined);
   });
 
@@ -288,7 +293,7 @@ describe('core: staged writes and their records', () => {
     const record = JSON.parse(await readText(join(staging, recordName), 'utf8')) as StagedRecord;
     assert.equal(record.dirty, true, 'a crash now must store v2');
     await fs.release('/f', fh);
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'f')!.roUri)?.toString(), 'v2');
+    assert.equal(storedText(fake, 'f'), 'v2');
   });
 
   it('writes to an unlinked open file write no records', async () => {
@@ -329,7 +334,7 @@ describe('core: staged writes and their records', () => {
     // Written again, the record is written too: nothing is left unrecorded.
     await fs.write('/f', fh, Buffer.from('second'), 0);
     await fs.release('/f', fh);
-    assert.equal(fake.bytes(fake.entry(fake.rootCap, 'f')!.roUri)?.toString(), 'second');
+    assert.equal(storedText(fake, 'f'), 'second');
   });
 });
 
