@@ -2,7 +2,7 @@
 // crash of the server, the client or the machine: on the next start for the same root, every staged file
 // whose upload did not complete is uploaded and linked, or kept and reported if its directory entry changed.
 //
-// staging/<id>        the written bytes
+// staging/<id>        the written bytes (empty for a directory made in write-back mode and not linked yet)
 // staging/<id>.json   this record (0600 in a 0700 folder: it holds the parent directory's cap)
 //
 // Records are replaced atomically through a temporary file of each write's own (so that writes and passes
@@ -39,6 +39,8 @@ export interface StagedRecord {
   mtimeNs?: string;
   /** Set once the bytes were kept because the entry changed: reported, not retried. */
   conflict?: boolean;
+  /** A directory made by mkdir in write-back mode, to be linked at `name` (its staging file is empty). */
+  dirCap?: string;
 }
 
 /** Version 1 had the owner's pid only. */

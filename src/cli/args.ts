@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../cache/content-cache.js';
+import { DEFAULT_TRANSFERS } from '../fs/write-back.js';
 
 export interface Args {
   mountpoint: string | undefined;
@@ -22,6 +23,10 @@ export interface Args {
   server: boolean;
   serverShutdown: boolean;
   serverStartTimeout: number;
+  /** close() returns once the bytes are on the local disk; uploads run in the background. */
+  writeBack: boolean;
+  /** Uploads at once. */
+  transfers: number;
 }
 
 export const DEFAULT_CACHE_TIMEOUT_S = 10;
@@ -40,6 +45,11 @@ export function parseSize(value: string): number {
   return Math.floor(Number(m[1]) * 1024 ** power);
 }
 
+function positiveInt(value: string): number {
+  if (!/^[0-9]+$/.test(value.trim()) || Number(value) < 1 || Number(value) > 64) throw new InvalidArgumentError('expected a whole number from 1 to 64');
+  return Number(value);
+}
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, ...value.split(',').filter((v) => v !== '')];
 }
@@ -56,6 +66,8 @@ export function buildCommand(version: string): Command {
     .option('--cache-timeout <SECONDS>', 'how long a directory listing is trusted; 0 = always refetch', seconds, DEFAULT_CACHE_TIMEOUT_S)
     .option('--cache-size <SIZE>', 'most file content to keep cached on disk, e.g. 500M or 10G (default 4G)', parseSize, DEFAULT_CACHE_BYTES)
     .option('--cache-min-free <SIZE>', 'free space to leave on the cache\'s filesystem, evicting cached content for it (default 1G; 0 = no minimum)', parseSize, DEFAULT_MIN_FREE_BYTES)
+    .option('--write-back', 'close() returns once the written bytes are safe on the local disk; they are uploaded in the background (fsync and `blackmatch sync` wait for them)')
+    .option('--transfers <N>', 'uploads at once', positiveInt, DEFAULT_TRANSFERS)
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
     .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other', collect, [])
     .option('-f', 'stay in the foreground (logs still go to the log file)')
@@ -87,6 +99,8 @@ export function parseArgs(argv: string[], version: string): Args {
     server?: boolean;
     serverShutdown?: boolean;
     serverStartTimeout: number;
+    writeBack?: boolean;
+    transfers: number;
   }>();
   if (!['error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(o.logLevel)) {
     throw new UsageError(`unknown log level "${o.logLevel}"`);
@@ -114,6 +128,8 @@ export function parseArgs(argv: string[], version: string): Args {
     server: o.server === true,
     serverShutdown: o.serverShutdown === true,
     serverStartTimeout: o.serverStartTimeout,
+    writeBack: o.writeBack === true,
+    transfers: o.transfers,
   };
 }
 

@@ -14,6 +14,8 @@ import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathF
 import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
 import { lockRoot } from '../process/root-lock.js';
+import { askControl, canonicalMountpoint, controlSocketPath, listControlSockets, serveControl, type ControlHandlers } from '../process/control.js';
+import type { SyncReport } from '../fs/write-back.js';
 import { isAlive, selfIdentity } from '../process/alive.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
@@ -22,6 +24,8 @@ import { checkMountpoint, logFile, resolveConfig, type MountConfig } from './con
 
 /** Bound for the background child to mount and report: covers listing the root through a slow gateway. */
 const DETACHED_START_TIMEOUT_MS = 90_000;
+/** `blackmatch sync` waits this long at most by default (uploads of large files on a slow link take long). */
+const SYNC_TIMEOUT_S = 3600;
 /** A server whose client never connects its keepalive exits after this long. */
 const SERVER_ORPHAN_TIMEOUT_MS = 60_000;
 
@@ -31,6 +35,7 @@ function version(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'sync') return syncCommand(argv.slice(1));
   let args: Args;
   // Before anything else: `ps` must never show a cap given with --root-uri.
   process.title = titleFor(argv, redact);
@@ -68,7 +73,7 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
   const journal = new StagingJournal(cache.stagingDir, log);
   const core = new TahoeFs({
     client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log,
-    owner: selfIdentity(), isAlive,
+    owner: selfIdentity(), isAlive, writeBack: args.writeBack, transfers: args.transfers,
   });
   await core.start();
   return { core, client };
@@ -79,6 +84,7 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
   const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
   const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
   const { core, client } = await startCore(args, config, log);
+  const control = await serveControl(mountpoint, controlHandlers(core, mountpoint, args), log);
   const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
   reportToParent({ ready: true });
@@ -87,6 +93,7 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
   await mounted.gone;
   log.info('unmounted; finishing uploads');
   await core.shutdown();
+  await control.close();
   await client.close();
   await lock.release();
   log.info('exiting');
@@ -132,12 +139,14 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((r) => (resolveExit = r));
   let finishing = false;
+  const cleanups: Array<() => Promise<void>> = [];
   const finish = async (why: string): Promise<void> => {
     if (finishing) return;
     finishing = true;
     log.info({ why }, 'finishing uploads, then exiting');
     await server.close();
     await core.shutdown();
+    for (const cleanup of cleanups) await cleanup();
     await client.close();
     await lock.release();
     log.info('exiting');
@@ -159,10 +168,55 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
     },
   });
   await server.listen();
+  const control = await serveControl(mountpoint, controlHandlers(core, mountpoint, args), log);
+  cleanups.push(() => control.close());
   log.info({ socket: socketPath, mountpoint }, 'serving');
   core.recoverInBackground();
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void finish(signal));
   return exited;
+}
+
+/** What the control socket answers (see process/control.ts). */
+function controlHandlers(core: TahoeFs, mountpoint: string, args: Args): ControlHandlers {
+  return {
+    info: async () => ({ mountpoint, pid: process.pid, split: args.split, writeBack: args.writeBack }),
+    sync: async () => ({ mountpoint, ...(await core.sync()) }),
+  };
+}
+
+/**
+ * `blackmatch sync [--timeout SECONDS] [MOUNTPOINT]`: waits until everything written to the mount (every
+ * blackmatch mount of this user without MOUNTPOINT) before it is stored in the grid; exits 1 if anything is not.
+ */
+async function syncCommand(argv: string[]): Promise<number> {
+  let timeoutMs = SYNC_TIMEOUT_S * 1000;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--timeout' && argv[i + 1] !== undefined && /^[0-9]+$/.test(argv[i + 1]!)) timeoutMs = Number(argv[++i]) * 1000;
+    else if (argv[i] === '--help' || argv[i] === '-h') {
+      process.stdout.write('usage: blackmatch sync [--timeout SECONDS] [MOUNTPOINT]\n  waits until everything written to the mount before now is stored in the grid (every mount of yours without MOUNTPOINT);\n  prints what is not, and exits 1 if anything is not\n');
+      return 0;
+    } else rest.push(argv[i]!);
+  }
+  if (rest.length > 1 || rest[0]?.startsWith('-')) {
+    process.stderr.write('blackmatch: usage: blackmatch sync [--timeout SECONDS] [MOUNTPOINT]\n');
+    return 2;
+  }
+  const sockets = rest[0] ? [controlSocketPath(await canonicalMountpoint(rest[0]))] : await listControlSockets();
+  let failures = 0;
+  for (const socket of sockets) {
+    try {
+      const r = (await askControl(socket, 'sync', timeoutMs)) as SyncReport & { mountpoint: string };
+      for (const f of r.failed) process.stdout.write(`${r.mountpoint}: NOT STORED ${f.path}: ${f.error}\n`);
+      process.stdout.write(`${r.mountpoint}: ${r.failed.length === 0 ? 'everything stored' : `${r.failed.length} not stored`} (${r.stored} waited for)\n`);
+      failures += r.failed.length;
+    } catch (e) {
+      if (!rest[0]) continue; // a socket left by a mount that is gone
+      process.stderr.write(`blackmatch: sync ${rest[0]}: ${(e as Error).message}\n`);
+      return 1;
+    }
+  }
+  return failures > 0 ? 1 : 0;
 }
 
 function unmountOnSignals(mounted: Mounted, log: Logger): void {

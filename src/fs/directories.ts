@@ -8,6 +8,8 @@
 //   pinned: an evicted pinned listing moves to `pinned` until its last pin goes.
 // - `fetching`: one fetch per directory at a time; patches made while it runs are replayed onto its result
 //   (they may be newer than what the gateway answered).
+// - `pendingLinks`: directories made in write-back mode whose link is not in the grid yet (write-back.ts adds
+//   and drops them): every listing of their parent shows them, fetched or not.
 import { LRUCache } from 'lru-cache';
 import { FsError } from '../errors.js';
 import type { Cap } from '../tahoe/caps.js';
@@ -62,6 +64,7 @@ export class Directories {
   private readonly pins = new Map<string, number>();
   private readonly fetching = new InFlight<string, Listing>();
   private readonly patchesDuringFetch = new Map<string, Patch[]>();
+  private readonly pendingLinks = new Map<string, Map<string, ChildInfo>>();
 
   constructor(opts: DirectoriesOptions) {
     this.client = opts.client;
@@ -144,6 +147,7 @@ export class Directories {
         if (child) children.set(name, child);
         else children.delete(name);
       }
+      for (const [name, child] of this.pendingLinks.get(dirCap) ?? []) children.set(name, child);
       const listing: Listing = { fetchedAt: started, children, bytes: estimateBytes(children) };
       this.pinned.delete(dirCap);
       this.listings.set(dirCap, listing);
@@ -160,6 +164,25 @@ export class Directories {
     if (!listing) return;
     if (child) listing.children.set(name, child);
     else listing.children.delete(name);
+  }
+
+  /** A directory we just made: known to be empty, so its first use needs no fetch. */
+  seedEmpty(dirCap: string): void {
+    this.listings.set(dirCap, { fetchedAt: Date.now(), children: new Map(), bytes: 0 });
+  }
+
+  /** Shows `child` at `name` in every listing of `dirCap` until dropPendingLink() (its link is on its way). */
+  addPendingLink(dirCap: string, name: string, child: ChildInfo): void {
+    const links = this.pendingLinks.get(dirCap) ?? new Map<string, ChildInfo>();
+    links.set(name, child);
+    this.pendingLinks.set(dirCap, links);
+    this.patch(dirCap, name, child);
+  }
+
+  dropPendingLink(dirCap: string, name: string): void {
+    const links = this.pendingLinks.get(dirCap);
+    links?.delete(name);
+    if (links?.size === 0) this.pendingLinks.delete(dirCap);
   }
 
   /** Drops a listing (its directory was removed). */

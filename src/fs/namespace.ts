@@ -7,7 +7,7 @@
 // once it is unlinked). A name that is not open is never linked by anyone here but the op itself.
 import { FsError } from '../errors.js';
 import type { TahoeClient } from '../tahoe/client.js';
-import { linkTargetOf, newLinkMetadata, parseNs, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
+import { capTextOf, linkTargetOf, newLinkMetadata, parseNs, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
 import { withLocks } from '../util/once.js';
 import { dirRefOf, type DirRef, type Directories } from './directories.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
@@ -25,7 +25,14 @@ export class Namespace {
     const { parent, name, child } = await this.dirs.lookup(path);
     requireWritable(parent, path);
     if (child || this.files.get(path)) throw new FsError('EEXIST', `exists: ${path}`);
+    if (this.writeBack.deferred) {
+      const cap = await this.writeBack.newDirectory();
+      this.dirs.seedEmpty(cap);
+      await this.writeBack.mkdirLater(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
+      return;
+    }
     const cap = await this.client.mkdir(parent.cap, name);
+    this.dirs.seedEmpty(cap);
     this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
   }
 
@@ -35,6 +42,7 @@ export class Namespace {
     if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
     if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
     requireWritable(parent, path);
+    await this.writeBack.settleDirectory(parent.cap, name);
     const dir = dirRefOf(child);
     // Always ask the grid: another client may have added an entry since we last looked.
     const listing = await this.dirs.listing(dir, true);
@@ -106,6 +114,9 @@ export class Namespace {
       if (!src.child && !openSrc) throw new FsError('ENOENT', `no such file: ${from}`);
       requireWritable(src.parent, from);
       requireWritable(dst.parent, to);
+      // A directory made by a write-back mkdir is renamed (or replaced) only once its link is in the grid.
+      if (src.child?.type === 'dir') await this.writeBack.settleDirectory(src.parent.cap, src.name);
+      if (dst.child?.type === 'dir') await this.writeBack.settleDirectory(dst.parent.cap, dst.name);
       const srcIsDir = src.child?.type === 'dir';
       if (dst.child) {
         const dstIsDir = dst.child.type === 'dir';
@@ -132,6 +143,9 @@ export class Namespace {
       // opened there during our requests too: it holds the entry we just replaced.)
       const replaced = this.files.get(to);
       if (replaced && replaced !== openSrc) await this.files.orphan(replaced);
+      // A file not in the grid yet, moved over an entry: its store is to replace that entry (write-back stores
+      // link only over the entry their bytes were based on).
+      if (openSrc && !src.child) openSrc.base = dst.child ? (capTextOf(dst.child) ?? null) : null;
       await this.files.move(from, to, dst.parent, dst.name);
     });
   }

@@ -10,7 +10,8 @@
 // - OpenFile.size/dirty/generation/mtime and the staging file's bytes: writes here; write-back.ts clears
 //   `dirty` only when the generation it uploaded is still the latest, and writes wait while it reads the
 //   staging file (`uploading`).
-// - OpenFile.child/base: write-back.ts after a store, namespace.ts after utimens.
+// - OpenFile.child/base: write-back.ts after a store, namespace.ts after utimens (and base after a rename
+//   over another entry, which the file's store then replaces).
 import { copyFile, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import type { CachedFile } from '../cache/cached-file.js';
@@ -61,6 +62,10 @@ export class OpenFile {
   /** Whether `mtime` was set by utimens (then it is kept in the record for recovery). */
   mtimeExplicit = false;
   uploading: Promise<void> | undefined;
+  /** Why the staged bytes are kept and not stored (the entry changed meanwhile, write-back mode): final. */
+  conflict: string | undefined;
+  /** The generation last flushed to the local disk with a durable record (write-back close). */
+  flushedGeneration = -1;
   /** The cap linked when the staged bytes were last in step with the grid: recovery checks it is still there. */
   base: string | null = null;
   /** Record writes for this file, one after the other. */
@@ -290,6 +295,17 @@ export class OpenFiles {
     if (!file.recordedDirty) await this.saveRecord(file);
   }
 
+  /**
+   * Write-back close: the staged bytes and a record saying where they go, flushed to the local disk (once per
+   * change). Rejects if they could not be (then the caller stores the file at once instead).
+   */
+  async flushLocally(file: OpenFile): Promise<void> {
+    const generation = file.generation;
+    if (file.flushedGeneration === generation || !file.staging) return;
+    await this.saveRecord(file, true);
+    file.flushedGeneration = generation;
+  }
+
   /** Writes the staging record of a file (after earlier ones); durable: the bytes and the record survive power loss. */
   saveRecord(file: OpenFile, durable = false): Promise<void> {
     const staging = file.staging;
@@ -321,6 +337,7 @@ export class OpenFiles {
       base: file.base,
       dirty: file.dirty && !file.unlinked,
       size: file.size,
+      ...(file.conflict ? { conflict: true } : {}),
       ...(file.mtimeExplicit && file.mtime ? { mtimeNs: nsString(file.mtime) } : {}),
     };
   }

@@ -22,7 +22,7 @@ import { Directories, isShowableName, NAME_MAX_BYTES } from './directories.js';
 import { requireWritable, Namespace } from './namespace.js';
 import { OpenFiles, type OpenFile, type ProcessIdentity } from './open-files.js';
 import type { Attr, Ops, StatFs } from './ops.js';
-import { WriteBack } from './write-back.js';
+import { WriteBack, type SyncReport } from './write-back.js';
 
 const { O_RDONLY, O_TRUNC, O_WRONLY } = constants;
 /** Linux's mask for the access mode bits of open flags (Node does not export it). */
@@ -51,6 +51,12 @@ export interface TahoeFsOptions {
   /** Bounds of the directory-listing cache (defaults in directories.ts). */
   maxListings?: number;
   maxListingBytes?: number;
+  /** Write-back mode: close() returns once the bytes are on the local disk (see write-back.ts). */
+  writeBack?: boolean;
+  /** Uploads at once. */
+  transfers?: number;
+  /** Bound of the last try of pending stores at unmount. */
+  drainMs?: number;
 }
 
 export class TahoeFs implements Ops {
@@ -60,8 +66,10 @@ export class TahoeFs implements Ops {
   private readonly names: Namespace;
   private readonly attrs: Attributes;
   private readonly cache: ContentCache;
+  private readonly log: Logger;
 
   constructor(opts: TahoeFsOptions) {
+    this.log = opts.log;
     const rootId = redact(opts.rootCap.text);
     this.cache = opts.cache;
     this.dirs = new Directories({ client: opts.client, rootCap: opts.rootCap, cacheTimeoutMs: opts.cacheTimeoutMs, maxListings: opts.maxListings, maxListingBytes: opts.maxListingBytes });
@@ -92,12 +100,22 @@ export class TahoeFs implements Ops {
     void this.recover();
   }
 
-  /** Uploads what is still dirty and closes every local file (at unmount). */
+  /**
+   * At unmount: pending stores get one more try (bounded), then what is still dirty is stored or left in the
+   * journal for the next mount, and every local file is closed.
+   */
   async shutdown(): Promise<void> {
+    await this.writeBack.drain();
     await this.writeBack.stop();
     this.files.dropAllHandles();
-    for (const file of this.files.all()) await this.closeFile(file);
+    // Files still open (a lazy unmount); those whose background store gave up close themselves.
+    await Promise.all(this.files.all().filter((f) => !f.closed && !this.writeBack.storing(f)).map((file) => this.closeFile(file)));
     await this.cache.shutdown();
+  }
+
+  /** Waits until everything written before the call is stored; reports what is not (`blackmatch sync`). */
+  sync(): Promise<SyncReport> {
+    return this.writeBack.sync();
   }
 
   /** Listings held in memory (tests). */
@@ -256,23 +274,47 @@ export class TahoeFs implements Ops {
     await this.files.truncate(file, size);
   }
 
-  /** close(2) waits for flush: a written file is stored before it returns. */
+  /**
+   * close(2) waits for flush. Durable mode: a written file is stored before it returns. Write-back mode: its
+   * bytes and record are flushed to the local disk (if that fails, it is stored now instead).
+   */
   async flush(_path: string, fh: number): Promise<void> {
-    await this.writeBack.commit(this.files.handle(fh).file);
+    const { file } = this.files.handle(fh);
+    if (await this.flushedLocally(file)) return;
+    await this.writeBack.commit(file);
   }
 
-  async fsync(path: string, fh: number, _datasync?: boolean): Promise<void> {
-    await this.flush(path, fh);
+  /** fsync(2) returns once the file is stored, in both modes. */
+  async fsync(_path: string, fh: number, _datasync?: boolean): Promise<void> {
+    await this.writeBack.commit(this.files.handle(fh).file);
   }
 
   async release(_path: string, fh: number): Promise<void> {
     const last = this.files.removeHandle(fh);
-    if (last) await this.closeFile(last);
+    if (!last) return;
+    if (last.dirty && (await this.flushedLocally(last))) this.writeBack.storeLater(last, (stored) => this.finishClose(last, stored));
+    else await this.closeFile(last);
+  }
+
+  /** Write-back mode: whether the file's changes are on the local disk with their record (nothing to do if clean). */
+  private async flushedLocally(file: OpenFile): Promise<boolean> {
+    if (!this.writeBack.deferred || file.unlinked || file.conflict) return false;
+    if (!file.dirty) return true;
+    try {
+      await this.files.flushLocally(file);
+      return true;
+    } catch (e) {
+      this.log.warn({ path: file.path, err: (e as Error).message }, 'could not flush a write-back file locally: storing it now');
+      return false;
+    }
   }
 
   /** After the last handle closed: store what is left, then drop the local state. */
   private async closeFile(file: OpenFile): Promise<void> {
-    const stored = await this.writeBack.commitOnClose(file);
+    await this.finishClose(file, await this.writeBack.commitOnClose(file));
+  }
+
+  private async finishClose(file: OpenFile, stored: boolean): Promise<void> {
     // Reopened while we uploaded, or closed meanwhile by a later last close (reopened and closed again).
     if (file.handles > 0 || file.closed) return;
     file.closed = true;

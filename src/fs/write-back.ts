@@ -1,30 +1,44 @@
-// Storing staged bytes on the grid. Every store goes through storeStaged(): upload the staging file, then
-// link the new cap where the file is *now* (a rename or an unlink during the upload moves or cancels the
-// link; no other entry is ever replaced or removed). Three callers: close() and fsync() of a written file
-// (durable: they return once the web API serves the bytes), the background retry of a store that failed,
-// and recovery at start of what a dead process left staged (which links only over the entry the bytes were
-// based on, and otherwise keeps them and reports a conflict).
+// Storing staged bytes on the grid. Every store goes through storeStaged(): upload the staging file (at most
+// `transfers` uploads at once), then link the new cap where the file is *now* (a rename or an unlink during
+// the upload moves or cancels the link; no other entry is ever replaced or removed), batched with the other
+// links into the same directory (link-batcher.ts). Callers: close() and fsync() of a written file, the
+// background retry of a store that failed, and recovery at start of what a dead process left staged.
 //
-// State: `retryTimer` and `retryDelayMs` belong to this class; the retry pass runs one at a time
-// (`retryPass`). An open file's `uploading` is set and cleared here only (see open-files.ts for the rest).
+// Two modes. Durable (the default): close() returns once the web API serves the bytes. Write-back: close()
+// returns once the bytes and their record are flushed to the local disk; the store runs in the background
+// (storeLater), retried until it lands, and mkdir takes a directory made ahead of time and links it in the
+// background too (mkdirLater). Stores that wait that long link only over the entry their bytes were based on;
+// anything else is kept and reported as a conflict, never overwritten (as recovery does). fsync() of a file
+// and sync() wait for the stores they cover; unmount gives every pending store one more try (drain), and
+// what is still left is in the journal for the next mount.
+//
+// State, all owned by this class: `retryTimer`/`retryDelayMs` (the retry pass runs one at a time,
+// `retryPass`), `background` (one store loop per closed file), `pendingDirs` (one per directory not yet
+// linked), `wakeups` (loops pausing between tries), `draining`/`stopped` (set once, at unmount). An open
+// file's `uploading` and `conflict` are set and cleared here only (see open-files.ts for the rest).
 import { createReadStream } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { rm, stat, writeFile } from 'node:fs/promises';
 import type { ContentCache } from '../cache/content-cache.js';
-import type { StagedFile, StagingJournal } from '../cache/staging-journal.js';
+import type { StagedFile, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import {
-  capTextOf, linkTargetOf, nowTimestamp, parseNs, timestampFromSeconds, touchedMetadata, tryParseCap, withMtime, type Timestamp,
+  capTextOf, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, timestampFromSeconds, touchedMetadata, tryParseCap, withMtime, type Timestamp,
 } from '../tahoe/links.js';
-import { Coalesced, withLocks, type Mutex } from '../util/once.js';
-import type { Directories } from './directories.js';
+import { Coalesced, Semaphore, withLocks, type Mutex } from '../util/once.js';
+import type { DirRef, Directories } from './directories.js';
+import { DirectoryPool } from './directory-pool.js';
+import { LinkBatcher } from './link-batcher.js';
 import type { OpenFile, OpenFiles, ProcessIdentity } from './open-files.js';
 
 /** Staged writes whose upload failed are retried after this long, doubling up to RETRY_MAX_MS. */
 const RETRY_FIRST_MS = 5_000;
 const RETRY_MAX_MS = 5 * 60_000;
+/** At unmount, how long pending stores get for their last try before the rest is left to the next mount. */
+export const DEFAULT_DRAIN_MS = 120_000;
+export const DEFAULT_TRANSFERS = 8;
 
 export interface WriteBackOptions {
   client: TahoeClient;
@@ -37,6 +51,18 @@ export interface WriteBackOptions {
   owner: ProcessIdentity;
   /** Whether the process that wrote a record still runs (process/alive.ts), handed down by the caller. */
   isAlive: (owner: ProcessIdentity) => Promise<boolean>;
+  /** Write-back mode (see the top of this file); durable when false. */
+  writeBack?: boolean;
+  /** Uploads at once (default DEFAULT_TRANSFERS). */
+  transfers?: number;
+  /** Bound of the last try at unmount (default DEFAULT_DRAIN_MS). */
+  drainMs?: number;
+}
+
+/** What sync() found: how many stores it waited for, and every write not stored (with why). */
+export interface SyncReport {
+  stored: number;
+  failed: Array<{ path: string; error: string }>;
 }
 
 /** Where staged bytes are to be linked. */
@@ -56,8 +82,10 @@ export interface StoreRequest {
   destination: () => Destination | undefined;
   /** Held while linking, so that a rename or unlink of the same file waits (or is waited for). */
   lock?: Mutex;
-  /** Recovery: store only over an entry that still holds this cap (null: no entry at all). */
+  /** Recovery: store only over an entry that still holds this cap (null: no entry at all), checked before the upload too. */
   expectBase?: string | null;
+  /** Link only over an entry that still holds this cap (null: no entry), asked and checked right before linking. */
+  guard?: () => string | null;
 }
 
 export type StoreResult =
@@ -66,27 +94,54 @@ export type StoreResult =
   | { outcome: 'conflict'; reason: string };
 
 export class WriteBack {
+  readonly deferred: boolean;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryDelayMs = RETRY_FIRST_MS;
   private stopped = false;
+  private draining = false;
   private readonly retryPass = new Coalesced(() => this.retryStaged());
+  private readonly transfers: Semaphore;
+  private readonly links: LinkBatcher;
+  private readonly dirPool: DirectoryPool;
+  /** Write-back mode: the store loop of each closed file still to be stored. */
+  private readonly background = new Map<OpenFile, Promise<void>>();
+  /** Write-back mode: directories made by mkdir and not linked yet, by staging path of their record. */
+  private readonly pendingDirs = new Map<string, PendingDir>();
+  /** Store loops pausing between tries: called to try again at once (sync, unmount). */
+  private readonly wakeups = new Set<() => void>();
 
-  constructor(private readonly opts: WriteBackOptions) {}
+  constructor(private readonly opts: WriteBackOptions) {
+    this.deferred = opts.writeBack === true;
+    this.transfers = new Semaphore(Math.max(1, opts.transfers ?? DEFAULT_TRANSFERS));
+    this.links = new LinkBatcher(opts.client);
+    this.dirPool = new DirectoryPool(opts.client, this.transfers.limit, opts.log);
+  }
 
   /** Uploads the staging file of an open file and links it; returns once the web API serves the new bytes. */
   async commit(file: OpenFile): Promise<void> {
     while (file.uploading) await file.uploading.catch(() => undefined);
     if (!file.dirty) return;
-    file.uploading = this.storeOpenFile(file);
+    if (file.conflict) throw conflictError(file);
+    // `uploading` covers the whole attempt, its records included: a waiter wakes only once it is over (were it
+    // cleared later than it settled, a waiter would spin on a settled promise and starve the record's I/O).
+    const attempt = this.storeAndRecord(file);
+    file.uploading = attempt;
     try {
-      await file.uploading;
+      await attempt;
+    } finally {
+      if (file.uploading === attempt) file.uploading = undefined;
+    }
+  }
+
+  private async storeAndRecord(file: OpenFile): Promise<void> {
+    try {
+      await this.storeOpenFile(file);
     } catch (e) {
       // close() and fsync() now fail with EIO: the bytes stay staged, flushed, with a record of where they go.
       await this.opts.files.saveRecord(file, true).catch((r: unknown) => this.opts.log.error({ path: file.path, err: (r as Error).message }, 'staged bytes kept, but their record could not be written'));
-      this.opts.log.error({ path: file.path, staging: file.staging?.path, err: (e as Error).message }, 'upload failed: staged bytes kept');
+      if (file.conflict) this.opts.log.warn({ path: file.path, staging: file.staging?.path }, `staged write kept, not stored: ${file.conflict}`);
+      else this.opts.log.error({ path: file.path, staging: file.staging?.path, err: (e as Error).message }, 'upload failed: staged bytes kept');
       throw e instanceof FsError ? e : new FsError('EIO', `upload of ${file.path} failed: ${(e as Error).message}`, { cause: e });
-    } finally {
-      file.uploading = undefined;
     }
     file.base = file.child ? (capTextOf(file.child) ?? null) : null;
     // Still open: the record says "stored" now (a crash must not upload the same bytes again). If it cannot,
@@ -99,16 +154,48 @@ export class WriteBack {
     }
   }
 
-  /** For the last close: stores what is dirty; false when that failed (the bytes stay staged, retried later). */
-  async commitOnClose(file: OpenFile): Promise<boolean> {
+  /** Whether a background store loop has this file. */
+  storing(file: OpenFile): boolean {
+    return this.background.has(file);
+  }
+
+  /** Stores what is dirty, again while a change (a utimens, say) came in during the upload; false when that failed. */
+  private async commitAll(file: OpenFile): Promise<boolean> {
     try {
-      // Again while a change (a utimens, say) came in during the upload: the last close stores everything.
       while (file.dirty && !file.unlinked) await this.commit(file);
       return true;
     } catch {
-      this.scheduleRetry();
       return false;
     }
+  }
+
+  /** For the last close in durable mode: false when the store failed (the bytes stay staged, retried later). */
+  async commitOnClose(file: OpenFile): Promise<boolean> {
+    const stored = await this.commitAll(file);
+    if (!stored && !file.conflict) this.scheduleRetry();
+    return stored;
+  }
+
+  /**
+   * Write-back mode, after the last close (the bytes and their record are on the local disk): stores the file
+   * in the background, trying again after each failure until it is stored, reopened, or the mount stops.
+   * `finish(stored)` then drops the local state (see TahoeFs.finishClose).
+   */
+  storeLater(file: OpenFile, finish: (stored: boolean) => Promise<void>): void {
+    if (this.background.has(file)) return;
+    const loop = (async () => {
+      let delay = RETRY_FIRST_MS;
+      let stored = false;
+      for (;;) {
+        stored = await this.commitAll(file);
+        if (stored || file.conflict || file.handles > 0 || this.draining) break;
+        await this.pause(delay);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+      await finish(stored);
+      this.background.delete(file);
+    })().catch((e: unknown) => this.opts.log.error({ path: file.path, err: (e as Error).message }, 'background store failed'));
+    this.background.set(file, loop);
   }
 
   private async storeOpenFile(file: OpenFile): Promise<void> {
@@ -124,7 +211,14 @@ export class WriteBack {
         previous: file.child,
         lock: file.linkLock,
         destination: () => (file.unlinked ? undefined : { parentCap: file.parent.cap, name: file.name }),
+        // A write-back store may land long after the bytes were based on the entry: never over another's change.
+        // (Asked at link time: a rename meanwhile may have made the file the replacement of another entry.)
+        ...(this.deferred ? { guard: () => file.base } : {}),
       });
+      if (result.outcome === 'conflict') {
+        file.conflict = result.reason;
+        throw conflictError(file);
+      }
       if (result.outcome === 'linked') {
         file.child = result.child;
         this.opts.log.debug({ path: file.path, bytes: file.size, ms: Date.now() - started, cap: redact(capTextOf(result.child) ?? '') }, 'uploaded');
@@ -149,19 +243,21 @@ export class WriteBack {
     const body = () => (size === 0 ? Buffer.alloc(0) : createReadStream(stagingPath, { start: 0, end: size - 1 }));
     const mutable = previous?.type === 'file' && previous.mutable && previous.rwUri ? previous : undefined;
     // A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file.
-    const uploaded = mutable ? undefined : await client.upload(body, size);
-    if (mutable) await client.overwriteMutable(mutable.rwUri!, body, size);
+    const uploaded = await this.transfers.run(async () => {
+      if (!mutable) return client.upload(body, size);
+      await client.overwriteMutable(mutable.rwUri!, body, size);
+      return undefined;
+    });
     return withLocks([req.lock], async () => {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' } as const;
-      if (req.expectBase !== undefined) {
-        // Tahoe has no compare-and-swap: look again right before linking, to keep the window small.
-        const again = await this.checkBase(where, req.expectBase);
-        if ('reason' in again) return { outcome: 'conflict', reason: again.reason } as const;
-      }
       const metadata = withMtime(previous?.metadata ?? {}, req.mtime);
       const target: LinkTarget = mutable ? { ...linkTargetOf(mutable), metadata } : { type: 'file', roUri: uploaded, metadata };
-      await client.setChild(where.parentCap, where.name, target, true);
+      // Tahoe has no compare-and-swap: a guarded link looks at the entry again right before linking. A mutable
+      // file was overwritten in place already: its link only carries the new time.
+      const expect = mutable ? undefined : req.expectBase !== undefined ? req.expectBase : req.guard?.();
+      const outcome = await this.links.link(where.parentCap, { name: where.name, target, expect });
+      if (!outcome.linked) return { outcome: 'conflict', reason: outcome.reason } as const;
       const touched = touchedMetadata(previous?.metadata ?? {}, metadata);
       const child: ChildInfo = mutable
         ? { ...mutable, name: where.name, size, metadata: touched }
@@ -178,6 +274,142 @@ export class WriteBack {
     // A mutable file keeps its cap when another client changes it: nothing shows whether it did.
     if (current?.mutable) return { reason: 'a mutable file may have changed meanwhile' };
     return { current };
+  }
+
+  // ---- write-back mode: directories, sync, unmount ------------------------------------------------------
+
+  /**
+   * Write-back mkdir: a directory made ahead of time (so that it exists in the grid before anything is linked
+   * into it), linked at `name` in the background. Its record is on disk before this returns; until the link
+   * lands, the parent's listing shows it (Directories.addPendingLink).
+   */
+  async mkdirLater(parent: DirRef, name: string, path: string, child: ChildInfo): Promise<void> {
+    const stagingPath = this.opts.cache.newStagingPath();
+    const record: StagedRecord = {
+      v: 2, root: this.opts.rootId, owner: this.opts.owner, parentCap: parent.cap, name, path,
+      base: null, dirty: true, size: 0, dirCap: capTextOf(child),
+    };
+    try {
+      await writeFile(stagingPath, '', { mode: 0o600 });
+      await this.opts.journal.write(stagingPath, record, true);
+    } catch (e) {
+      await rm(stagingPath, { force: true });
+      throw new FsError('EIO', `cannot record new directory ${path}: ${(e as Error).message}`, { cause: e });
+    }
+    this.opts.directories.addPendingLink(parent.cap, name, child);
+    const pending: PendingDir = { parentCap: parent.cap, name, path, child, stagingPath, attempt: undefined, done: undefined! };
+    pending.done = (async () => {
+      let delay = RETRY_FIRST_MS;
+      for (;;) {
+        pending.attempt = this.linkPendingDir(pending);
+        if ((await pending.attempt) || this.draining) break;
+        await this.pause(delay);
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+      this.pendingDirs.delete(stagingPath);
+    })();
+    this.pendingDirs.set(stagingPath, pending);
+  }
+
+  /** A fresh empty directory cap (made ahead of time in write-back mode). */
+  newDirectory(): Promise<string> {
+    return this.dirPool.take();
+  }
+
+  /** One try at linking a pending directory; true when it is settled (linked, or kept as a conflict). */
+  private async linkPendingDir(pending: PendingDir): Promise<boolean> {
+    const { parentCap, name, child, stagingPath } = pending;
+    try {
+      const outcome = await this.links.link(parentCap, { name, target: { ...linkTargetOf(child), metadata: child.metadata }, expect: null });
+      this.opts.directories.dropPendingLink(parentCap, name);
+      if (!outcome.linked) {
+        this.opts.log.warn({ path: pending.path }, `new directory not linked: ${outcome.reason}; its record is kept`);
+        const record = (await this.opts.journal.list()).find((s) => s.stagingPath === stagingPath)?.record;
+        if (record) await this.opts.journal.write(stagingPath, { ...record, conflict: true }, true);
+        return true;
+      }
+      this.opts.directories.patch(parentCap, name, child);
+      await this.opts.journal.remove(stagingPath);
+      await rm(stagingPath, { force: true });
+      return true;
+    } catch (e) {
+      this.opts.log.warn({ path: pending.path, err: (e as Error).message }, 'new directory not linked yet: will retry');
+      return false;
+    }
+  }
+
+  /**
+   * Before an op changes a directory made by mkdir whose link is still pending (rmdir, rename): that link is
+   * tried now and must land first. Rejects with EIO if it cannot.
+   */
+  async settleDirectory(parentCap: string, name: string): Promise<void> {
+    const pending = [...this.pendingDirs.values()].find((p) => p.parentCap === parentCap && p.name === name);
+    if (pending && !(await this.tryDirNow(pending))) throw new FsError('EIO', `new directory ${pending.path} is not in the grid yet`);
+  }
+
+  /** Ends a pending directory's pause and waits for the try that follows; true when it is settled. */
+  private async tryDirNow(pending: PendingDir): Promise<boolean> {
+    this.wakeAll();
+    await new Promise<void>((r) => setImmediate(r)); // the loop starts its next try
+    return (await pending.attempt) === true || !this.pendingDirs.has(pending.stagingPath);
+  }
+
+  /**
+   * Waits until everything written before the call is stored (files still open included, as sync(2) does),
+   * trying every pending store once more at once; reports what is not stored, and why.
+   */
+  async sync(): Promise<SyncReport> {
+    const report: SyncReport = { stored: 0, failed: [] };
+    this.wakeAll();
+    const dirty = this.opts.files.all().filter((f) => f.dirty && !f.unlinked);
+    const dirs = [...this.pendingDirs.values()];
+    await Promise.all([
+      ...dirty.map(async (f) => {
+        const stored = await this.commitAll(f);
+        if (stored) await this.background.get(f); // its local state and record are dropped too
+        if (stored) report.stored++;
+        else report.failed.push({ path: f.path, error: f.conflict ? `kept, not stored: ${f.conflict}` : 'upload failed (will retry)' });
+      }),
+      ...dirs.map(async (d) => {
+        if (await this.tryDirNow(d)) report.stored++;
+        else report.failed.push({ path: d.path, error: 'new directory not linked (will retry)' });
+      }),
+    ]);
+    // What earlier runs, or stores that failed before, left in the journal: one more pass, then what is left.
+    await this.recover();
+    for (const { stagingPath, record } of await this.opts.journal.list()) {
+      if (!(await this.isOurs(stagingPath, record)) || !record.dirty) continue;
+      if (report.failed.some((f) => f.path === record.path)) continue;
+      report.failed.push({ path: record.path, error: record.conflict ? 'kept, not stored: its directory entry changed meanwhile' : 'not stored yet (will retry)' });
+    }
+    return report;
+  }
+
+  /** At unmount: every pending store gets one more try at once, all bounded together; the rest stays in the journal. */
+  async drain(): Promise<void> {
+    this.draining = true;
+    this.wakeAll();
+    const all = Promise.all([...this.background.values(), ...[...this.pendingDirs.values()].map((d) => d.done)]);
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((r) => (timer = setTimeout(r, this.opts.drainMs ?? DEFAULT_DRAIN_MS)));
+    await Promise.race([all, bound]);
+    clearTimeout(timer);
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.wakeups.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms).unref(); // the mount keeps the process alive, not a retry
+      this.wakeups.add(wake);
+    });
+  }
+
+  private wakeAll(): void {
+    for (const wake of [...this.wakeups]) wake();
   }
 
   // ---- retries and recovery ---------------------------------------------------------------------------------
@@ -201,20 +433,26 @@ export class WriteBack {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.draining = true;
+    this.wakeAll();
     clearTimeout(this.retryTimer);
     await this.retryPass.idle();
   }
 
+  /** Whether a record is for this pass to store: this root, not in use here, and no other live mount's. */
+  private async isOurs(stagingPath: string, r: StagedRecord): Promise<boolean> {
+    const { files, rootId, owner, isAlive } = this.opts;
+    if (r.root !== rootId || files.isActiveStaging(stagingPath) || this.pendingDirs.has(stagingPath)) return false;
+    const mine = r.owner.pid === owner.pid && r.owner.start === owner.start;
+    return mine || !(await isAlive(r.owner));
+  }
+
   /** One pass over every staged write of this root that no open file and no live process owns. */
   private async retryStaged(): Promise<void> {
-    const { journal, files, rootId, owner, isAlive } = this.opts;
     let failed = 0;
-    for (const staged of await journal.list()) {
-      const r = staged.record;
+    for (const staged of await this.opts.journal.list()) {
       if (this.stopped) return;
-      if (r.root !== rootId || r.conflict || files.isActiveStaging(staged.stagingPath)) continue;
-      const ours = r.owner.pid === owner.pid && r.owner.start === owner.start;
-      if (!ours && (await isAlive(r.owner))) continue; // another mount of this root owns it
+      if (staged.record.conflict || !(await this.isOurs(staged.stagingPath, staged.record))) continue;
       if (!(await this.recoverStaged(staged))) failed++;
     }
     if (failed > 0) {
@@ -235,6 +473,7 @@ export class WriteBack {
         await journal.remove(stagingPath);
         return true;
       }
+      if (record.dirCap) return await this.recoverDirectory(stagingPath, record);
       const info = await stat(stagingPath);
       const result = await this.storeStaged({
         stagingPath,
@@ -261,4 +500,35 @@ export class WriteBack {
       return false;
     }
   }
+
+  /** A directory made in write-back mode whose link a dead process left pending: linked unless its name was taken. */
+  private async recoverDirectory(stagingPath: string, record: StagedRecord): Promise<boolean> {
+    const target: LinkTarget = { type: 'dir', rwUri: record.dirCap, metadata: newLinkMetadata() };
+    const outcome = await this.links.link(record.parentCap, { name: record.name, target, expect: null });
+    if (!outcome.linked) {
+      this.opts.log.warn({ path: record.path }, `new directory kept, not linked: ${outcome.reason}`);
+      await this.opts.journal.write(stagingPath, { ...record, conflict: true }, true);
+      return true;
+    }
+    await this.opts.journal.remove(stagingPath);
+    await rm(stagingPath, { force: true });
+    this.opts.log.info({ path: record.path }, 'new directory recovered: linked');
+    return true;
+  }
+}
+
+interface PendingDir {
+  parentCap: string;
+  name: string;
+  path: string;
+  child: ChildInfo;
+  stagingPath: string;
+  /** The try in progress (or the last): true when the directory is settled. */
+  attempt: Promise<boolean> | undefined;
+  /** The whole loop: resolves once settled, or given up at unmount. */
+  done: Promise<void>;
+}
+
+function conflictError(file: OpenFile): FsError {
+  return new FsError('EIO', `${file.path}: kept, not stored: ${file.conflict}`);
 }

@@ -1,5 +1,5 @@
 // Small concurrency helpers that several rooms need: a promise shared by every caller until it fails, a job
-// that runs one pass at a time (once more if asked again while it ran), and a lock.
+// that runs one pass at a time (once more if asked again while it ran), a lock, and a bound on jobs at once.
 
 /**
  * Shares one in-flight promise per key: callers that come while it runs get the same promise; a failure is
@@ -118,5 +118,26 @@ export async function withLocks<T>(mutexes: Array<Mutex | undefined>, fn: () => 
     return await fn();
   } finally {
     for (const unlock of unlocks.reverse()) unlock();
+  }
+}
+
+/** At most `limit` jobs at a time; the others wait their turn in order. */
+export class Semaphore {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(readonly limit: number) {}
+
+  async run<T>(job: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    try {
+      return await job();
+    } finally {
+      // The slot passes straight to the next job in line (`running` stays counted for it).
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
   }
 }

@@ -36,7 +36,16 @@ describe('parseArgs', () => {
       server: false,
       serverShutdown: false,
       serverStartTimeout: 8,
+      writeBack: false,
+      transfers: 8,
     });
+  });
+
+  it('takes --write-back and --transfers, and refuses a transfer count out of range', () => {
+    const a = parseArgs(['--write-back', '--transfers', '3', '/mnt/x'], '0');
+    assert.equal(a.writeBack, true);
+    assert.equal(a.transfers, 3);
+    for (const bad of ['0', '65', 'x', '-1']) assert.throws(() => parseArgs(['--transfers', bad, '/mnt/x'], '0'));
   });
 
   it('reads every documented option', () => {

@@ -1,0 +1,40 @@
+// Empty directories made ahead of time, for write-back mkdir: making a Tahoe directory costs a round of
+// requests to every storage node (a quarter of a second on a far grid), so mkdir takes one that already exists
+// in the grid and only its link into the parent waits for the background. The pool fills only once a mkdir
+// asked (a mount that never makes a directory makes none), up to `size`, a few at a time. Directories left
+// in the pool at unmount stay on the grid unlinked (empty, a few hundred bytes each; Tahoe's lease expiry
+// removes them).
+//
+// State: `ready` and `filling`, changed only here.
+import type { Logger } from '../log.js';
+import type { TahoeClient } from '../tahoe/client.js';
+
+export class DirectoryPool {
+  private readonly ready: string[] = [];
+  private filling = 0;
+
+  constructor(
+    private readonly client: TahoeClient,
+    private readonly size: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** A new, empty, unlinked directory: from the pool when it has one, else made now. */
+  async take(): Promise<string> {
+    const cap = this.ready.shift();
+    this.refill();
+    return cap ?? this.client.createDirectory();
+  }
+
+  private refill(): void {
+    while (this.ready.length + this.filling < this.size) {
+      this.filling++;
+      this.client.createDirectory().then(
+        (cap) => this.ready.push(cap),
+        (e: unknown) => this.log.debug({ err: (e as Error).message }, 'could not make a directory ahead of time'),
+      ).finally(() => this.filling--);
+      // One failure stops this round (the gateway is likely down); the next take() tries again.
+      if (this.filling >= 4 && this.ready.length === 0) break;
+    }
+  }
+}

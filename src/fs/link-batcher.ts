@@ -1,0 +1,88 @@
+// Links into the grid's directories, batched: every link asked for one directory while an update of that
+// directory is on its way goes out together in the next one `t=set_children`. A Tahoe directory is one mutable
+// file: two updates of it at once conflict, and each costs a round of requests to every storage node, so one
+// update per batch is both safe and fast. A single link with nobody waiting is sent at once (durable closes
+// pay nothing for the batching).
+//
+// A link may be guarded: made only if the entry still holds the cap it was based on (`expect`). The guard is
+// checked against one fresh listing per batch, right before the update. Tahoe has no compare-and-swap, so a
+// change by another client between that listing and the update can still be overwritten: the window is one
+// round trip, not the whole time the bytes waited.
+//
+// State: `queues` and `flushing`, changed only here; one flush per directory at a time.
+import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
+import { capTextOf } from '../tahoe/links.js';
+
+export interface LinkRequest {
+  name: string;
+  target: LinkTarget;
+  /** Link only over an entry holding this cap (null: only where there is no entry). Undefined: always. */
+  expect?: string | null;
+}
+
+export type LinkOutcome = { linked: true } | { linked: false; reason: string };
+
+interface Queued {
+  request: LinkRequest;
+  resolve: (outcome: LinkOutcome) => void;
+  reject: (e: unknown) => void;
+}
+
+export class LinkBatcher {
+  private readonly queues = new Map<string, Queued[]>();
+  private readonly flushing = new Set<string>();
+
+  constructor(private readonly client: TahoeClient) {}
+
+  /** Links one entry into `dirCap`; resolves once the update that carried it is done (or the guard refused it). */
+  link(dirCap: string, request: LinkRequest): Promise<LinkOutcome> {
+    return new Promise<LinkOutcome>((resolve, reject) => {
+      const queue = this.queues.get(dirCap) ?? [];
+      queue.push({ request, resolve, reject });
+      this.queues.set(dirCap, queue);
+      if (!this.flushing.has(dirCap)) void this.flush(dirCap);
+    });
+  }
+
+  private async flush(dirCap: string): Promise<void> {
+    this.flushing.add(dirCap);
+    try {
+      for (;;) {
+        const queue = this.queues.get(dirCap) ?? [];
+        if (queue.length === 0) break;
+        // One link per name in a batch: a later one for the same name waits for the next batch, so that it
+        // is applied (and its guard checked) after the earlier one.
+        const names = new Set<string>();
+        const batch: Queued[] = [];
+        const later: Queued[] = [];
+        for (const q of queue) (names.has(q.request.name) ? later : batch).push(q), names.add(q.request.name);
+        this.queues.set(dirCap, later);
+        await this.send(dirCap, batch);
+      }
+    } finally {
+      this.queues.delete(dirCap);
+      this.flushing.delete(dirCap);
+    }
+  }
+
+  private async send(dirCap: string, batch: Queued[]): Promise<void> {
+    try {
+      let current: Map<string, ChildInfo> | undefined;
+      if (batch.some((q) => q.request.expect !== undefined)) current = (await this.client.listDir(dirCap)).children;
+      const go: Queued[] = [];
+      for (const q of batch) {
+        const { name, target, expect } = q.request;
+        const entry = current?.get(name);
+        const holds = entry ? (capTextOf(entry) ?? null) : null;
+        // Already linked (an earlier attempt got through before its answer was lost): nothing to do.
+        if (expect !== undefined && holds !== null && holds === (target.rwUri ?? target.roUri)) q.resolve({ linked: true });
+        else if (expect !== undefined && holds !== expect) q.resolve({ linked: false, reason: 'its directory entry changed meanwhile' });
+        else go.push(q);
+      }
+      if (go.length > 0) await this.client.setChildren(dirCap, go.map((q) => [q.request.name, q.request.target]), true);
+      for (const q of go) q.resolve({ linked: true });
+    } catch (e) {
+      for (const q of batch) q.reject(e);
+    }
+  }
+}

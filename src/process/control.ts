@@ -1,0 +1,147 @@
+// The control socket of a mount: how `blackmatch sync` (and later `status`) reaches the process that holds the
+// filesystem core of a mount (the server in split mode, the one process with --no-split), found from nothing
+// but the mountpoint. One socket per mount, named by a hash of the mountpoint, in a folder only this user can
+// enter ($XDG_RUNTIME_DIR/blackmatch, else /tmp/blackmatch-UID, checked to be ours and 0700: a socket there
+// cannot be reached, or replaced, by another user).
+//
+// Protocol: one JSON line asking (`{"op":"sync"}`), one JSON line answering (`{"ok":true,"result":...}` or
+// `{"ok":false,"error":"..."}`). No caps ever cross it.
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, readdir, realpath, rm } from 'node:fs/promises';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Logger } from '../log.js';
+
+export interface ControlHandlers {
+  [op: string]: () => Promise<unknown>;
+}
+
+/** A request line longer than this is refused (they are a few bytes). */
+const MAX_REQUEST_BYTES = 4096;
+
+export function controlDir(): string {
+  const uid = process.getuid?.() ?? 0;
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  return runtime ? join(runtime, 'blackmatch') : join(tmpdir(), `blackmatch-${uid}`);
+}
+
+/** The folder, made if missing; refused unless it is a directory of ours that nobody else may enter. */
+async function ensureControlDir(): Promise<string> {
+  const dir = controlDir();
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const st = await lstat(dir);
+  if (!st.isDirectory() || st.uid !== (process.getuid?.() ?? 0) || (st.mode & 0o077) !== 0) {
+    throw new Error(`${dir} is not a private directory of this user: refusing to use it for control sockets`);
+  }
+  return dir;
+}
+
+/**
+ * A mountpoint as one canonical path, found without touching the mount itself (a stat of a busy or dead mount
+ * could hang or fail): its parent resolved, its own name kept.
+ */
+export async function canonicalMountpoint(path: string): Promise<string> {
+  const abs = resolve(path);
+  if (abs === '/') return abs;
+  return join(await realpath(dirname(abs)).catch(() => dirname(abs)), basename(abs));
+}
+
+export function controlSocketPath(mountpoint: string): string {
+  return join(controlDir(), `${createHash('sha256').update(mountpoint).digest('hex').slice(0, 16)}.sock`);
+}
+
+/** Serves the control socket of the mount at `mountpoint` until close(). */
+export async function serveControl(mountpoint: string, handlers: ControlHandlers, log: Logger): Promise<{ close(): Promise<void> }> {
+  await ensureControlDir();
+  const path = controlSocketPath(mountpoint);
+  // A socket left by a process that died: nobody answers on it any more (checked before it is replaced).
+  if (await answers(path)) throw new Error(`another process serves the control socket of ${mountpoint}`);
+  await rm(path, { force: true });
+  const server: Server = createServer((socket) => serveOne(socket, handlers, log));
+  await new Promise<void>((resolveListen, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolveListen());
+  });
+  server.unref();
+  return {
+    close: async () => {
+      await new Promise<void>((r) => server.close(() => r()));
+      await rm(path, { force: true });
+    },
+  };
+}
+
+function serveOne(socket: Socket, handlers: ControlHandlers, log: Logger): void {
+  let input = '';
+  socket.setEncoding('utf8');
+  socket.on('error', () => undefined);
+  socket.on('data', (chunk: string) => {
+    input += chunk;
+    if (input.length > MAX_REQUEST_BYTES) return void socket.end(`${JSON.stringify({ ok: false, error: 'request too long' })}\n`);
+    const newline = input.indexOf('\n');
+    if (newline < 0) return;
+    socket.pause();
+    void (async () => {
+      let reply: unknown;
+      try {
+        const { op } = JSON.parse(input.slice(0, newline)) as { op?: unknown };
+        const handler = typeof op === 'string' && Object.hasOwn(handlers, op) ? handlers[op] : undefined;
+        reply = handler ? { ok: true, result: await handler() } : { ok: false, error: `unknown request ${JSON.stringify(op)}` };
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'control request failed');
+        reply = { ok: false, error: (e as Error).message };
+      }
+      socket.end(`${JSON.stringify(reply)}\n`);
+    })();
+  });
+}
+
+/** Asks the mount's process; rejects with a message fit for the user when it cannot, or after `timeoutMs`. */
+export function askControl(socketPath: string, op: string, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolveAsk, reject) => {
+    const socket = createConnection(socketPath);
+    let output = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${JSON.stringify({ op })}\n`));
+    socket.on('data', (chunk: string) => (output += chunk));
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'not a blackmatch mount (no control socket answers)' : e.message));
+    });
+    socket.on('end', () => {
+      clearTimeout(timer);
+      try {
+        const reply = JSON.parse(output) as { ok: boolean; result?: unknown; error?: string };
+        if (reply.ok) resolveAsk(reply.result);
+        else reject(new Error(reply.error ?? 'failed'));
+      } catch {
+        reject(new Error('bad answer from the mount'));
+      }
+    });
+  });
+}
+
+/** Every control socket of this user's mounts that answers (the mounts themselves say where they are). */
+export async function listControlSockets(): Promise<string[]> {
+  const dir = controlDir();
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return names.filter((n) => n.endsWith('.sock')).map((n) => join(dir, n));
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolveAnswers) => {
+    const socket = createConnection(path);
+    const done = (v: boolean): void => {
+      socket.destroy();
+      resolveAnswers(v);
+    };
+    socket.setTimeout(2000, () => done(true));
+    socket.on('connect', () => done(true));
+    socket.on('error', () => done(false));
+  });
+}

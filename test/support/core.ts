@@ -1,0 +1,86 @@
+// A filesystem core (TahoeFs) over the in-memory Tahoe web API, for unit tests of src/fs, with the small helpers
+// those tests share (write a file, read it back, what the fake grid stores).
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ContentCache } from '../../src/cache/content-cache.js';
+import { StagingJournal } from '../../src/cache/staging-journal.js';
+import { TahoeFs, type ProcessIdentity } from '../../src/fs/tahoe-fs.js';
+import { silentLogger } from '../../src/log.js';
+import { parseCap } from '../../src/tahoe/caps.js';
+import { DEFAULT_TIMEOUTS, TahoeClient } from '../../src/tahoe/client.js';
+import { target, type FakeTahoe } from './fake-tahoe.js';
+
+export const log = silentLogger();
+export const MiB = 1024 * 1024;
+/** Bound for waits that the code under test should end by itself: a hang fails the test instead of blocking it. */
+export const BOUND_MS = 20_000;
+
+export function bounded<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${BOUND_MS / 1000} s`)), BOUND_MS)));
+  return Promise.race([p, limit]).finally(() => clearTimeout(timer));
+}
+
+export interface Core {
+  fs: TahoeFs;
+  cache: ContentCache;
+  client: TahoeClient;
+  cacheDir: string;
+  stop(): Promise<void>;
+}
+
+export const me: ProcessIdentity = { pid: process.pid, start: 'test-self' };
+
+export async function startCore(
+  fake: FakeTahoe,
+  opts: { cacheDir?: string; owner?: ProcessIdentity; journal?: (dir: string) => StagingJournal; maxListings?: number; writeBack?: boolean; transfers?: number; drainMs?: number } = {},
+): Promise<Core> {
+  const cacheDir = opts.cacheDir ?? (await mkdtemp(join(tmpdir(), 'bm-core-')));
+  const client = new TahoeClient(fake.url, { ...DEFAULT_TIMEOUTS, retryDelaysMs: [] }, log);
+  const cache = new ContentCache(cacheDir, client, log, { maxBytes: 1024 * MiB, minFreeBytes: 0 });
+  await cache.init();
+  const journal = opts.journal?.(cache.stagingDir) ?? new StagingJournal(cache.stagingDir, log);
+  const fs = new TahoeFs({
+    client, cache, journal, rootCap: parseCap(fake.rootCap), cacheTimeoutMs: 60_000, log,
+    owner: opts.owner ?? me,
+    isAlive: async (o) => o.pid === me.pid && o.start === me.start,
+    maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, drainMs: opts.drainMs,
+  });
+  await fs.start();
+  let stopped = false;
+  return {
+    fs, cache, client, cacheDir,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await fs.shutdown();
+      await client.close();
+    },
+  };
+}
+
+export async function writeFile(fs: TahoeFs, path: string, text: string): Promise<number> {
+  const fh = await fs.create(path, 0o644);
+  await fs.write(path, fh, Buffer.from(text), 0);
+  return fh;
+}
+
+export async function readAll(fs: TahoeFs, path: string): Promise<string> {
+  const fh = await fs.open(path, 0);
+  try {
+    const size = (await fs.getattr(path)).size;
+    return (await fs.read(path, fh, size, 0)).toString();
+  } finally {
+    await fs.release(path, fh);
+  }
+}
+
+/** What the fake grid holds under `name` in the root, as text (as another client would read it). */
+export function storedText(fake: FakeTahoe, name: string): string | undefined {
+  return fake.bytes(fake.entry(fake.rootCap, name)!.roUri)?.toString();
+}
+
+export const isUpload = (req: { method: string; rawUrl: string }) => req.method === 'PUT';
+export const isLink = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'set_children';
+

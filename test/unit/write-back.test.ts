@@ -1,0 +1,215 @@
+// Write-back mode of the core over the in-memory Tahoe: close() returns before the upload, uploads and links run
+// in the background (links into one directory batched), mkdir links in the background, nothing another client
+// changed is overwritten, the latest content of a name wins, and sync(), fsync(), unmount and a crash each
+// deliver what was written.
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { StagingJournal } from '../../src/cache/staging-journal.js';
+import type { ProcessIdentity } from '../../src/fs/tahoe-fs.js';
+import { startFakeTahoe, target, type FakeTahoe } from '../support/fake-tahoe.js';
+import { bounded, isLink, isUpload, log, readAll, startCore, storedText, writeFile, type Core } from '../support/core.js';
+
+const isMakeDir = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'mkdir';
+
+describe('core in write-back mode', () => {
+  let fake: FakeTahoe;
+  const cores: Core[] = [];
+  const dirs: string[] = [];
+  beforeEach(async () => {
+    fake = await startFakeTahoe({ literalUpTo: -1 });
+  });
+  afterEach(async () => {
+    for (const c of cores.splice(0)) await c.stop();
+    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+    await fake.close();
+  });
+  const start = async (opts: Parameters<typeof startCore>[1] = {}) => {
+    const c = await startCore(fake, { writeBack: true, drainMs: 5_000, ...opts });
+    cores.push(c);
+    dirs.push(c.cacheDir);
+    return c;
+  };
+  const pendingRecords = async (c: Core) => (await new StagingJournal(c.cache.stagingDir, log).list()).filter((s) => s.record.dirty);
+
+  it('close() returns before the upload, with the bytes and their record on disk; the file reads back meanwhile', async () => {
+    const c = await start();
+    const held = fake.hold(isUpload);
+    const fh = await writeFile(c.fs, '/a', 'written');
+    await bounded(c.fs.flush('/a', fh), 'flush');
+    await bounded(c.fs.release('/a', fh), 'release');
+    await held.arrived;
+    assert.equal(fake.entry(fake.rootCap, 'a'), undefined, 'not linked yet');
+    assert.deepEqual((await pendingRecords(c)).map((s) => s.record.name), ['a']);
+    assert.equal(await readAll(c.fs, '/a'), 'written');
+    assert.ok((await c.fs.readdir('/')).includes('a'));
+    held.release();
+    assert.deepEqual(await bounded(c.fs.sync(), 'sync'), { stored: 1, failed: [] });
+    assert.equal(storedText(fake, 'a'), 'written');
+    assert.deepEqual(await pendingRecords(c), []);
+  });
+
+  it('links into one directory go out together in one set_children', async () => {
+    const c = await start();
+    const held = fake.hold(isLink);
+    for (const name of ['f0', 'f1', 'f2', 'f3', 'f4', 'f5']) await c.fs.release(`/${name}`, await writeFile(c.fs, `/${name}`, name));
+    await held.arrived;
+    // Give the other uploads time to finish and queue their links behind the held one.
+    while (fake.requests.filter(isUpload).length < 6) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    held.release();
+    assert.equal((await bounded(c.fs.sync(), 'sync')).failed.length, 0);
+    for (const name of ['f0', 'f1', 'f2', 'f3', 'f4', 'f5']) assert.equal(storedText(fake, name), name);
+    assert.equal(fake.requests.filter(isLink).length, 2, 'the held link, then one for the five behind it');
+  });
+
+  it('mkdir returns before its link; the directory exists before anything is linked into it', async () => {
+    const c = await start();
+    const held = fake.hold(isLink);
+    await bounded(c.fs.mkdir('/d', 0o755), 'mkdir');
+    const fh = await writeFile(c.fs, '/d/inner', 'inside');
+    await c.fs.release('/d/inner', fh);
+    assert.equal((await c.fs.getattr('/d')).mode & 0o170000, 0o040000);
+    assert.deepEqual((await c.fs.readdir('/d')).filter((n) => n !== '.' && n !== '..'), ['inner']);
+    await held.arrived;
+    held.release();
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    const d = fake.entry(fake.rootCap, 'd')!;
+    assert.equal(d.type, 'dir');
+    assert.equal(fake.bytes(fake.entry(d.rwUri!, 'inner')!.roUri)?.toString(), 'inside');
+    // Made unlinked (POST /uri?t=mkdir, no name), never with a name in the parent.
+    const made = fake.requests.findIndex((r) => isMakeDir(r) && target(r as never).cap === undefined);
+    const linkedInto = fake.requests.findIndex((r) => isLink(r) && target(r as never).cap === d.rwUri);
+    assert.ok(made >= 0 && made < linkedInto);
+    assert.equal(fake.requests.filter((r) => isMakeDir(r) && target(r as never).query.has('name')).length, 0);
+  });
+
+  it('an entry another client changed meanwhile is never overwritten: the bytes are kept and reported', async () => {
+    const c = await start();
+    const held = fake.hold(isUpload);
+    await c.fs.release('/a', await writeFile(c.fs, '/a', 'ours'));
+    await held.arrived;
+    const theirs = fake.addFile(Buffer.from('theirs'));
+    fake.link(fake.rootCap, 'a', theirs);
+    held.release();
+    const report = await bounded(c.fs.sync(), 'sync');
+    assert.equal(report.failed.length, 1);
+    assert.match(report.failed[0]!.error, /kept, not stored/);
+    assert.equal(storedText(fake, 'a'), 'theirs');
+    const kept = (await new StagingJournal(c.cache.stagingDir, log).list()).filter((s) => s.record.conflict);
+    assert.equal(kept.length, 1);
+  });
+
+  it('the latest content of a name wins, even when the first upload is still on its way', async () => {
+    const c = await start();
+    const held = fake.hold(isUpload);
+    await c.fs.release('/a', await writeFile(c.fs, '/a', 'first version'));
+    await held.arrived;
+    const fh = await c.fs.open('/a', 1);
+    const writing = c.fs.write('/a', fh, Buffer.from('SECOND'), 0); // waits while the upload reads the bytes
+    held.release();
+    await bounded(writing, 'write');
+    await c.fs.release('/a', fh);
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    assert.equal(storedText(fake, 'a'), 'SECONDversion');
+  });
+
+  it('a file renamed over another before its upload replaces it (no conflict)', async () => {
+    const c = await start();
+    await c.fs.release('/target', await writeFile(c.fs, '/target', 'old'));
+    await c.fs.sync();
+    const held = fake.hold(isUpload);
+    await c.fs.release('/tmp', await writeFile(c.fs, '/tmp', 'new'));
+    await held.arrived;
+    await c.fs.rename('/tmp', '/target');
+    held.release();
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    assert.equal(storedText(fake, 'target'), 'new');
+    assert.equal(fake.entry(fake.rootCap, 'tmp'), undefined);
+  });
+
+  it('fsync() returns only once the file is stored', async () => {
+    const c = await start();
+    const fh = await writeFile(c.fs, '/a', 'synced');
+    const held = fake.hold(isUpload);
+    let done = false;
+    const syncing = c.fs.fsync('/a', fh, false).then(() => (done = true));
+    await held.arrived;
+    assert.equal(done, false);
+    held.release();
+    await bounded(syncing, 'fsync');
+    assert.equal(storedText(fake, 'a'), 'synced');
+    await c.fs.release('/a', fh);
+  });
+
+  it('with the gateway down, close() still succeeds; sync reports the file; once it is back, sync stores it', async () => {
+    const c = await start();
+    await c.fs.mkdir('/first', 0o755); // directories are made ahead of time from the first mkdir on
+    await c.fs.sync();
+    fake.down(503);
+    await bounded(c.fs.release('/a', await writeFile(c.fs, '/a', 'patient')), 'release');
+    await bounded(c.fs.mkdir('/d', 0o755), 'mkdir');
+    const down = await bounded(c.fs.sync(), 'sync while down');
+    assert.deepEqual(down.failed.map((f) => f.path).sort(), ['/a', '/d']);
+    assert.equal(await readAll(c.fs, '/a'), 'patient');
+    fake.up();
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    assert.equal(storedText(fake, 'a'), 'patient');
+    assert.equal(fake.entry(fake.rootCap, 'd')?.type, 'dir');
+  });
+
+  it('after a crash, the next start stores what was closed, and links the directories made', async () => {
+    const crashed: ProcessIdentity = { pid: 2, start: 'crashed' };
+    const first = await start({ owner: crashed });
+    await first.fs.mkdir('/first', 0o755);
+    await first.fs.sync();
+    fake.down(503);
+    await first.fs.mkdir('/d', 0o755);
+    await first.fs.release('/d/a', await writeFile(first.fs, '/d/a', 'survives'));
+    // The process dies here: no shutdown. The next one starts on the same cache folder.
+    fake.up();
+    const second = await startCore(fake, { writeBack: true, cacheDir: first.cacheDir });
+    cores.push(second);
+    await bounded(second.fs.recover(), 'recover');
+    const d = fake.entry(fake.rootCap, 'd')!;
+    assert.equal(d.type, 'dir');
+    assert.equal(fake.bytes(fake.entry(d.rwUri!, 'a')!.roUri)?.toString(), 'survives');
+    assert.deepEqual(await pendingRecords(second), []);
+  });
+
+  it('unmount gives pending stores one more try, bounded; what is left is stored by the next mount', async () => {
+    const first = await start({ drainMs: 1_000 });
+    fake.down(503);
+    await first.fs.release('/a', await writeFile(first.fs, '/a', 'later'));
+    await bounded(first.stop(), 'unmount');
+    assert.equal(fake.entry(fake.rootCap, 'a'), undefined);
+    fake.up();
+    const second = await startCore(fake, { writeBack: true, cacheDir: first.cacheDir });
+    cores.push(second);
+    await bounded(second.fs.recover(), 'recover');
+    assert.equal(storedText(fake, 'a'), 'later');
+  });
+
+  it('unmount waits for a pending store that can land', async () => {
+    const c = await start();
+    const held = fake.hold(isUpload);
+    await c.fs.release('/a', await writeFile(c.fs, '/a', 'drained'));
+    await held.arrived;
+    const stopping = c.stop();
+    held.release();
+    await bounded(stopping, 'unmount');
+    assert.equal(storedText(fake, 'a'), 'drained');
+  });
+
+  it('rmdir of a directory whose link is pending waits for it, then removes it', async () => {
+    const c = await start();
+    const held = fake.hold(isLink);
+    await c.fs.mkdir('/d', 0o755);
+    await held.arrived;
+    const removing = c.fs.rmdir('/d');
+    held.release();
+    await bounded(removing, 'rmdir');
+    assert.equal(fake.entry(fake.rootCap, 'd'), undefined);
+    await assert.rejects(c.fs.getattr('/d'), { code: 'ENOENT' });
+  });
+});
