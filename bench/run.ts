@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { unmountPath } from '../src/fuse/adapter.js';
 import { mkdirCap, startGrid, type Grid } from '../test/support/grid.js';
-import { TestMount, type Mode } from '../test/support/mount.js';
+import { runCli, TestMount, type Mode } from '../test/support/mount.js';
 import { mountSftpPeer, type SftpMount } from './sftp-peer.js';
 
 const run = promisify(execFile);
@@ -124,7 +124,10 @@ async function startNullFs(mountpoint: string, size: number): Promise<ChildProce
   return child;
 }
 
-type Column = 'reference' | 'no-split' | 'split' | 'sshfs';
+/** A way to mount: the mode, and whether --write-back is on. */
+type Config = 'no-split' | 'split' | 'no-split wb' | 'split wb';
+const CONFIGS: Config[] = ['no-split', 'split', 'no-split wb', 'split wb'];
+type Column = 'reference' | Config | 'sshfs';
 type Figures = Map<string, Partial<Record<Column, number>>>;
 
 function set(figures: Figures, row: string, column: Column, value: number): void {
@@ -142,6 +145,13 @@ interface Target {
   stored: (name: string, size: number) => Promise<void>;
 }
 
+/** Resolves once every write to the mount is stored: nothing to wait for after a durable close, `blackmatch sync` after a write-back one. */
+async function syncMount(m: TestMount, writeBack: boolean): Promise<void> {
+  if (!writeBack) return;
+  const r = await runCli(['sync', m.mountpoint], COMMAND_BOUND_MS);
+  if (r.code !== 0) throw new Error(`blackmatch sync failed: ${r.stdout}${r.stderr}`);
+}
+
 async function measureTarget(t: Target, figures: Figures, tree: { dir: string; entries: number }): Promise<void> {
   log(`${t.column}: cold read, first byte, warm read, ls -l, write`);
   set(figures, 'cold sequential read 64 MiB, MB/s', t.column, mbps(FILE, await timeRead(t.path('cold.bin'), FILE)));
@@ -153,6 +163,7 @@ async function measureTarget(t: Target, figures: Figures, tree: { dir: string; e
   const data = randomBytes(FILE);
   const t0 = performance.now();
   await timeWrite(t.path('written.bin'), data);
+  set(figures, 'write 64 MiB until close() returns, ms', t.column, performance.now() - t0);
   await t.stored('written.bin', FILE);
   set(figures, 'write 64 MiB until the web API serves it, ms', t.column, performance.now() - t0);
 }
@@ -189,10 +200,12 @@ interface IssueFigures {
   oneGet?: number;
   /** The same size as 4 parallel Range GETs of another cold file, MB/s. */
   parallelGets?: number;
-  /** `tar x` of the 120-file tree into the mount, ms. */
-  tar: Partial<Record<Mode, number>>;
-  /** `git clone --no-hardlinks` of the 5-commit repository into the mount, ms. */
-  clone: Partial<Record<Mode, number>>;
+  /** `tar x` of the 120-file tree into the mount, until it returns and until every file is stored, ms. */
+  tar: Partial<Record<Config, number>>;
+  tarStored: Partial<Record<Config, number>>;
+  /** `git clone --no-hardlinks` of the 5-commit repository into the mount, the same two times, ms. */
+  clone: Partial<Record<Config, number>>;
+  cloneStored: Partial<Record<Config, number>>;
 }
 
 interface GridResults {
@@ -265,19 +278,25 @@ async function measureGets(grid: Grid, issue: IssueFigures): Promise<void> {
 }
 
 /** `tar x` of the tree and `git clone` of the repository into fresh directories of the mount, timed. */
-async function measureCommands(m: TestMount, mode: Mode, inputs: Inputs, issue: IssueFigures): Promise<void> {
-  log(`${mode}: tar x of ${TAR_DIRS * TAR_FILES_PER_DIR} files, git clone of ${REPO_COMMITS} commits`);
-  const tarDir = m.path(`tar-${mode}`);
+async function measureCommands(m: TestMount, config: Config, inputs: Inputs, issue: IssueFigures): Promise<void> {
+  log(`${config}: tar x of ${TAR_DIRS * TAR_FILES_PER_DIR} files, git clone of ${REPO_COMMITS} commits`);
+  const writeBack = config.endsWith('wb');
+  const tarDir = m.path(`tar-${config.replace(' ', '-')}`);
   await mkdir(tarDir);
+  await syncMount(m, writeBack);
   let t0 = performance.now();
   await run('tar', ['xf', inputs.archive, '-C', tarDir], { timeout: COMMAND_BOUND_MS });
-  issue.tar[mode] = performance.now() - t0;
+  issue.tar[config] = performance.now() - t0;
+  await syncMount(m, writeBack);
+  issue.tarStored[config] = performance.now() - t0;
   await run('diff', ['-r', inputs.tree, join(tarDir, 'tree')], { timeout: COMMAND_BOUND_MS });
 
-  const cloneDir = m.path(`clone-${mode}`);
+  const cloneDir = m.path(`clone-${config.replace(' ', '-')}`);
   t0 = performance.now();
   await run('git', ['clone', '-q', '--no-hardlinks', inputs.repo, cloneDir], { timeout: COMMAND_BOUND_MS });
-  issue.clone[mode] = performance.now() - t0;
+  issue.clone[config] = performance.now() - t0;
+  await syncMount(m, writeBack);
+  issue.cloneStored[config] = performance.now() - t0;
   const { stdout } = await run('git', ['-C', cloneDir, 'rev-list', '--count', 'HEAD'], { timeout: 60_000 });
   if (Number(stdout.trim()) !== REPO_COMMITS) throw new Error(`the clone has ${stdout.trim()} commits, not ${REPO_COMMITS}`);
 }
@@ -292,7 +311,7 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
   const far = storageDelayMs > 0;
   const figures: Figures = new Map();
   const throughput: Record<string, Throughput> | undefined = far ? undefined : { 'null FUSE (ceiling)': nullCeiling };
-  const issue: IssueFigures = { tar: {}, clone: {} };
+  const issue: IssueFigures = { tar: {}, tarStored: {}, clone: {}, cloneStored: {} };
   const notes: string[] = [];
   set(figures, 'warm sequential read 64 MiB, MB/s', 'reference', nullCeiling.read);
 
@@ -315,28 +334,31 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
     await rm(upload);
     await measureGets(grid, issue);
 
-    for (const mode of ['no-split', 'split'] as Mode[]) {
+    for (const config of CONFIGS) {
+      const mode: Mode = config.startsWith('split') ? 'split' : 'no-split';
+      const writeBack = config.endsWith('wb');
       const root = await prepareRoot(grid, ENTRIES);
-      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: root, cacheTimeout: 60, extraArgs: ['--log-level', 'info'] });
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: root, cacheTimeout: 60, extraArgs: ['--log-level', 'info', ...(writeBack ? ['--write-back'] : [])] });
       try {
         if (throughput) {
-          log(`${mode}: cached ${BIG / MiB} MiB read and write`);
+          log(`${config}: cached ${BIG / MiB} MiB read and write`);
           const writes: number[] = [];
           const withClose: number[] = [];
           for (let i = 0; i < RUNS; i++) {
             const { writeMs, closeMs } = await timeWrite(m.path('big'), big);
             writes.push(mbps(BIG, writeMs));
             withClose.push(mbps(BIG, writeMs + closeMs));
+            await syncMount(m, writeBack); // the next run must not compete with this one's upload
           }
-          throughput[`blackmatch ${mode}`] = {
+          throughput[`blackmatch ${config}`] = {
             read: mbps(BIG, await repeat(RUNS, () => timeRead(m.path('big'), BIG))),
             write: median(writes),
             writeWithClose: median(withClose),
           };
           await rm(m.path('big'));
         }
-        await measureTarget({ column: mode, root, path: (n) => m.path(n), stored: async () => undefined }, figures, { dir: 'tree', entries: ENTRIES });
-        await measureCommands(m, mode, inputs, issue);
+        await measureTarget({ column: config, root, path: (n) => m.path(n), stored: () => syncMount(m, writeBack) }, figures, { dir: 'tree', entries: ENTRIES });
+        await measureCommands(m, config, inputs, issue);
       } finally {
         await m.cleanup();
       }
@@ -409,6 +431,7 @@ const AIMS: Record<string, string> = {
   'warm sequential read 64 MiB, MB/s': '>= 70% of null FUSE',
   [`ls -l of ${ENTRIES} entries, cold, ms`]: '<= 1.5x one ?t=json GET',
   [`ls -l of ${ENTRIES} entries, warm, ms`]: '-',
+  'write 64 MiB until close() returns, ms': '-',
   'write 64 MiB until the web API serves it, ms': '<= 1.1x PUT /uri',
 };
 
@@ -428,12 +451,15 @@ function section(r: GridResults): string[] {
     '',
     '### Against the grid and against sshfs',
     '',
-    '| figure | reference | no-split | split | sshfs | no-split / ref | split / ref | sshfs / ref | aim |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    '"wb" columns are the same mode with --write-back; their writes are counted until `blackmatch sync` returns.',
+    '',
+    `| figure | reference | ${[...CONFIGS, 'sshfs'].join(' | ')} | ${[...CONFIGS, 'sshfs'].map((c) => `${c} / ref`).join(' | ')} | aim |`,
+    `| --- | ---: | ${[...CONFIGS, 'sshfs'].map(() => '---: | ---:').join(' | ')} | --- |`,
     ...[...r.figures.entries()].map(([row, f]) => {
       // For MB/s higher is better (ratio as a percentage); for times lower is better (ratio as a factor).
       const ratio = (v: number | undefined) => (row.endsWith('MB/s') ? pct(v, f.reference) : v && f.reference ? `${(v / f.reference).toFixed(2)}x` : '-');
-      return `| ${row} | ${num(f.reference)} | ${num(f['no-split'])} | ${num(f.split)} | ${num(f.sshfs)} | ${ratio(f['no-split'])} | ${ratio(f.split)} | ${ratio(f.sshfs)} | ${AIMS[row] ?? '-'} |`;
+      const columns: Column[] = [...CONFIGS, 'sshfs'];
+      return `| ${row} | ${num(f.reference)} | ${columns.map((c) => num(f[c])).join(' | ')} | ${columns.map((c) => ratio(f[c])).join(' | ')} | ${AIMS[row] ?? '-'} |`;
     }),
     '',
   ];
@@ -450,6 +476,8 @@ function section(r: GridResults): string[] {
       '| | read MB/s | write MB/s | write + close MB/s |',
       '| --- | ---: | ---: | ---: |',
       ...Object.entries(r.throughput).map(([name, t]) => `| ${name} | ${num(t.read)} | ${num(t.write)} | ${num(t.writeWithClose)} |`),
+      '',
+      'With --write-back, close() returns once the bytes are on the local disk; each run waits for `blackmatch sync` before the next.',
       '',
       '| ratio | read | write | aim |',
       '| --- | ---: | ---: | --- |',
@@ -470,15 +498,18 @@ function section(r: GridResults): string[] {
   lines.push(
     "### Issue 9's figures",
     '',
-    `curl against the gateway (wall time, a fresh cold file each run); commands run in a fresh directory of the mount and`,
-    'return once every file is stored (close() is durable). Medians of 3 for the GETs, single runs for the commands.',
+    `curl against the gateway (wall time, a fresh cold file each run); commands run in a fresh directory of the mount,`,
+    'timed until they return, and until every file is stored (the same in durable mode; `blackmatch sync` returns',
+    'with --write-back). Medians of 3 for the GETs, single runs for the commands.',
     '',
-    '| what | web API (curl) | no-split | split |',
-    '| --- | ---: | ---: | ---: |',
-    `| one \`GET /uri/$CAP\` of 32 MiB, MB/s | ${num(i.oneGet, 1)} | - | - |`,
-    `| the same 32 MiB as 4 parallel \`Range\` GETs, MB/s | ${num(i.parallelGets, 1)}${i.oneGet && i.parallelGets ? ` (${(i.parallelGets / i.oneGet).toFixed(1)}x one GET)` : ''} | - | - |`,
-    `| \`tar x\` of ${TAR_DIRS * TAR_FILES_PER_DIR} files of 4 KiB in ${TAR_DIRS} directories, s | - | ${secs(i.tar['no-split'])} | ${secs(i.tar.split)} |`,
-    `| \`git clone --no-hardlinks\` of a ${REPO_COMMITS}-commit repository (local path into the mount), s | - | ${secs(i.clone['no-split'])} | ${secs(i.clone.split)} |`,
+    `| what | web API (curl) | ${CONFIGS.join(' | ')} |`,
+    `| --- | ---: | ${CONFIGS.map(() => '---:').join(' | ')} |`,
+    `| one \`GET /uri/$CAP\` of 32 MiB, MB/s | ${num(i.oneGet, 1)} | ${CONFIGS.map(() => '-').join(' | ')} |`,
+    `| the same 32 MiB as 4 parallel \`Range\` GETs, MB/s | ${num(i.parallelGets, 1)}${i.oneGet && i.parallelGets ? ` (${(i.parallelGets / i.oneGet).toFixed(1)}x one GET)` : ''} | ${CONFIGS.map(() => '-').join(' | ')} |`,
+    `| \`tar x\` of ${TAR_DIRS * TAR_FILES_PER_DIR} files of 4 KiB in ${TAR_DIRS} directories: returns, s | - | ${CONFIGS.map((c) => secs(i.tar[c])).join(' | ')} |`,
+    `| the same, until every file is stored, s | - | ${CONFIGS.map((c) => secs(i.tarStored[c])).join(' | ')} |`,
+    `| \`git clone --no-hardlinks\` of a ${REPO_COMMITS}-commit repository (local path into the mount): returns, s | - | ${CONFIGS.map((c) => secs(i.clone[c])).join(' | ')} |`,
+    `| the same, until every file is stored, s | - | ${CONFIGS.map((c) => secs(i.cloneStored[c])).join(' | ')} |`,
     '',
   );
   return lines;

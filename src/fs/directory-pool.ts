@@ -1,7 +1,7 @@
 // Empty directories made ahead of time, for write-back mkdir: making a Tahoe directory costs a round of
 // requests to every storage node (a quarter of a second on a far grid), so mkdir takes one that already exists
-// in the grid and only its link into the parent waits for the background. The pool fills only once a mkdir
-// asked (a mount that never makes a directory makes none), up to `size`, a few at a time. Directories left
+// in the grid and only its link into the parent waits for the background. The pool is filled at the start of
+// a write-back mount and after each take, up to `size`, a few at a time. Directories left
 // in the pool at unmount stay on the grid unlinked (empty, a few hundred bytes each; Tahoe's lease expiry
 // removes them).
 //
@@ -18,6 +18,11 @@ export class DirectoryPool {
     private readonly size: number,
     private readonly log: Logger,
   ) {}
+
+  /** Starts filling the pool (in the background). */
+  fill(): void {
+    this.refill();
+  }
 
   /** A new, empty, unlinked directory: from the pool when it has one, else made now. */
   async take(): Promise<string> {

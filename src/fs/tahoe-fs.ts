@@ -86,6 +86,7 @@ export class TahoeFs implements Ops {
     } catch (e) {
       throw new FsError('EIO', `cannot list the root directory ${redact(this.dirs.root.cap)}: ${(e as Error).message}`, { cause: e });
     }
+    this.writeBack.start();
   }
 
   /**

@@ -114,7 +114,13 @@ export class WriteBack {
     this.deferred = opts.writeBack === true;
     this.transfers = new Semaphore(Math.max(1, opts.transfers ?? DEFAULT_TRANSFERS));
     this.links = new LinkBatcher(opts.client);
-    this.dirPool = new DirectoryPool(opts.client, this.transfers.limit, opts.log);
+    // Enough for a burst of mkdirs (an unpacked tree) while the pool refills behind it.
+    this.dirPool = new DirectoryPool(opts.client, 2 * this.transfers.limit, opts.log);
+  }
+
+  /** At mount: write-back mode has directories made ahead of time for mkdir. */
+  start(): void {
+    if (this.deferred) this.dirPool.fill();
   }
 
   /** Uploads the staging file of an open file and links it; returns once the web API serves the new bytes. */

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startGrid, type Grid } from '../support/grid.js';
-import { eventually, exists, MODES, TestMount } from '../support/mount.js';
+import { eventually, exists, MODES, runCli, TestMount } from '../support/mount.js';
 
 const MiB = 1024 * 1024;
 const DELAY_MS = 15; // each way: a 30 ms round trip
@@ -41,6 +41,30 @@ describe(`a far grid (storage nodes ${2 * DELAY_MS} ms round trip away)`, () => 
   });
 
   for (const mode of MODES) {
+    describe(`${mode} --write-back`, () => {
+      let m: TestMount;
+      before(async () => {
+        m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, extraArgs: ['--write-back'] });
+      });
+      after(async () => {
+        await m?.cleanup();
+      });
+
+      it('unpacks the tar tree; blackmatch sync then waits until the grid serves every file', { timeout: 180_000 }, async () => {
+        const dest = await m.freshDir('tar');
+        await m.sh(`tar xf ${archive} -C ${dest}`, { timeoutMs: 150_000 });
+        await m.sh(`diff -r ${tree} ${join(dest, 'tree')}`, { timeoutMs: 60_000 });
+        const sync = await runCli(['sync', m.mountpoint], 150_000);
+        assert.equal(sync.code, 0, sync.stdout + sync.stderr);
+        for (let d = 0; d < DIRS; d++) {
+          for (let f = 0; f < FILES_PER_DIR; f++) {
+            const rel = `${basename(dest)}/tree/dir-${d}/file-${f}.bin`;
+            assert.ok((await m.webGet(rel)).equals(await readFile(join(tree, `dir-${d}`, `file-${f}.bin`))), rel);
+          }
+        }
+      });
+    });
+
     describe(mode, () => {
       let m: TestMount;
       before(async () => {
