@@ -134,6 +134,20 @@ describe('core: staged writes and their records', () => {
   /** A process that will have crashed by the time the next one starts. */
   const crashed: ProcessIdentity = { pid: 2, start: 'crashed' };
 
+  it('two closes of one file whose upload fails both get EIO (the second waits for the first, without spinning)', async () => {
+    const c = await start();
+    const a = await writeFile(c.fs, '/both', 'bytes');
+    const b = await c.fs.open('/both', 1);
+    fake.down(503);
+    // The second flush waits for the first's attempt; its record is written before either answers.
+    const results = await bounded(Promise.allSettled([c.fs.flush('/both', a), c.fs.flush('/both', b)]), 'two flushes');
+    for (const r of results) assert.equal(r.status === 'rejected' && (r.reason as FsError).code, 'EIO');
+    fake.up();
+    await c.fs.release('/both', a);
+    await c.fs.release('/both', b);
+    assert.equal(storedText(fake, 'both'), 'bytes');
+  });
+
   it('a file unlinked while open with a failed upload does not come back after a crash', async () => {
     const first = await start({ owner: crashed });
     const fh = await writeFile(first.fs, '/gone', 'bytes');
