@@ -21,7 +21,8 @@ export interface ProcessIdentity {
 }
 
 export interface StagedRecord {
-  v: 2;
+  /** 3 for a directory's record (dirCap): builds that know only 2 keep it instead of storing it as a file. */
+  v: 2 | 3;
   /** Fingerprint of the mounted root (redact() of its cap): a cache folder may serve several roots. */
   root: string;
   /** The process that owns the staging file; a record whose process is gone is recovered. */
@@ -128,6 +129,7 @@ export class StagingJournal {
 function upgrade(raw: StagedRecord | StagedRecordV1): StagedRecord | undefined {
   if (typeof raw !== 'object' || raw === null || typeof raw.parentCap !== 'string' || typeof raw.name !== 'string') return undefined;
   if (raw.v === 2 && typeof raw.owner?.pid === 'number') return raw;
+  if (raw.v === 3 && typeof raw.owner?.pid === 'number' && typeof raw.dirCap === 'string') return raw;
   if (raw.v === 1 && typeof raw.pid === 'number') {
     const { pid, v: _v, ...rest } = raw;
     return { ...rest, v: 2, owner: { pid, start: '' } };

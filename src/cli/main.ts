@@ -14,7 +14,7 @@ import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathF
 import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
 import { lockRoot } from '../process/root-lock.js';
-import { askControl, canonicalMountpoint, controlSocketPath, listControlSockets, serveControl, type ControlHandlers } from '../process/control.js';
+import { askControl, canonicalMountpoint, NoMountError, controlSocketPath, listControlSockets, serveControl, type ControlHandlers } from '../process/control.js';
 import type { SyncReport } from '../fs/write-back.js';
 import { isAlive, selfIdentity } from '../process/alive.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
@@ -84,7 +84,7 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
   const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
   const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
   const { core, client } = await startCore(args, config, log);
-  const control = await serveControl(mountpoint, controlHandlers(core, mountpoint, args), log);
+  const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args), log);
   const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
   reportToParent({ ready: true });
@@ -168,12 +168,22 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
     },
   });
   await server.listen();
-  const control = await serveControl(mountpoint, controlHandlers(core, mountpoint, args), log);
+  const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args), log);
   cleanups.push(() => control.close());
   log.info({ socket: socketPath, mountpoint }, 'serving');
   core.recoverInBackground();
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => void finish(signal));
   return exited;
+}
+
+/** The control socket is for `blackmatch sync` and status: a mount works without it (it says so in the log). */
+async function serveControlOrWarn(mountpoint: string, handlers: ControlHandlers, log: Logger): Promise<{ close(): Promise<void> }> {
+  try {
+    return await serveControl(mountpoint, handlers, log);
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'no control socket: blackmatch sync cannot reach this mount');
+    return { close: async () => undefined };
+  }
 }
 
 /** What the control socket answers (see process/control.ts). */
@@ -211,9 +221,9 @@ async function syncCommand(argv: string[]): Promise<number> {
       process.stdout.write(`${r.mountpoint}: ${r.failed.length === 0 ? 'everything stored' : `${r.failed.length} not stored`} (${r.stored} waited for)\n`);
       failures += r.failed.length;
     } catch (e) {
-      if (!rest[0]) continue; // a socket left by a mount that is gone
-      process.stderr.write(`blackmatch: sync ${rest[0]}: ${(e as Error).message}\n`);
-      return 1;
+      if (!rest[0] && e instanceof NoMountError) continue; // a socket left by a mount that is gone
+      process.stderr.write(`blackmatch: sync ${rest[0] ?? socket}: ${(e as Error).message}\n`);
+      failures++;
     }
   }
   return failures > 0 ? 1 : 0;

@@ -14,6 +14,9 @@ import type { OpenFile, OpenFiles } from './open-files.js';
 import type { WriteBack } from './write-back.js';
 
 export class Namespace {
+  /** Write-back mkdirs on their way (their names are taken): only mkdir changes it. */
+  private readonly making = new Set<string>();
+
   constructor(
     private readonly client: TahoeClient,
     private readonly dirs: Directories,
@@ -24,16 +27,28 @@ export class Namespace {
   async mkdir(path: string): Promise<void> {
     const { parent, name, child } = await this.dirs.lookup(path);
     requireWritable(parent, path);
-    if (child || this.files.get(path)) throw new FsError('EEXIST', `exists: ${path}`);
+    if (child || this.files.get(path) || this.making.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
     if (this.writeBack.deferred) {
-      const cap = await this.writeBack.newDirectory();
-      this.dirs.seedEmpty(cap);
-      await this.writeBack.mkdirLater(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
+      // Nothing at the gateway refuses a second mkdir of the name (as replace=false does in durable mode):
+      // the name is taken here, before the first await, until the listing shows it.
+      this.making.add(path);
+      try {
+        const cap = await this.writeBack.newDirectory();
+        this.dirs.seedEmpty(cap);
+        await this.writeBack.mkdirLater(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
+      } finally {
+        this.making.delete(path);
+      }
       return;
     }
     const cap = await this.client.mkdir(parent.cap, name);
     this.dirs.seedEmpty(cap);
     this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
+  }
+
+  /** Whether a write-back mkdir is taking this name right now (create must not take it too). */
+  isBeingMade(path: string): boolean {
+    return this.making.has(path);
   }
 
   async rmdir(path: string): Promise<void> {

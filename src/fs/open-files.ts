@@ -64,6 +64,8 @@ export class OpenFile {
   uploading: Promise<void> | undefined;
   /** Why the staged bytes are kept and not stored (the entry changed meanwhile, write-back mode): final. */
   conflict: string | undefined;
+  /** The latest generation stored in the grid (write-back.ts). */
+  storedGeneration = -1;
   /** The generation last flushed to the local disk with a durable record (write-back close). */
   flushedGeneration = -1;
   /** The cap linked when the staged bytes were last in step with the grid: recovery checks it is still there. */

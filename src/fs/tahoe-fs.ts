@@ -215,7 +215,7 @@ export class TahoeFs implements Ops {
 
   async create(path: string, _mode?: number): Promise<number> {
     const { parent, name, child } = await this.dirs.lookup(path);
-    if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
+    if (child?.type === 'dir' || this.names.isBeingMade(path)) throw new FsError('EISDIR', `is a directory: ${path}`);
     requireWritable(parent, path);
     const file = this.files.getOrAdd(path, parent, name, child);
     const fh = this.files.addHandle(file, true);
@@ -252,18 +252,18 @@ export class TahoeFs implements Ops {
 
   async truncate(path: string, size: number): Promise<void> {
     const open = this.files.get(path);
-    if (open) {
+    if (open && open.handles > 0) {
       requireWritableFile(open.child, open.parent, path);
       await this.files.truncate(open, size);
-      // With no handle to flush it later, truncate(2) itself must store the result.
-      if (open.handles === 0) await this.writeBack.commit(open);
       return;
     }
+    // With no handle to flush it later, truncate(2) holds one of its own (so that a background store finishing
+    // meanwhile cannot close the file under it), and stores the result as close() would.
     const fh = await this.open(path, O_WRONLY);
     try {
       const { file } = this.files.handle(fh);
       await this.files.truncate(file, size);
-      await this.writeBack.commit(file);
+      if (!this.writeBack.deferred) await this.writeBack.commit(file);
     } finally {
       await this.release(path, fh);
     }

@@ -165,11 +165,18 @@ export class WriteBack {
     return this.background.has(file);
   }
 
-  /** Stores what is dirty, again while a change (a utimens, say) came in during the upload; false when that failed. */
-  private async commitAll(file: OpenFile): Promise<boolean> {
+  /**
+   * Stores what is dirty, again while a change (a utimens, say) came in during the upload and `again()` allows
+   * it; false when a store failed, or changes are left that `again()` did not let it store.
+   */
+  private async commitAll(file: OpenFile, again: () => boolean = () => true): Promise<boolean> {
     try {
-      while (file.dirty && !file.unlinked) await this.commit(file);
-      return true;
+      let first = true;
+      while (file.dirty && !file.unlinked && (first || again())) {
+        first = false;
+        await this.commit(file);
+      }
+      return !file.dirty || file.unlinked;
     } catch {
       return false;
     }
@@ -192,14 +199,18 @@ export class WriteBack {
     const loop = (async () => {
       let delay = RETRY_FIRST_MS;
       let stored = false;
-      for (;;) {
-        stored = await this.commitAll(file);
-        if (stored || file.conflict || file.handles > 0 || this.draining) break;
-        await this.pause(delay);
-        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      try {
+        // Reopened: its next last close stores it (no upload per write while a program appends to it).
+        for (;;) {
+          stored = await this.commitAll(file, () => file.handles === 0);
+          if (stored || file.conflict || file.handles > 0 || this.draining) break;
+          await this.pause(delay);
+          delay = Math.min(delay * 2, RETRY_MAX_MS);
+        }
+        await finish(stored);
+      } finally {
+        this.background.delete(file);
       }
-      await finish(stored);
-      this.background.delete(file);
     })().catch((e: unknown) => this.opts.log.error({ path: file.path, err: (e as Error).message }, 'background store failed'));
     this.background.set(file, loop);
   }
@@ -230,6 +241,7 @@ export class WriteBack {
         this.opts.log.debug({ path: file.path, bytes: file.size, ms: Date.now() - started, cap: redact(capTextOf(result.child) ?? '') }, 'uploaded');
       }
     }
+    file.storedGeneration = Math.max(file.storedGeneration, generation);
     if (file.generation === generation) file.dirty = false;
   }
 
@@ -248,6 +260,13 @@ export class WriteBack {
     const { stagingPath, size } = req;
     const body = () => (size === 0 ? Buffer.alloc(0) : createReadStream(stagingPath, { start: 0, end: size - 1 }));
     const mutable = previous?.type === 'file' && previous.mutable && previous.rwUri ? previous : undefined;
+    if (mutable && req.guard) {
+      // A mutable file is overwritten in place before its link: its guard is checked before that.
+      const where = req.destination();
+      if (!where) return { outcome: 'unlinked' };
+      const current = (await client.listDir(where.parentCap)).children.get(where.name);
+      if ((current ? (capTextOf(current) ?? null) : null) !== req.guard()) return { outcome: 'conflict', reason: 'its directory entry changed meanwhile' };
+    }
     // A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file.
     const uploaded = await this.transfers.run(async () => {
       if (!mutable) return client.upload(body, size);
@@ -261,7 +280,7 @@ export class WriteBack {
       const target: LinkTarget = mutable ? { ...linkTargetOf(mutable), metadata } : { type: 'file', roUri: uploaded, metadata };
       // Tahoe has no compare-and-swap: a guarded link looks at the entry again right before linking. A mutable
       // file was overwritten in place already: its link only carries the new time.
-      const expect = mutable ? undefined : req.expectBase !== undefined ? req.expectBase : req.guard?.();
+      const expect = req.expectBase !== undefined ? (mutable ? undefined : req.expectBase) : req.guard?.();
       const outcome = await this.links.link(where.parentCap, { name: where.name, target, expect });
       if (!outcome.linked) return { outcome: 'conflict', reason: outcome.reason } as const;
       const touched = touchedMetadata(previous?.metadata ?? {}, metadata);
@@ -292,7 +311,7 @@ export class WriteBack {
   async mkdirLater(parent: DirRef, name: string, path: string, child: ChildInfo): Promise<void> {
     const stagingPath = this.opts.cache.newStagingPath();
     const record: StagedRecord = {
-      v: 2, root: this.opts.rootId, owner: this.opts.owner, parentCap: parent.cap, name, path,
+      v: 3, root: this.opts.rootId, owner: this.opts.owner, parentCap: parent.cap, name, path,
       base: null, dirty: true, size: 0, dirCap: capTextOf(child),
     };
     try {
@@ -325,22 +344,37 @@ export class WriteBack {
   /** One try at linking a pending directory; true when it is settled (linked, or kept as a conflict). */
   private async linkPendingDir(pending: PendingDir): Promise<boolean> {
     const { parentCap, name, child, stagingPath } = pending;
+    const directories = this.opts.directories;
     try {
-      const outcome = await this.links.link(parentCap, { name, target: { ...linkTargetOf(child), metadata: child.metadata }, expect: null });
-      this.opts.directories.dropPendingLink(parentCap, name);
-      if (!outcome.linked) {
-        this.opts.log.warn({ path: pending.path }, `new directory not linked: ${outcome.reason}; its record is kept`);
-        const record = (await this.opts.journal.list()).find((s) => s.stagingPath === stagingPath)?.record;
-        if (record) await this.opts.journal.write(stagingPath, { ...record, conflict: true }, true);
-        return true;
-      }
-      this.opts.directories.patch(parentCap, name, child);
+      const linked = await this.linkDirectory(parentCap, name, child.rwUri!, pending.path);
+      directories.dropPendingLink(parentCap, name);
+      if (linked === name) directories.patch(parentCap, name, child);
+      // Another entry took the name: the listing must show theirs, never ours, at that name (an rmdir or a
+      // rename of it would act on their entry otherwise).
+      else directories.forget(parentCap);
       await this.opts.journal.remove(stagingPath);
       await rm(stagingPath, { force: true });
       return true;
     } catch (e) {
       this.opts.log.warn({ path: pending.path, err: (e as Error).message }, 'new directory not linked yet: will retry');
       return false;
+    }
+  }
+
+  /**
+   * Links a directory made by a write-back mkdir at `name`, or, if another entry took that name meanwhile, at
+   * `name (conflict N)`: what was stored inside it stays reachable. Returns the name it is linked at.
+   */
+  private async linkDirectory(parentCap: string, name: string, dirCap: string, path: string): Promise<string> {
+    for (let n = 0; ; n++) {
+      const at = n === 0 ? name : `${name} (conflict ${n})`;
+      const target: LinkTarget = { type: 'dir', rwUri: dirCap, metadata: newLinkMetadata() };
+      const outcome = await this.links.link(parentCap, { name: at, target, expect: null });
+      if (outcome.linked) {
+        if (n > 0) this.opts.log.warn({ path, linkedAs: at }, 'new directory linked under another name: its name was taken meanwhile');
+        return at;
+      }
+      if (n >= 99) throw new FsError('EIO', `no free name for new directory ${path}`);
     }
   }
 
@@ -371,9 +405,14 @@ export class WriteBack {
     const dirs = [...this.pendingDirs.values()];
     await Promise.all([
       ...dirty.map(async (f) => {
-        const stored = await this.commitAll(f);
-        if (stored) await this.background.get(f); // its local state and record are dropped too
-        if (stored) report.stored++;
+        // Only what was written before the call: a file written on meanwhile must not hold sync forever.
+        const seen = f.generation;
+        const stored = (await this.commitAll(f, () => f.storedGeneration < seen)) || f.storedGeneration >= seen;
+        if (stored) {
+          this.wakeAll(); // a loop that failed just before our store: it finds nothing left to do
+          await this.background.get(f); // its local state and record are dropped too
+          report.stored++;
+        }
         else report.failed.push({ path: f.path, error: f.conflict ? `kept, not stored: ${f.conflict}` : 'upload failed (will retry)' });
       }),
       ...dirs.map(async (d) => {
@@ -507,15 +546,9 @@ export class WriteBack {
     }
   }
 
-  /** A directory made in write-back mode whose link a dead process left pending: linked unless its name was taken. */
+  /** A directory made in write-back mode whose link a dead process left pending: linked (under another name if its own was taken). */
   private async recoverDirectory(stagingPath: string, record: StagedRecord): Promise<boolean> {
-    const target: LinkTarget = { type: 'dir', rwUri: record.dirCap, metadata: newLinkMetadata() };
-    const outcome = await this.links.link(record.parentCap, { name: record.name, target, expect: null });
-    if (!outcome.linked) {
-      this.opts.log.warn({ path: record.path }, `new directory kept, not linked: ${outcome.reason}`);
-      await this.opts.journal.write(stagingPath, { ...record, conflict: true }, true);
-      return true;
-    }
+    await this.linkDirectory(record.parentCap, record.name, record.dirCap!, record.path);
     await this.opts.journal.remove(stagingPath);
     await rm(stagingPath, { force: true });
     this.opts.log.info({ path: record.path }, 'new directory recovered: linked');

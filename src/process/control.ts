@@ -30,11 +30,16 @@ export function controlDir(): string {
 async function ensureControlDir(): Promise<string> {
   const dir = controlDir();
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const st = await lstat(dir);
+  await checkPrivate(dir);
+  return dir;
+}
+
+async function checkPrivate(dir: string): Promise<void> {
+  const st = await lstat(dir).catch(() => undefined);
+  if (!st) throw new NoMountError(`no blackmatch mount of this user (${dir} does not exist)`);
   if (!st.isDirectory() || st.uid !== (process.getuid?.() ?? 0) || (st.mode & 0o077) !== 0) {
     throw new Error(`${dir} is not a private directory of this user: refusing to use it for control sockets`);
   }
-  return dir;
 }
 
 /**
@@ -44,7 +49,12 @@ async function ensureControlDir(): Promise<string> {
 export async function canonicalMountpoint(path: string): Promise<string> {
   const abs = resolve(path);
   if (abs === '/') return abs;
-  return join(await realpath(dirname(abs)).catch(() => dirname(abs)), basename(abs));
+  // The whole path first (a mountpoint reached through a symlink), bounded: a hung mount must not hang us.
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), 2000)));
+  const whole = await Promise.race([realpath(abs).catch(() => undefined), bound]);
+  clearTimeout(timer);
+  return whole ?? join(await realpath(dirname(abs)).catch(() => dirname(abs)), basename(abs));
 }
 
 export function controlSocketPath(mountpoint: string): string {
@@ -97,8 +107,17 @@ function serveOne(socket: Socket, handlers: ControlHandlers, log: Logger): void 
   });
 }
 
-/** Asks the mount's process; rejects with a message fit for the user when it cannot, or after `timeoutMs`. */
-export function askControl(socketPath: string, op: string, timeoutMs: number): Promise<unknown> {
+/** Nobody answers at that socket (a mount that is gone, or none): `code` tells it apart from a failure. */
+export class NoMountError extends Error {
+  readonly code = 'ENOMOUNT';
+}
+
+/**
+ * Asks the mount's process; rejects with a message fit for the user when it cannot, or after `timeoutMs`. The
+ * folder is checked first: a socket in a folder another user could write to may be theirs.
+ */
+export async function askControl(socketPath: string, op: string, timeoutMs: number): Promise<unknown> {
+  await checkPrivate(dirname(socketPath));
   return new Promise((resolveAsk, reject) => {
     const socket = createConnection(socketPath);
     let output = '';
@@ -111,7 +130,7 @@ export function askControl(socketPath: string, op: string, timeoutMs: number): P
     socket.on('data', (chunk: string) => (output += chunk));
     socket.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(new Error(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? 'not a blackmatch mount (no control socket answers)' : e.message));
+      reject(e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? new NoMountError('not a blackmatch mount (no control socket answers)') : new Error(e.message));
     });
     socket.on('end', () => {
       clearTimeout(timer);
@@ -129,6 +148,7 @@ export function askControl(socketPath: string, op: string, timeoutMs: number): P
 /** Every control socket of this user's mounts that answers (the mounts themselves say where they are). */
 export async function listControlSockets(): Promise<string[]> {
   const dir = controlDir();
+  if (!(await checkPrivate(dir).then(() => true, () => false))) return [];
   const names = await readdir(dir).catch(() => [] as string[]);
   return names.filter((n) => n.endsWith('.sock')).map((n) => join(dir, n));
 }

@@ -95,6 +95,8 @@ async function startupError(logPath: string): Promise<string> {
   return lines.length > 0 ? lines[lines.length - 1]!.slice('blackmatch: '.length) : `no error in ${logPath}`;
 }
 
+const SHUTDOWN_WAIT_MS = 180_000;
+
 /** --server-shutdown: asks the running server to unmount and exit, and waits until it has. */
 export async function shutdownServer(socketPath: string, rootName: string): Promise<string> {
   let client: RpcClient;
@@ -108,9 +110,10 @@ export async function shutdownServer(socketPath: string, rootName: string): Prom
   const server = await identityOf(info.pid);
   await client.shutdown();
   client.close();
-  const deadline = Date.now() + 60_000;
+  // Past the last try of pending write-back stores (2 min at most), with a margin for the rest of the exit.
+  const deadline = Date.now() + SHUTDOWN_WAIT_MS;
   while (server && (await isAlive(server))) {
-    if (Date.now() > deadline) throw new Error(`server pid ${info.pid} did not exit within 60 s`);
+    if (Date.now() > deadline) throw new Error(`server pid ${info.pid} did not exit within ${SHUTDOWN_WAIT_MS / 1000} s`);
     await new Promise((r) => setTimeout(r, POLL_MS * 2));
   }
   return `stopped the server for "${rootName}" (mounted at ${info.mountpoint})`;

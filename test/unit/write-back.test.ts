@@ -213,3 +213,82 @@ describe('core in write-back mode', () => {
     await assert.rejects(c.fs.getattr('/d'), { code: 'ENOENT' });
   });
 });
+
+describe('core in write-back mode: names and conflicts', () => {
+  let fake: FakeTahoe;
+  const cores: Core[] = [];
+  beforeEach(async () => {
+    fake = await startFakeTahoe({ literalUpTo: -1 });
+  });
+  afterEach(async () => {
+    for (const c of cores.splice(0)) {
+      await c.stop();
+      await rm(c.cacheDir, { recursive: true, force: true });
+    }
+    await fake.close();
+  });
+  const start = async () => {
+    const c = await startCore(fake, { writeBack: true, drainMs: 5_000 });
+    cores.push(c);
+    return c;
+  };
+
+  it('two mkdirs of one name at once: one succeeds, the other gets EEXIST (so does a create of it)', async () => {
+    const c = await start();
+    const results = await Promise.allSettled([c.fs.mkdir('/same', 0o755), c.fs.mkdir('/same', 0o755), c.fs.create('/same', 0o644)]);
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, JSON.stringify(results.map((r) => r.status)));
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    assert.equal(fake.entry(fake.rootCap, 'same')?.type, 'dir');
+  });
+
+  it('a directory whose name another client took before its link is linked under another name, with what was stored in it', async () => {
+    const c = await start();
+    await c.fs.mkdir('/warm', 0o755);
+    await c.fs.sync();
+    // Held: the look at the root's entries right before our directory's link.
+    const held = fake.hold((req) => req.method === 'GET' && target(req as never).cap === fake.rootCap);
+    await c.fs.mkdir('/d', 0o755);
+    await c.fs.release('/d/inner', await writeFile(c.fs, '/d/inner', 'ours'));
+    await held.arrived;
+    const theirs = fake.createDirectory();
+    fake.link(fake.rootCap, 'd', theirs);
+    held.release();
+    await bounded(c.fs.sync(), 'sync');
+    assert.equal(fake.entry(fake.rootCap, 'd')!.rwUri, theirs, 'their directory stays at the name');
+    const ours = fake.entry(fake.rootCap, 'd (conflict 1)')!;
+    assert.equal(fake.bytes(fake.entry(ours.rwUri!, 'inner')!.roUri)?.toString(), 'ours');
+    // The mount shows theirs at the name: an rmdir acts on what the listing shows, not on our directory.
+    assert.deepEqual((await c.fs.readdir('/d')).filter((n) => n !== '.' && n !== '..'), []);
+  });
+
+  it('a mutable file another client replaced meanwhile is not overwritten', async () => {
+    const mutableCap = fake.createMutableFile(Buffer.from('mutable v1'));
+    fake.link(fake.rootCap, 'm', mutableCap);
+    const c = await start();
+    const fh = await c.fs.open('/m', 2);
+    await c.fs.write('/m', fh, Buffer.from('OURS'), 0);
+    const held = fake.hold((req) => req.method === 'GET' && target(req as never).query.get('t') === 'json');
+    await c.fs.release('/m', fh);
+    await held.arrived;
+    const other = fake.addFile(Buffer.from('replaced by another client'));
+    fake.link(fake.rootCap, 'm', other);
+    held.release();
+    const report = await bounded(c.fs.sync(), 'sync');
+    assert.match(report.failed[0]?.error ?? '', /kept, not stored/);
+    assert.equal(fake.bytes(mutableCap)?.toString(), 'mutable v1', 'the mutable file was not overwritten');
+    assert.equal(storedText(fake, 'm'), 'replaced by another client');
+  });
+
+  it('truncate of a closed file whose store is on its way: the truncated content is what is stored and read', async () => {
+    const c = await start();
+    const held = fake.hold(isUpload);
+    await c.fs.release('/t', await writeFile(c.fs, '/t', 'abcdef'));
+    await held.arrived;
+    const truncating = c.fs.truncate('/t', 2);
+    held.release();
+    await bounded(truncating, 'truncate');
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    assert.equal(storedText(fake, 't'), 'ab');
+    assert.equal(await readAll(c.fs, '/t'), 'ab');
+  });
+});
