@@ -145,6 +145,8 @@ for (const mode of MODES) {
         // Read content sits in the cache while there is room for it.
         const cached = randomBytes(6 * MiB);
         await m.webPut(`${rel}/cached.bin`, cached);
+        // Put by another client into a directory the mount just made (and knows as empty): seen within the cache timeout.
+        await eventually('cached.bin appears in the mount', () => exists(join(dir, 'cached.bin')));
         assert.ok((await readFile(join(dir, 'cached.bin'))).equals(cached));
         // 50 MB do not fit on a 20 MB disk: the write fails as on any full filesystem...
         const fh = await open(join(dir, 'big.bin'), 'w');
