@@ -11,7 +11,7 @@
 //
 // State: `queues` and `flushing`, changed only here; one flush per directory at a time.
 import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
-import { capTextOf } from '../tahoe/links.js';
+import { heldCap } from '../tahoe/links.js';
 
 export interface LinkRequest {
   name: string;
@@ -73,7 +73,7 @@ export class LinkBatcher {
       for (const q of batch) {
         const { name, target, expect } = q.request;
         const entry = current?.get(name);
-        const holds = entry ? (capTextOf(entry) ?? null) : null;
+        const holds = heldCap(entry);
         // Already linked (an earlier attempt got through before its answer was lost): nothing to do.
         if (expect !== undefined && holds !== null && holds === (target.rwUri ?? target.roUri)) q.resolve({ linked: true });
         else if (expect !== undefined && holds !== expect) q.resolve({ linked: false, reason: 'its directory entry changed meanwhile' });

@@ -7,7 +7,7 @@
 // once it is unlinked). A name that is not open is never linked by anyone here but the op itself.
 import { FsError } from '../errors.js';
 import type { TahoeClient } from '../tahoe/client.js';
-import { capTextOf, linkTargetOf, newLinkMetadata, parseNs, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
+import { heldCap, linkTargetOf, newLinkMetadata, parseNs, touchedMetadata, type Timestamp, withMtime } from '../tahoe/links.js';
 import { withLocks } from '../util/once.js';
 import { dirRefOf, type DirRef, type Directories } from './directories.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
@@ -160,7 +160,7 @@ export class Namespace {
       if (replaced && replaced !== openSrc) await this.files.orphan(replaced);
       // A file not in the grid yet, moved over an entry: its store is to replace that entry (write-back stores
       // link only over the entry their bytes were based on).
-      if (openSrc && !src.child) openSrc.base = dst.child ? (capTextOf(dst.child) ?? null) : null;
+      if (openSrc && !src.child) openSrc.base = heldCap(dst.child);
       await this.files.move(from, to, dst.parent, dst.name);
     });
   }

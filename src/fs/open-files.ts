@@ -19,7 +19,7 @@ import type { ContentCache } from '../cache/content-cache.js';
 import type { ProcessIdentity, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import { fromLocalFs, FsError } from '../errors.js';
 import type { ChildInfo } from '../tahoe/client.js';
-import { capOf, capTextOf, nowTimestamp, nsString, sizeOf, tryParseCap, type Timestamp } from '../tahoe/links.js';
+import { capOf, heldCap, nowTimestamp, nsString, sizeOf, tryParseCap, type Timestamp } from '../tahoe/links.js';
 import { readFully, writeFully } from '../util/file-io.js';
 import { Mutex, SharedPromise } from '../util/once.js';
 import type { DirRef, Directories } from './directories.js';
@@ -359,7 +359,7 @@ export class OpenFiles {
           await this.withRoom(file.size, 'copy content to staging', () => this.copyContentTo(file, file.child!, path));
         }
         file.staging = { path, handle: await open(path, O_RDWR | O_CREAT, 0o600) };
-        file.base = file.child ? (capTextOf(file.child) ?? null) : null;
+        file.base = heldCap(file.child);
         return file.staging;
       } catch (e) {
         this.activeStaging.delete(path);

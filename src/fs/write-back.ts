@@ -24,9 +24,7 @@ import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
-import {
-  capTextOf, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, timestampFromSeconds, touchedMetadata, tryParseCap, withMtime, type Timestamp,
-} from '../tahoe/links.js';
+import { capTextOf, heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, timestampFromSeconds, touchedMetadata, tryParseCap, type Timestamp, withMtime } from '../tahoe/links.js';
 import { Coalesced, Semaphore, withLocks, type Mutex } from '../util/once.js';
 import type { DirRef, Directories } from './directories.js';
 import { DirectoryPool } from './directory-pool.js';
@@ -149,7 +147,7 @@ export class WriteBack {
       else this.opts.log.error({ path: file.path, staging: file.staging?.path, err: (e as Error).message }, 'upload failed: staged bytes kept');
       throw e instanceof FsError ? e : new FsError('EIO', `upload of ${file.path} failed: ${(e as Error).message}`, { cause: e });
     }
-    file.base = file.child ? (capTextOf(file.child) ?? null) : null;
+    file.base = heldCap(file.child);
     // Still open: the record says "stored" now (a crash must not upload the same bytes again). If it cannot,
     // the old record stays (recovery then keeps the bytes as a conflict) and the next change writes it anew.
     if (file.handles > 0) {
@@ -197,16 +195,13 @@ export class WriteBack {
   storeLater(file: OpenFile, finish: (stored: boolean) => Promise<void>): void {
     if (this.background.has(file)) return;
     const loop = (async () => {
-      let delay = RETRY_FIRST_MS;
       let stored = false;
       try {
         // Reopened: its next last close stores it (no upload per write while a program appends to it).
-        for (;;) {
+        await this.tryUntil(async () => {
           stored = await this.commitAll(file, () => file.handles === 0);
-          if (stored || file.conflict || file.handles > 0 || this.draining) break;
-          await this.pause(delay);
-          delay = Math.min(delay * 2, RETRY_MAX_MS);
-        }
+          return stored || file.conflict !== undefined || file.handles > 0;
+        });
         await finish(stored);
       } finally {
         this.background.delete(file);
@@ -265,7 +260,7 @@ export class WriteBack {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' };
       const current = (await client.listDir(where.parentCap)).children.get(where.name);
-      if ((current ? (capTextOf(current) ?? null) : null) !== req.guard()) return { outcome: 'conflict', reason: 'its directory entry changed meanwhile' };
+      if (heldCap(current) !== req.guard()) return { outcome: 'conflict', reason: 'its directory entry changed meanwhile' };
     }
     // A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file.
     const uploaded = await this.transfers.run(async () => {
@@ -295,7 +290,7 @@ export class WriteBack {
   /** The entry at `where` if it still holds `base`; otherwise why not. */
   private async checkBase(where: Destination, base: string | null): Promise<{ current: ChildInfo | undefined } | { reason: string }> {
     const current = (await this.opts.client.listDir(where.parentCap)).children.get(where.name);
-    if ((current ? (capTextOf(current) ?? null) : null) !== base) return { reason: 'its directory entry changed meanwhile' };
+    if (heldCap(current) !== base) return { reason: 'its directory entry changed meanwhile' };
     // A mutable file keeps its cap when another client changes it: nothing shows whether it did.
     if (current?.mutable) return { reason: 'a mutable file may have changed meanwhile' };
     return { current };
@@ -323,16 +318,9 @@ export class WriteBack {
     }
     this.opts.directories.addPendingLink(parent.cap, name, child);
     const pending: PendingDir = { parentCap: parent.cap, name, path, child, stagingPath, attempt: undefined, done: undefined! };
-    pending.done = (async () => {
-      let delay = RETRY_FIRST_MS;
-      for (;;) {
-        pending.attempt = this.linkPendingDir(pending);
-        if ((await pending.attempt) || this.draining) break;
-        await this.pause(delay);
-        delay = Math.min(delay * 2, RETRY_MAX_MS);
-      }
+    pending.done = this.tryUntil(() => (pending.attempt = this.linkPendingDir(pending))).then(() => {
       this.pendingDirs.delete(stagingPath);
-    })();
+    });
     this.pendingDirs.set(stagingPath, pending);
   }
 
@@ -439,6 +427,16 @@ export class WriteBack {
     const bound = new Promise<void>((r) => (timer = setTimeout(r, this.opts.drainMs ?? DEFAULT_DRAIN_MS)));
     await Promise.race([all, bound]);
     clearTimeout(timer);
+  }
+
+  /**
+   * Runs `attempt` until it says it is done, pausing between tries (5 s, doubling up to 5 min; wakeAll() ends a
+   * pause), or until the mount drains: the store loops of write-back mode.
+   */
+  private async tryUntil(attempt: () => Promise<boolean>): Promise<void> {
+    for (let delay = RETRY_FIRST_MS; !(await attempt()) && !this.draining; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      await this.pause(delay);
+    }
   }
 
   private pause(ms: number): Promise<void> {

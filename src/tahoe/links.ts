@@ -19,6 +19,11 @@ export function capTextOf(child: ChildInfo): string | undefined {
   return child.rwUri ?? child.roUri;
 }
 
+/** The cap an entry holds, null for no entry at all: what a store's guard compares against its base. */
+export function heldCap(entry: ChildInfo | undefined): string | null {
+  return entry ? (capTextOf(entry) ?? null) : null;
+}
+
 /** Parsed caps by listing entry: parsing hashes the key (the storage index), too slow for every read. */
 const parsedCaps = new WeakMap<ChildInfo, Cap>();
 
