@@ -1,6 +1,7 @@
 // A filesystem core (TahoeFs) over the in-memory Tahoe web API, for unit tests of src/fs, with the small helpers
 // those tests share (write a file, read it back, what the fake grid stores).
-import { mkdtemp } from 'node:fs/promises';
+import { afterEach, beforeEach } from 'node:test';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ContentCache } from '../../src/cache/content-cache.js';
@@ -9,7 +10,7 @@ import { TahoeFs, type ProcessIdentity } from '../../src/fs/tahoe-fs.js';
 import { silentLogger } from '../../src/log.js';
 import { parseCap } from '../../src/tahoe/caps.js';
 import { DEFAULT_TIMEOUTS, TahoeClient } from '../../src/tahoe/client.js';
-import { target, type FakeTahoe } from './fake-tahoe.js';
+import { startFakeTahoe, target, type FakeTahoe } from './fake-tahoe.js';
 
 export const log = silentLogger();
 export const MiB = 1024 * 1024;
@@ -32,10 +33,17 @@ export interface Core {
 
 export const me: ProcessIdentity = { pid: process.pid, start: 'test-self' };
 
-export async function startCore(
-  fake: FakeTahoe,
-  opts: { cacheDir?: string; owner?: ProcessIdentity; journal?: (dir: string) => StagingJournal; maxListings?: number; writeBack?: boolean; transfers?: number; drainMs?: number } = {},
-): Promise<Core> {
+export interface StartCoreOptions {
+  cacheDir?: string;
+  owner?: ProcessIdentity;
+  journal?: (dir: string) => StagingJournal;
+  maxListings?: number;
+  writeBack?: boolean;
+  transfers?: number;
+  drainMs?: number;
+}
+
+export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): Promise<Core> {
   const cacheDir = opts.cacheDir ?? (await mkdtemp(join(tmpdir(), 'bm-core-')));
   const client = new TahoeClient(fake.url, { ...DEFAULT_TIMEOUTS, retryDelaysMs: [] }, log);
   const cache = new ContentCache(cacheDir, client, log, { maxBytes: 1024 * MiB, minFreeBytes: 0 });
@@ -84,3 +92,31 @@ export function storedText(fake: FakeTahoe, name: string): string | undefined {
 export const isUpload = (req: { method: string; rawUrl: string }) => req.method === 'PUT';
 export const isLink = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'set_children';
 
+
+/**
+ * For the calling describe: a fresh in-memory Tahoe before each test (handed to `onFake`), and start() for cores
+ * over it with `defaults`; after each test every core started is stopped, its cache folder removed, and the
+ * fake closed.
+ */
+export function coresPerTest(onFake: (fake: FakeTahoe) => void, defaults: StartCoreOptions = {}): { start(opts?: StartCoreOptions): Promise<Core> } {
+  let fake: FakeTahoe;
+  const cores: Core[] = [];
+  beforeEach(async () => {
+    fake = await startFakeTahoe({ literalUpTo: -1 });
+    onFake(fake);
+  });
+  afterEach(async () => {
+    for (const c of cores.splice(0)) {
+      await c.stop();
+      await rm(c.cacheDir, { recursive: true, force: true });
+    }
+    await fake.close();
+  });
+  return {
+    async start(opts: StartCoreOptions = {}) {
+      const c = await startCore(fake, { ...defaults, ...opts });
+      cores.push(c);
+      return c;
+    },
+  };
+}

@@ -128,6 +128,11 @@ export class TestMount {
     return Buffer.from(await res.arrayBuffer());
   }
 
+  /** The same, or null while the web API does not serve it (not stored yet): for waiting until it is. */
+  async webGetOrNull(relPath: string): Promise<Buffer | null> {
+    return this.webGet(relPath).catch(() => null);
+  }
+
   /** The directory's JSON listing from the web API. */
   async webList(relPath: string): Promise<Record<string, [string, { size?: number; metadata?: Record<string, unknown>; ro_uri?: string; rw_uri?: string }]>> {
     const url = `${this.gatewayUrl}uri/${encodeURIComponent(this.rootCap)}/${encodePath(relPath)}?t=json`;

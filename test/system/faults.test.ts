@@ -20,12 +20,6 @@ async function stagedFiles(m: TestMount): Promise<string[]> {
   return (await readdir(dir)).filter((n) => !n.endsWith('.json') && !n.endsWith('.tmp')).map((n) => join(dir, n));
 }
 
-async function webGetOrNull(m: TestMount, rel: string): Promise<Buffer | null> {
-  return m.webGet(rel).catch(() => null);
-}
-
-
-
 describe('faults', () => {
   let grid: Grid;
   before(async () => {
@@ -55,7 +49,7 @@ describe('faults', () => {
         } finally {
           await grid.startStorageNode(0);
         }
-        await eventually('the staged write is stored once the node is back', async () => (await webGetOrNull(m, 'during'))?.length === 300_000, 120_000);
+        await eventually('the staged write is stored once the node is back', async () => (await m.webGetOrNull('during'))?.length === 300_000, 120_000);
         await eventually('the staging area empties', async () => (await stagedFiles(m)).length === 0, 30_000);
       } finally {
         await m.cleanup();
@@ -90,7 +84,7 @@ describe('faults', () => {
         await eventually('every process exits', async () => (await m.pids()).length === 0, 30_000);
         const again = await runCli(['--node-directory', m.nodeDir, '--log-level', 'debug', ...(mode === 'no-split' ? ['--no-split'] : []), m.mountpoint]);
         assert.equal(again.code, 0, again.stderr);
-        await eventually('kept.bin stored', async () => (await webGetOrNull(m, 'kept.bin'))?.equals(kept) === true, 60_000);
+        await eventually('kept.bin stored', async () => (await m.webGetOrNull('kept.bin'))?.equals(kept) === true, 60_000);
         assert.ok((await readFile(m.path('kept.bin'))).equals(kept));
         assert.ok((await m.webGet('contested.bin')).equals(other), 'the other client\'s file was not overwritten');
         // Recovery runs in the background: wait for it to have dealt with every record.
@@ -126,7 +120,7 @@ describe('faults', () => {
           await eventually('every process exits', async () => (await m.pids()).length === 0, 30_000);
           const again = await runCli(['--node-directory', m.nodeDir, m.mountpoint]);
           assert.equal(again.code, 0, again.stderr);
-          await eventually('copied.bin stored', async () => (await webGetOrNull(m, 'copied.bin'))?.equals(data) === true, 120_000);
+          await eventually('copied.bin stored', async () => (await m.webGetOrNull('copied.bin'))?.equals(data) === true, 120_000);
           assert.deepEqual(await stagedFiles(m), []);
         } finally {
           await m.cleanup();
@@ -158,7 +152,7 @@ describe('faults', () => {
           await w.write(offline);
           await expectErrno(m.watch('close while the gateway is dead', () => w.close()), 'EIO');
           await grid.startGateway();
-          await eventually('the staged write is stored once the gateway is back', async () => (await webGetOrNull(m, 'offline.bin'))?.equals(offline) === true, 120_000);
+          await eventually('the staged write is stored once the gateway is back', async () => (await m.webGetOrNull('offline.bin'))?.equals(offline) === true, 120_000);
           await fh.read(far, 0, far.length, 40 * MiB);
           assert.ok(far.equals(data.subarray(40 * MiB, 40 * MiB + 4096)));
         } finally {

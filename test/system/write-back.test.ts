@@ -12,10 +12,6 @@ import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
 
 const run = promisify(execFile);
 
-async function webGetOrNull(m: TestMount, rel: string): Promise<Buffer | null> {
-  return m.webGet(rel).catch(() => null);
-}
-
 describe('write-back mode', () => {
   let grid: Grid;
   before(async () => {
@@ -97,7 +93,7 @@ describe('write-back mode', () => {
         const again = await runCli(['--node-directory', m.nodeDir, '--write-back', ...(mode === 'no-split' ? ['--no-split'] : []), m.mountpoint]);
         assert.equal(again.code, 0, again.stderr);
         for (const [i, data] of files.entries()) {
-          await eventually(`made/f${i}.bin stored`, async () => (await webGetOrNull(m, `made/f${i}.bin`))?.equals(data) === true, 120_000);
+          await eventually(`made/f${i}.bin stored`, async () => (await m.webGetOrNull(`made/f${i}.bin`))?.equals(data) === true, 120_000);
         }
       } finally {
         await m.cleanup();
@@ -117,10 +113,10 @@ describe('write-back mode', () => {
         } finally {
           await grid.startStorageNode(2);
         }
-        assert.equal(await webGetOrNull(m, 'left.bin'), null);
+        assert.equal(await m.webGetOrNull('left.bin'), null);
         const again = await runCli(['--node-directory', m.nodeDir, ...mountArgs, m.mountpoint]);
         assert.equal(again.code, 0, again.stderr);
-        await eventually('left.bin stored by the next mount', async () => (await webGetOrNull(m, 'left.bin'))?.equals(data) === true, 120_000);
+        await eventually('left.bin stored by the next mount', async () => (await m.webGetOrNull('left.bin'))?.equals(data) === true, 120_000);
       } finally {
         await m.cleanup();
       }

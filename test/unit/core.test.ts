@@ -13,7 +13,7 @@ import { silentLogger } from '../../src/log.js';
 import { parseCap } from '../../src/tahoe/caps.js';
 import { DEFAULT_TIMEOUTS, TahoeClient } from '../../src/tahoe/client.js';
 import { startFakeTahoe, target, type FakeTahoe } from '../support/fake-tahoe.js';
-import { bounded, isLink, isUpload, log, me, MiB, readAll, startCore, storedText, writeFile, type Core } from '../support/core.js';
+import { bounded, coresPerTest, isLink, isUpload, log, me, MiB, readAll, startCore, storedText, writeFile, type Core } from '../support/core.js';
 
 describe('core: uploads racing renames and unlinks', () => {
   let fake: FakeTahoe;
@@ -114,22 +114,7 @@ describe('core: uploads racing renames and unlinks', () => {
 
 describe('core: staged writes and their records', () => {
   let fake: FakeTahoe;
-  const dirs: string[] = [];
-  const cores: Core[] = [];
-  beforeEach(async () => {
-    fake = await startFakeTahoe({ literalUpTo: -1 });
-  });
-  afterEach(async () => {
-    for (const c of cores.splice(0)) await c.stop();
-    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
-    await fake.close();
-  });
-  const start = async (opts: Parameters<typeof startCore>[1] = {}) => {
-    const c = await startCore(fake, opts);
-    cores.push(c);
-    dirs.push(c.cacheDir);
-    return c;
-  };
+  const { start } = coresPerTest((f) => (fake = f));
 
   /** A process that will have crashed by the time the next one starts. */
   const crashed: ProcessIdentity = { pid: 2, start: 'crashed' };

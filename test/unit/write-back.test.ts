@@ -2,34 +2,18 @@
 // in the background (links into one directory batched), mkdir links in the background, nothing another client
 // changed is overwritten, the latest content of a name wins, and sync(), fsync(), unmount and a crash each
 // deliver what was written.
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
 import { StagingJournal } from '../../src/cache/staging-journal.js';
 import type { ProcessIdentity } from '../../src/fs/tahoe-fs.js';
-import { startFakeTahoe, target, type FakeTahoe } from '../support/fake-tahoe.js';
-import { bounded, isLink, isUpload, log, readAll, startCore, storedText, writeFile, type Core } from '../support/core.js';
+import { target, type FakeTahoe } from '../support/fake-tahoe.js';
+import { bounded, coresPerTest, isLink, isUpload, log, readAll, storedText, writeFile, type Core } from '../support/core.js';
 
 const isMakeDir = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'mkdir';
 
 describe('core in write-back mode', () => {
   let fake: FakeTahoe;
-  const cores: Core[] = [];
-  const dirs: string[] = [];
-  beforeEach(async () => {
-    fake = await startFakeTahoe({ literalUpTo: -1 });
-  });
-  afterEach(async () => {
-    for (const c of cores.splice(0)) await c.stop();
-    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
-    await fake.close();
-  });
-  const start = async (opts: Parameters<typeof startCore>[1] = {}) => {
-    const c = await startCore(fake, { writeBack: true, drainMs: 5_000, ...opts });
-    cores.push(c);
-    dirs.push(c.cacheDir);
-    return c;
-  };
+  const { start } = coresPerTest((f) => (fake = f), { writeBack: true, drainMs: 5_000 });
   const pendingRecords = async (c: Core) => (await new StagingJournal(c.cache.stagingDir, log).list()).filter((s) => s.record.dirty);
 
   it('close() returns before the upload, with the bytes and their record on disk; the file reads back meanwhile', async () => {
@@ -168,8 +152,7 @@ describe('core in write-back mode', () => {
     await first.fs.release('/d/a', await writeFile(first.fs, '/d/a', 'survives'));
     // The process dies here: no shutdown. The next one starts on the same cache folder.
     fake.up();
-    const second = await startCore(fake, { writeBack: true, cacheDir: first.cacheDir });
-    cores.push(second);
+    const second = await start({ cacheDir: first.cacheDir });
     await bounded(second.fs.recover(), 'recover');
     const d = fake.entry(fake.rootCap, 'd')!;
     assert.equal(d.type, 'dir');
@@ -184,8 +167,7 @@ describe('core in write-back mode', () => {
     await bounded(first.stop(), 'unmount');
     assert.equal(fake.entry(fake.rootCap, 'a'), undefined);
     fake.up();
-    const second = await startCore(fake, { writeBack: true, cacheDir: first.cacheDir });
-    cores.push(second);
+    const second = await start({ cacheDir: first.cacheDir });
     await bounded(second.fs.recover(), 'recover');
     assert.equal(storedText(fake, 'a'), 'later');
   });
@@ -216,22 +198,7 @@ describe('core in write-back mode', () => {
 
 describe('core in write-back mode: names and conflicts', () => {
   let fake: FakeTahoe;
-  const cores: Core[] = [];
-  beforeEach(async () => {
-    fake = await startFakeTahoe({ literalUpTo: -1 });
-  });
-  afterEach(async () => {
-    for (const c of cores.splice(0)) {
-      await c.stop();
-      await rm(c.cacheDir, { recursive: true, force: true });
-    }
-    await fake.close();
-  });
-  const start = async () => {
-    const c = await startCore(fake, { writeBack: true, drainMs: 5_000 });
-    cores.push(c);
-    return c;
-  };
+  const { start } = coresPerTest((f) => (fake = f), { writeBack: true, drainMs: 5_000 });
 
   it('two mkdirs of one name at once: one succeeds, the other gets EEXIST (so does a create of it)', async () => {
     const c = await start();
