@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { startGrid } from '../dist/test/support/grid.js';
 
 const files = process.argv.slice(2);
-const targets = files.length > 0 ? files : ['dist/test/unit/', 'dist/test/system/'];
+const targets = files.length > 0 ? files : ['dist/test/unit/', 'native/fuse3/test/', 'dist/test/system/'];
 
 const grid = await startGrid({ log: (m) => console.error(m) });
 let child;

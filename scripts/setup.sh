@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent setup: system packages (when missing), npm dependencies, the patched FUSE binding, the build.
+# Idempotent setup: system packages (when missing), npm dependencies, our libfuse 3 binding, the build.
 # Safe to run again and again; `npm test` and `npm run demo` run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v fusermount >/dev/null 2>&1 || need+=(fuse)
-pkg-config --exists fuse 2>/dev/null || need+=(libfuse-dev)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,16 +23,21 @@ fi
 # /dev/fuse is where the kernel talks to us; containers sometimes lack the node even with the module present.
 if [ ! -e /dev/fuse ] && [ "$(id -u)" = 0 ]; then mknod -m 666 /dev/fuse c 10 229 || true; fi
 
-# Reinstall only when the lockfile or the patches changed since the last install (npm ci wipes node_modules).
+# Reinstall only when the lockfile changed since the last install (npm ci wipes node_modules).
 stamp=node_modules/.blackmatch-installed
-want=$(cat package-lock.json patches/*.patch | sha256sum | cut -d' ' -f1)
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund >&2
-  # patches/ fixes the FUSE binding (utimens lost mtime; timestamps had millisecond precision): apply, rebuild.
-  npx patch-package >&2
-  rm -rf node_modules/@cocalc/fuse-native/build
-  npm_config_build_from_source=true npm rebuild @cocalc/fuse-native >&2
   echo "$want" > "$stamp"
+fi
+
+# Our libfuse 3 binding (native/fuse3), rebuilt when its sources or the installed libfuse change. node-gyp is
+# npm's own (npm puts it on PATH for scripts); outside npm, fall back to npm exec.
+native=native/fuse3
+want=$(cat "$native/binding.gyp" "$native"/src/* <(pkg-config --modversion fuse3) <(node --version) | sha256sum | cut -d' ' -f1)
+if [ ! -f "$native/build/Release/blackmatch_fuse3.node" ] || [ "$(cat "$native/build/.stamp" 2>/dev/null)" != "$want" ]; then
+  if command -v node-gyp >/dev/null 2>&1; then (cd "$native" && node-gyp rebuild >&2); else (cd "$native" && npm exec --offline -c 'node-gyp rebuild' >&2); fi
+  echo "$want" > "$native/build/.stamp"
 fi
 
 npx tsc -p . >&2

@@ -27,7 +27,7 @@ import { RangeSet, type Range } from './range-set.js';
 /** Tahoe's segment size: the unit a Range request costs the gateway anyway. */
 export const SEGMENT = 128 * 1024;
 /** A read this far ahead of the sequential download gets its own Range request instead of waiting. */
-export const STREAM_WINDOW = 2 * 1024 * 1024;
+export const STREAM_WINDOW = 4 * 1024 * 1024;
 /** Segments fetched beyond a far read, for a reader that goes on from there. */
 const RANGE_READAHEAD_SEGMENTS = 3;
 /** Persist the ranges record after this many new bytes (and whenever a download stops). */

@@ -7,7 +7,7 @@ import { CommanderError } from 'commander';
 import { ContentCache } from '../cache/content-cache.js';
 import { StagingJournal } from '../cache/staging-journal.js';
 import { TahoeFs } from '../fs/tahoe-fs.js';
-import { isMounted, mount, unmountPath, type Mounted } from '../fuse/adapter.js';
+import { fuseDescription, isMounted, mount, unmountPath, type Mounted } from '../fuse/adapter.js';
 import { createLogger, type Logger } from '../log.js';
 import { hasWaitingParent, reportToParent, runDetached } from '../process/daemon.js';
 import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathFor, waitForServer } from '../process/server-process.js';
@@ -31,7 +31,7 @@ const SERVER_ORPHAN_TIMEOUT_MS = 60_000;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  return `${pkg.version} (${fuseDescription()})`;
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -1,131 +1,370 @@
-// The thin FUSE edge: turns any Ops (the core itself, or the RPC client in split mode) into @cocalc/fuse-native
-// handlers. Paths become Unicode NFC and errors negative errno numbers here and nowhere else.
-import { createRequire } from 'node:module';
+// The thin FUSE edge: turns kernel requests from our libfuse 3 binding (lowlevel.ts) into calls of any Ops (the
+// core itself, or the RPC client in split mode). Node ids become paths here (nodes.ts), names Unicode NFC, and
+// errors errno numbers, here and nowhere else.
 import { readFile, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
+import { constants } from 'node:os';
 import { promisify } from 'node:util';
-import type * as FuseModule from '@cocalc/fuse-native';
-import { isExpected, loggedElsewhere, toErrno } from '../errors.js';
-import { OP_NAMES, OP_TABLE, type Attr, type Ops } from '../fs/ops.js';
+import { FsError, isExpected, loggedElsewhere, toErrno } from '../errors.js';
+import type { Attr, Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
+import { fuse3, libfuseVersionText, OPS, type NativeAttr, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from './lowlevel.js';
+import { Node, NodeTable } from './nodes.js';
 
-const require = createRequire(import.meta.url);
-type FuseOperations = FuseModule.default.OPERATIONS;
-const Fuse = require('@cocalc/fuse-native') as typeof FuseModule.default.default;
+/** Largest read and write per FUSE request: the kernel's max_pages (256 pages). */
+export const FUSE_MAX_IO = 1024 * 1024;
+/** Kernel readahead for the mount, in KiB: two 1 MiB requests in flight for a sequential reader (cached-file.ts waits for its stream within twice that). */
+const READAHEAD_KB = 2048;
 
-/** Largest read and write per FUSE request: libfuse 2 sends 4 KiB writes unless big_writes is on. */
-export const FUSE_MAX_IO = 128 * 1024;
-/** Kernel readahead for the mount, in KiB: eight 128 KiB requests in flight. */
-const READAHEAD_KB = 1024;
-
-/**
- * The binding answers a request itself if a handler is silent for this long (a last resort: the core bounds
- * every network wait itself). Data operations may legitimately take long: a close() uploads the whole file.
- */
-const BINDING_TIMEOUT_MS: Record<string, number> = {
-  default: 180_000,
-  ...Object.fromEntries(OP_NAMES.filter((op) => OP_TABLE[op].long).map((op) => [op, 3_600_000])),
-};
+const { ENOSYS, EINVAL, EEXIST } = constants.errno;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+/** What readdir reports as an entry's inode number when it has no node (libfuse's FUSE_UNKNOWN_INO). */
+const UNKNOWN_INO = 0xffffffff;
+// setattr's to_set bits (fuse_lowlevel.h).
+const SET_MODE = 1 << 0;
+const SET_UID = 1 << 1;
+const SET_GID = 1 << 2;
+const SET_SIZE = 1 << 3;
+const SET_ATIME = 1 << 4;
+const SET_MTIME = 1 << 5;
+const SET_ATIME_NOW = 1 << 7;
+const SET_MTIME_NOW = 1 << 8;
+const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
 
 /**
  * Tahoe stores child names in NFC (a name linked in NFD is listed back in NFC), so the core sees every path
  * in NFC: a file created under a decomposed name is still found after its directory is listed again.
  */
-function nfc(path: string | undefined): string {
-  return (path ?? '').normalize('NFC');
+function nameOf(raw: Buffer | undefined): string {
+  return (raw ?? Buffer.alloc(0)).toString('utf8').normalize('NFC');
 }
 
-type Reply = (errno: number, ...values: unknown[]) => void;
+function join(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
 
-function fuseStat(attr: Attr): Record<string, number> {
-  const ms = (t: { sec: number; nsec: number }) => t.sec * 1000 + Math.floor(t.nsec / 1e6);
-  return {
-    mode: attr.mode,
-    uid: attr.uid,
-    gid: attr.gid,
-    size: attr.size,
-    nlink: attr.nlink,
-    blksize: FUSE_MAX_IO,
-    blocks: Math.ceil(attr.size / 512),
-    atime: ms(attr.atime),
-    mtime: ms(attr.mtime),
-    ctime: ms(attr.ctime),
-    // Understood by our patch of the binding (patches/): exact nanoseconds for rsync and tar.
-    atimeSubMsNs: attr.atime.nsec % 1e6,
-    mtimeSubMsNs: attr.mtime.nsec % 1e6,
-    ctimeSubMsNs: attr.ctime.nsec % 1e6,
+function stamp(attr: Attr): string {
+  return `${attr.mtime.sec}.${attr.mtime.nsec}:${attr.size}`;
+}
+
+function nsOf(t: { sec: number; nsec: number }): string {
+  return (BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec)).toString();
+}
+
+/** A directory handle: the listing taken at its first read, served in pieces as the kernel asks. */
+interface DirHandle {
+  entries: Array<{ name: string; attr: Attr | undefined }> | undefined;
+}
+
+export interface AdapterOptions {
+  /** How long the kernel may trust names and attributes (the directory cache's timeout). */
+  kernelCacheSeconds: number;
+  log: Logger;
+}
+
+/** Answers every kernel request of one session with the Ops below it. */
+export class FuseAdapter {
+  readonly nodes = new NodeTable();
+  private readonly dirHandles = new Map<number, DirHandle>();
+  private nextDirHandle = 1;
+  private seq = 0;
+  private session: NativeSession | undefined;
+  private goneListener: (() => void) | undefined;
+
+  constructor(
+    private readonly ops: Ops,
+    private readonly opts: AdapterOptions,
+  ) {}
+
+  attach(session: NativeSession, onGone: () => void): void {
+    this.session = session;
+    this.goneListener = onGone;
+    (this.ops as Ops & { watch?(listener: (dir: string, name: string) => void): void }).watch?.((dir, name) => this.invalidate(dir, name));
+  }
+
+  /** Another client changed `name` in `dir`: the kernel forgets the name and the node's cached pages. */
+  invalidate(dir: string, name: string): void {
+    const parent = this.nodes.find(dir);
+    if (!parent || !this.session) return;
+    const child = this.nodes.child(parent, name);
+    if (child) this.session.notify('inode', child.ino);
+    this.session.notify('entry', parent.ino, Buffer.from(name));
+  }
+
+  /** The binding's request handler. */
+  readonly handle = (opIndex: number, req: number, args: RequestArgs): void => {
+    const op = OPS[opIndex];
+    if (op === 'gone') {
+      this.goneListener?.();
+      return;
+    }
+    if (op === 'forget') {
+      const list = args.forgets ?? [];
+      for (let i = 0; i < list.length; i += 2) this.nodes.forget(list[i]!, list[i + 1]!);
+      return;
+    }
+    this.run(op, req, args);
   };
-}
 
-export function fuseHandlers(ops: Ops, log: Logger): FuseOperations {
-  let seq = 0;
-  /**
-   * Runs one op on the NFC form of its path: logs it at debug level, maps its failure to -errno; never throws
-   * into the binding.
-   */
-  function run<T>(op: string, rawPath: string | undefined, work: (path: string) => Promise<T>, ok: (value: T) => void, fail: (errno: number) => void, bytes?: number): void {
-    const id = ++seq;
+  private run(op: OpKind, req: number, args: RequestArgs): void {
+    const session = this.session!;
+    const id = ++this.seq;
     const started = performance.now();
-    const path = nfc(rawPath);
-    let promise: Promise<T>;
+    let promise: Promise<void>;
     try {
-      promise = work(path);
+      promise = this.answer(op, req, args, session);
     } catch (e) {
       promise = Promise.reject(e);
     }
+    const log = this.opts.log;
+    // The path as the op saw it, for the log (read before the op's own rename or unlink changes it).
+    const path = log.isLevelEnabled('debug') ? this.describe(args) : undefined;
     promise.then(
-      (value) => {
-        log.debug({ id, op, path, bytes, ms: +(performance.now() - started).toFixed(2) }, 'ok');
-        ok(value);
+      () => {
+        if (path !== undefined) log.debug({ id, op, path, bytes: args.data?.length ?? args.size, ms: +(performance.now() - started).toFixed(2) }, 'ok');
       },
       (err: unknown) => {
         const errno = toErrno(err);
+        const where = { id, op, path: path ?? this.describe(args) };
         // A failure in the server was logged there, with its stack: a failure is logged once, where it happened.
-        if (isExpected(err) || loggedElsewhere(err)) log.debug({ id, op, path, errno, reason: (err as Error).message }, 'failed');
-        else log.error({ id, op, path, errno, err: err instanceof Error ? err.stack : String(err) }, 'failed');
-        fail(-errno);
+        if (isExpected(err) || loggedElsewhere(err)) log.debug({ ...where, errno, reason: (err as Error).message }, 'failed');
+        else log.error({ ...where, errno, err: err instanceof Error ? err.stack : String(err) }, 'failed');
+        try {
+          session.replyErr(req, errno);
+        } catch {
+          // answered already (a reply that threw after sending), or the session ended
+        }
       },
     );
   }
-  const simple = (op: string, path: string | undefined, work: (path: string) => Promise<unknown>, cb: (err: number) => void) =>
-    run(op, path, work, () => cb(0), cb);
 
-  // Handle-based ops (read, write, flush, fsync, release, ftruncate, fgetattr) may come without a path: libfuse
-  // passes none for a file unlinked while open. The core needs only the handle for them (it gets '').
-  const handlers: FuseOperations = {
-    getattr: (path, cb) => run('getattr', path, (p) => ops.getattr(p), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
-    // Our patch of the binding calls fgetattr with the handle: after unlink (hard_remove) there is no path.
-    fgetattr: (path, fd, cb) => run('fgetattr', path, (p) => ops.fgetattr(p, fd), (a) => cb(0, fuseStat(a) as never), (e) => cb(e)),
-    readdir: (path, cb) => run('readdir', path, (p) => ops.readdir(p), (names) => cb(0, names), (e) => cb(e)),
-    access: (path, mode, cb) => simple('access', path, (p) => ops.access(p, mode), cb),
-    statfs: (path, cb) => run('statfs', path, (p) => ops.statfs(p), (s) => cb(0, { ...s, fsid: 0, flag: 0 }), (e) => cb(e)),
-    open: (path, flags, cb) => run('open', path, (p) => ops.open(p, flags), (fh) => cb(0, fh), (e) => cb(e)),
-    create: (path, mode, cb) => run('create', path, (p) => ops.create(p, mode), (fh) => cb(0, fh), (e) => cb(e)),
-    read: (path, fh, buffer, length, position, cb) =>
-      ops.readInto
-        ? run('read', path, (p) => ops.readInto!(p, fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length)
-        : run('read', path, (p) => ops.read(p, fh, length, position), (data) => cb(data.copy(buffer, 0, 0, Math.min(length, data.length))), (e) => cb(e), length),
-    write: (path, fh, buffer, length, position, cb) =>
-      // The binding's buffer stays valid until we answer (then it is detached): an op must not keep it longer.
-      run('write', path, (p) => ops.write(p, fh, buffer.subarray(0, length), position), (n) => cb(n), (e) => cb(e), length),
-    flush: (path, fh, cb) => simple('flush', path, (p) => ops.flush(p, fh), cb),
-    // The binding passes datasync as 0/1 whatever its typings say; the RPC checks for a boolean.
-    fsync: (path, datasync, fh, cb) => simple('fsync', path, (p) => ops.fsync(p, fh, Boolean(datasync)), cb),
-    release: (path, fh, cb) => simple('release', path, (p) => ops.release(p, fh), cb),
-    truncate: (path, size, cb) => simple('truncate', path, (p) => ops.truncate(p, size), cb),
-    ftruncate: (path, fh, size, cb) => simple('ftruncate', path, (p) => ops.ftruncate(p, fh, size), cb),
-    mkdir: (path, mode, cb) => simple('mkdir', path, (p) => ops.mkdir(p, mode), cb),
-    rmdir: (path, cb) => simple('rmdir', path, (p) => ops.rmdir(p), cb),
-    unlink: (path, cb) => simple('unlink', path, (p) => ops.unlink(p), cb),
-    rename: (from, to, cb) => simple('rename', from, (f) => ops.rename(f, nfc(to)), cb),
-    link: (from, to, cb) => simple('link', from, (f) => ops.link(f, nfc(to)), cb),
-    // Our patch of the binding passes nanoseconds as BigInt (the typings still say Date).
-    utimens: (path, atime, mtime, cb) =>
-      simple('utimens', path, (p) => ops.utimens(p, String(atime as unknown as bigint), String(mtime as unknown as bigint)), cb),
-    chmod: (path, mode, cb) => simple('chmod', path, (p) => ops.chmod(p, mode), cb),
-    chown: (path, uid, gid, cb) => simple('chown', path, (p) => ops.chown(p, uid, gid), cb),
-  };
-  return handlers;
+  private describe(args: RequestArgs): string {
+    try {
+      const base = this.nodes.get(args.ino).path;
+      return args.name ? join(base, nameOf(args.name)) : base;
+    } catch {
+      return `(node ${args.ino})`;
+    }
+  }
+
+  private entry(node: Node, attr: Attr): NativeEntry {
+    node.seenStamp = stamp(attr);
+    const t = this.opts.kernelCacheSeconds;
+    return { ino: node.ino, generation: 0, attr: this.native(node, attr), entryTimeout: t, attrTimeout: t };
+  }
+
+  private native(node: Node, attr: Attr): NativeAttr {
+    return { ...attr, ino: node.ino, blksize: FUSE_MAX_IO };
+  }
+
+  /** Replies with the attributes of `node` (through the handle if there is one). */
+  private async replyAttr(req: number, node: Node, fh: number | undefined): Promise<void> {
+    // The kernel sends no handle with fstat(2); an unlinked file has only its handles to answer it.
+    if (fh === undefined && node.detached) fh = node.handles.values().next().value;
+    const attr = fh !== undefined ? await this.ops.fgetattr(node.path, fh) : await this.ops.getattr(this.livePath(node));
+    node.seenStamp = stamp(attr);
+    this.session!.replyAttr(req, this.native(node, attr), this.opts.kernelCacheSeconds);
+  }
+
+  /** A node's path for ops that need its name to exist: a detached node has none. */
+  private livePath(node: Node): string {
+    if (node.detached) throw new FsError('ENOENT', `no longer linked: ${node.path}`);
+    return node.path;
+  }
+
+  private async lookupReply(req: number, parent: Node, name: string): Promise<void> {
+    const attr = await this.ops.getattr(join(this.livePath(parent), name));
+    this.session!.replyEntry(req, this.entry(this.nodes.remember(parent, name), attr));
+  }
+
+  private async answer(op: OpKind, req: number, a: RequestArgs, s: NativeSession): Promise<void> {
+    const ops = this.ops;
+    const node = this.nodes.get(a.ino);
+    switch (op) {
+      case 'lookup':
+        return this.lookupReply(req, node, nameOf(a.name));
+      case 'getattr':
+        return this.replyAttr(req, node, a.fh);
+      case 'setattr':
+        return this.setattr(req, node, a);
+      case 'mkdir': {
+        const name = nameOf(a.name);
+        await ops.mkdir(join(this.livePath(node), name), a.mode! & ~a.umask!);
+        return this.lookupReply(req, node, name);
+      }
+      case 'unlink':
+      case 'rmdir': {
+        const name = nameOf(a.name);
+        await ops[op](join(this.livePath(node), name));
+        this.nodes.detach(node, name);
+        return s.replyErr(req, 0);
+      }
+      case 'rename':
+        return this.rename(req, node, a);
+      case 'link': {
+        const parent = this.nodes.get(a.newParent!);
+        const name = nameOf(a.newName);
+        await ops.link(this.livePath(node), join(this.livePath(parent), name));
+        return this.lookupReply(req, parent, name);
+      }
+      case 'create': {
+        const name = nameOf(a.name);
+        const path = join(this.livePath(node), name);
+        const fh = await ops.create(path, a.mode! & ~a.umask!);
+        let attr: Attr;
+        try {
+          attr = await ops.fgetattr(path, fh);
+        } catch (e) {
+          await ops.release(path, fh).catch(() => undefined);
+          throw e;
+        }
+        const child = this.nodes.remember(node, name);
+        child.openedStamp = stamp(attr);
+        child.handles.add(fh);
+        s.replyCreate(req, this.entry(child, attr), { fh });
+        return;
+      }
+      case 'open': {
+        // A node renamed over since the kernel looked it up opens what its name holds now, as an open that
+        // came a moment later would: libfuse 2 failed it with ENOENT.
+        const fh = await ops.open(node.path, a.flags!);
+        const keepCache = node.seenStamp !== '' && node.openedStamp === node.seenStamp;
+        node.openedStamp = node.seenStamp;
+        node.handles.add(fh);
+        s.replyOpen(req, { fh, keepCache });
+        return;
+      }
+      case 'read': {
+        const buffer = Buffer.allocUnsafe(a.size!);
+        const n = ops.readInto ? await ops.readInto(node.path, a.fh!, buffer, a.offset!) : copyInto(await ops.read(node.path, a.fh!, a.size!, a.offset!), buffer);
+        return s.replyBuf(req, buffer, n);
+      }
+      case 'write':
+        return s.replyWrite(req, await ops.write(node.path, a.fh!, a.data!, a.offset!));
+      case 'flush':
+        await ops.flush(node.path, a.fh!);
+        return s.replyErr(req, 0);
+      case 'release':
+        node.handles.delete(a.fh!);
+        await ops.release(node.path, a.fh!);
+        return s.replyErr(req, 0);
+      case 'fsync':
+        await ops.fsync(node.path, a.fh!, a.mode === 1);
+        return s.replyErr(req, 0);
+      case 'opendir': {
+        const fh = this.nextDirHandle++;
+        this.dirHandles.set(fh, { entries: undefined });
+        s.replyOpen(req, { fh });
+        return;
+      }
+      case 'readdir':
+      case 'readdirplus':
+        return this.readdir(req, node, a, op === 'readdirplus');
+      case 'releasedir':
+        this.dirHandles.delete(a.fh!);
+        return s.replyErr(req, 0);
+      case 'statfs':
+        return s.replyStatfs(req, { ...(await ops.statfs(node.path)) });
+      case 'access':
+        await ops.access(this.livePath(node), a.mode!);
+        return s.replyErr(req, 0);
+      case 'readlink':
+      case 'symlink':
+      case 'mknod':
+        return s.replyErr(req, ENOSYS);
+      default:
+        return s.replyErr(req, ENOSYS);
+    }
+  }
+
+  private async setattr(req: number, node: Node, a: RequestArgs): Promise<void> {
+    const ops = this.ops;
+    const set = a.toSet!;
+    const attr = a.attr!;
+    const path = node.path;
+    if (set & SET_MODE) await ops.chmod(path, attr.mode);
+    if (set & (SET_UID | SET_GID)) await ops.chown(path, set & SET_UID ? attr.uid : -1, set & SET_GID ? attr.gid : -1);
+    if (set & SET_SIZE) {
+      if (a.fh !== undefined) await ops.ftruncate(path, a.fh, attr.size);
+      else await ops.truncate(this.livePath(node), attr.size);
+    }
+    if (set & (SET_MTIME | SET_MTIME_NOW | SET_ATIME | SET_ATIME_NOW)) {
+      const now = Date.now();
+      const nowTs = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
+      const current = set & (SET_MTIME | SET_MTIME_NOW) ? undefined : await ops.getattr(this.livePath(node));
+      const mtime = set & SET_MTIME_NOW ? nowTs : set & SET_MTIME ? attr.mtime : current!.mtime;
+      const atime = set & SET_ATIME_NOW ? nowTs : set & SET_ATIME ? attr.atime : mtime;
+      await ops.utimens(this.livePath(node), nsOf(atime), nsOf(mtime));
+    }
+    await this.replyAttr(req, node, a.fh);
+  }
+
+  private async rename(req: number, node: Node, a: RequestArgs): Promise<void> {
+    const flags = a.flags ?? 0;
+    if (flags & RENAME_EXCHANGE) return this.session!.replyErr(req, EINVAL);
+    const name = nameOf(a.name);
+    const newParent = this.nodes.get(a.newParent!);
+    const newName = nameOf(a.newName);
+    const to = join(this.livePath(newParent), newName);
+    if (flags & RENAME_NOREPLACE) {
+      const exists = await this.ops.getattr(to).then(
+        () => true,
+        (e: unknown) => (e instanceof FsError && e.code === 'ENOENT' ? false : Promise.reject(e)),
+      );
+      if (exists) return this.session!.replyErr(req, EEXIST);
+    }
+    await this.ops.rename(join(this.livePath(node), name), to);
+    this.nodes.rename(node, name, newParent, newName);
+    this.session!.replyErr(req, 0);
+  }
+
+  private async readdir(req: number, node: Node, a: RequestArgs, plus: boolean): Promise<void> {
+    let handle = this.dirHandles.get(a.fh!);
+    if (!handle) this.dirHandles.set(a.fh!, (handle = { entries: undefined }));
+    const offset = a.offset!;
+    // A listing is taken at the first read (and again on rewinddir), then served in pieces.
+    if (!handle.entries || offset === 0) handle.entries = await this.listing(node, plus);
+    const rest = handle.entries.slice(offset);
+    if (!plus) {
+      const out = rest.map(({ name, attr }) => ({ name: Buffer.from(name), ino: UNKNOWN_INO, mode: (attr?.mode ?? 0) & S_IFMT }));
+      this.session!.replyDirectory(req, a.size!, offset, out, false);
+      return;
+    }
+    // Each entry that reaches the kernel counts as a lookup of its node (but '.' and '..'): nodes are made
+    // before the reply, and those whose entries did not fit are given back after it.
+    const made: Array<Node | undefined> = [];
+    const out = rest.map(({ name, attr }) => {
+      const nameBytes = Buffer.from(name);
+      if (name === '.' || name === '..' || !attr) {
+        made.push(undefined);
+        const dirAttr = { ino: node.ino, mode: S_IFDIR } as NativeAttr;
+        return { name: nameBytes, ino: 0, generation: 0, attr: dirAttr, entryTimeout: 0, attrTimeout: 0 };
+      }
+      const child = this.nodes.remember(node, name);
+      made.push(child);
+      return { name: nameBytes, ...this.entry(child, attr) };
+    });
+    const fitted = this.session!.replyDirectory(req, a.size!, offset, out, true);
+    for (let i = fitted; i < made.length; i++) if (made[i]) this.nodes.forget(made[i]!.ino, 1);
+  }
+
+  private async listing(node: Node, plus: boolean): Promise<Array<{ name: string; attr: Attr | undefined }>> {
+    const path = this.livePath(node);
+    const withPlus = this.ops as Ops & { readdirplus?(path: string): Promise<Array<{ name: string; attr: Attr }>> };
+    if (plus && withPlus.readdirplus) {
+      const entries = await withPlus.readdirplus(path);
+      return [{ name: '.', attr: undefined }, { name: '..', attr: undefined }, ...entries.map((e) => ({ name: e.name, attr: e.attr }))];
+    }
+    const names = await this.ops.readdir(path);
+    if (!plus) return names.map((name) => ({ name, attr: undefined }));
+    return Promise.all(names.map(async (name) => ({ name, attr: name === '.' || name === '..' ? undefined : await this.ops.getattr(join(path, name)).catch(() => undefined) })));
+  }
+}
+
+function copyInto(data: Buffer, target: Buffer): number {
+  return data.copy(target, 0, 0, Math.min(target.length, data.length));
 }
 
 export interface MountOptions {
@@ -144,38 +383,43 @@ export interface Mounted {
   unmount(): Promise<void>;
 }
 
-/** Mounts and resolves once the kernel has sent FUSE_INIT, i.e. the mount is live and serving. */
+/** What --version and the log say about the FUSE binding: libfuse's version and whether passthrough can work. */
+export function fuseDescription(): string {
+  try {
+    const addon = fuse3();
+    const passthrough = addon.passthroughBuilt ? 'passthrough in libfuse, not used by blackmatch yet' : 'no passthrough (libfuse before 3.16)';
+    return `libfuse ${libfuseVersionText()}, ${passthrough}`;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** libfuse 2 options that libfuse 3 dropped (its defaults now): accepted from old command lines, not passed on. */
+const DROPPED_OPTIONS = new Set(['big_writes', 'auto_cache', 'hard_remove', 'use_ino', 'readdir_ino', 'nonempty']);
+
+/** Mounts and returns once the kernel has the mount; requests are served from then on. */
 export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): Promise<Mounted> {
   const safeName = opts.fsname.replace(/[^A-Za-z0-9_.:@+-]/g, '_');
-  // The binding has no option for big_writes and puts fsname into the -o list unescaped: carry ours there.
-  const extra = [`big_writes`, `max_write=${FUSE_MAX_IO}`, `max_read=${FUSE_MAX_IO}`];
-  if (opts.kernelCacheSeconds !== undefined) {
-    // auto_cache keeps a file's pages in the kernel across opens while its mtime and size stay the same:
-    // safe for Tahoe, where new content means a new link and so a new mtime.
-    const t = opts.kernelCacheSeconds;
-    extra.push('auto_cache', `entry_timeout=${t}`, `attr_timeout=${t}`);
-  }
-  extra.push(...opts.options);
-  const fuse = new Fuse(mountpoint, fuseHandlers(ops, opts.log), {
-    fsname: [safeName, ...extra].join(','),
-    subtype: 'blackmatch',
-    timeout: BINDING_TIMEOUT_MS,
-  } as unknown as FuseModule.default.OPTIONS);
-  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  const adapter = new FuseAdapter(ops, { kernelCacheSeconds: opts.kernelCacheSeconds ?? 1, log: opts.log });
+  let resolveGone!: () => void;
+  const gone = new Promise<void>((resolve) => (resolveGone = resolve));
+  const session = new (fuse3().Session)(adapter.handle);
+  adapter.attach(session, () => resolveGone());
+  const options = [`fsname=${safeName}`, 'subtype=blackmatch', ...opts.options.filter((o) => !DROPPED_OPTIONS.has(o.split('=')[0]!))];
+  session.mount(mountpoint, options, FUSE_MAX_IO, false);
+  opts.log.info({ fuse: fuseDescription() }, 'FUSE session started');
   await raiseReadahead(mountpoint, opts.log);
 
   let stopped = false;
-  const gone = new Promise<void>((resolve) => {
-    // libfuse 2 tells the binding nothing when the mount goes away, so watch the mount table.
-    const timer = setInterval(() => {
-      void isMounted(mountpoint, true).then((mounted) => {
-        if (!mounted || stopped) {
-          clearInterval(timer);
-          resolve();
-        }
-      });
-    }, 500);
-  });
+  // A lazy unmount of a busy mount detaches it at once but ends the session only when the last file closes:
+  // the mount table says when it is gone for programs.
+  const timer = setInterval(() => {
+    void isMounted(mountpoint, true).then((mounted) => {
+      if (!mounted) resolveGone();
+    });
+  }, 500);
+  void gone.then(() => clearInterval(timer));
+  void gone.then(() => session.unmount());
   return {
     gone,
     async unmount() {
@@ -186,19 +430,19 @@ export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): P
   };
 }
 
-/** Unmounts with fusermount; if the mount is busy, detaches it lazily so that we never hang on it. */
+/** Unmounts with fusermount3; if the mount is busy, detaches it lazily so that we never hang on it. */
 export async function unmountPath(mountpoint: string): Promise<void> {
   const run = promisify(execFile);
   try {
-    await run('fusermount', ['-u', mountpoint], { timeout: 10_000 });
+    await run('fusermount3', ['-u', mountpoint], { timeout: 10_000 });
   } catch {
-    await run('fusermount', ['-uz', mountpoint], { timeout: 10_000 }).catch(() => undefined);
+    await run('fusermount3', ['-uz', mountpoint], { timeout: 10_000 }).catch(() => undefined);
   }
 }
 
 /**
- * The kernel reads ahead only 128 KiB on a FUSE mount by default, so a sequential reader has at most two
- * requests in flight and waits on each round trip. A larger window keeps several 128 KiB requests in flight
+ * The kernel reads ahead only 128 KiB on a FUSE mount by default, so a sequential reader has at most one
+ * request in flight and waits on each round trip. A larger window keeps several 1 MiB requests in flight
  * (gcsfuse recommends the same). Only root may change it: for anyone else this is silently skipped.
  */
 async function raiseReadahead(mountpoint: string, log: Logger): Promise<void> {

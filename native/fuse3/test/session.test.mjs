@@ -1,0 +1,143 @@
+// The binding on its own, without blackmatch: a tiny in-memory filesystem answered straight from the session's
+// requests, mounted for real, and used through ordinary system calls. Needs /dev/fuse (run as root, as CI does).
+// Every call into the mount is asynchronous: a synchronous one would block the thread that must answer it.
+import assert from 'node:assert/strict';
+import { execFile as execFileCb, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+const execFile = promisify(execFileCb);
+const require = createRequire(import.meta.url);
+const addon = require('../build/Release/blackmatch_fuse3.node');
+const OPS = ['lookup', 'forget', 'getattr', 'setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename',
+  'link', 'open', 'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs', 'access',
+  'create', 'readdirplus', 'gone'];
+const ENOENT = 2;
+const ENOSYS = 38;
+const time = { sec: 1_700_000_000, nsec: 123_456_789 };
+
+/** ino -> { name, mode, data } ; every file lives in the root (ino 1). */
+const files = new Map([[2, { name: 'hello.txt', data: Buffer.from('hello from the binding\n') }]]);
+const attrOf = (ino) => ino === 1
+  ? { ino, mode: 0o40755, nlink: 2, uid: 0, gid: 0, size: 0, atime: time, mtime: time, ctime: time }
+  : { ino, mode: 0o100644, nlink: 1, uid: 0, gid: 0, size: files.get(ino).data.length, atime: time, mtime: time, ctime: time };
+const entryOf = (ino) => ({ ino, generation: 1, attr: attrOf(ino), entryTimeout: 0, attrTimeout: 0 });
+const seen = [];
+let doubleReply;
+let gone;
+const goneSeen = new Promise((resolve) => (gone = resolve));
+
+function handle(session, op, req, a) {
+  const name = OPS[op];
+  seen.push(name);
+  const byName = (n) => [...files].find(([, f]) => f.name === n.toString())?.[0];
+  switch (name) {
+    case 'gone': return gone(a.result);
+    case 'forget': return;
+    case 'lookup': {
+      const ino = byName(a.name);
+      return ino ? session.replyEntry(req, entryOf(ino)) : session.replyErr(req, ENOENT);
+    }
+    case 'getattr': return session.replyAttr(req, attrOf(a.ino), 0);
+    case 'open': case 'opendir': return session.replyOpen(req, { fh: a.ino });
+    case 'read': {
+      const data = files.get(a.ino).data.subarray(a.offset, a.offset + a.size);
+      return session.replyBuf(req, Buffer.from(data), data.length);
+    }
+    case 'create': {
+      const ino = Math.max(...files.keys()) + 1;
+      files.set(ino, { name: a.name.toString(), data: Buffer.alloc(0) });
+      return session.replyCreate(req, entryOf(ino), { fh: ino });
+    }
+    case 'write': {
+      const f = files.get(a.ino);
+      const grown = Buffer.alloc(Math.max(f.data.length, a.offset + a.data.length));
+      f.data.copy(grown);
+      a.data.copy(grown, a.offset);
+      f.data = grown;
+      return session.replyWrite(req, a.data.length);
+    }
+    case 'readdir': case 'readdirplus': {
+      const entries = [{ name: Buffer.from('.'), ...entryOf(1), ino: 0 }, { name: Buffer.from('..'), ...entryOf(1), ino: 0 },
+        ...[...files].map(([ino, f]) => ({ name: Buffer.from(f.name), ...entryOf(ino), mode: 0o100644 }))];
+      return session.replyDirectory(req, a.size, a.offset, entries.slice(a.offset), name === 'readdirplus');
+    }
+    case 'flush': case 'release': case 'releasedir': case 'setattr':
+      if (name === 'setattr') return session.replyAttr(req, attrOf(a.ino), 0);
+      session.replyErr(req, 0);
+      try {
+        session.replyErr(req, 0);
+      } catch (e) {
+        doubleReply = e;
+      }
+      return;
+    default: return session.replyErr(req, ENOSYS);
+  }
+}
+
+describe('the libfuse 3 binding, mounted for real', () => {
+  let dir;
+  let mnt;
+  let session;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bm-fuse3-'));
+    mnt = join(dir, 'mnt');
+    execFileSync('mkdir', [mnt]); // before the mount
+    session = new addon.Session((op, req, a) => handle(session, op, req, a));
+    session.mount(mnt, ['fsname=bm-binding-test', 'subtype=test'], 1 << 20, false);
+  });
+
+  after(async () => {
+    await execFile('fusermount3', ['-u', mnt]).catch(() => execFile('fusermount3', ['-uz', mnt]).catch(() => undefined));
+    session.unmount();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reports its libfuse version', () => {
+    assert.ok(addon.libfuseVersion >= 312, String(addon.libfuseVersion));
+    assert.equal(typeof addon.passthroughBuilt, 'boolean');
+  });
+
+  it('serves lookup, getattr with nanoseconds, and read', async () => {
+    const st = await stat(join(mnt, 'hello.txt'), { bigint: true });
+    assert.equal(st.size, 23n);
+    assert.equal(st.ino, 2n);
+    assert.equal(st.mtimeNs, 1_700_000_000_123_456_789n);
+    assert.equal(await readFile(join(mnt, 'hello.txt'), 'utf8'), 'hello from the binding\n');
+  });
+
+  it('lists with readdirplus, each entry with its attributes', async () => {
+    assert.deepEqual((await readdir(mnt)).sort(), ['hello.txt']);
+    assert.ok(seen.includes('readdirplus'), `requests: ${[...new Set(seen)]}`);
+  });
+
+  it('creates and writes, a 1 MiB write reaching us as one request', async () => {
+    const big = Buffer.alloc(1 << 20, 7);
+    const before = seen.filter((s) => s === 'write').length;
+    const file = await open(join(mnt, 'new.bin'), 'w'); // one write(2), not writeFile's 512 KiB chunks
+    await file.write(big, 0, big.length, 0);
+    await file.close();
+    assert.equal(seen.filter((s) => s === 'write').length - before, 1);
+    assert.ok((await readFile(join(mnt, 'new.bin'))).equals(big));
+  });
+
+  it('refuses a second answer to one request with an error, not a crash', () => {
+    assert.match(String(doubleReply), /not outstanding/);
+  });
+
+  it('fails an errno straight through, and an unknown op with ENOSYS', async () => {
+    await assert.rejects(stat(join(mnt, 'missing')), /ENOENT/);
+    await assert.rejects(mkdir(join(mnt, 'd')), /ENOSYS/);
+  });
+
+  it('tells JavaScript when the kernel ends the session', async () => {
+    await execFile('fusermount3', ['-u', mnt]);
+    assert.equal(await goneSeen, 0);
+  });
+});

@@ -1,0 +1,123 @@
+// The typed face of our libfuse 3 binding (native/fuse3): loads the addon and names what crosses it. Requests
+// arrive as (op, req, args); each is answered exactly once with one of the session's reply methods.
+import { createRequire } from 'node:module';
+import type { Timestamp } from '../fs/ops.js';
+
+/** Request kinds, in the order of `enum Op` in native/fuse3/src/session.cc. */
+export const OPS = [
+  'lookup', 'forget', 'getattr', 'setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename',
+  'link', 'open', 'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs',
+  'access', 'create', 'readdirplus', 'gone',
+] as const;
+export type OpKind = (typeof OPS)[number];
+
+/** What a request carries; which fields are set depends on its kind (see Deliver in session.cc). */
+export interface RequestArgs {
+  ino: number;
+  uid: number;
+  gid: number;
+  pid: number;
+  /** The open handle, for ops on one; also `flags` of open and create. */
+  fh?: number;
+  flags?: number;
+  /** Names are raw bytes: Linux names need not be UTF-8. */
+  name?: Buffer;
+  newParent?: number;
+  newName?: Buffer;
+  target?: Buffer;
+  mode?: number;
+  umask?: number;
+  size?: number;
+  offset?: number;
+  data?: Buffer;
+  toSet?: number;
+  attr?: { mode: number; uid: number; gid: number; size: number; atime: Timestamp; mtime: Timestamp };
+  /** forget: ino, nlookup, ino, nlookup, ... */
+  forgets?: number[];
+  /** gone: what fuse_session_loop returned. */
+  result?: number;
+}
+
+/** Attributes as the binding takes them (a struct stat). */
+export interface NativeAttr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  size: number;
+  blksize: number;
+  atime: Timestamp;
+  mtime: Timestamp;
+  ctime: Timestamp;
+}
+
+export interface NativeEntry {
+  ino: number;
+  generation: number;
+  attr: NativeAttr;
+  /** Seconds the kernel may trust the name and the attributes. */
+  entryTimeout: number;
+  attrTimeout: number;
+}
+
+export interface NativeOpen {
+  fh: number;
+  /** The kernel may keep the file's pages from earlier opens. */
+  keepCache?: boolean;
+  directIo?: boolean;
+  /** Hand reads and writes of this handle to the kernel, straight from this file (where passthrough works). */
+  backingFd?: number;
+}
+
+export type DirEntryOut = { name: Buffer; ino: number; mode: number } | (NativeEntry & { name: Buffer });
+
+export interface NativeSession {
+  mount(mountpoint: string, options: string[], maxWrite: number, passthrough: boolean): void;
+  /** Ends the session; the loop's thread is joined (or, on a detached busy mount, left to the process exit). */
+  unmount(): void;
+  replyErr(req: number, errno: number): void;
+  replyNone(req: number): void;
+  replyEntry(req: number, entry: NativeEntry): void;
+  replyCreate(req: number, entry: NativeEntry, open: NativeOpen): number;
+  replyAttr(req: number, attr: NativeAttr, timeoutSeconds: number): void;
+  replyOpen(req: number, open: NativeOpen): number;
+  replyBuf(req: number, data: Buffer, length: number): void;
+  replyWrite(req: number, count: number): void;
+  replyStatfs(req: number, statfs: Record<string, number>): void;
+  replyReadlink(req: number, target: Buffer): void;
+  /** Packs entries from the first until `size` is full; entry i gets offset firstOffset + i + 1. Returns how many fitted. */
+  replyDirectory(req: number, size: number, firstOffset: number, entries: DirEntryOut[], plus: boolean): number;
+  notify(kind: 'entry', parent: number, name: Buffer): void;
+  notify(kind: 'inode', ino: number): void;
+  passthroughClose(backingId: number): void;
+  info(): { passthrough: boolean };
+}
+
+interface Addon {
+  Session: new (handler: (op: number, req: number, args: RequestArgs) => void) => NativeSession;
+  /** libfuse's version as major * 100 + minor (314 for 3.14). */
+  libfuseVersion: number;
+  /** Whether the addon was built against a libfuse with passthrough (3.16 and later). */
+  passthroughBuilt: boolean;
+}
+
+let addon: Addon | undefined;
+
+/** The addon, loaded on first use (so that a command that never mounts works without it). */
+export function fuse3(): Addon {
+  if (!addon) {
+    const require = createRequire(import.meta.url);
+    try {
+      addon = require('../../../native/fuse3/build/Release/blackmatch_fuse3.node') as Addon;
+    } catch (e) {
+      throw new Error(`the FUSE binding is not built (run npm run setup): ${(e as Error).message}`, { cause: e });
+    }
+  }
+  return addon;
+}
+
+export function libfuseVersionText(): string {
+  const v = fuse3().libfuseVersion;
+  return `${Math.floor(v / 100)}.${v % 100}`;
+}
