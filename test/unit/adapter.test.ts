@@ -54,8 +54,11 @@ function callHandler(handlers: unknown, op: string, args: unknown[]): Promise<un
   return new Promise((resolve) => handler(...args, (...reply: unknown[]) => resolve(reply)));
 }
 
-/** The binding's arguments for each op, with NFD paths; and the path arguments the core must see. */
-const BINDING_CALLS: Record<OpName, { args: unknown[]; corePaths: string[] }> = {
+/**
+ * The binding's arguments for each op, with NFD paths; and the path arguments the core must see. The ops
+ * libfuse 2 has no request for (readdirplus, and split mode's readSource, beginWrite, endWrite) are left out.
+ */
+const BINDING_CALLS: Partial<Record<OpName, { args: unknown[]; corePaths: string[] }>> = {
   getattr: { args: [NFD], corePaths: [NFC] },
   fgetattr: { args: [NFD, 3], corePaths: [NFC] },
   readdir: { args: [NFD], corePaths: [NFC] },
@@ -85,8 +88,8 @@ describe('FUSE adapter: paths reach the core in NFC', () => {
     assert.notEqual(NFD, NFC);
     const { ops, calls } = recordingCore(false);
     const handlers = fuseHandlers(ops, silentLogger());
-    for (const op of OP_NAMES) {
-      const { args, corePaths } = BINDING_CALLS[op];
+    for (const op of Object.keys(BINDING_CALLS) as OpName[]) {
+      const { args, corePaths } = BINDING_CALLS[op]!;
       calls.length = 0;
       const reply = await callHandler(handlers, op, args);
       assert.ok(typeof reply[0] === 'number' && reply[0] >= 0, `${op} failed: ${String(reply[0])}`);
