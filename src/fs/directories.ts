@@ -12,8 +12,10 @@
 //   and drops them): every listing of their parent shows them, fetched or not.
 // - Listing.path: the path the directory was last reached by (lookups set it), for change events: a listing
 //   fetched again is compared with the one it replaces, and `watchers` hear of each entry that differs. Our
-//   own changes were patched into both (patches during a fetch are replayed), so they do not show; a directory
-//   renamed or linked twice is reported under the path last used (best effort: see Ops.watch).
+//   own changes were patched into both (patches during a fetch are replayed), so they do not show, except where
+//   the patch guessed the gateway's link time (a directory we made): that entry is reported once, rightly, as
+//   what stat shows of it changed. A directory renamed or linked twice is reported under the path last used
+//   (best effort: see Ops.watch).
 import { LRUCache } from 'lru-cache';
 import { FsError } from '../errors.js';
 import type { Cap } from '../tahoe/caps.js';
