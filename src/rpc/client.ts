@@ -68,12 +68,14 @@ export class RpcClient {
 
   /**
    * The same client, seen as the filesystem: one generic forwarder per op, no op written twice; reads and
-   * writes through the local files, and change events from the server's notifications.
+   * writes through the local files (unless `localIo` is false: then their bytes cross the socket), and change
+   * events from the server's notifications.
    */
-  asOps(): Ops {
+  asOps({ localIo = true }: { localIo?: boolean } = {}): Ops {
     const forward: Partial<Record<OpName, (...args: unknown[]) => Promise<unknown>>> = {};
     for (const name of OP_NAMES) forward[name] = (...args: unknown[]) => this.callOp(name, args);
     const ops = forward as unknown as Ops;
+    if (!localIo) return { ...ops, watch: (listener) => this.watch(listener) };
     const release = ops.release;
     return {
       ...ops,

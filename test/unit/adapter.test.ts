@@ -193,7 +193,7 @@ describe('split mode: a failure is logged once, in the process where it happened
     serverLog.lines.length = 0;
     const clientLog = capturingLogger();
     const big = Buffer.alloc(MAX_DATA_BYTES + 1);
-    const [errno] = await callHandler(fuseHandlers(client.asOps(), clientLog.log), 'write', ['/f', 3, big, big.length, 0]);
+    const [errno] = await callHandler(fuseHandlers(client.asOps({ localIo: false }), clientLog.log), 'write', ['/f', 3, big, big.length, 0]);
     assert.equal(errno, -5);
     assert.deepEqual(failures(clientLog.lines).map((l) => l.level), [ERROR_LEVEL]);
     assert.deepEqual(failures(serverLog.lines), [], 'the server never saw it');
