@@ -278,15 +278,18 @@ export class TahoeFs implements Ops {
     return data.length;
   }
 
-  readSource(_path: string, fh: number, position: number, length: number): Promise<ReadSource> {
+  async readSource(_path: string, fh: number, position: number, length: number): Promise<ReadSource> {
+    requireRange(position, length);
     return this.files.readSource(this.files.handle(fh).file, position, length);
   }
 
-  beginWrite(_path: string, fh: number, position: number, _length: number): Promise<string> {
+  async beginWrite(_path: string, fh: number, position: number, length: number): Promise<string> {
+    requireRange(position, length);
     return this.files.beginWrite(this.writableFile(fh), fh, position);
   }
 
-  endWrite(_path: string, fh: number, position: number, length: number): Promise<void> {
+  async endWrite(_path: string, fh: number, position: number, length: number): Promise<void> {
+    requireRange(position, length);
     return this.files.endWrite(this.writableFile(fh), fh, position, length);
   }
 
@@ -364,5 +367,12 @@ export class TahoeFs implements Ops {
     if (file.handles > 0 || file.closed) return;
     file.closed = true;
     await this.files.close(file, stored);
+  }
+}
+
+/** The caller names a range of bytes to read or write there itself: whole, non-negative numbers only. */
+function requireRange(position: number, length: number): void {
+  if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0) {
+    throw new FsError('EINVAL', `bad range: ${length} bytes at ${position}`);
   }
 }

@@ -221,11 +221,13 @@ describe('split mode: reads and writes through local files', () => {
     assert.equal(fake.bytes(fake.entry(fake.rootCap, 'f')!.roUri)!.toString(), 'bytes');
   });
 
-  it('refuses a client write on a handle opened read-only', async () => {
+  it('refuses a client write on a handle opened read-only, and a range that is not one', async () => {
     fake.link(fake.rootCap, 'r', fake.addFile(Buffer.from('read only')));
     const { ops } = await serve();
     const fh = await ops.open('/r', O_RDONLY);
     await assert.rejects(ops.write('/r', fh, Buffer.from('x'), 0), { code: 'EBADF' });
+    await assert.rejects(ops.readSource('/r', fh, -1, 10), { code: 'EINVAL' });
+    await assert.rejects(ops.readSource('/r', fh, 0.5, 10), { code: 'EINVAL' });
     await ops.release('/r', fh);
   });
 
