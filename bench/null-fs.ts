@@ -21,6 +21,7 @@ const ops: Ops = {
   },
   fgetattr: async (path) => ops.getattr(path),
   readdir: async () => ['.', '..', 'data'],
+  readdirplus: async () => [{ name: 'data', attr: attr(0o100644, fileSize) }],
   access: async () => undefined,
   statfs: async () => ({ bsize: 4096, frsize: 4096, blocks: 1, bfree: 1, bavail: 1, files: 1, ffree: 1, favail: 1, namemax: 255 }),
   open: async () => 1,
@@ -30,6 +31,12 @@ const ops: Ops = {
     fileSize = Math.max(fileSize, position + data.length);
     return data.length;
   },
+  // No local files: a caller falls back to read() and write().
+  readSource: async (_p, _fh, position, length) => ({ file: null, length: Math.max(0, Math.min(length, fileSize - position)) }),
+  beginWrite: async () => {
+    throw new FsError('ENOSYS', 'no local files');
+  },
+  endWrite: async () => undefined,
   flush: async () => undefined,
   fsync: async () => undefined,
   release: async () => undefined,

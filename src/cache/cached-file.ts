@@ -135,15 +135,22 @@ export class CachedFile {
     return buffer.subarray(0, await this.readInto(buffer, position));
   }
 
+  /**
+   * Waits until [position, position+length) clipped to the file is present in the data file; returns how many
+   * bytes from `position` that is (0 past the end). Only those may be read from `dataPath`.
+   */
+  async ready(position: number, length: number): Promise<number> {
+    if (length === 0 || (this.sizeFinal && position >= this.size)) return 0;
+    this.lastUsed = Date.now();
+    await this.ensure(position, position + length);
+    return Math.max(0, Math.min(this.size, position + length) - position); // a snapshot's size may have changed meanwhile
+  }
+
   /** Fills `into` from `position` (clipped to the file), waiting only until those bytes are present. */
   async readInto(into: Buffer, position: number): Promise<number> {
-    if (into.length === 0 || (this.sizeFinal && position >= this.size)) return 0;
-    this.lastUsed = Date.now();
-    await this.ensure(position, position + into.length);
-    const end = Math.min(this.size, position + into.length); // a snapshot's size may have changed meanwhile
-    if (end <= position) return 0;
+    const length = await this.ready(position, into.length);
+    if (length === 0) return 0;
     const handle = await this.openData();
-    const length = end - position;
     let done: number;
     try {
       done = await readFully(handle, into.subarray(0, length), position);

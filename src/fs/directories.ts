@@ -10,11 +10,17 @@
 //   (they may be newer than what the gateway answered).
 // - `pendingLinks`: directories made in write-back mode whose link is not in the grid yet (write-back.ts adds
 //   and drops them): every listing of their parent shows them, fetched or not.
+// - Listing.path: the path the directory was last reached by (lookups set it), for change events: a listing
+//   fetched again is compared with the one it replaces, and `watchers` hear of each entry that differs. Our
+//   own changes were patched into both (patches during a fetch are replayed), so they do not show, except where
+//   the patch guessed the gateway's link time (a directory we made): that entry is reported once, rightly, as
+//   what stat shows of it changed. A directory renamed or linked twice is reported under the path last used
+//   (best effort: see Ops.watch).
 import { LRUCache } from 'lru-cache';
 import { FsError } from '../errors.js';
 import type { Cap } from '../tahoe/caps.js';
 import type { ChildInfo, TahoeClient } from '../tahoe/client.js';
-import { capTextOf, entryWritable } from '../tahoe/links.js';
+import { capTextOf, entryWritable, linkTimes, sizeOf } from '../tahoe/links.js';
 import { InFlight } from '../util/once.js';
 
 export const NAME_MAX_BYTES = 255;
@@ -30,6 +36,8 @@ export interface Listing {
   children: Map<string, ChildInfo>;
   /** Estimated memory held, for the cache's byte bound. */
   bytes: number;
+  /** The path (NFC) this directory was last reached by; undefined until a lookup went through it. */
+  path?: string;
 }
 
 export interface Lookup {
@@ -65,6 +73,7 @@ export class Directories {
   private readonly fetching = new InFlight<string, Listing>();
   private readonly patchesDuringFetch = new Map<string, Patch[]>();
   private readonly pendingLinks = new Map<string, Map<string, ChildInfo>>();
+  private readonly watchers: Array<(dirPath: string, name: string) => void> = [];
 
   constructor(opts: DirectoriesOptions) {
     this.client = opts.client;
@@ -120,25 +129,36 @@ export class Directories {
       if (Buffer.byteLength(part) > NAME_MAX_BYTES) throw new FsError('ENAMETOOLONG', `name too long: ${path}`);
     }
     let dir = this.root;
+    let dirPath = '/';
     for (const part of parts.slice(0, -1)) {
-      const child = (await this.listing(dir)).children.get(part);
+      const child = (await this.listing(dir, false, dirPath)).children.get(part);
       if (!child) throw new FsError('ENOENT', `no such directory: ${part} in ${path}`);
       if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${part} in ${path}`);
       dir = dirRefOf(child);
+      dirPath = childPath(dirPath, part);
     }
     const name = parts[parts.length - 1]!;
-    return { parent: dir, name, child: (await this.listing(dir)).children.get(name) };
+    return { parent: dir, name, child: (await this.listing(dir, false, dirPath)).children.get(name) };
   }
 
-  /** The listing of `dir`, from memory while it is trusted; `fresh` asks the gateway in any case. */
-  async listing(dir: DirRef, fresh = false): Promise<Listing> {
+  /**
+   * The listing of `dir`, from memory while it is trusted; `fresh` asks the gateway in any case. `path` is
+   * where the caller reached it (for change events), when it knows.
+   */
+  async listing(dir: DirRef, fresh = false, path?: string): Promise<Listing> {
     const cached = this.cached(dir.cap);
+    if (cached && path !== undefined) cached.path = path;
     if (!fresh && cached && Date.now() - cached.fetchedAt < this.cacheTimeoutMs) return cached;
     if (fresh && this.fetching.has(dir.cap)) await this.fetching.get(dir.cap)!.catch(() => undefined); // began before us
-    return this.fetching.run(dir.cap, () => this.fetch(dir.cap));
+    return this.fetching.run(dir.cap, () => this.fetch(dir.cap, path));
   }
 
-  private async fetch(dirCap: string): Promise<Listing> {
+  /** Calls `listener(dirPath, name)` for each entry a listing fetched again shows changed (see the top of this file). */
+  watch(listener: (dirPath: string, name: string) => void): void {
+    this.watchers.push(listener);
+  }
+
+  private async fetch(dirCap: string, path: string | undefined): Promise<Listing> {
     const started = Date.now();
     this.patchesDuringFetch.set(dirCap, []);
     try {
@@ -148,9 +168,11 @@ export class Directories {
         else children.delete(name);
       }
       for (const [name, child] of this.pendingLinks.get(dirCap) ?? []) children.set(name, child);
-      const listing: Listing = { fetchedAt: started, children, bytes: estimateBytes(children) };
+      const before = this.cached(dirCap);
+      const listing: Listing = { fetchedAt: started, children, bytes: estimateBytes(children), path: path ?? before?.path };
       this.pinned.delete(dirCap);
       this.listings.set(dirCap, listing);
+      if (before && listing.path !== undefined && this.watchers.length > 0) this.report(listing.path, before.children, children);
       return listing;
     } finally {
       this.patchesDuringFetch.delete(dirCap);
@@ -191,9 +213,35 @@ export class Directories {
     this.pinned.delete(dirCap);
   }
 
+  private report(dirPath: string, before: Map<string, ChildInfo>, after: Map<string, ChildInfo>): void {
+    const changed: string[] = [];
+    for (const [name, child] of after) {
+      const old = before.get(name);
+      if (!old || !sameEntry(old, child)) changed.push(name);
+    }
+    for (const name of before.keys()) if (!after.has(name)) changed.push(name);
+    for (const name of changed) {
+      if (!isShowableName(name)) continue; // the kernel never saw it
+      for (const watcher of this.watchers) watcher(dirPath, name);
+    }
+  }
+
   private cached(dirCap: string): Listing | undefined {
     return this.listings.get(dirCap) ?? this.pinned.get(dirCap);
   }
+}
+
+/** The path of `name` in the directory at `dirPath`. */
+export function childPath(dirPath: string, name: string): string {
+  return dirPath === '/' ? `/${name}` : `${dirPath}/${name}`;
+}
+
+/** Whether an entry shows the same to stat as before: same kind, cap, size and mtime. */
+function sameEntry(a: ChildInfo, b: ChildInfo): boolean {
+  if (a.type !== b.type || capTextOf(a) !== capTextOf(b) || sizeOf(a) !== sizeOf(b)) return false;
+  const ta = linkTimes(a.metadata).mtime;
+  const tb = linkTimes(b.metadata).mtime;
+  return ta.sec === tb.sec && ta.nsec === tb.nsec;
 }
 
 export function dirRefOf(child: ChildInfo): DirRef {

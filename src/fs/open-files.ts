@@ -8,8 +8,13 @@
 // - OpenFile.parent/name/path/unlinked: only namespace.ts, holding the file's `linkLock`; an upload reads
 //   them under the same lock right before linking (write-back.ts).
 // - OpenFile.size/dirty/generation/mtime and the staging file's bytes: writes here; write-back.ts clears
-//   `dirty` only when the generation it uploaded is still the latest, and writes wait while it reads the
-//   staging file (`uploading`).
+//   `dirty` only when the generation it uploaded is still the latest. Writes and uploads take turns on the
+//   staging file: a write waits while an upload reads it (`uploading`), and an upload waits for the writes in
+//   progress (`writes`): our own, and those a caller makes itself between beginWrite and endWrite (split
+//   mode's client writes the staging file directly). A caller's hold is bounded: it ends at endWrite, when
+//   its handle is released, at unmount, or after `writeHoldMs` (a client that stopped or died); a hold that
+//   ends without its endWrite marks the file dirty, so that what is uploaded is what the staging file holds
+//   (a late endWrite still counts: its bytes are uploaded again).
 // - OpenFile.child/base: write-back.ts after a store, namespace.ts after utimens (and base after a rename
 //   over another entry, which the file's store then replaces).
 import { copyFile, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
@@ -18,13 +23,29 @@ import type { CachedFile } from '../cache/cached-file.js';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { ProcessIdentity, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import { fromLocalFs, FsError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Cap } from '../tahoe/caps.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import { capOf, heldCap, nowTimestamp, nsString, sizeOf, tryParseCap, type Timestamp } from '../tahoe/links.js';
 import { readFully, writeFully } from '../util/file-io.js';
 import { Mutex, SharedPromise } from '../util/once.js';
 import type { DirRef, Directories } from './directories.js';
+import type { ReadSource } from './ops.js';
 
 const { O_RDWR, O_CREAT } = constants;
+
+/**
+ * How long a caller's write may hold off uploads without its endWrite: far beyond a local write of one FUSE
+ * request, short enough that a stopped client delays a store by little.
+ */
+export const DEFAULT_WRITE_HOLD_MS = 30_000;
+
+/** A write in progress into a staging file; `fh` set for a caller's own (beginWrite to endWrite). */
+interface WriteHold {
+  fh: number | undefined;
+  position: number;
+  timer: NodeJS.Timeout | undefined;
+}
 
 export type { ProcessIdentity };
 
@@ -72,6 +93,9 @@ export class OpenFile {
   base: string | null = null;
   /** Record writes for this file, one after the other. */
   recordChain: Promise<void> = Promise.resolve();
+  /** Writes into the staging file in progress: an upload waits for them (see the top of this file). */
+  readonly writes = new Set<WriteHold>();
+  private writesEnded: Array<() => void> = [];
 
   constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
     this.parent = parent;
@@ -79,6 +103,20 @@ export class OpenFile {
     this.path = path;
     this.child = child;
     this.size = child ? sizeOf(child) : 0;
+  }
+
+  /** Resolves once no write into the staging file is in progress. */
+  writesDone(): Promise<void> {
+    if (this.writes.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.writesEnded.push(resolve));
+  }
+
+  /** Ends a write's hold; false if it had ended already. */
+  endHold(hold: WriteHold): boolean {
+    if (!this.writes.delete(hold)) return false;
+    clearTimeout(hold.timer);
+    if (this.writes.size === 0) for (const wake of this.writesEnded.splice(0)) wake();
+    return true;
   }
 }
 
@@ -94,6 +132,9 @@ export interface OpenFilesOptions {
   /** Fingerprint of the mounted root, written into records. */
   rootId: string;
   owner: ProcessIdentity;
+  log: Logger;
+  /** Bound of a caller's hold (default DEFAULT_WRITE_HOLD_MS). */
+  writeHoldMs?: number;
 }
 
 export class OpenFiles {
@@ -167,18 +208,22 @@ export class OpenFiles {
     return this.byHandle.get(fh);
   }
 
-  /** Drops a handle; returns its file when that was the file's last handle. */
+  /** Drops a handle (and any hold a caller's write left on it); returns its file when that was the file's last handle. */
   removeHandle(fh: number): OpenFile | undefined {
     const handle = this.byHandle.get(fh);
     if (!handle) return undefined;
     this.byHandle.delete(fh);
+    for (const hold of handle.file.writes) if (hold.fh === fh) this.abandon(handle.file, hold, 'its handle was released');
     handle.file.handles--;
     return handle.file.handles === 0 ? handle.file : undefined;
   }
 
-  /** Every handle, dropped at once (unmount). */
+  /** Every handle, dropped at once (unmount), with every hold of a caller's write. */
   dropAllHandles(): void {
-    for (const { file } of this.byHandle.values()) file.handles--;
+    for (const { file } of this.byHandle.values()) {
+      file.handles--;
+      for (const hold of file.writes) if (hold.fh !== undefined) this.abandon(file, hold, 'unmount');
+    }
     this.byHandle.clear();
   }
 
@@ -253,17 +298,89 @@ export class OpenFiles {
     if (staging) return readLocal((await staging).handle, into, position);
     const cap = capOf(file.child!);
     if (cap.literalData) return cap.literalData.copy(into, 0, position, end);
-    const content = await file.content.get(() => (cap.immutable ? this.opts.cache.open(cap) : this.opts.cache.openMutable(cap, file.size)));
-    return content.readInto(into, position);
+    return (await this.contentOf(file, cap)).readInto(into, position);
+  }
+
+  /**
+   * Where the caller can read [position, position+length) itself (split mode's client): the staging file, or
+   * the cached content once those bytes are in it (only ranges said present here are ever read there).
+   */
+  async readSource(file: OpenFile, position: number, length: number): Promise<ReadSource> {
+    const end = Math.min(file.size, position + length);
+    if (end <= position) return { file: null, length: 0 };
+    const staging = file.stagingReady.current;
+    if (staging) return { file: (await staging).path, length: end - position };
+    const cap = capOf(file.child!);
+    if (cap.literalData) return { file: null, length: end - position };
+    const content = await this.contentOf(file, cap);
+    const present = await content.ready(position, end - position);
+    return present > 0 ? { file: content.dataPath, length: present } : { file: null, length: 0 };
+  }
+
+  /** The content to read while nothing was written, opened once per open file (released at close). */
+  private contentOf(file: OpenFile, cap: Cap): Promise<CachedFile> {
+    return file.content.get(() => (cap.immutable ? this.opts.cache.open(cap) : this.opts.cache.openMutable(cap, file.size)));
   }
 
   // ---- writing ----------------------------------------------------------------------------------------------
 
   async write(file: OpenFile, data: Buffer, position: number): Promise<void> {
-    const staging = await this.stagingFor(file, true);
-    await this.withRoom(data.length, 'write staging file', () => writeFully(staging.handle, data, position));
-    file.size = Math.max(file.size, position + data.length);
-    await this.markDirty(file);
+    const hold: WriteHold = { fh: undefined, position, timer: undefined };
+    const staging = await this.holdForWrite(file, hold);
+    try {
+      await this.withRoom(data.length, 'write staging file', () => writeFully(staging.handle, data, position));
+      file.size = Math.max(file.size, position + data.length);
+      await this.markDirty(file);
+    } finally {
+      file.endHold(hold);
+    }
+  }
+
+  /** Before a caller writes the staging file itself: makes it, holds off uploads (bounded), returns its path. */
+  async beginWrite(file: OpenFile, fh: number, position: number): Promise<string> {
+    const hold: WriteHold = { fh, position, timer: undefined };
+    const staging = await this.holdForWrite(file, hold);
+    hold.timer = setTimeout(() => this.abandon(file, hold, `no endWrite within ${this.holdMs / 1000} s`), this.holdMs).unref();
+    return staging.path;
+  }
+
+  /** After a caller's own write of `length` bytes at `position` (0: none): what write() records, then the hold ends. */
+  async endWrite(file: OpenFile, fh: number, position: number, length: number): Promise<void> {
+    if (!file.staging) throw new FsError('EINVAL', `endWrite without beginWrite: ${file.path}`);
+    const hold = [...file.writes].find((h) => h.fh === fh && h.position === position);
+    try {
+      if (length > 0) file.size = Math.max(file.size, position + length);
+      // Even with nothing said written: a write that failed partway may have changed the staging file.
+      await this.markDirty(file);
+    } finally {
+      if (hold) file.endHold(hold);
+    }
+  }
+
+  private get holdMs(): number {
+    return this.opts.writeHoldMs ?? DEFAULT_WRITE_HOLD_MS;
+  }
+
+  /** Waits for an upload in flight, then takes a hold on the staging file (made if needed) for a write. */
+  private async holdForWrite(file: OpenFile, hold: WriteHold): Promise<StagingFile> {
+    for (;;) {
+      const staging = await this.stagingFor(file, true);
+      // An upload that began while the staging file was made goes first.
+      if (file.uploading) continue;
+      file.writes.add(hold);
+      return staging;
+    }
+  }
+
+  /**
+   * A caller's hold ended without its endWrite: the staging file may hold part of its write, so the file is
+   * dirty (uploaded as the staging file holds it, which is what a close then adopts into the cache).
+   */
+  private abandon(file: OpenFile, hold: WriteHold, why: string): void {
+    if (!file.writes.has(hold)) return;
+    this.opts.log.warn({ path: file.path, why }, 'a direct write ended without its endWrite: the file is stored as its staging file holds it');
+    void this.markDirty(file).catch(() => undefined); // flags first, synchronously; a record that fails is written by the next change
+    file.endHold(hold);
   }
 
   async truncate(file: OpenFile, size: number): Promise<void> {

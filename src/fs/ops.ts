@@ -1,7 +1,7 @@
 // The seam between the filesystem core and its edges (FUSE adapter, RPC): the Ops interface, and the one
 // op table from which the edges derive every list of ops. Op names are FUSE's, so that a kernel trace greps
 // straight to the code. Everything in and out is plain data that survives JSON, except Buffers, which the
-// RPC carries as raw bytes.
+// RPC carries as raw bytes (only for read and write, which split mode uses as a fallback: see readSource).
 
 /** A time as seconds and nanoseconds: exact, so that rsync and tar see back the times they set. */
 export interface Timestamp {
@@ -32,12 +32,28 @@ export interface StatFs {
   namemax: number;
 }
 
+/** One entry of a directory with its attributes (readdirplus). */
+export interface DirEntry {
+  name: string;
+  attr: Attr;
+}
+
+/** Where bytes of an open file can be read on the local disk (readSource). */
+export interface ReadSource {
+  /** A local file holding those bytes at the same offsets; null when there is none (a literal cap): use read(). */
+  file: string | null;
+  /** Bytes there from the position: short at the end of the file, 0 past it (then `file` is null). */
+  length: number;
+}
+
 /** Every operation may reject with an FsError; anything else reaching an edge is a bug and becomes EIO. */
 export interface Ops {
   getattr(path: string): Promise<Attr>;
   /** Attributes through an open handle: an unlinked open file has no path any more. */
   fgetattr(path: string, fh: number): Promise<Attr>;
   readdir(path: string): Promise<string[]>;
+  /** Every entry of a directory but '.' and '..', each with what getattr would show for it: one call for `ls -l`. */
+  readdirplus(path: string): Promise<DirEntry[]>;
   access(path: string, mode: number): Promise<void>;
   statfs(path: string): Promise<StatFs>;
 
@@ -51,6 +67,24 @@ export interface Ops {
    */
   readInto?(path: string, fh: number, target: Buffer, position: number): Promise<number>;
   write(path: string, fh: number, data: Buffer, position: number): Promise<number>;
+  /**
+   * Split mode moves no file bytes over the socket: the client reads and writes the server's local files
+   * itself. readSource says where `length` bytes at `position` of an open file can be read on the local disk,
+   * once they are there (what is missing is downloaded first); `file: null` when the content has no local
+   * file (a literal cap): the caller then uses read().
+   */
+  readSource(path: string, fh: number, position: number, length: number): Promise<ReadSource>;
+  /**
+   * Before the caller writes `length` bytes at `position` into the file's staging file itself: makes the
+   * staging file (copying the content if needed), holds off any upload of it until endWrite (bounded: see
+   * open-files.ts), and returns its path.
+   */
+  beginWrite(path: string, fh: number, position: number, length: number): Promise<string>;
+  /**
+   * After the caller's own write of `length` bytes at `position` (fewer if its write failed partway; 0 if
+   * none): the size, dirty state, generation and record are updated as write() does, and the hold ends.
+   */
+  endWrite(path: string, fh: number, position: number, length: number): Promise<void>;
   /** close(2) waits for flush: a dirty file is uploaded and linked before it returns. */
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, datasync: boolean): Promise<void>;
@@ -68,10 +102,18 @@ export interface Ops {
   utimens(path: string, atimeNs: string, mtimeNs: string): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;
+
+  /**
+   * Calls `listener(dirPath, name)` for each entry that a refreshed listing shows changed by someone else
+   * (added, removed, or its cap, size or mtime changed), so that the FUSE edge can drop what the kernel keeps
+   * of it. Best effort: a spurious call costs a kernel cache miss. Not an RPC method: the RPC pushes these
+   * as notifications (see rpc/protocol.ts).
+   */
+  watch?(listener: (dirPath: string, name: string) => void): void;
 }
 
-/** The ops that cross the RPC (readInto is local only). */
-export type OpName = Exclude<keyof Ops, 'readInto'>;
+/** The ops that cross the RPC as calls (readInto is local only; watch is a notification stream). */
+export type OpName = Exclude<keyof Ops, 'readInto' | 'watch'>;
 
 /** How an argument travels: a JSON value of that type, or (`data`) a Buffer sent as the frame's raw bytes. */
 export type ArgKind = 'string' | 'number' | 'boolean' | 'data';
@@ -98,6 +140,7 @@ export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {
   getattr: { args: ['string'], long: false, result: 'json' },
   fgetattr: { args: ['string', 'number'], long: false, result: 'json' },
   readdir: { args: ['string'], long: false, result: 'json' },
+  readdirplus: { args: ['string'], long: false, result: 'json' },
   access: { args: ['string', 'number'], long: false, result: 'json' },
   statfs: { args: ['string'], long: false, result: 'json' },
   // Long: an open may fetch a mutable file whole, a truncate copy the content first, a flush, fsync or release
@@ -106,6 +149,11 @@ export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {
   create: { args: ['string', 'number'], long: true, result: 'json' },
   read: { args: ['string', 'number', 'number', 'number'], long: true, result: 'data' },
   write: { args: ['string', 'number', 'data', 'number'], long: true, result: 'json' },
+  // Long: a readSource may wait for a download, a beginWrite for an upload and a copy of the content, an
+  // endWrite for the staging record.
+  readSource: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
+  beginWrite: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
+  endWrite: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
   flush: { args: ['string', 'number'], long: true, result: 'json' },
   fsync: { args: ['string', 'number', 'boolean'], long: true, result: 'json' },
   release: { args: ['string', 'number'], long: true, result: 'json' },

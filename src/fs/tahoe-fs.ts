@@ -18,10 +18,11 @@ import { redact, type Cap } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
 import { nowTimestamp } from '../tahoe/links.js';
 import { Attributes, requireWritableFile } from './attributes.js';
-import { Directories, isShowableName, NAME_MAX_BYTES } from './directories.js';
+import type { ChildInfo } from '../tahoe/client.js';
+import { childPath, Directories, isShowableName, NAME_MAX_BYTES, type DirRef } from './directories.js';
 import { requireWritable, Namespace } from './namespace.js';
 import { OpenFiles, type OpenFile, type ProcessIdentity } from './open-files.js';
-import type { Attr, Ops, StatFs } from './ops.js';
+import type { Attr, DirEntry, Ops, ReadSource, StatFs } from './ops.js';
 import { WriteBack, type SyncReport } from './write-back.js';
 
 const { O_RDONLY, O_TRUNC, O_WRONLY } = constants;
@@ -57,6 +58,8 @@ export interface TahoeFsOptions {
   transfers?: number;
   /** Bound of the last try of pending stores at unmount. */
   drainMs?: number;
+  /** How long a beginWrite holds off uploads without its endWrite (see open-files.ts). */
+  writeHoldMs?: number;
 }
 
 export class TahoeFs implements Ops {
@@ -73,7 +76,7 @@ export class TahoeFs implements Ops {
     const rootId = redact(opts.rootCap.text);
     this.cache = opts.cache;
     this.dirs = new Directories({ client: opts.client, rootCap: opts.rootCap, cacheTimeoutMs: opts.cacheTimeoutMs, maxListings: opts.maxListings, maxListingBytes: opts.maxListingBytes });
-    this.files = new OpenFiles({ cache: opts.cache, journal: opts.journal, directories: this.dirs, rootId, owner: opts.owner });
+    this.files = new OpenFiles({ cache: opts.cache, journal: opts.journal, directories: this.dirs, rootId, owner: opts.owner, writeHoldMs: opts.writeHoldMs, log: opts.log });
     this.writeBack = new WriteBack({ ...opts, directories: this.dirs, files: this.files, rootId });
     this.names = new Namespace(opts.client, this.dirs, this.files, this.writeBack);
     this.attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp());
@@ -141,12 +144,39 @@ export class TahoeFs implements Ops {
   }
 
   async readdir(path: string): Promise<string[]> {
-    const listing = await this.dirs.listing(await this.dirs.resolveDir(path));
-    const names = ['.', '..'];
-    for (const name of listing.children.keys()) if (isShowableName(name)) names.push(name);
+    const { entries } = await this.shownEntries(path);
+    return ['.', '..', ...entries.map(([name]) => name)];
+  }
+
+  /** What readdir lists, each with what getattr of it shows, from the one listing. */
+  async readdirplus(path: string): Promise<DirEntry[]> {
+    const { dir, entries } = await this.shownEntries(path);
+    return entries.map(([name, child]) => {
+      const open = this.files.get(childPath(path, name));
+      return { name, attr: open ? this.attrs.openFile(open) : this.attrs.entry(child!, dir) };
+    });
+  }
+
+  /** The entries a directory shows: its listing's showable names, then files open in it and not uploaded yet (no entry). */
+  private async shownEntries(path: string): Promise<{ dir: DirRef; entries: Array<[string, ChildInfo | undefined]> }> {
+    const dir = await this.dirs.resolveDir(path);
+    const listing = await this.dirs.listing(dir, false, path);
+    const entries: Array<[string, ChildInfo | undefined]> = [];
+    for (const [name, child] of listing.children) if (isShowableName(name)) entries.push([name, child]);
     // Files created but not yet uploaded exist for the programs that made them.
-    for (const name of this.files.namesIn(path)) if (!listing.children.has(name)) names.push(name);
-    return names;
+    for (const name of this.files.namesIn(path)) if (!listing.children.has(name)) entries.push([name, undefined]);
+    return { dir, entries };
+  }
+
+  /** Change events for the FUSE edge's kernel cache invalidation (see Ops.watch); a failing listener is logged. */
+  watch(listener: (dirPath: string, name: string) => void): void {
+    this.dirs.watch((dirPath, name) => {
+      try {
+        listener(dirPath, name);
+      } catch (e) {
+        this.log.warn({ path: dirPath, err: (e as Error).message }, 'change listener failed');
+      }
+    });
   }
 
   async access(path: string, mode: number): Promise<void> {
@@ -244,10 +274,29 @@ export class TahoeFs implements Ops {
   }
 
   async write(_path: string, fh: number, data: Buffer, position: number): Promise<number> {
+    await this.files.write(this.writableFile(fh), data, position);
+    return data.length;
+  }
+
+  async readSource(_path: string, fh: number, position: number, length: number): Promise<ReadSource> {
+    requireRange(position, length);
+    return this.files.readSource(this.files.handle(fh).file, position, length);
+  }
+
+  async beginWrite(_path: string, fh: number, position: number, length: number): Promise<string> {
+    requireRange(position, length);
+    return this.files.beginWrite(this.writableFile(fh), fh, position);
+  }
+
+  async endWrite(_path: string, fh: number, position: number, length: number): Promise<void> {
+    requireRange(position, length);
+    return this.files.endWrite(this.writableFile(fh), fh, position, length);
+  }
+
+  private writableFile(fh: number): OpenFile {
     const { file, writable } = this.files.handle(fh);
     if (!writable) throw new FsError('EBADF', 'handle not open for writing');
-    await this.files.write(file, data, position);
-    return data.length;
+    return file;
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -270,9 +319,7 @@ export class TahoeFs implements Ops {
   }
 
   async ftruncate(_path: string, fh: number, size: number): Promise<void> {
-    const { file, writable } = this.files.handle(fh);
-    if (!writable) throw new FsError('EBADF', 'handle not open for writing');
-    await this.files.truncate(file, size);
+    await this.files.truncate(this.writableFile(fh), size);
   }
 
   /**
@@ -320,5 +367,12 @@ export class TahoeFs implements Ops {
     if (file.handles > 0 || file.closed) return;
     file.closed = true;
     await this.files.close(file, stored);
+  }
+}
+
+/** The caller names a range of bytes to read or write there itself: whole, non-negative numbers only. */
+function requireRange(position: number, length: number): void {
+  if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0) {
+    throw new FsError('EINVAL', `bad range: ${length} bytes at ${position}`);
   }
 }

@@ -128,7 +128,9 @@ export class WriteBack {
     if (file.conflict) throw conflictError(file);
     // `uploading` covers the whole attempt, its records included: a waiter wakes only once it is over (were it
     // cleared later than it settled, a waiter would spin on a settled promise and starve the record's I/O).
-    const attempt = this.storeAndRecord(file);
+    // Writes in progress end first (a client's own write between beginWrite and endWrite among them); writes
+    // that come meanwhile wait for this attempt.
+    const attempt = file.writesDone().then(() => this.storeAndRecord(file));
     file.uploading = attempt;
     try {
       await attempt;

@@ -81,7 +81,7 @@ export class FuseAdapter {
   attach(session: NativeSession, onGone: () => void): void {
     this.session = session;
     this.goneListener = onGone;
-    (this.ops as Ops & { watch?(listener: (dir: string, name: string) => void): void }).watch?.((dir, name) => this.invalidate(dir, name));
+    this.ops.watch?.((dir, name) => this.invalidate(dir, name));
   }
 
   /** Another client changed `name` in `dir`: the kernel forgets the name and the node's cached pages. */
@@ -352,14 +352,11 @@ export class FuseAdapter {
 
   private async listing(node: Node, plus: boolean): Promise<Array<{ name: string; attr: Attr | undefined }>> {
     const path = this.livePath(node);
-    const withPlus = this.ops as Ops & { readdirplus?(path: string): Promise<Array<{ name: string; attr: Attr }>> };
-    if (plus && withPlus.readdirplus) {
-      const entries = await withPlus.readdirplus(path);
-      return [{ name: '.', attr: undefined }, { name: '..', attr: undefined }, ...entries.map((e) => ({ name: e.name, attr: e.attr }))];
+    if (plus) {
+      const entries = await this.ops.readdirplus(path);
+      return [{ name: '.', attr: undefined }, { name: '..', attr: undefined }, ...entries];
     }
-    const names = await this.ops.readdir(path);
-    if (!plus) return names.map((name) => ({ name, attr: undefined }));
-    return Promise.all(names.map(async (name) => ({ name, attr: name === '.' || name === '..' ? undefined : await this.ops.getattr(join(path, name)).catch(() => undefined) })));
+    return (await this.ops.readdir(path)).map((name) => ({ name, attr: undefined }));
   }
 }
 

@@ -1,11 +1,19 @@
 // The client end of the RPC: implements Ops by sending each op to the server, with many calls in flight
 // (FUSE runs ops on several threads). When the connection goes, every pending and later call fails at once.
 // Owns the table of pending calls: an entry leaves it exactly once (reply, deadline, send failure or loss).
+// File bytes do not cross the socket: reads and writes ask the server where (readSource, beginWrite and
+// endWrite) and move the bytes through this process's own descriptors on the server's local files
+// (local-files.ts); read and write with bytes remain for a literal file and as a fallback.
 import { connect } from 'node:net';
-import { FsError, RemoteFsError } from '../errors.js';
-import { OP_NAMES, OP_TABLE, type OpName, type Ops } from '../fs/ops.js';
+import { fromLocalFs, FsError, RemoteFsError } from '../errors.js';
+import { OP_NAMES, OP_TABLE, type OpName, type Ops, type ReadSource } from '../fs/ops.js';
+import { readFully } from '../util/file-io.js';
 import { FramedConnection } from './connection.js';
-import { CONTROL, isReply, type ServerInfo } from './protocol.js';
+import { LocalFiles } from './local-files.js';
+import { CONTROL, isNotification, isReply, type ServerInfo } from './protocol.js';
+
+/** Local failures that the server can handle better (it evicts cached content for room): sent as bytes then. */
+const FALLBACK_CODES = new Set(['ENOENT', 'ENOSPC', 'EDQUOT']);
 
 /**
  * Deadline for one call: a backstop above the server's own bounds (a rename may make several requests of up to
@@ -25,6 +33,9 @@ export class RpcClient {
   private nextId = 1;
   private lostReason: string | undefined;
   private readonly lostListeners: Array<(reason: string) => void> = [];
+  private readonly changeListeners: Array<(dirPath: string, name: string) => void> = [];
+  /** Descriptors on the server's local files, for reads and writes without bytes on the socket. */
+  readonly localFiles = new LocalFiles();
 
   private constructor(private readonly conn: FramedConnection) {}
 
@@ -55,11 +66,68 @@ export class RpcClient {
     });
   }
 
-  /** The same client, seen as the filesystem: one generic forwarder per op, no op written twice. */
-  asOps(): Ops {
-    const ops: Partial<Record<OpName, (...args: unknown[]) => Promise<unknown>>> = {};
-    for (const name of OP_NAMES) ops[name] = (...args: unknown[]) => this.callOp(name, args);
-    return ops as unknown as Ops;
+  /**
+   * The same client, seen as the filesystem: one generic forwarder per op, no op written twice; reads and
+   * writes through the local files (unless `localIo` is false: then their bytes cross the socket), and change
+   * events from the server's notifications.
+   */
+  asOps({ localIo = true }: { localIo?: boolean } = {}): Ops {
+    const forward: Partial<Record<OpName, (...args: unknown[]) => Promise<unknown>>> = {};
+    for (const name of OP_NAMES) forward[name] = (...args: unknown[]) => this.callOp(name, args);
+    const ops = forward as unknown as Ops;
+    if (!localIo) return { ...ops, watch: (listener) => this.watch(listener) };
+    const release = ops.release;
+    return {
+      ...ops,
+      readInto: (path, fh, target, position) => this.readLocal(path, fh, target, position),
+      write: (path, fh, data, position) => this.writeLocal(path, fh, data, position),
+      release: (path, fh) => release(path, fh).finally(() => this.localFiles.release(fh)),
+      watch: (listener) => this.watch(listener),
+    };
+  }
+
+  /** Reads through the file the server names (after it made sure the bytes are there); literal files as bytes. */
+  private async readLocal(path: string, fh: number, target: Buffer, position: number): Promise<number> {
+    const source = (await this.callOp('readSource', [path, fh, position, target.length])) as ReadSource;
+    const length = Math.min(source.length, target.length);
+    if (length <= 0) return 0;
+    if (source.file !== null) {
+      try {
+        return await this.localFiles.use(fh, source.file, 'read', (h) => readFully(h, target.subarray(0, length), position));
+      } catch (e) {
+        if (!FALLBACK_CODES.has((e as NodeJS.ErrnoException).code ?? '')) throw fromLocalFs(e, 'read local file');
+      }
+    }
+    const data = (await this.callOp('read', [path, fh, length, position])) as Buffer;
+    return data.copy(target, 0, 0, Math.min(length, data.length));
+  }
+
+  /**
+   * Writes into the file's staging file between beginWrite and endWrite (the server holds off its upload
+   * meanwhile); what a local failure left unwritten goes as bytes when the server can do better (a full disk).
+   */
+  private async writeLocal(path: string, fh: number, data: Buffer, position: number): Promise<number> {
+    const staging = (await this.callOp('beginWrite', [path, fh, position, data.length])) as string;
+    let done = 0;
+    let failure: unknown;
+    try {
+      await this.localFiles.use(fh, staging, 'write', async (h) => {
+        while (done < data.length) done += (await h.write(data, done, data.length - done, position + done)).bytesWritten;
+      });
+    } catch (e) {
+      failure = e;
+    }
+    await this.callOp('endWrite', [path, fh, position, done]);
+    if (failure === undefined) return data.length;
+    if (!FALLBACK_CODES.has((failure as NodeJS.ErrnoException).code ?? '')) throw fromLocalFs(failure, 'write staging file');
+    return done + ((await this.callOp('write', [path, fh, data.subarray(done), position + done])) as number);
+  }
+
+  /** Listens for the server's change events; the first listener asks the server to send them. */
+  private watch(listener: (dirPath: string, name: string) => void): void {
+    this.changeListeners.push(listener);
+    // A lost server is reported through onLost; nothing more to do here.
+    if (this.changeListeners.length === 1) this.call(CONTROL.watch, []).catch(() => undefined);
   }
 
   async info(): Promise<ServerInfo> {
@@ -127,8 +195,18 @@ export class RpcClient {
   }
 
   private onFrame(json: unknown, data: Buffer | undefined): void {
+    if (isNotification(json)) {
+      for (const listener of this.changeListeners) {
+        try {
+          listener(...json.args);
+        } catch {
+          // A listener's failure is the edge's to report; it must not drop the connection.
+        }
+      }
+      return;
+    }
     if (!isReply(json)) {
-      this.conn.destroy('malformed reply from server');
+      this.conn.destroy('malformed frame from server');
       return;
     }
     const pending = this.pending.get(json.id);
@@ -150,5 +228,6 @@ export class RpcClient {
       this.pending.delete(id);
     }
     for (const listener of this.lostListeners) listener(this.lostReason);
+    void this.localFiles.closeAll();
   }
 }

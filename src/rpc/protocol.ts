@@ -1,6 +1,8 @@
 // The RPC's wire messages and its flat method namespace, shared by client and server. Every filesystem op
 // is a method of the same name, its arguments checked against the op table (fs/ops.ts); a few control
-// methods manage the server itself.
+// methods manage the server itself. Three kinds of frame: requests (client to server: an id and a method),
+// replies (server to client: the request's id), and notifications (server to client, on connections that
+// asked with `watch`: no id, never answered). Anything else drops the peer.
 import { OP_TABLE, type OpName } from '../fs/ops.js';
 
 /** Control methods, answered by the server process rather than the filesystem core. */
@@ -11,6 +13,8 @@ export const CONTROL = {
   info: 'info',
   /** Asks the server to unmount and exit. */
   shutdown: 'shutdown',
+  /** This connection receives change notifications (see Notification). */
+  watch: 'watch',
 } as const;
 
 export interface Request {
@@ -22,6 +26,12 @@ export interface Request {
 export type Reply =
   | { id: number; result: unknown }
   | { id: number; error: { errno: number; code: string; message: string } };
+
+/** Sent by the server unasked: an entry that a refreshed listing shows changed by someone else (Ops.watch). */
+export interface Notification {
+  event: 'changed';
+  args: [dirPath: string, name: string];
+}
 
 export interface ServerInfo {
   pid: number;
@@ -42,6 +52,12 @@ export function isReply(v: unknown): v is Reply {
   if ('result' in r) return true;
   const e = r.error as Record<string, unknown> | undefined;
   return typeof e === 'object' && e !== null && typeof e.errno === 'number' && typeof e.message === 'string';
+}
+
+export function isNotification(v: unknown): v is Notification {
+  if (typeof v !== 'object' || v === null || 'id' in v) return false;
+  const n = v as Record<string, unknown>;
+  return n.event === 'changed' && Array.isArray(n.args) && n.args.length === 2 && n.args.every((a) => typeof a === 'string');
 }
 
 /**

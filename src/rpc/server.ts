@@ -1,5 +1,6 @@
-// The server end of the RPC: dispatches each request into the filesystem core and answers it. A connection
-// that sends garbage is dropped; every other connection keeps being served.
+// The server end of the RPC: dispatches each request into the filesystem core and answers it, and pushes the
+// core's change events to the connections that asked for them. A connection that sends garbage is dropped;
+// every other connection keeps being served.
 import { chmod, rm } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -7,7 +8,7 @@ import { FsError, isExpected, toErrno } from '../errors.js';
 import { isOpName, OP_TABLE, type Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 import { FramedConnection } from './connection.js';
-import { checkArgs, CONTROL, isRequest, type Reply, type ServerInfo } from './protocol.js';
+import { checkArgs, CONTROL, isRequest, type Notification, type Reply, type ServerInfo } from './protocol.js';
 
 export interface RpcServerOptions {
   socketPath: string;
@@ -24,8 +25,22 @@ export interface RpcServerOptions {
 export class RpcServer {
   private server: Server | undefined;
   private readonly connections = new Set<FramedConnection>();
+  /** Connections that asked for change notifications. */
+  private readonly watchers = new Set<FramedConnection>();
 
-  constructor(private readonly opts: RpcServerOptions) {}
+  constructor(private readonly opts: RpcServerOptions) {
+    opts.core.watch?.((dirPath, name) => this.notify({ event: 'changed', args: [dirPath, name] }));
+  }
+
+  private notify(notification: Notification): void {
+    for (const conn of this.watchers) {
+      try {
+        conn.send(notification);
+      } catch (e) {
+        this.opts.log.warn({ err: (e as Error).message }, 'change notification not sent');
+      }
+    }
+  }
 
   async listen(): Promise<void> {
     const server = createServer((socket) => this.accept(socket));
@@ -65,6 +80,11 @@ export class RpcServer {
           conn.send({ id, result: null });
           return;
         }
+        if (method === CONTROL.watch) {
+          this.watchers.add(conn);
+          conn.send({ id, result: null });
+          return;
+        }
         void this.dispatch(id, method, args, frame.data).then(({ reply, data }) => {
           try {
             conn.send(reply, data);
@@ -77,6 +97,7 @@ export class RpcServer {
       },
       (reason) => {
         this.connections.delete(conn);
+        this.watchers.delete(conn);
         if (reason) log.warn({ reason }, 'connection dropped');
         if (keepalive) this.opts.onKeepaliveLost();
       },

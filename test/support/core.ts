@@ -41,6 +41,9 @@ export interface StartCoreOptions {
   writeBack?: boolean;
   transfers?: number;
   drainMs?: number;
+  /** How long a listing is trusted (default 60 s; 0 refetches on every use). */
+  cacheTimeoutMs?: number;
+  writeHoldMs?: number;
 }
 
 export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): Promise<Core> {
@@ -50,10 +53,10 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
   await cache.init();
   const journal = opts.journal?.(cache.stagingDir) ?? new StagingJournal(cache.stagingDir, log);
   const fs = new TahoeFs({
-    client, cache, journal, rootCap: parseCap(fake.rootCap), cacheTimeoutMs: 60_000, log,
+    client, cache, journal, rootCap: parseCap(fake.rootCap), cacheTimeoutMs: opts.cacheTimeoutMs ?? 60_000, log,
     owner: opts.owner ?? me,
     isAlive: async (o) => o.pid === me.pid && o.start === me.start,
-    maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, drainMs: opts.drainMs,
+    maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, drainMs: opts.drainMs, writeHoldMs: opts.writeHoldMs,
   });
   await fs.start();
   let stopped = false;

@@ -89,7 +89,7 @@ function fakeCore(paths: string[]): { ops: Ops; calls: Call[]; files: Set<string
     throw new FsError('ENOENT', `no such file: ${path}`);
   };
   const children = (dir: string) => [...files, ...dirs()].filter((p) => p !== '/' && p.slice(0, p.lastIndexOf('/') || 1) === dir).map((p) => p.slice(p.lastIndexOf('/') + 1));
-  const impl: Partial<Ops> & { readdirplus(path: string): Promise<Array<{ name: string; attr: Attr }>> } = {
+  const impl: Partial<Ops> = {
     getattr: async (p) => attrOf(p),
     fgetattr: async () => FILE,
     readdir: async (p) => ['.', '..', ...children(p)],
