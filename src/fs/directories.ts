@@ -22,6 +22,7 @@ import type { Cap } from '../tahoe/caps.js';
 import type { ChildInfo, TahoeClient } from '../tahoe/client.js';
 import { capTextOf, entryWritable, linkTimes, sizeOf } from '../tahoe/links.js';
 import { InFlight } from '../util/once.js';
+import type { ChangeKind, ChangeListener } from './ops.js';
 
 export const NAME_MAX_BYTES = 255;
 
@@ -73,7 +74,7 @@ export class Directories {
   private readonly fetching = new InFlight<string, Listing>();
   private readonly patchesDuringFetch = new Map<string, Patch[]>();
   private readonly pendingLinks = new Map<string, Map<string, ChildInfo>>();
-  private readonly watchers: Array<(dirPath: string, name: string) => void> = [];
+  private readonly watchers: ChangeListener[] = [];
 
   constructor(opts: DirectoriesOptions) {
     this.client = opts.client;
@@ -154,7 +155,7 @@ export class Directories {
   }
 
   /** Calls `listener(dirPath, name)` for each entry a listing fetched again shows changed (see the top of this file). */
-  watch(listener: (dirPath: string, name: string) => void): void {
+  watch(listener: ChangeListener): void {
     this.watchers.push(listener);
   }
 
@@ -214,15 +215,16 @@ export class Directories {
   }
 
   private report(dirPath: string, before: Map<string, ChildInfo>, after: Map<string, ChildInfo>): void {
-    const changed: string[] = [];
+    const changed: Array<[string, ChangeKind]> = [];
     for (const [name, child] of after) {
       const old = before.get(name);
-      if (!old || !sameEntry(old, child)) changed.push(name);
+      if (!old || old.type !== child.type || capTextOf(old) !== capTextOf(child)) changed.push([name, 'entry']);
+      else if (!sameAttributes(old, child)) changed.push([name, 'attributes']);
     }
-    for (const name of before.keys()) if (!after.has(name)) changed.push(name);
-    for (const name of changed) {
+    for (const name of before.keys()) if (!after.has(name)) changed.push([name, 'entry']);
+    for (const [name, kind] of changed) {
       if (!isShowableName(name)) continue; // the kernel never saw it
-      for (const watcher of this.watchers) watcher(dirPath, name);
+      for (const watcher of this.watchers) watcher(dirPath, name, kind);
     }
   }
 
@@ -237,8 +239,9 @@ export function childPath(dirPath: string, name: string): string {
 }
 
 /** Whether an entry shows the same to stat as before: same kind, cap, size and mtime. */
-function sameEntry(a: ChildInfo, b: ChildInfo): boolean {
-  if (a.type !== b.type || capTextOf(a) !== capTextOf(b) || sizeOf(a) !== sizeOf(b)) return false;
+/** Same size and mtime (of two entries holding the same cap). */
+function sameAttributes(a: ChildInfo, b: ChildInfo): boolean {
+  if (sizeOf(a) !== sizeOf(b)) return false;
   const ta = linkTimes(a.metadata).mtime;
   const tb = linkTimes(b.metadata).mtime;
   return ta.sec === tb.sec && ta.nsec === tb.nsec;

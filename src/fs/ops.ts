@@ -104,13 +104,20 @@ export interface Ops {
   chown(path: string, uid: number, gid: number): Promise<void>;
 
   /**
-   * Calls `listener(dirPath, name)` for each entry that a refreshed listing shows changed by someone else
-   * (added, removed, or its cap, size or mtime changed), so that the FUSE edge can drop what the kernel keeps
-   * of it. Best effort: a spurious call costs a kernel cache miss. Not an RPC method: the RPC pushes these
-   * as notifications (see rpc/protocol.ts).
+   * Calls `listener(dirPath, name, kind)` for each entry that a refreshed listing shows changed by someone else,
+   * so that the FUSE edge can drop what the kernel keeps of it. Best effort: a spurious call costs a kernel
+   * cache miss. Not an RPC method: the RPC pushes these as notifications (see rpc/protocol.ts).
    */
-  watch?(listener: (dirPath: string, name: string) => void): void;
+  watch?(listener: ChangeListener): void;
 }
+
+/**
+ * `entry`: the name was added or removed, or now holds another cap (the kernel must look it up again).
+ * `attributes`: the same cap, with another size or mtime (the kernel must drop its attributes and pages, but
+ * not the name: it may be a directory someone is in).
+ */
+export type ChangeKind = 'entry' | 'attributes';
+export type ChangeListener = (dirPath: string, name: string, kind: ChangeKind) => void;
 
 /** The ops that cross the RPC as calls (readInto is local only; watch is a notification stream). */
 export type OpName = Exclude<keyof Ops, 'readInto' | 'watch'>;

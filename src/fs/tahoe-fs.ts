@@ -22,7 +22,7 @@ import type { ChildInfo } from '../tahoe/client.js';
 import { childPath, Directories, isShowableName, NAME_MAX_BYTES, type DirRef } from './directories.js';
 import { requireWritable, Namespace } from './namespace.js';
 import { OpenFiles, type OpenFile, type ProcessIdentity } from './open-files.js';
-import type { Attr, DirEntry, Ops, ReadSource, StatFs } from './ops.js';
+import type { Attr, ChangeListener, DirEntry, Ops, ReadSource, StatFs } from './ops.js';
 import { WriteBack, type SyncReport } from './write-back.js';
 
 const { O_RDONLY, O_TRUNC, O_WRONLY } = constants;
@@ -169,10 +169,10 @@ export class TahoeFs implements Ops {
   }
 
   /** Change events for the FUSE edge's kernel cache invalidation (see Ops.watch); a failing listener is logged. */
-  watch(listener: (dirPath: string, name: string) => void): void {
-    this.dirs.watch((dirPath, name) => {
+  watch(listener: ChangeListener): void {
+    this.dirs.watch((dirPath, name, kind) => {
       try {
-        listener(dirPath, name);
+        listener(dirPath, name, kind);
       } catch (e) {
         this.log.warn({ path: dirPath, err: (e as Error).message }, 'change listener failed');
       }

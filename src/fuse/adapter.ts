@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { constants } from 'node:os';
 import { promisify } from 'node:util';
 import { FsError, isExpected, loggedElsewhere, toErrno } from '../errors.js';
-import type { Attr, Ops } from '../fs/ops.js';
+import type { Attr, ChangeKind, Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 import { fuse3, libfuseVersionText, OPS, type NativeAttr, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from './lowlevel.js';
 import { Node, NodeTable } from './nodes.js';
@@ -81,16 +81,20 @@ export class FuseAdapter {
   attach(session: NativeSession, onGone: () => void): void {
     this.session = session;
     this.goneListener = onGone;
-    this.ops.watch?.((dir, name) => this.invalidate(dir, name));
+    this.ops.watch?.((dir, name, kind) => this.invalidate(dir, name, kind));
   }
 
-  /** Another client changed `name` in `dir`: the kernel forgets the name and the node's cached pages. */
-  invalidate(dir: string, name: string): void {
+  /**
+   * Another client changed `name` in `dir`: the kernel drops the node's attributes and cached pages, and, if the
+   * name now holds something else (or nothing), the name itself. A name whose cap stayed is never dropped: it
+   * may be a directory that is someone's working directory, which would then read as deleted.
+   */
+  invalidate(dir: string, name: string, kind: ChangeKind): void {
     const parent = this.nodes.find(dir);
     if (!parent || !this.session) return;
     const child = this.nodes.child(parent, name);
     if (child) this.session.notify('inode', child.ino);
-    this.session.notify('entry', parent.ino, Buffer.from(name));
+    if (kind === 'entry') this.session.notify('entry', parent.ino, Buffer.from(name));
   }
 
   /** The binding's request handler. */

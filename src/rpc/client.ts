@@ -6,7 +6,7 @@
 // (local-files.ts); read and write with bytes remain for a literal file and as a fallback.
 import { connect } from 'node:net';
 import { fromLocalFs, FsError, RemoteFsError } from '../errors.js';
-import { OP_NAMES, OP_TABLE, type OpName, type Ops, type ReadSource } from '../fs/ops.js';
+import { OP_NAMES, OP_TABLE, type ChangeListener, type OpName, type Ops, type ReadSource } from '../fs/ops.js';
 import { readFully } from '../util/file-io.js';
 import { FramedConnection } from './connection.js';
 import { LocalFiles } from './local-files.js';
@@ -33,7 +33,7 @@ export class RpcClient {
   private nextId = 1;
   private lostReason: string | undefined;
   private readonly lostListeners: Array<(reason: string) => void> = [];
-  private readonly changeListeners: Array<(dirPath: string, name: string) => void> = [];
+  private readonly changeListeners: ChangeListener[] = [];
   /** Descriptors on the server's local files, for reads and writes without bytes on the socket. */
   readonly localFiles = new LocalFiles();
 
@@ -124,7 +124,7 @@ export class RpcClient {
   }
 
   /** Listens for the server's change events; the first listener asks the server to send them. */
-  private watch(listener: (dirPath: string, name: string) => void): void {
+  private watch(listener: ChangeListener): void {
     this.changeListeners.push(listener);
     // A lost server is reported through onLost; nothing more to do here.
     if (this.changeListeners.length === 1) this.call(CONTROL.watch, []).catch(() => undefined);

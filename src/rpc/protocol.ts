@@ -3,7 +3,7 @@
 // methods manage the server itself. Three kinds of frame: requests (client to server: an id and a method),
 // replies (server to client: the request's id), and notifications (server to client, on connections that
 // asked with `watch`: no id, never answered). Anything else drops the peer.
-import { OP_TABLE, type OpName } from '../fs/ops.js';
+import { OP_TABLE, type ChangeKind, type OpName } from '../fs/ops.js';
 
 /** Control methods, answered by the server process rather than the filesystem core. */
 export const CONTROL = {
@@ -30,7 +30,7 @@ export type Reply =
 /** Sent by the server unasked: an entry that a refreshed listing shows changed by someone else (Ops.watch). */
 export interface Notification {
   event: 'changed';
-  args: [dirPath: string, name: string];
+  args: [dirPath: string, name: string, kind: ChangeKind];
 }
 
 export interface ServerInfo {
@@ -57,7 +57,7 @@ export function isReply(v: unknown): v is Reply {
 export function isNotification(v: unknown): v is Notification {
   if (typeof v !== 'object' || v === null || 'id' in v) return false;
   const n = v as Record<string, unknown>;
-  return n.event === 'changed' && Array.isArray(n.args) && n.args.length === 2 && n.args.every((a) => typeof a === 'string');
+  return n.event === 'changed' && Array.isArray(n.args) && n.args.length === 3 && n.args.every((a) => typeof a === 'string') && (n.args[2] === 'entry' || n.args[2] === 'attributes');
 }
 
 /**

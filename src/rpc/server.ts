@@ -29,7 +29,7 @@ export class RpcServer {
   private readonly watchers = new Set<FramedConnection>();
 
   constructor(private readonly opts: RpcServerOptions) {
-    opts.core.watch?.((dirPath, name) => this.notify({ event: 'changed', args: [dirPath, name] }));
+    opts.core.watch?.((dirPath, name, kind) => this.notify({ event: 'changed', args: [dirPath, name, kind] }));
   }
 
   private notify(notification: Notification): void {

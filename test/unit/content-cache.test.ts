@@ -214,11 +214,11 @@ describe('ContentCache', () => {
     it('a reader behind the stream gets a Range request of whole segments; the stream stays one', BOUND, async () => {
       // The design: beyond STREAM_WINDOW, the sequential download starts where its first reader reads; a reader
       // behind it is served by a Range request of the segments it needs (plus a few), not by a second stream.
-      const size = 4 * MiB + 321;
+      const size = STREAM_WINDOW + 2 * MiB + 321;
       const f = serve(size);
       behave = () => ({ chunkSize: 16 * KiB });
       const opens = await Promise.all([cache.open(f.cap), cache.open(f.cap)]);
-      const streamFrom = 3 * MiB + 1000;
+      const streamFrom = STREAM_WINDOW + MiB + 1000;
       assert.ok(streamFrom >= STREAM_WINDOW);
       const reads: Array<[number, number]> = [
         [streamFrom, 70_000], // first: the stream starts here
@@ -248,7 +248,7 @@ describe('ContentCache', () => {
     });
 
     it('answers a read far ahead of a slow stream with a Range request of whole segments', BOUND, async () => {
-      const size = 4 * MiB + 1000;
+      const size = STREAM_WINDOW + 2 * MiB + 1000;
       const f = serve(size);
       let resume!: () => void;
       const resumed = new Promise<void>((r) => (resume = r));
@@ -261,7 +261,7 @@ describe('ContentCache', () => {
       assert.deepEqual(ranges(), [{ start: 0, end: size }]);
       await until(() => file.ranges.firstMissing(0) === held); // the stream has stalled
 
-      const far = 3 * MiB + 1000;
+      const far = STREAM_WINDOW + MiB + 1000;
       const farLength = 5000;
       assert.ok(far > held + STREAM_WINDOW);
       await readChecked(file, f, far, farLength);
@@ -314,7 +314,7 @@ describe('ContentCache', () => {
     });
 
     it('a failing Range request fails only the reads waiting on it', BOUND, async () => {
-      const size = 4 * MiB;
+      const size = STREAM_WINDOW + 2 * MiB;
       const f = serve(size);
       let resume!: () => void;
       const resumed = new Promise<void>((r) => (resume = r));
@@ -326,9 +326,9 @@ describe('ContentCache', () => {
       await readChecked(file, f, 0, 100);
       await until(() => file.ranges.firstMissing(0) === held);
       const near = readChecked(file, f, 1 * MiB, 1000); // waits on the held stream
-      await rejectsFs(file.read(3 * MiB + 50 * KiB, 1000), 'EIO'); // a Range request that breaks
+      await rejectsFs(file.read(STREAM_WINDOW + MiB + 50 * KiB, 1000), 'EIO'); // a Range request that breaks
       failRanges = false;
-      await readChecked(file, f, 3 * MiB + 50 * KiB, 1000); // tried again, on a new Range request
+      await readChecked(file, f, STREAM_WINDOW + MiB + 50 * KiB, 1000); // tried again, on a new Range request
       assert.equal(api.requests.length, 3);
       resume();
       await near; // the stream's reader never saw the Range request's failure
@@ -445,13 +445,13 @@ describe('ContentCache', () => {
     });
 
     it('a file with a hole resumes with requests for the gaps only', BOUND, async () => {
-      const size = 3 * MiB + 5000;
+      const size = STREAM_WINDOW + MiB + 5000;
       const f = serve(size);
       const held = 128 * KiB;
       behave = (_req, range) => (range?.start === 0 ? { chunkSize: 32 * KiB, holdAfter: held } : {});
       const file = await cache.open(f.cap);
       await readChecked(file, f, 0, 1000);
-      const far = 2 * MiB + 500 * KiB;
+      const far = STREAM_WINDOW + 500 * KiB;
       await readChecked(file, f, far, 1000);
       assert.equal(api.requests.length, 2);
       const fetched = ranges()[1]!;

@@ -66,10 +66,10 @@ describe('core: change events for the kernel cache', () => {
   let fake: FakeTahoe;
   const cores = coresPerTest((f) => (fake = f));
 
-  async function watched(): Promise<{ fs: TahoeFs; events: Array<[string, string]> }> {
+  async function watched(): Promise<{ fs: TahoeFs; events: Array<[string, string, string]> }> {
     const { fs } = await cores.start({ cacheTimeoutMs: 0 });
-    const events: Array<[string, string]> = [];
-    fs.watch((dir, name) => events.push([dir, name]));
+    const events: Array<[string, string, string]> = [];
+    fs.watch((dir, name, kind) => events.push([dir, name, kind]));
     return { fs, events };
   }
 
@@ -79,22 +79,22 @@ describe('core: change events for the kernel cache', () => {
     fake.link(fake.rootCap, 'kept', fake.addFile(Buffer.from('unchanged')));
     fake.link(fake.rootCap, 'a', first);
     await fs.readdir('/');
-    assert.deepEqual(events, [['/', 'kept'], ['/', 'a']]);
+    assert.deepEqual(events, [['/', 'kept', 'entry'], ['/', 'a', 'entry']]);
     events.length = 0;
     await fs.readdir('/');
     assert.deepEqual(events, [], 'nothing changed: nothing reported');
     fake.link(fake.rootCap, 'a', fake.addFile(Buffer.from('two, longer')));
     await fs.readdir('/');
-    assert.deepEqual(events, [['/', 'a']]);
+    assert.deepEqual(events, [['/', 'a', 'entry']], 'another cap: the name must be looked up again');
     events.length = 0;
     const now = fake.entry(fake.rootCap, 'a')!;
     fake.link(fake.rootCap, 'a', now.roUri, { ...now.metadata, mtime: 1234 }); // same cap, new mtime
     await fs.getattr('/a');
-    assert.deepEqual(events, [['/', 'a']]);
+    assert.deepEqual(events, [['/', 'a', 'attributes']], 'the same cap: only its attributes');
     events.length = 0;
     fake.unlinkDirect(fake.rootCap, 'a');
     await fs.readdirplus('/');
-    assert.deepEqual(events, [['/', 'a']]);
+    assert.deepEqual(events, [['/', 'a', 'entry']]);
   });
 
   it('reports changes in a subdirectory under its path, in NFC', async () => {
@@ -105,7 +105,7 @@ describe('core: change events for the kernel cache', () => {
     events.length = 0;
     fake.link(dir, 'new', fake.addFile(Buffer.from('n')));
     await fs.readdir('/caf\u00e9');
-    assert.deepEqual(events, [['/caf\u00e9', 'new']]);
+    assert.deepEqual(events, [['/caf\u00e9', 'new', 'entry']]);
   });
 
   it('does not report what this mount changed itself, nor names no directory can show', async () => {

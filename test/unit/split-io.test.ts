@@ -274,19 +274,19 @@ describe('RPC notifications', () => {
 
   it('a client tells notifications from replies, and drops a server that sends a malformed one', async () => {
     sendOnConnect = [
-      ...encodeFrame({ event: 'changed', args: ['/d', 'x'] }),
-      ...encodeFrame({ event: 'changed', args: ['/d', 42] }),
+      ...encodeFrame({ event: 'changed', args: ['/d', 'x', 'attributes'] }),
+      ...encodeFrame({ event: 'changed', args: ['/d', 'y', 'everything'] }),
     ];
     const client = await RpcClient.connect(socketPath);
-    const events: Array<[string, string]> = [];
-    client.asOps().watch!((d, n) => events.push([d, n]));
+    const events: Array<[string, string, string]> = [];
+    client.asOps().watch!((d, n, k) => events.push([d, n, k]));
     const lost = new Promise<string>((r) => client.onLost(r));
     assert.match(await bounded(lost, 'connection dropped'), /malformed/);
-    assert.deepEqual(events, [['/d', 'x']]);
+    assert.deepEqual(events, [['/d', 'x', 'attributes']]);
   });
 
   it('a notification with an id is not one: the peer is dropped', async () => {
-    sendOnConnect = encodeFrame({ id: 1, event: 'changed', args: ['/d', 'x'] });
+    sendOnConnect = encodeFrame({ id: 1, event: 'changed', args: ['/d', 'x', 'entry'] });
     const client = await RpcClient.connect(socketPath);
     const events: unknown[] = [];
     client.asOps().watch!((d, n) => events.push([d, n]));
