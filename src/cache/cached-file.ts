@@ -146,6 +146,11 @@ export class CachedFile {
     return Math.max(0, Math.min(this.size, position + length) - position); // a snapshot's size may have changed meanwhile
   }
 
+  /** Where the bytes present from `position` end (at most the end of the file). */
+  presentUntil(position: number): number {
+    return Math.min(this.ranges.firstMissing(position), this.size);
+  }
+
   /** Fills `into` from `position` (clipped to the file), waiting only until those bytes are present. */
   async readInto(into: Buffer, position: number): Promise<number> {
     const length = await this.ready(position, into.length);

@@ -74,8 +74,10 @@ export class LinkBatcher {
         const { name, target, expect } = q.request;
         const entry = current?.get(name);
         const holds = heldCap(entry);
-        // Already linked (an earlier attempt got through before its answer was lost): nothing to do.
-        if (expect !== undefined && holds !== null && holds === (target.rwUri ?? target.roUri)) q.resolve({ linked: true });
+        const targetCap = target.rwUri ?? target.roUri;
+        // Already linked (an earlier attempt got through before its answer was lost): nothing to do. Not so for
+        // a new time on the same cap (expect is the target itself): that must be sent.
+        if (expect !== undefined && expect !== targetCap && holds !== null && holds === targetCap) q.resolve({ linked: true });
         else if (expect !== undefined && holds !== expect) q.resolve({ linked: false, reason: 'its directory entry changed meanwhile' });
         else go.push(q);
       }

@@ -186,6 +186,15 @@ export class Namespace {
     if (!mtime) throw new FsError('EINVAL', `bad time ${mtimeNs}`);
     await this.withOpenFiles([path], async ([open]) => {
       if (open && (open.dirty || !open.child)) return this.files.setMtime(open, mtime); // stored by its upload
+      // A write-back directory whose link is on its way: the time goes with that link (tar sets a directory's
+      // time right after filling it; writing the parent now would cost a directory update each).
+      const { parent, name, child } = await this.dirs.lookup(path);
+      if (this.writeBack.setPendingDirMtime(parent.cap, name, mtime)) return;
+      if (this.writeBack.deferred && child && !open) {
+        requireWritable(parent, path);
+        this.dirs.patch(parent.cap, name, this.writeBack.setMtimeLater(parent.cap, child, mtime, path));
+        return;
+      }
       await this.setLinkMtime(path, mtime, open);
     });
   }

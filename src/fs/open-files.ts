@@ -314,7 +314,11 @@ export class OpenFiles {
     if (cap.literalData) return { file: null, length: end - position };
     const content = await this.contentOf(file, cap);
     const present = await content.ready(position, end - position);
-    return present > 0 ? { file: content.dataPath, length: present } : { file: null, length: 0 };
+    if (present <= 0) return { file: null, length: 0 };
+    const source: ReadSource = { file: content.dataPath, length: present };
+    // Cached immutable bytes never change nor leave while the file is open: the caller may keep reading them.
+    if (cap.immutable && !file.stagingReady.current) Object.assign(source, { until: content.presentUntil(position), size: content.size });
+    return source;
   }
 
   /** The content to read while nothing was written, opened once per open file (released at close). */

@@ -44,6 +44,13 @@ export interface ReadSource {
   file: string | null;
   /** Bytes there from the position: short at the end of the file, 0 past it (then `file` is null). */
   length: number;
+  /**
+   * Immutable content only: every byte from the position up to `until` is in `file` and stays there while the
+   * handle is open, and the file's content is `size` bytes, so that the caller may read that far again without
+   * asking (until a write to the file, through any handle, makes a staging file the source).
+   */
+  until?: number;
+  size?: number;
 }
 
 /** Every operation may reject with an FsError; anything else reaching an edge is a bug and becomes EIO. */

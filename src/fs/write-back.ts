@@ -23,7 +23,7 @@ import type { StagedFile, StagedRecord, StagingJournal } from '../cache/staging-
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
-import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
+import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import { capTextOf, heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, timestampFromSeconds, touchedMetadata, tryParseCap, type Timestamp, withMtime } from '../tahoe/links.js';
 import { Coalesced, Semaphore, withLocks, type Mutex } from '../util/once.js';
 import type { DirRef, Directories } from './directories.js';
@@ -105,6 +105,8 @@ export class WriteBack {
   private readonly background = new Map<OpenFile, Promise<void>>();
   /** Write-back mode: directories made by mkdir and not linked yet, by staging path of their record. */
   private readonly pendingDirs = new Map<string, PendingDir>();
+  /** Times of stored entries on their way (setMtimeLater): sync and unmount wait for them. */
+  private readonly timeUpdates = new Set<Promise<void>>();
   /** Store loops pausing between tries: called to try again at once (sync, unmount). */
   private readonly wakeups = new Set<() => void>();
 
@@ -319,11 +321,41 @@ export class WriteBack {
       throw new FsError('EIO', `cannot record new directory ${path}: ${(e as Error).message}`, { cause: e });
     }
     this.opts.directories.addPendingLink(parent.cap, name, child);
-    const pending: PendingDir = { parentCap: parent.cap, name, path, child, stagingPath, attempt: undefined, done: undefined! };
+    const pending: PendingDir = { parentCap: parent.cap, name, path, child, stagingPath, attempt: undefined, sending: false, done: undefined! };
     pending.done = this.tryUntil(() => (pending.attempt = this.linkPendingDir(pending))).then(() => {
       this.pendingDirs.delete(stagingPath);
     });
     this.pendingDirs.set(stagingPath, pending);
+  }
+
+  /** Sets the time a pending directory is linked with (its listing shows it at once); false if none is pending. */
+  setPendingDirMtime(parentCap: string, name: string, mtime: Timestamp): boolean {
+    const pending = [...this.pendingDirs.values()].find((p) => p.parentCap === parentCap && p.name === name);
+    // A link on its way carries the metadata it was sent with: the time then follows it (setMtimeLater).
+    if (!pending || pending.sending) return false;
+    const metadata = withMtime(pending.child.metadata, mtime);
+    pending.child = { ...pending.child, metadata: touchedMetadata(pending.child.metadata, metadata) };
+    this.opts.directories.addPendingLink(parentCap, name, pending.child);
+    return true;
+  }
+
+  /**
+   * Write-back utimens of a stored entry: its new time is linked in the background, batched with the other
+   * links into its directory (a `tar x` sets every directory's time: one directory update each otherwise),
+   * and only over the same cap. Not kept across a crash: a time is metadata, not written bytes.
+   */
+  setMtimeLater(parentCap: string, child: ChildInfo, mtime: Timestamp, path: string): ChildInfo {
+    const metadata = withMtime(child.metadata, mtime);
+    const updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
+    const update = this.links
+      .link(parentCap, { name: child.name, target: { ...linkTargetOf(child), metadata }, expect: heldCap(child) })
+      .then(
+        (outcome) => void (outcome.linked || this.opts.log.warn({ path, reason: outcome.reason }, 'time not stored')),
+        (e: unknown) => this.opts.log.warn({ path, err: (e as Error).message }, 'time not stored'),
+      )
+      .finally(() => this.timeUpdates.delete(update));
+    this.timeUpdates.add(update);
+    return updated;
   }
 
   /** A fresh empty directory cap (made ahead of time in write-back mode). */
@@ -335,8 +367,9 @@ export class WriteBack {
   private async linkPendingDir(pending: PendingDir): Promise<boolean> {
     const { parentCap, name, child, stagingPath } = pending;
     const directories = this.opts.directories;
+    pending.sending = true;
     try {
-      const linked = await this.linkDirectory(parentCap, name, child.rwUri!, pending.path);
+      const linked = await this.linkDirectory(parentCap, name, child.rwUri!, pending.path, () => pending.child.metadata);
       directories.dropPendingLink(parentCap, name);
       if (linked === name) directories.patch(parentCap, name, child);
       // Another entry took the name: the listing must show theirs, never ours, at that name (an rmdir or a
@@ -348,6 +381,8 @@ export class WriteBack {
     } catch (e) {
       this.opts.log.warn({ path: pending.path, err: (e as Error).message }, 'new directory not linked yet: will retry');
       return false;
+    } finally {
+      pending.sending = false;
     }
   }
 
@@ -355,10 +390,10 @@ export class WriteBack {
    * Links a directory made by a write-back mkdir at `name`, or, if another entry took that name meanwhile, at
    * `name (conflict N)`: what was stored inside it stays reachable. Returns the name it is linked at.
    */
-  private async linkDirectory(parentCap: string, name: string, dirCap: string, path: string): Promise<string> {
+  private async linkDirectory(parentCap: string, name: string, dirCap: string, path: string, metadata: () => LinkMetadata): Promise<string> {
     for (let n = 0; ; n++) {
       const at = n === 0 ? name : `${name} (conflict ${n})`;
-      const target: LinkTarget = { type: 'dir', rwUri: dirCap, metadata: newLinkMetadata() };
+      const target: LinkTarget = { type: 'dir', rwUri: dirCap, metadata: metadata() };
       const outcome = await this.links.link(parentCap, { name: at, target, expect: null });
       if (outcome.linked) {
         if (n > 0) this.opts.log.warn({ path, linkedAs: at }, 'new directory linked under another name: its name was taken meanwhile');
@@ -394,6 +429,7 @@ export class WriteBack {
     const dirty = this.opts.files.all().filter((f) => f.dirty && !f.unlinked);
     const dirs = [...this.pendingDirs.values()];
     await Promise.all([
+      ...this.timeUpdates,
       ...dirty.map(async (f) => {
         // Only what was written before the call: a file written on meanwhile must not hold sync forever.
         const seen = f.generation;
@@ -424,7 +460,7 @@ export class WriteBack {
   async drain(): Promise<void> {
     this.draining = true;
     this.wakeAll();
-    const all = Promise.all([...this.background.values(), ...[...this.pendingDirs.values()].map((d) => d.done)]);
+    const all = Promise.all([...this.background.values(), ...[...this.pendingDirs.values()].map((d) => d.done), ...this.timeUpdates]);
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<void>((r) => (timer = setTimeout(r, this.opts.drainMs ?? DEFAULT_DRAIN_MS)));
     await Promise.race([all, bound]);
@@ -548,7 +584,7 @@ export class WriteBack {
 
   /** A directory made in write-back mode whose link a dead process left pending: linked (under another name if its own was taken). */
   private async recoverDirectory(stagingPath: string, record: StagedRecord): Promise<boolean> {
-    await this.linkDirectory(record.parentCap, record.name, record.dirCap!, record.path);
+    await this.linkDirectory(record.parentCap, record.name, record.dirCap!, record.path, newLinkMetadata);
     await this.opts.journal.remove(stagingPath);
     await rm(stagingPath, { force: true });
     this.opts.log.info({ path: record.path }, 'new directory recovered: linked');
@@ -564,6 +600,8 @@ interface PendingDir {
   stagingPath: string;
   /** The try in progress (or the last): true when the directory is settled. */
   attempt: Promise<boolean> | undefined;
+  /** A try is on its way: its link carries `child.metadata` as it was when sent. */
+  sending: boolean;
   /** The whole loop: resolves once settled, or given up at unmount. */
   done: Promise<void>;
 }

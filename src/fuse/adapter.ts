@@ -17,10 +17,17 @@ export const FUSE_MAX_IO = 1024 * 1024;
 const READAHEAD_KB = 2048;
 
 const { ENOSYS, EINVAL, EEXIST } = constants.errno;
+/** How long a request may go unanswered before the edge answers EIO itself; data ops may move a whole file. */
+const BACKSTOP_MS = 180_000;
+const LONG_BACKSTOP_MS = 3_600_000;
+const LONG_OPS: ReadonlySet<OpKind> = new Set(['open', 'create', 'read', 'write', 'flush', 'release', 'fsync', 'setattr', 'link']);
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 /** What readdir reports as an entry's inode number when it has no node (libfuse's FUSE_UNKNOWN_INO). */
 const UNKNOWN_INO = 0xffffffff;
+/** The smallest entry of a readdir reply (struct fuse_dirent with a 1-byte name, padded) and of readdirplus (plus fuse_entry_out). */
+const MIN_ENTRY_BYTES = 32;
+const MIN_PLUS_ENTRY_BYTES = 32 + 128;
 // setattr's to_set bits (fuse_lowlevel.h).
 const SET_MODE = 1 << 0;
 const SET_UID = 1 << 1;
@@ -31,7 +38,6 @@ const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
 const RENAME_NOREPLACE = 1;
-const RENAME_EXCHANGE = 2;
 
 /**
  * Tahoe stores child names in NFC (a name linked in NFD is listed back in NFC), so the core sees every path
@@ -94,42 +100,57 @@ export class FuseAdapter {
     if (!parent || !this.session) return;
     const child = this.nodes.child(parent, name);
     if (child) this.session.notify('inode', child.ino);
-    if (kind === 'entry') this.session.notify('entry', parent.ino, Buffer.from(name));
+    if (kind !== 'entry') return;
+    // The name holds another object now: the next lookup gets a new node, so that a handle still open on
+    // the old one never shares its page cache with the new content.
+    this.nodes.detach(parent, name);
+    this.session.notify('entry', parent.ino, Buffer.from(name));
   }
 
-  /** The binding's request handler. */
+  /** The binding's request handler: never throws (the binding would leave the request unanswered). */
   readonly handle = (opIndex: number, req: number, args: RequestArgs): void => {
     const op = OPS[opIndex];
-    if (op === 'gone') {
-      this.goneListener?.();
-      return;
+    try {
+      if (op === 'gone') {
+        this.goneListener?.();
+      } else if (op === 'forget') {
+        const list = args.forgets ?? [];
+        for (let i = 0; i < list.length; i += 2) this.nodes.forget(list[i]!, list[i + 1]!);
+      } else if (op !== undefined) {
+        this.run(op, req, args);
+      }
+    } catch (e) {
+      this.opts.log.error({ op, err: e instanceof Error ? e.stack : String(e) }, 'FUSE request handler failed');
     }
-    if (op === 'forget') {
-      const list = args.forgets ?? [];
-      for (let i = 0; i < list.length; i += 2) this.nodes.forget(list[i]!, list[i + 1]!);
-      return;
-    }
-    this.run(op, req, args);
   };
 
   private run(op: OpKind, req: number, args: RequestArgs): void {
     const session = this.session!;
     const id = ++this.seq;
     const started = performance.now();
-    let promise: Promise<void>;
-    try {
-      promise = this.answer(op, req, args, session);
-    } catch (e) {
-      promise = Promise.reject(e);
-    }
     const log = this.opts.log;
     // The path as the op saw it, for the log (read before the op's own rename or unlink changes it).
     const path = log.isLevelEnabled('debug') ? this.describe(args) : undefined;
-    promise.then(
+    let work: Promise<void>;
+    try {
+      work = this.answer(op, req, args, session);
+    } catch (e) {
+      work = Promise.reject(e);
+    }
+    // A backstop: the core bounds every wait of its own, but a request never answered would hang its program.
+    const backstopMs = LONG_OPS.has(op) ? LONG_BACKSTOP_MS : BACKSTOP_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const backstop = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new FsError('EIO', `${op}: no answer within ${backstopMs / 1000} s`)), backstopMs);
+      timer.unref();
+    });
+    Promise.race([work, backstop]).then(
       () => {
-        if (path !== undefined) log.debug({ id, op, path, bytes: args.data?.length ?? args.size, ms: +(performance.now() - started).toFixed(2) }, 'ok');
+        clearTimeout(timer);
+        if (path !== undefined) log.debug({ id, op, path, bytes: args.data?.length ?? args.size, set: args.toSet, ms: +(performance.now() - started).toFixed(2) }, 'ok');
       },
       (err: unknown) => {
+        clearTimeout(timer);
         const errno = toErrno(err);
         const where = { id, op, path: path ?? this.describe(args) };
         // A failure in the server was logged there, with its stack: a failure is logged once, where it happened.
@@ -288,17 +309,18 @@ export class FuseAdapter {
     const set = a.toSet!;
     const attr = a.attr!;
     const path = node.path;
-    if (set & SET_MODE) await ops.chmod(path, attr.mode);
-    if (set & (SET_UID | SET_GID)) await ops.chown(path, set & SET_UID ? attr.uid : -1, set & SET_GID ? attr.gid : -1);
+    // fchmod and fchown of an unlinked open file: nothing is left to change in the grid.
+    if (set & SET_MODE && !node.detached) await ops.chmod(path, attr.mode);
+    if (set & (SET_UID | SET_GID) && !node.detached) await ops.chown(path, set & SET_UID ? attr.uid : -1, set & SET_GID ? attr.gid : -1);
     if (set & SET_SIZE) {
       if (a.fh !== undefined) await ops.ftruncate(path, a.fh, attr.size);
       else await ops.truncate(this.livePath(node), attr.size);
     }
-    if (set & (SET_MTIME | SET_MTIME_NOW | SET_ATIME | SET_ATIME_NOW)) {
+    // Tahoe keeps no access time: only a change of mtime reaches the core.
+    if (set & (SET_MTIME | SET_MTIME_NOW)) {
       const now = Date.now();
       const nowTs = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
-      const current = set & (SET_MTIME | SET_MTIME_NOW) ? undefined : await ops.getattr(this.livePath(node));
-      const mtime = set & SET_MTIME_NOW ? nowTs : set & SET_MTIME ? attr.mtime : current!.mtime;
+      const mtime = set & SET_MTIME_NOW ? nowTs : attr.mtime;
       const atime = set & SET_ATIME_NOW ? nowTs : set & SET_ATIME ? attr.atime : mtime;
       await ops.utimens(this.livePath(node), nsOf(atime), nsOf(mtime));
     }
@@ -307,7 +329,8 @@ export class FuseAdapter {
 
   private async rename(req: number, node: Node, a: RequestArgs): Promise<void> {
     const flags = a.flags ?? 0;
-    if (flags & RENAME_EXCHANGE) return this.session!.replyErr(req, EINVAL);
+    // RENAME_EXCHANGE cannot be one Tahoe request; RENAME_WHITEOUT is for overlay filesystems.
+    if (flags & ~RENAME_NOREPLACE) return this.session!.replyErr(req, EINVAL);
     const name = nameOf(a.name);
     const newParent = this.nodes.get(a.newParent!);
     const newName = nameOf(a.newName);
@@ -330,7 +353,8 @@ export class FuseAdapter {
     const offset = a.offset!;
     // A listing is taken at the first read (and again on rewinddir), then served in pieces.
     if (!handle.entries || offset === 0) handle.entries = await this.listing(node, plus);
-    const rest = handle.entries.slice(offset);
+    // Only what can fit: a reply of `size` bytes holds at most size / (smallest entry) entries.
+    const rest = handle.entries.slice(offset, offset + Math.ceil(a.size! / (plus ? MIN_PLUS_ENTRY_BYTES : MIN_ENTRY_BYTES)));
     if (!plus) {
       const out = rest.map(({ name, attr }) => ({ name: Buffer.from(name), ino: UNKNOWN_INO, mode: (attr?.mode ?? 0) & S_IFMT }));
       this.session!.replyDirectory(req, a.size!, offset, out, false);
@@ -397,6 +421,8 @@ export function fuseDescription(): string {
 
 /** libfuse 2 options that libfuse 3 dropped (its defaults now): accepted from old command lines, not passed on. */
 const DROPPED_OPTIONS = new Set(['big_writes', 'auto_cache', 'hard_remove', 'use_ino', 'readdir_ino', 'nonempty']);
+/** libfuse's high-level options: blackmatch decides these itself (--cache-timeout for the timeouts). */
+const HIGH_LEVEL_OPTIONS = new Set(['entry_timeout', 'attr_timeout', 'negative_timeout', 'ac_attr_timeout', 'kernel_cache', 'direct_io', 'uid', 'gid', 'umask', 'remember', 'noforget', 'intr', 'intr_signal', 'modules']);
 
 /** Mounts and returns once the kernel has the mount; requests are served from then on. */
 export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): Promise<Mounted> {
@@ -405,8 +431,18 @@ export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): P
   let resolveGone!: () => void;
   const gone = new Promise<void>((resolve) => (resolveGone = resolve));
   const session = new (fuse3().Session)(adapter.handle);
-  adapter.attach(session, () => resolveGone());
-  const options = [`fsname=${safeName}`, 'subtype=blackmatch', ...opts.options.filter((o) => !DROPPED_OPTIONS.has(o.split('=')[0]!))];
+  // The loop returned: the kernel ended the connection, so the session can go. (A lazily detached mount still
+  // in use keeps its loop, and is served until its last user goes or the process exits.)
+  adapter.attach(session, () => {
+    session.close();
+    resolveGone();
+  });
+  const passed = opts.options.filter((o) => {
+    const name = o.split('=')[0]!;
+    if (HIGH_LEVEL_OPTIONS.has(name)) opts.log.warn({ option: o }, 'ignoring a libfuse high-level option: blackmatch sets this itself');
+    return !DROPPED_OPTIONS.has(name) && !HIGH_LEVEL_OPTIONS.has(name);
+  });
+  const options = [`fsname=${safeName}`, 'subtype=blackmatch', ...passed];
   session.mount(mountpoint, options, FUSE_MAX_IO, false);
   opts.log.info({ fuse: fuseDescription() }, 'FUSE session started');
   await raiseReadahead(mountpoint, opts.log);
@@ -420,7 +456,6 @@ export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): P
     });
   }, 500);
   void gone.then(() => clearInterval(timer));
-  void gone.then(() => session.unmount());
   return {
     gone,
     async unmount() {

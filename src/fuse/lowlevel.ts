@@ -74,8 +74,8 @@ export type DirEntryOut = { name: Buffer; ino: number; mode: number } | (NativeE
 
 export interface NativeSession {
   mount(mountpoint: string, options: string[], maxWrite: number, passthrough: boolean): void;
-  /** Ends the session; the loop's thread is joined (or, on a detached busy mount, left to the process exit). */
-  unmount(): void;
+  /** Tears the session down once its loop has returned (after `gone`); before that does nothing and says false. */
+  close(): boolean;
   replyErr(req: number, errno: number): void;
   replyNone(req: number): void;
   replyEntry(req: number, entry: NativeEntry): void;

@@ -41,7 +41,7 @@ class FakeSession {
 
   readonly native: NativeSession = {
     mount: () => undefined,
-    unmount: () => undefined,
+    close: () => true,
     replyErr: (req, errno) => this.record('err', req, errno),
     replyNone: (req) => this.record('none', req),
     replyEntry: (req, e) => this.record('entry', req, e),

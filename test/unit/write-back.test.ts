@@ -68,6 +68,24 @@ describe('core in write-back mode', () => {
     assert.equal(fake.requests.filter((r) => isMakeDir(r) && target(r as never).query.has('name')).length, 0);
   });
 
+  it('utimens of a directory returns at once, whether its link is pending, on its way, or landed; sync stores each time', async () => {
+    const c = await start();
+    const held = fake.hold(isLink);
+    await c.fs.mkdir('/pending', 0o755);
+    await c.fs.mkdir('/sent', 0o755);
+    await held.arrived; // the first link batch is on its way: '/pending' and '/sent' both, or '/pending' alone
+    await bounded(c.fs.utimens('/pending', '0', '1000000000123'), 'utimens of a directory whose link is held');
+    await bounded(c.fs.utimens('/sent', '0', '2000000000456'), 'utimens of another');
+    assert.deepEqual((await c.fs.getattr('/pending')).mtime, { sec: 1000, nsec: 123 });
+    held.release();
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    await bounded(c.fs.utimens('/sent', '0', '3000000000789'), 'utimens of a linked directory');
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    const mtimeOf = (name: string) => fake.entry(fake.rootCap, name)!.metadata.mtime_ns;
+    assert.equal(mtimeOf('pending'), '1000000000123');
+    assert.equal(mtimeOf('sent'), '3000000000789');
+  });
+
   it('an entry another client changed meanwhile is never overwritten: the bytes are kept and reported', async () => {
     const c = await start();
     const held = fake.hold(isUpload);

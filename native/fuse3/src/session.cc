@@ -8,6 +8,11 @@
 //   second answer, or one after the session is gone, is a JavaScript error and not a use-after-free.
 // - the notifier thread sends cache invalidations to the kernel: the kernel may hold a directory lock while
 //   it waits for one of our replies, so an invalidation sent from the JavaScript thread could deadlock.
+//
+// Lifetime: the session is torn down only after the loop has returned (the kernel ended the connection:
+// unmounted, or the connection aborted). Until then the Session is referenced (not collected) and the
+// thread-safe function alive, so the loop can always queue; a lazily detached mount still in use is served
+// until its last user goes, or until the process exits.
 #include <napi.h>
 #include <fuse_lowlevel.h>
 
@@ -70,7 +75,7 @@ class Session : public Napi::ObjectWrap<Session> {
  public:
   static Napi::Function Init(Napi::Env env);
   explicit Session(const Napi::CallbackInfo& info);
-  ~Session() override { Shutdown(); }
+  ~Session() override { Close(); }
 
   void Queue(Request* r);
   fuse_session* se = nullptr;
@@ -80,7 +85,7 @@ class Session : public Napi::ObjectWrap<Session> {
 
  private:
   Napi::Value Mount(const Napi::CallbackInfo& info);
-  Napi::Value Unmount(const Napi::CallbackInfo& info);
+  Napi::Value CloseMethod(const Napi::CallbackInfo& info);
   Napi::Value ReplyErr(const Napi::CallbackInfo& info);
   Napi::Value ReplyNone(const Napi::CallbackInfo& info);
   Napi::Value ReplyEntry(const Napi::CallbackInfo& info);
@@ -97,7 +102,7 @@ class Session : public Napi::ObjectWrap<Session> {
   Napi::Value Info(const Napi::CallbackInfo& info);
 
   fuse_req_t Take(const Napi::CallbackInfo& info);
-  void Shutdown();
+  bool Close();
   void NotifierLoop();
 
   Napi::ThreadSafeFunction tsfn;
@@ -110,7 +115,6 @@ class Session : public Napi::ObjectWrap<Session> {
   bool mounted = false;
   bool closed = false;
   bool loopDone = false;
-  std::condition_variable loopEnded;
   std::unordered_set<fuse_req_t> outstanding;
   std::string mountpoint;
   friend void Deliver(Napi::Env, Napi::Function, Session*, Request*);
@@ -373,9 +377,15 @@ void Deliver(Napi::Env env, Napi::Function handler, Session* s, Request* r) {
     return;
   }
   Napi::HandleScope scope(env);
-  if (r->req) {
+  {
     std::lock_guard<std::mutex> lock(s->mutex);
-    s->outstanding.insert(r->req);
+    // Queued before the loop returned and delivered after close(): the connection is gone, nobody waits.
+    if (s->closed) {
+      free(r->data);
+      delete r;
+      return;
+    }
+    if (r->req) s->outstanding.insert(r->req);
   }
   auto req = Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(r->req)));
   auto o = Napi::Object::New(env);
@@ -447,7 +457,7 @@ Napi::Function Session::Init(Napi::Env env) {
   return DefineClass(env, "Session",
                      {
                          InstanceMethod("mount", &Session::Mount),
-                         InstanceMethod("unmount", &Session::Unmount),
+                         InstanceMethod("close", &Session::CloseMethod),
                          InstanceMethod("replyErr", &Session::ReplyErr),
                          InstanceMethod("replyNone", &Session::ReplyNone),
                          InstanceMethod("replyEntry", &Session::ReplyEntry),
@@ -552,6 +562,7 @@ Napi::Value Session::Mount(const Napi::CallbackInfo& info) {
   }
   mounted = true;
   tsfn.Ref(env);
+  Ref();  // not collected while the loop may still queue to it
   loop = std::thread([this] {
     auto* gone = new Request();
     gone->op = GONE;
@@ -560,7 +571,6 @@ Napi::Value Session::Mount(const Napi::CallbackInfo& info) {
       std::lock_guard<std::mutex> lock(mutex);
       loopDone = true;
     }
-    loopEnded.notify_all();
     Queue(gone);
   });
   notifier = std::thread([this] { NotifierLoop(); });
@@ -582,47 +592,40 @@ void Session::NotifierLoop() {
   }
 }
 
-// unmount(): ends the session (the kernel connection goes, the loop returns). Safe to call twice.
-Napi::Value Session::Unmount(const Napi::CallbackInfo& info) {
-  Shutdown();
-  return info.Env().Undefined();
+// close() -> whether the session is torn down: only once the loop has returned (the mount is gone); before
+// that it does nothing and returns false (unmount the mountpoint first; the kernel then ends the loop).
+Napi::Value Session::CloseMethod(const Napi::CallbackInfo& info) {
+  bool closedNow = Close();
+  return Napi::Boolean::New(info.Env(), closedNow);
 }
 
-void Session::Shutdown() {
-  if (!se || closed) return;
+bool Session::Close() {
   {
     std::lock_guard<std::mutex> lock(mutex);
+    if (!se || closed) return closed;
+    if (!loopDone) return false;
     closed = true;
     stopping = true;
-    outstanding.clear();  // answers after this point are refused; the kernel fails those requests itself
+    outstanding.clear();  // answers after this point are refused: the connection is gone
   }
   notifierWake.notify_all();
+  // The connection is gone: an invalidation in progress fails at once, so these joins do not wait long.
   if (notifier.joinable()) notifier.join();
-  fuse_session_exit(se);
-  bool done;
-  {
-    std::unique_lock<std::mutex> lock(mutex);
-    done = loopDone;
-  }
-  // Normally the kernel already ended the connection (the mount is gone) and the loop has returned. If not,
-  // unmounting (lazily) ends it, unless files are still open on a detached mount: then the loop stays in its
-  // read, and is left to the process's exit rather than waited on without bound.
-  if (!done && mounted) fuse_session_unmount(se);
-  {
-    std::unique_lock<std::mutex> lock(mutex);
-    done = loopEnded.wait_for(lock, std::chrono::seconds(2), [this] { return loopDone; });
-  }
-  if (done) {
-    if (loop.joinable()) loop.join();
-    fuse_session_destroy(se);
-  } else if (loop.joinable()) {
-    loop.detach();
-  }
+  if (loop.joinable()) loop.join();
+  // A loop that ended on an error leaves the mount in place ("Transport endpoint is not connected").
+  fuse_session_unmount(se);
+  fuse_session_destroy(se);
   se = nullptr;
   tsfn.Release();
+  Unref();
+  return true;
 }
 
 fuse_req_t Session::Take(const Napi::CallbackInfo& info) {
+  if (!info[0].IsNumber()) {
+    Napi::TypeError::New(info.Env(), "a reply needs the request number first").ThrowAsJavaScriptException();
+    return nullptr;
+  }
   auto req = reinterpret_cast<fuse_req_t>(static_cast<uintptr_t>(info[0].As<Napi::Number>().Int64Value()));
   std::lock_guard<std::mutex> lock(mutex);
   if (outstanding.erase(req) == 0) {

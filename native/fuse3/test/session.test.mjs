@@ -95,7 +95,7 @@ describe('the libfuse 3 binding, mounted for real', () => {
 
   after(async () => {
     await execFile('fusermount3', ['-u', mnt]).catch(() => execFile('fusermount3', ['-uz', mnt]).catch(() => undefined));
-    session.unmount();
+    session.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -137,7 +137,9 @@ describe('the libfuse 3 binding, mounted for real', () => {
   });
 
   it('tells JavaScript when the kernel ends the session', async () => {
+    assert.equal(session.close(), false, 'not while the loop runs');
     await execFile('fusermount3', ['-u', mnt]);
     assert.equal(await goneSeen, 0);
+    assert.equal(session.close(), true);
   });
 });
