@@ -133,7 +133,11 @@ export class RpcClient {
     const epoch = this.epoch;
     const source = (await this.callOp('readSource', [path, fh, position, target.length])) as ReadSource;
     if (source.file !== null && source.until !== undefined && source.size !== undefined && epoch === this.epoch) {
-      this.known.set(fh, { file: source.file, from: position, until: source.until, size: source.size, epoch });
+      // Joined to what was known if it touches it: a reader going on from there (or back) asks nothing.
+      const joins = known && known.epoch === epoch && known.file === source.file && position <= known.until && source.until >= known.from;
+      const from = joins ? Math.min(known.from, position) : position;
+      const until = joins ? Math.max(known.until, source.until) : source.until;
+      this.known.set(fh, { file: source.file, from, until, size: source.size, epoch });
     }
     const length = Math.min(source.length, target.length);
     if (length <= 0) return 0;

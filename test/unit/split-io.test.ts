@@ -117,6 +117,39 @@ describe('split mode: reads and writes through local files', () => {
     assert.ok(!calls.includes('read'));
   });
 
+  it('reads cached bytes again without asking; a write through another handle makes every handle read the new bytes', async () => {
+    const bytes = randomBytes(3 * BLOCK + 1234);
+    fake.link(fake.rootCap, 'f', fake.addFile(bytes));
+    const { ops, calls } = await serve();
+    const reader = await ops.open('/f', O_RDONLY);
+    assert.ok((await readAllInto(ops, '/f', reader, bytes.length)).equals(bytes));
+    const asked = calls.filter((c) => c === 'readSource').length;
+    assert.ok((await readAllInto(ops, '/f', reader, bytes.length)).equals(bytes));
+    assert.equal(calls.filter((c) => c === 'readSource').length, asked, 'the whole file was known present: no question the second time');
+    const writer = await ops.open('/f', O_WRONLY);
+    assert.equal(await ops.write('/f', writer, Buffer.from('NEW'), 10), 3);
+    const expected = Buffer.from(bytes);
+    expected.write('NEW', 10);
+    assert.ok((await readAllInto(ops, '/f', reader, bytes.length)).equals(expected), 'the reader sees the write');
+    await ops.flush('/f', writer);
+    await ops.release('/f', writer);
+    await ops.release('/f', reader);
+    assert.ok(fake.bytes(fake.entry(fake.rootCap, 'f')!.roUri)!.equals(expected));
+  });
+
+  it('a failed endWrite that the write did not wait for is reported by the next op on the handle', async () => {
+    const { ops, client } = await serve();
+    const fh = await ops.create('/g', 0o644);
+    const realCall = client.call.bind(client);
+    client.call = (method, args, data, deadline) =>
+      method === 'endWrite' ? Promise.reject(new Error('endWrite failed on purpose')) : realCall(method, args, data, deadline);
+    assert.equal(await ops.write('/g', fh, Buffer.from('abc'), 0), 3, 'the write itself returns at once');
+    await assert.rejects(ops.flush('/g', fh), /endWrite failed on purpose/);
+    client.call = realCall;
+    await ops.flush('/g', fh);
+    await ops.release('/g', fh);
+  });
+
   it('reads a mutable file from its snapshot, and a literal file as bytes (it has no local file)', async () => {
     const mutable = randomBytes(BLOCK + 7);
     fake.link(fake.rootCap, 'mutable', fake.createMutableFile(mutable));
