@@ -32,6 +32,7 @@ const ops: Ops = {
     return data.length;
   },
   // No local files: a caller falls back to read() and write().
+  backingFile: async () => null,
   readSource: async (_p, _fh, position, length) => ({ file: null, length: Math.max(0, Math.min(length, fileSize - position)) }),
   beginWrite: async () => {
     throw new FsError('ENOSYS', 'no local files');

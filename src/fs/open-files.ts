@@ -321,6 +321,15 @@ export class OpenFiles {
     return source;
   }
 
+  /** The cache file of immutable content that is whole on the disk and not written to; null otherwise. */
+  async backingFile(file: OpenFile): Promise<string | null> {
+    if (file.stagingReady.current || !file.child || file.size === 0) return null;
+    const cap = capOf(file.child);
+    if (!cap.immutable || cap.literalData) return null;
+    const content = await this.contentOf(file, cap);
+    return content.complete && !file.stagingReady.current ? content.dataPath : null;
+  }
+
   /** The content to read while nothing was written, opened once per open file (released at close). */
   private contentOf(file: OpenFile, cap: Cap): Promise<CachedFile> {
     return file.content.get(() => (cap.immutable ? this.opts.cache.open(cap) : this.opts.cache.openMutable(cap, file.size)));

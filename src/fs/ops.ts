@@ -82,6 +82,12 @@ export interface Ops {
    */
   readSource(path: string, fh: number, position: number, length: number): Promise<ReadSource>;
   /**
+   * The local file holding the whole content of a handle opened for reading, if it is whole on the disk now and
+   * cannot change while the handle is open (immutable content, nothing written): the FUSE edge then lets the
+   * kernel read it directly (passthrough). Never waits for a download: null otherwise.
+   */
+  backingFile(path: string, fh: number): Promise<string | null>;
+  /**
    * Before the caller writes `length` bytes at `position` into the file's staging file itself: makes the
    * staging file (copying the content if needed), holds off any upload of it until endWrite (bounded: see
    * open-files.ts), and returns its path.
@@ -166,6 +172,7 @@ export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {
   // Long: a readSource may wait for a download, a beginWrite for an upload and a copy of the content, an
   // endWrite for the staging record.
   readSource: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
+  backingFile: { args: ['string', 'number'], long: false, result: 'json' },
   beginWrite: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
   endWrite: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
   flush: { args: ['string', 'number'], long: true, result: 'json' },

@@ -283,6 +283,11 @@ export class TahoeFs implements Ops {
     return this.files.readSource(this.files.handle(fh).file, position, length);
   }
 
+  async backingFile(_path: string, fh: number): Promise<string | null> {
+    const { file, writable } = this.files.handle(fh);
+    return writable ? null : this.files.backingFile(file);
+  }
+
   async beginWrite(_path: string, fh: number, position: number, length: number): Promise<string> {
     requireRange(position, length);
     return this.files.beginWrite(this.writableFile(fh), fh, position);

@@ -1,7 +1,7 @@
 // The thin FUSE edge: turns kernel requests from our libfuse 3 binding (lowlevel.ts) into calls of any Ops (the
 // core itself, or the RPC client in split mode). Node ids become paths here (nodes.ts), names Unicode NFC, and
 // errors errno numbers, here and nowhere else.
-import { readFile, writeFile } from 'node:fs/promises';
+import { open as openFile, readFile, writeFile } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import { constants } from 'node:os';
 import { promisify } from 'node:util';
@@ -22,6 +22,9 @@ const BACKSTOP_MS = 180_000;
 const LONG_BACKSTOP_MS = 3_600_000;
 const LONG_OPS: ReadonlySet<OpKind> = new Set(['open', 'create', 'read', 'write', 'flush', 'release', 'fsync', 'setattr', 'link']);
 const S_IFMT = 0o170000;
+const O_RDONLY = 0;
+/** Linux's mask for the access mode bits of open flags. */
+const O_ACCMODE = 0o3;
 const S_IFDIR = 0o040000;
 /** What readdir reports as an entry's inode number when it has no node (libfuse's FUSE_UNKNOWN_INO). */
 const UNKNOWN_INO = 0xffffffff;
@@ -76,6 +79,7 @@ export class FuseAdapter {
   private readonly dirHandles = new Map<number, DirHandle>();
   private nextDirHandle = 1;
   private seq = 0;
+  private featuresLogged = false;
   private session: NativeSession | undefined;
   private goneListener: (() => void) | undefined;
 
@@ -115,8 +119,12 @@ export class FuseAdapter {
         this.goneListener?.();
       } else if (op === 'forget') {
         const list = args.forgets ?? [];
-        for (let i = 0; i < list.length; i += 2) this.nodes.forget(list[i]!, list[i + 1]!);
+        for (let i = 0; i < list.length; i += 2) {
+          const gone = this.nodes.forget(list[i]!, list[i + 1]!);
+          if (gone?.backing) this.session!.backingClose(gone.backing.id);
+        }
       } else if (op !== undefined) {
+        if (!this.featuresLogged) this.logFeatures();
         this.run(op, req, args);
       }
     } catch (e) {
@@ -163,6 +171,44 @@ export class FuseAdapter {
         }
       },
     );
+  }
+
+  /** Once, at the first request (libfuse has answered the kernel's INIT by then): what the kernel agreed to. */
+  private logFeatures(): void {
+    this.featuresLogged = true;
+    const passthrough = this.session!.info().passthrough;
+    this.opts.log.info({ passthrough }, passthrough ? 'kernel passthrough on: whole cached files are read by the kernel itself' : 'kernel passthrough off');
+  }
+
+  /**
+   * Answers an open. A read-only handle on content that is whole in the cache is read by the kernel itself
+   * (passthrough), if the kernel never had the node open in its page-cache mode; once a node has a backing file,
+   * every other open of it names that file too, with direct I/O when not read through it (its reads and writes
+   * come to us), as the kernel requires.
+   */
+  private async replyOpen(req: number, node: Node, fh: number, readOnly: boolean, keepCache: boolean): Promise<void> {
+    const s = this.session!;
+    node.handles.add(fh);
+    if (node.backing) {
+      const file = readOnly ? await this.ops.backingFile(node.path, fh).catch(() => null) : null;
+      // Read through it only if it still holds the whole content (new content has another cache file, and a
+      // write makes a staging file the source).
+      s.replyOpen(req, { fh, backingId: node.backing.id, directIo: file !== node.backing.file });
+      return;
+    }
+    const file = readOnly && !node.cachedOpened && s.info().passthrough ? await this.ops.backingFile(node.path, fh).catch(() => null) : null;
+    const backing = file === null ? undefined : await openFile(file, 'r').catch(() => undefined);
+    try {
+      const id = s.replyOpen(req, { fh, keepCache, backingFd: backing?.fd });
+      if (id > 0) {
+        node.backing = { id, file: file! };
+        this.opts.log.debug({ path: node.path, backingId: id }, 'open passed through to the cache file');
+      } else {
+        node.cachedOpened = true;
+      }
+    } finally {
+      await backing?.close();
+    }
   }
 
   private describe(args: RequestArgs): string {
@@ -248,6 +294,7 @@ export class FuseAdapter {
         const child = this.nodes.remember(node, name);
         child.openedStamp = stamp(attr);
         child.handles.add(fh);
+        child.cachedOpened = true;
         s.replyCreate(req, this.entry(child, attr), { fh });
         return;
       }
@@ -257,9 +304,7 @@ export class FuseAdapter {
         const fh = await ops.open(node.path, a.flags!);
         const keepCache = node.seenStamp !== '' && node.openedStamp === node.seenStamp;
         node.openedStamp = node.seenStamp;
-        node.handles.add(fh);
-        s.replyOpen(req, { fh, keepCache });
-        return;
+        return this.replyOpen(req, node, fh, (a.flags! & O_ACCMODE) === O_RDONLY, keepCache);
       }
       case 'read': {
         const buffer = Buffer.allocUnsafe(a.size!);
@@ -412,7 +457,7 @@ export interface Mounted {
 export function fuseDescription(): string {
   try {
     const addon = fuse3();
-    const passthrough = addon.passthroughBuilt ? 'passthrough in libfuse, not used by blackmatch yet' : 'no passthrough (libfuse before 3.16)';
+    const passthrough = addon.passthroughBuilt ? 'passthrough where the kernel allows it (6.9 or later, as root)' : 'no passthrough (libfuse before 3.16)';
     return `libfuse ${libfuseVersionText()}, ${passthrough}`;
   } catch (e) {
     return (e as Error).message;
@@ -443,7 +488,7 @@ export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): P
     return !DROPPED_OPTIONS.has(name) && !HIGH_LEVEL_OPTIONS.has(name);
   });
   const options = [`fsname=${safeName}`, 'subtype=blackmatch', ...passed];
-  session.mount(mountpoint, options, FUSE_MAX_IO, false);
+  session.mount(mountpoint, options, FUSE_MAX_IO, true);
   opts.log.info({ fuse: fuseDescription() }, 'FUSE session started');
   await raiseReadahead(mountpoint, opts.log);
 

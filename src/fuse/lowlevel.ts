@@ -68,6 +68,8 @@ export interface NativeOpen {
   directIo?: boolean;
   /** Hand reads and writes of this handle to the kernel, straight from this file (where passthrough works). */
   backingFd?: number;
+  /** The backing file the node's other passed-through handles use: the kernel wants one per node. */
+  backingId?: number;
 }
 
 export type DirEntryOut = { name: Buffer; ino: number; mode: number } | (NativeEntry & { name: Buffer });
@@ -90,7 +92,8 @@ export interface NativeSession {
   replyDirectory(req: number, size: number, firstOffset: number, entries: DirEntryOut[], plus: boolean): number;
   notify(kind: 'entry', parent: number, name: Buffer): void;
   notify(kind: 'inode', ino: number): void;
-  passthroughClose(backingId: number): void;
+  /** The kernel forgot the node a backing file (from replyOpen) was bound to: the backing file goes too. */
+  backingClose(backingId: number): void;
   info(): { passthrough: boolean };
 }
 

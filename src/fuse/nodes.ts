@@ -20,6 +20,17 @@ export class Node {
   openedStamp = '';
   /** File handles open on this node: a detached node answers stat through one of them. */
   readonly handles = new Set<number>();
+  /**
+   * The kernel reads this node's content from a backing file itself (passthrough). The kernel binds one
+   * backing file to the node until it forgets the node, and allows no open in the page-cache mode meanwhile:
+   * every other open of the node names the same backing id (with direct I/O when not read through it).
+   */
+  backing: { id: number; file: string } | undefined;
+  /**
+   * The kernel has had this node open in its page-cache mode: it leaves that mode only some time after the last
+   * such close, and refuses a passthrough open meanwhile (EIO), so this node is never passed through.
+   */
+  cachedOpened = false;
 
   constructor(
     readonly ino: number,
@@ -75,13 +86,15 @@ export class NodeTable {
     return node;
   }
 
-  forget(ino: number, count: number): void {
+  /** The kernel dropped `count` references; returns the node if that was its last (it leaves the table). */
+  forget(ino: number, count: number): Node | undefined {
     const node = this.byIno.get(ino);
-    if (!node || node === this.root) return;
+    if (!node || node === this.root) return undefined;
     node.lookups -= count;
-    if (node.lookups > 0) return;
+    if (node.lookups > 0) return undefined;
     this.byIno.delete(ino);
     if (!node.detached && this.byName.get(key(node.parent!, node.name)) === node) this.byName.delete(key(node.parent!, node.name));
+    return node;
   }
 
   /** The name is gone (unlink, rmdir): its node, if any, keeps serving handles under its last path. */

@@ -57,6 +57,41 @@ for (const mode of MODES) {
       }
     });
 
+    it('content whole in the cache is read by the kernel itself (passthrough) where it can; a writer meanwhile still works', async (t) => {
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
+      try {
+        const data = randomBytes(2 * MiB + 77);
+        await putForeign(m, 'whole.bin', data);
+        assert.ok((await readFile(m.path('whole.bin'))).equals(data)); // fills the cache
+        const passthrough = (await m.logRecords()).find((r) => typeof r.passthrough === 'boolean')?.passthrough;
+        if (passthrough !== true) return t.skip('no kernel passthrough on this system (libfuse before 3.16, or kernel before 6.9)');
+        // The kernel forgets the node (it had it open in its page-cache mode) once that handle is released:
+        // the next open is a fresh one.
+        await eventually('the first handle released', async () => (await m.logRecords()).some((r) => r.op === 'release' && r.path === '/whole.bin'));
+        await writeFile('/proc/sys/vm/drop_caches', '3');
+        const openedAt = Date.now();
+        const reader = await open(m.path('whole.bin'), 'r');
+        try {
+          const again = Buffer.alloc(data.length);
+          await reader.read(again, 0, data.length, 0);
+          assert.ok(again.equals(data));
+          const readAt = Date.now();
+          // Logs are written asynchronously: wait for the open's record, then look at what came in that window.
+          await eventually('the open is logged', async () => (await m.logRecords()).some((r) => r.msg === 'open passed through to the cache file'));
+          const during = (await m.logRecords()).filter((r) => r.op === 'read' && Date.parse(String(r.time)) >= openedAt && Date.parse(String(r.time)) <= readAt);
+          assert.deepEqual(during, [], 'no read request reached blackmatch');
+          // Another handle writes while the passed-through one is open: it goes through blackmatch, as always.
+          await writeFile(m.path('whole.bin'), 'new content');
+          assert.equal((await m.webGet('whole.bin')).toString(), 'new content');
+          assert.equal(await readFile(m.path('whole.bin'), 'utf8'), 'new content');
+        } finally {
+          await reader.close();
+        }
+      } finally {
+        await m.cleanup();
+      }
+    });
+
     it('answers a read far ahead without waiting for the whole file, then reads behind it', async () => {
       const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
       try {

@@ -58,7 +58,7 @@ class FakeSession {
       return fitted;
     },
     notify: (...args: unknown[]) => void this.notified.push(args),
-    passthroughClose: () => undefined,
+    backingClose: () => undefined,
     info: () => ({ passthrough: false }),
   } as NativeSession;
 

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -98,7 +99,7 @@ class Session : public Napi::ObjectWrap<Session> {
   Napi::Value ReplyReadlink(const Napi::CallbackInfo& info);
   Napi::Value ReplyDirectory(const Napi::CallbackInfo& info);
   Napi::Value Notify(const Napi::CallbackInfo& info);
-  Napi::Value PassthroughClose(const Napi::CallbackInfo& info);
+  Napi::Value BackingClose(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
 
   fuse_req_t Take(const Napi::CallbackInfo& info);
@@ -155,7 +156,7 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 #ifdef FUSE_CAP_PASSTHROUGH
   if (s->passthroughWanted && (conn->capable & FUSE_CAP_PASSTHROUGH)) {
-    conn->want |= FUSE_CAP_PASSTHROUGH;
+    conn->want |= FUSE_CAP_PASSTHROUGH;  // backing files on an ordinary filesystem: libfuse's default depth
     s->passthroughAvailable = true;
   }
 #endif
@@ -470,7 +471,7 @@ Napi::Function Session::Init(Napi::Env env) {
                          InstanceMethod("replyReadlink", &Session::ReplyReadlink),
                          InstanceMethod("replyDirectory", &Session::ReplyDirectory),
                          InstanceMethod("notify", &Session::Notify),
-                         InstanceMethod("passthroughClose", &Session::PassthroughClose),
+                         InstanceMethod("backingClose", &Session::BackingClose),
                          InstanceMethod("info", &Session::Info),
                      });
 }
@@ -703,17 +704,21 @@ Napi::Value Session::ReplyEntry(const Napi::CallbackInfo& info) {
 }
 
 namespace {
-// options: { fh, keepCache, directIo, backingFd? }
+// options: { fh, keepCache, directIo, backingFd?, backingId? }
 fuse_file_info JsToOpen(Session* s, fuse_req_t req, const Napi::Object& o) {
   fuse_file_info fi{};
   fi.fh = static_cast<uint64_t>(Num(o, "fh"));
   fi.keep_cache = o.Get("keepCache").ToBoolean() ? 1 : 0;
   fi.direct_io = o.Get("directIo").ToBoolean() ? 1 : 0;
 #ifdef FUSE_CAP_PASSTHROUGH
+  // A new backing file (from an open descriptor), or the one the node's other passed-through handles use.
   auto fd = o.Get("backingFd");
+  auto existing = o.Get("backingId");
   if (s->passthroughAvailable && fd.IsNumber()) {
     int id = fuse_passthrough_open(req, fd.As<Napi::Number>().Int32Value());
     if (id > 0) fi.backing_id = id;
+  } else if (s->passthroughAvailable && existing.IsNumber()) {
+    fi.backing_id = existing.As<Napi::Number>().Int32Value();
   }
 #endif
   return fi;
@@ -852,9 +857,14 @@ Napi::Value Session::Notify(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Session::PassthroughClose(const Napi::CallbackInfo& info) {
+// backingClose(backingId): the kernel forgot the node the backing file was bound to (libfuse's own close
+// needs a request; a forget has none, so this is its ioctl on the session's descriptor).
+Napi::Value Session::BackingClose(const Napi::CallbackInfo& info) {
 #ifdef FUSE_CAP_PASSTHROUGH
-  if (se && !closed) fuse_passthrough_close(se, info[0].As<Napi::Number>().Int32Value());
+  if (!info[0].IsNumber()) return info.Env().Undefined();
+  uint32_t id = info[0].As<Napi::Number>().Uint32Value();
+  std::lock_guard<std::mutex> lock(mutex);
+  if (se && !closed) ioctl(fuse_session_fd(se), _IOW(229, 2, uint32_t), &id);  // FUSE_DEV_IOC_BACKING_CLOSE
 #endif
   return info.Env().Undefined();
 }

@@ -3,7 +3,7 @@
 // Every call into the mount is asynchronous: a synchronous one would block the thread that must answer it.
 import assert from 'node:assert/strict';
 import { execFile as execFileCb, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { createRequire } from 'node:module';
@@ -23,6 +23,11 @@ const time = { sec: 1_700_000_000, nsec: 123_456_789 };
 
 /** ino -> { name, mode, data } ; every file lives in the root (ino 1). */
 const files = new Map([[2, { name: 'hello.txt', data: Buffer.from('hello from the binding\n') }]]);
+/** A file whose opens are passed through to a backing file on the local disk (where the kernel can). */
+const BACKED = 3;
+const backedContent = Buffer.from('read by the kernel straight from the backing file\n');
+let backingPath;
+let backingId = 0;
 const attrOf = (ino) => ino === 1
   ? { ino, mode: 0o40755, nlink: 2, uid: 0, gid: 0, size: 0, atime: time, mtime: time, ctime: time }
   : { ino, mode: 0o100644, nlink: 1, uid: 0, gid: 0, size: files.get(ino).data.length, atime: time, mtime: time, ctime: time };
@@ -44,7 +49,17 @@ function handle(session, op, req, a) {
       return ino ? session.replyEntry(req, entryOf(ino)) : session.replyErr(req, ENOENT);
     }
     case 'getattr': return session.replyAttr(req, attrOf(a.ino), 0);
-    case 'open': case 'opendir': return session.replyOpen(req, { fh: a.ino });
+    case 'open':
+      if (a.ino === BACKED && session.info().passthrough) {
+        const fd = openSync(backingPath, 'r');
+        // One backing file per node: later opens name the id the first one got.
+        const id = session.replyOpen(req, backingId ? { fh: a.ino, backingId } : { fh: a.ino, backingFd: fd });
+        if (!backingId) backingId = id;
+        closeSync(fd);
+        return;
+      }
+      return session.replyOpen(req, { fh: a.ino });
+    case 'opendir': return session.replyOpen(req, { fh: a.ino });
     case 'read': {
       const data = files.get(a.ino).data.subarray(a.offset, a.offset + a.size);
       return session.replyBuf(req, Buffer.from(data), data.length);
@@ -89,8 +104,11 @@ describe('the libfuse 3 binding, mounted for real', () => {
     dir = mkdtempSync(join(tmpdir(), 'bm-fuse3-'));
     mnt = join(dir, 'mnt');
     execFileSync('mkdir', [mnt]); // before the mount
+    backingPath = join(dir, 'backing');
+    writeFileSync(backingPath, backedContent);
+    files.set(BACKED, { name: 'backed.txt', data: Buffer.alloc(backedContent.length, '?') });
     session = new addon.Session((op, req, a) => handle(session, op, req, a));
-    session.mount(mnt, ['fsname=bm-binding-test', 'subtype=test'], 1 << 20, false);
+    session.mount(mnt, ['fsname=bm-binding-test', 'subtype=test'], 1 << 20, true);
   });
 
   after(async () => {
@@ -113,7 +131,7 @@ describe('the libfuse 3 binding, mounted for real', () => {
   });
 
   it('lists with readdirplus, each entry with its attributes', async () => {
-    assert.deepEqual((await readdir(mnt)).sort(), ['hello.txt']);
+    assert.deepEqual((await readdir(mnt)).sort(), ['backed.txt', 'hello.txt']);
     assert.ok(seen.includes('readdirplus'), `requests: ${[...new Set(seen)]}`);
   });
 
@@ -125,6 +143,15 @@ describe('the libfuse 3 binding, mounted for real', () => {
     await file.close();
     assert.equal(seen.filter((s) => s === 'write').length - before, 1);
     assert.ok((await readFile(join(mnt, 'new.bin'))).equals(big));
+  });
+
+  it('passes reads through to a backing file where libfuse and the kernel allow it', async (t) => {
+    await stat(join(mnt, 'hello.txt')); // the kernel's INIT is answered by now
+    if (!session.info().passthrough) return t.skip(`no passthrough here (libfuse ${addon.libfuseVersion}, built with it: ${addon.passthroughBuilt})`);
+    const reads = seen.filter((s) => s === 'read').length;
+    for (let i = 0; i < 2; i++) assert.equal(await readFile(join(mnt, 'backed.txt'), 'utf8'), backedContent.toString());
+    assert.equal(seen.filter((s) => s === 'read').length, reads, 'no read request reached us');
+    assert.ok(backingId > 0);
   });
 
   it('refuses a second answer to one request with an error, not a crash', () => {
