@@ -1,6 +1,6 @@
 // The ceiling for the benchmark: a filesystem that does nothing, served by the same FUSE binding with the
 // same options as blackmatch. One file, /data, of a fixed size: reads answer zeros, writes are accepted.
-import { mount } from '../src/fuse/adapter.js';
+import { mount } from '../src/fuse/mount.js';
 import { FsError } from '../src/errors.js';
 import type { Attr, Ops } from '../src/fs/ops.js';
 import { silentLogger } from '../src/log.js';

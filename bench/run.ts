@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { unmountPath } from '../src/fuse/adapter.js';
+import { unmountPath } from '../src/fuse/mount.js';
 import { mkdirCap, startGrid, type Grid } from '../test/support/grid.js';
 import { runCli, TestMount, type Mode } from '../test/support/mount.js';
 import { mountSftpPeer, type SftpMount } from './sftp-peer.js';

@@ -7,7 +7,7 @@ import { CommanderError } from 'commander';
 import { ContentCache } from '../cache/content-cache.js';
 import { StagingJournal } from '../cache/staging-journal.js';
 import { TahoeFs } from '../fs/tahoe-fs.js';
-import { fuseDescription, isMounted, mount, unmountPath, type Mounted } from '../fuse/adapter.js';
+import { fuseDescription, isMounted, mount, unmountPath, type Mounted } from '../fuse/mount.js';
 import { createLogger, type Logger } from '../log.js';
 import { hasWaitingParent, reportToParent, runDetached } from '../process/daemon.js';
 import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathFor, waitForServer } from '../process/server-process.js';

@@ -190,12 +190,6 @@ void WithFile(Request* r, fuse_file_info* fi) {
   r->flags = fi->flags;
 }
 
-void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* r = NewRequest(GETATTR, req, ino);
-  WithFile(r, fi);
-  Send(r);
-}
-
 void OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int toSet, fuse_file_info* fi) {
   auto* r = NewRequest(SETATTR, req, ino);
   WithFile(r, fi);
@@ -256,14 +250,18 @@ void OnLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
   Send(r);
 }
 
-void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* r = NewRequest(OPEN, req, ino);
+// Ops that carry only a node and, for some, an open handle (getattr, open, flush, release, opendir, releasedir).
+template <Op op>
+void OnHandleOp(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto* r = NewRequest(op, req, ino);
   WithFile(r, fi);
   Send(r);
 }
 
-void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  auto* r = NewRequest(READ, req, ino);
+// Ops that read `size` bytes at `off` through a handle (read, readdir, readdirplus).
+template <Op op>
+void OnSizedOp(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto* r = NewRequest(op, req, ino);
   WithFile(r, fi);
   r->size = size;
   r->offset = static_cast<uint64_t>(off);
@@ -287,50 +285,10 @@ void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t
   Send(r);
 }
 
-void OnFlush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* r = NewRequest(FLUSH, req, ino);
-  WithFile(r, fi);
-  Send(r);
-}
-
-void OnRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* r = NewRequest(RELEASE, req, ino);
-  WithFile(r, fi);
-  Send(r);
-}
-
 void OnFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   auto* r = NewRequest(FSYNC, req, ino);
   WithFile(r, fi);
   r->mode = datasync ? 1 : 0;
-  Send(r);
-}
-
-void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* r = NewRequest(OPENDIR, req, ino);
-  WithFile(r, fi);
-  Send(r);
-}
-
-void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  auto* r = NewRequest(READDIR, req, ino);
-  WithFile(r, fi);
-  r->size = size;
-  r->offset = static_cast<uint64_t>(off);
-  Send(r);
-}
-
-void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  auto* r = NewRequest(READDIRPLUS, req, ino);
-  WithFile(r, fi);
-  r->size = size;
-  r->offset = static_cast<uint64_t>(off);
-  Send(r);
-}
-
-void OnReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto* r = NewRequest(RELEASEDIR, req, ino);
-  WithFile(r, fi);
   Send(r);
 }
 
@@ -504,7 +462,7 @@ const fuse_lowlevel_ops kOps = [] {
   ops.lookup = OnLookup;
   ops.forget = OnForget;
   ops.forget_multi = OnForgetMulti;
-  ops.getattr = OnGetattr;
+  ops.getattr = OnHandleOp<GETATTR>;
   ops.setattr = OnSetattr;
   ops.readlink = OnReadlink;
   ops.mknod = OnMknod;
@@ -514,16 +472,16 @@ const fuse_lowlevel_ops kOps = [] {
   ops.symlink = OnSymlink;
   ops.rename = OnRename;
   ops.link = OnLink;
-  ops.open = OnOpen;
-  ops.read = OnRead;
+  ops.open = OnHandleOp<OPEN>;
+  ops.read = OnSizedOp<READ>;
   ops.write = OnWrite;
-  ops.flush = OnFlush;
-  ops.release = OnRelease;
+  ops.flush = OnHandleOp<FLUSH>;
+  ops.release = OnHandleOp<RELEASE>;
   ops.fsync = OnFsync;
-  ops.opendir = OnOpendir;
-  ops.readdir = OnReaddir;
-  ops.readdirplus = OnReaddirplus;
-  ops.releasedir = OnReleasedir;
+  ops.opendir = OnHandleOp<OPENDIR>;
+  ops.readdir = OnSizedOp<READDIR>;
+  ops.readdirplus = OnSizedOp<READDIRPLUS>;
+  ops.releasedir = OnHandleOp<RELEASEDIR>;
   ops.statfs = OnStatfs;
   ops.access = OnAccess;
   ops.create = OnCreate;
