@@ -330,7 +330,7 @@ export class WriteBack {
 
   /** Sets the time a pending directory is linked with (its listing shows it at once); false if none is pending. */
   setPendingDirMtime(parentCap: string, name: string, mtime: Timestamp): boolean {
-    const pending = [...this.pendingDirs.values()].find((p) => p.parentCap === parentCap && p.name === name);
+    const pending = this.pendingDirAt(parentCap, name);
     // A link on its way carries the metadata it was sent with: the time then follows it (setMtimeLater).
     if (!pending || pending.sending) return false;
     const metadata = withMtime(pending.child.metadata, mtime);
@@ -356,6 +356,11 @@ export class WriteBack {
       .finally(() => this.timeUpdates.delete(update));
     this.timeUpdates.add(update);
     return updated;
+  }
+
+  /** The directory made by a write-back mkdir at `name` whose link is still pending, if any. */
+  private pendingDirAt(parentCap: string, name: string): PendingDir | undefined {
+    return [...this.pendingDirs.values()].find((p) => p.parentCap === parentCap && p.name === name);
   }
 
   /** A fresh empty directory cap (made ahead of time in write-back mode). */
@@ -408,7 +413,7 @@ export class WriteBack {
    * tried now and must land first. Rejects with EIO if it cannot.
    */
   async settleDirectory(parentCap: string, name: string): Promise<void> {
-    const pending = [...this.pendingDirs.values()].find((p) => p.parentCap === parentCap && p.name === name);
+    const pending = this.pendingDirAt(parentCap, name);
     if (pending && !(await this.tryDirNow(pending))) throw new FsError('EIO', `new directory ${pending.path} is not in the grid yet`);
   }
 

@@ -76,6 +76,8 @@ export class FuseAdapter {
   private nextDirHandle = 1;
   private seq = 0;
   private featuresLogged = false;
+  /** Whether the kernel agreed to passthrough: read from the binding once, at the first request (logFeatures). */
+  private passthrough = false;
   private session: NativeSession | undefined;
   private goneListener: (() => void) | undefined;
 
@@ -172,7 +174,7 @@ export class FuseAdapter {
   /** Once, at the first request (libfuse has answered the kernel's INIT by then): what the kernel agreed to. */
   private logFeatures(): void {
     this.featuresLogged = true;
-    const passthrough = this.session!.info().passthrough;
+    const passthrough = (this.passthrough = this.session!.info().passthrough);
     this.opts.log.info({ passthrough }, passthrough ? 'kernel passthrough on: whole cached files are read by the kernel itself' : 'kernel passthrough off');
   }
 
@@ -192,7 +194,7 @@ export class FuseAdapter {
       s.replyOpen(req, { fh, backingId: node.backing.id, directIo: file !== node.backing.file });
       return;
     }
-    const file = readOnly && !node.cachedOpened && s.info().passthrough ? await this.ops.backingFile(node.path, fh).catch(() => null) : null;
+    const file = readOnly && !node.cachedOpened && this.passthrough ? await this.ops.backingFile(node.path, fh).catch(() => null) : null;
     const backing = file === null ? undefined : await openFile(file, 'r').catch(() => undefined);
     try {
       const id = s.replyOpen(req, { fh, keepCache, backingFd: backing?.fd });
