@@ -162,8 +162,10 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
 #endif
 }
 
-void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto* r = NewRequest(LOOKUP, req, parent);
+// Ops that carry only a node and a name in it (lookup, unlink, rmdir).
+template <Op op>
+void OnNamedOp(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  auto* r = NewRequest(op, req, ino);
   r->name = name;
   Send(r);
 }
@@ -212,18 +214,6 @@ void OnMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   auto* r = NewRequest(MKDIR, req, parent);
   r->name = name;
   r->mode = mode;
-  Send(r);
-}
-
-void OnUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto* r = NewRequest(UNLINK, req, parent);
-  r->name = name;
-  Send(r);
-}
-
-void OnRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto* r = NewRequest(RMDIR, req, parent);
-  r->name = name;
   Send(r);
 }
 
@@ -459,7 +449,7 @@ namespace {
 const fuse_lowlevel_ops kOps = [] {
   fuse_lowlevel_ops ops{};
   ops.init = OnInit;
-  ops.lookup = OnLookup;
+  ops.lookup = OnNamedOp<LOOKUP>;
   ops.forget = OnForget;
   ops.forget_multi = OnForgetMulti;
   ops.getattr = OnHandleOp<GETATTR>;
@@ -467,8 +457,8 @@ const fuse_lowlevel_ops kOps = [] {
   ops.readlink = OnReadlink;
   ops.mknod = OnMknod;
   ops.mkdir = OnMkdir;
-  ops.unlink = OnUnlink;
-  ops.rmdir = OnRmdir;
+  ops.unlink = OnNamedOp<UNLINK>;
+  ops.rmdir = OnNamedOp<RMDIR>;
   ops.symlink = OnSymlink;
   ops.rename = OnRename;
   ops.link = OnLink;
