@@ -7,7 +7,7 @@ import type { Timestamp } from '../fs/ops.js';
 export const OPS = [
   'lookup', 'forget', 'getattr', 'setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename',
   'link', 'open', 'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs',
-  'access', 'create', 'readdirplus', 'gone',
+  'access', 'create', 'readdirplus', 'getxattr', 'setxattr', 'listxattr', 'removexattr', 'gone',
 ] as const;
 export type OpKind = (typeof OPS)[number];
 
@@ -17,8 +17,9 @@ export interface RequestArgs {
   uid: number;
   gid: number;
   pid: number;
-  /** The open handle, for ops on one; also `flags` of open and create. */
+  /** The open handle, for ops on one. */
   fh?: number;
+  /** With `fh`: the open flags; rename: RENAME_*; setxattr: XATTR_CREATE (1) or XATTR_REPLACE (2). */
   flags?: number;
   /** Names are raw bytes: Linux names need not be UTF-8. */
   name?: Buffer;
@@ -47,6 +48,8 @@ export interface NativeAttr {
   gid: number;
   size: number;
   blksize: number;
+  /** The device a character or block special file stands for. */
+  rdev?: number;
   atime: Timestamp;
   mtime: Timestamp;
   ctime: Timestamp;
@@ -86,6 +89,8 @@ export interface NativeSession {
   replyOpen(req: number, open: NativeOpen): number;
   replyBuf(req: number, data: Buffer, length: number): void;
   replyWrite(req: number, count: number): void;
+  /** The answer to a getxattr or listxattr of size 0: how long the value or the name list is. */
+  replyXattr(req: number, size: number): void;
   replyStatfs(req: number, statfs: Record<string, number>): void;
   replyReadlink(req: number, target: Buffer): void;
   /** Packs entries from the first until `size` is full; entry i gets offset firstOffset + i + 1. Returns how many fitted. */

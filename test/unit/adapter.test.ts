@@ -50,6 +50,7 @@ class FakeSession {
     replyOpen: (req, o) => (this.record('open', req, o), 0),
     replyBuf: (req, data, n) => this.record('buf', req, data.subarray(0, n).toString()),
     replyWrite: (req, n) => this.record('write', req, n),
+    replyXattr: (req, n) => this.record('xattr', req, n),
     replyStatfs: (req, s) => this.record('statfs', req, s),
     replyReadlink: (req, t) => this.record('readlink', req, t),
     replyDirectory: (req, _size, first, entries, plus) => {

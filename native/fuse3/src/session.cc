@@ -36,7 +36,8 @@ namespace {
 // Request kinds, in the order of the `OPS` list in src/fuse/lowlevel.ts.
 enum Op : uint32_t {
   LOOKUP, FORGET, GETATTR, SETATTR, READLINK, MKNOD, MKDIR, UNLINK, RMDIR, SYMLINK, RENAME, LINK, OPEN, READ,
-  WRITE, FLUSH, RELEASE, FSYNC, OPENDIR, READDIR, RELEASEDIR, STATFS, ACCESS, CREATE, READDIRPLUS,
+  WRITE, FLUSH, RELEASE, FSYNC, OPENDIR, READDIR, RELEASEDIR, STATFS, ACCESS, CREATE, READDIRPLUS, GETXATTR,
+  SETXATTR, LISTXATTR, REMOVEXATTR,
   // Not a request: the kernel ended the session (unmounted), sent once when the loop returns.
   GONE,
 };
@@ -59,7 +60,7 @@ struct Request {
   struct stat attr {};
   bool hasFh = false;
   uint32_t uid = 0, gid = 0, pid = 0;
-  char* data = nullptr;  // a write's bytes, owned until handed to a Buffer
+  char* data = nullptr;  // a write's bytes or an xattr's value, owned until handed to a Buffer
   int loopResult = 0;
   std::vector<std::pair<uint64_t, uint64_t>> forgets;
 };
@@ -95,6 +96,7 @@ class Session : public Napi::ObjectWrap<Session> {
   Napi::Value ReplyOpen(const Napi::CallbackInfo& info);
   Napi::Value ReplyBuf(const Napi::CallbackInfo& info);
   Napi::Value ReplyWrite(const Napi::CallbackInfo& info);
+  Napi::Value ReplyXattr(const Napi::CallbackInfo& info);
   Napi::Value ReplyStatfs(const Napi::CallbackInfo& info);
   Napi::Value ReplyReadlink(const Napi::CallbackInfo& info);
   Napi::Value ReplyDirectory(const Napi::CallbackInfo& info);
@@ -162,7 +164,7 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
 #endif
 }
 
-// Ops that carry only a node and a name in it (lookup, unlink, rmdir).
+// Ops that carry only a node and a name in it (lookup, unlink, rmdir, removexattr).
 template <Op op>
 void OnNamedOp(fuse_req_t req, fuse_ino_t ino, const char* name) {
   auto* r = NewRequest(op, req, ino);
@@ -258,19 +260,24 @@ void OnSizedOp(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
   Send(r);
 }
 
-void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
-  auto* r = NewRequest(WRITE, req, ino);
-  WithFile(r, fi);
-  // The session reuses its receive buffer for the next request: the bytes are copied once, here, and the
-  // copy becomes the JavaScript Buffer itself.
+// The session reuses its receive buffer for the next request: the bytes are copied once, here, and the copy
+// becomes the JavaScript Buffer itself. False (the request answered and gone) when there is no memory.
+bool CopyData(Request* r, const char* buf, size_t size) {
   r->data = static_cast<char*>(malloc(size ? size : 1));
   if (!r->data) {
+    fuse_reply_err(r->req, ENOMEM);
     delete r;
-    fuse_reply_err(req, ENOMEM);
-    return;
+    return false;
   }
   memcpy(r->data, buf, size);
   r->size = size;
+  return true;
+}
+
+void OnWrite(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi) {
+  auto* r = NewRequest(WRITE, req, ino);
+  WithFile(r, fi);
+  if (!CopyData(r, buf, size)) return;
   r->offset = static_cast<uint64_t>(off);
   Send(r);
 }
@@ -295,6 +302,28 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   WithFile(r, fi);
   r->name = name;
   r->mode = mode;
+  Send(r);
+}
+
+// getxattr and listxattr with size 0 ask only for the length (answered with replyXattr).
+void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto* r = NewRequest(GETXATTR, req, ino);
+  r->name = name;
+  r->size = size;
+  Send(r);
+}
+
+// flags: XATTR_CREATE or XATTR_REPLACE, as the caller gave them to setxattr(2).
+void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  auto* r = NewRequest(SETXATTR, req, ino);
+  r->name = name;
+  r->flags = flags;
+  if (CopyData(r, value, size)) Send(r);
+}
+
+void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto* r = NewRequest(LISTXATTR, req, ino);
+  r->size = size;
   Send(r);
 }
 
@@ -370,13 +399,25 @@ void Deliver(Napi::Env env, Napi::Function handler, Session* s, Request* r) {
     case SYMLINK:
       o.Set("target", Napi::Buffer<char>::Copy(env, r->name2.data(), r->name2.size()));
       break;
-    case WRITE: {
+    case WRITE:
+    case SETXATTR: {
       char* data = r->data;
       r->data = nullptr;
       o.Set("data", Napi::Buffer<char>::New(env, data, r->size, [](Napi::Env, char* p) { free(p); }));
-      o.Set("offset", static_cast<double>(r->offset));
+      if (r->op == SETXATTR) {
+        o.Set("flags", r->flags);
+        o.Set("size", static_cast<double>(r->size));
+      } else {
+        o.Set("offset", static_cast<double>(r->offset));
+      }
       break;
     }
+    case GETXATTR:
+    case LISTXATTR:
+      o.Set("size", static_cast<double>(r->size));
+      break;
+    case REMOVEXATTR:
+      break;
     case MKNOD:
       o.Set("rdev", static_cast<double>(r->size));
       break;
@@ -388,7 +429,8 @@ void Deliver(Napi::Env env, Napi::Function handler, Session* s, Request* r) {
       o.Set("offset", static_cast<double>(r->offset));
       break;
   }
-  if (!r->name.empty() || r->op == LOOKUP) o.Set("name", Napi::Buffer<char>::Copy(env, r->name.data(), r->name.size()));
+  bool named = r->op == LOOKUP || r->op == GETXATTR || r->op == SETXATTR || r->op == REMOVEXATTR;
+  if (named || !r->name.empty()) o.Set("name", Napi::Buffer<char>::Copy(env, r->name.data(), r->name.size()));
   if (r->op == MKDIR || r->op == CREATE || r->op == MKNOD || r->op == ACCESS || r->op == FSYNC) {
     o.Set("mode", r->mode);
     o.Set("umask", r->umask);
@@ -415,6 +457,7 @@ Napi::Function Session::Init(Napi::Env env) {
                          InstanceMethod("replyOpen", &Session::ReplyOpen),
                          InstanceMethod("replyBuf", &Session::ReplyBuf),
                          InstanceMethod("replyWrite", &Session::ReplyWrite),
+                         InstanceMethod("replyXattr", &Session::ReplyXattr),
                          InstanceMethod("replyStatfs", &Session::ReplyStatfs),
                          InstanceMethod("replyReadlink", &Session::ReplyReadlink),
                          InstanceMethod("replyDirectory", &Session::ReplyDirectory),
@@ -475,6 +518,10 @@ const fuse_lowlevel_ops kOps = [] {
   ops.statfs = OnStatfs;
   ops.access = OnAccess;
   ops.create = OnCreate;
+  ops.getxattr = OnGetxattr;
+  ops.setxattr = OnSetxattr;
+  ops.listxattr = OnListxattr;
+  ops.removexattr = OnNamedOp<REMOVEXATTR>;
   return ops;
 }();
 }  // namespace
@@ -721,6 +768,13 @@ Napi::Value Session::ReplyBuf(const Napi::CallbackInfo& info) {
 Napi::Value Session::ReplyWrite(const Napi::CallbackInfo& info) {
   auto req = Take(info);
   if (req) fuse_reply_write(req, info[1].As<Napi::Number>().Int64Value());
+  return info.Env().Undefined();
+}
+
+// replyXattr(req, size): the length of a value or of the name list, for a getxattr or listxattr of size 0
+Napi::Value Session::ReplyXattr(const Napi::CallbackInfo& info) {
+  auto req = Take(info);
+  if (req) fuse_reply_xattr(req, info[1].As<Napi::Number>().Int64Value());
   return info.Env().Undefined();
 }
 

@@ -16,7 +16,7 @@ const require = createRequire(import.meta.url);
 const addon = require('../build/Release/blackmatch_fuse3.node');
 const OPS = ['lookup', 'forget', 'getattr', 'setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename',
   'link', 'open', 'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs', 'access',
-  'create', 'readdirplus', 'gone'];
+  'create', 'readdirplus', 'getxattr', 'setxattr', 'listxattr', 'removexattr', 'gone'];
 const ENOENT = 2;
 const ENOSYS = 38;
 const time = { sec: 1_700_000_000, nsec: 123_456_789 };
