@@ -18,7 +18,12 @@ const OPS = ['lookup', 'forget', 'getattr', 'setattr', 'readlink', 'mknod', 'mkd
   'link', 'open', 'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs', 'access',
   'create', 'readdirplus', 'getxattr', 'setxattr', 'listxattr', 'removexattr', 'gone'];
 const ENOENT = 2;
+const EEXIST = 17;
+const ERANGE = 34;
 const ENOSYS = 38;
+const ENODATA = 61;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
 const time = { sec: 1_700_000_000, nsec: 123_456_789 };
 
 /** ino -> { name, mode, data } ; every file lives in the root (ino 1). */
@@ -32,6 +37,11 @@ const attrOf = (ino) => ino === 1
   ? { ino, mode: 0o40755, nlink: 2, uid: 0, gid: 0, size: 0, atime: time, mtime: time, ctime: time }
   : { ino, mode: 0o100644, nlink: 1, uid: 0, gid: 0, size: files.get(ino).data.length, atime: time, mtime: time, ctime: time };
 const entryOf = (ino) => ({ ino, generation: 1, attr: attrOf(ino), entryTimeout: 0, attrTimeout: 0 });
+/** ino -> (xattr name -> value); the root has its own too. */
+const xattrs = new Map();
+const xattrsOf = (ino) => xattrs.get(ino) ?? xattrs.set(ino, new Map()).get(ino);
+/** Every setxattr as it arrived, to see its flags and value. */
+const setxattrs = [];
 const seen = [];
 let doubleReply;
 let gone;
@@ -82,6 +92,24 @@ function handle(session, op, req, a) {
         ...[...files].map(([ino, f]) => ({ name: Buffer.from(f.name), ...entryOf(ino), mode: 0o100644 }))];
       return session.replyDirectory(req, a.size, a.offset, entries.slice(a.offset), name === 'readdirplus');
     }
+    case 'setxattr': {
+      setxattrs.push(a);
+      const x = xattrsOf(a.ino);
+      const key = a.name.toString();
+      if (a.flags & XATTR_CREATE && x.has(key)) return session.replyErr(req, EEXIST);
+      if (a.flags & XATTR_REPLACE && !x.has(key)) return session.replyErr(req, ENODATA);
+      x.set(key, a.data);
+      return session.replyErr(req, 0);
+    }
+    case 'getxattr': case 'listxattr': {
+      const x = xattrsOf(a.ino);
+      const value = name === 'getxattr' ? x.get(a.name.toString()) : Buffer.from([...x.keys()].map((k) => `${k}\0`).join(''));
+      if (!value) return session.replyErr(req, ENODATA);
+      if (a.size === 0) return session.replyXattr(req, value.length);
+      if (value.length > a.size) return session.replyErr(req, ERANGE);
+      return session.replyBuf(req, value, value.length);
+    }
+    case 'removexattr': return session.replyErr(req, xattrsOf(a.ino).delete(a.name.toString()) ? 0 : ENODATA);
     case 'flush': case 'release': case 'releasedir': case 'setattr':
       if (name === 'setattr') return session.replyAttr(req, attrOf(a.ino), 0);
       session.replyErr(req, 0);
@@ -94,6 +122,34 @@ function handle(session, op, req, a) {
     default: return session.replyErr(req, ENOSYS);
   }
 }
+
+// Node has no xattr calls: python3 makes them, one child a call, printing {ok: result} or {errno}. Values cross
+// as hex. 'length' and 'list-length' pass no buffer, which asks the filesystem only for the length.
+const XATTR_PY = `
+import ctypes, json, os, sys
+op, path, *rest = sys.argv[1:]
+try:
+    if op == 'set':
+        out = os.setxattr(path, rest[0], bytes.fromhex(rest[1]), int(rest[2]))
+    elif op == 'get':
+        out = os.getxattr(path, rest[0]).hex()
+    elif op == 'list':
+        out = sorted(os.listxattr(path))
+    elif op == 'remove':
+        out = os.removexattr(path, rest[0])
+    else:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.getxattr.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+        libc.listxattr.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+        libc.getxattr.restype = libc.listxattr.restype = ctypes.c_ssize_t
+        out = libc.getxattr(path.encode(), rest[0].encode(), None, 0) if op == 'length' else libc.listxattr(path.encode(), None, 0)
+        if out < 0:
+            raise OSError(ctypes.get_errno(), op)
+    print(json.dumps({'ok': out}))
+except OSError as e:
+    print(json.dumps({'errno': e.errno}))
+`;
+const xattr = async (...args) => JSON.parse((await execFile('python3', ['-c', XATTR_PY, ...args], { timeout: 10_000 })).stdout);
 
 describe('the libfuse 3 binding, mounted for real', () => {
   let dir;
@@ -143,6 +199,40 @@ describe('the libfuse 3 binding, mounted for real', () => {
     await file.close();
     assert.equal(seen.filter((s) => s === 'write').length - before, 1);
     assert.ok((await readFile(join(mnt, 'new.bin'))).equals(big));
+  });
+
+  it('serves extended attributes: values byte for byte, lengths, the list, removal', async () => {
+    const file = join(mnt, 'hello.txt');
+    const withNul = Buffer.from([0x61, 0x00, 0x62, 0xff]).toString('hex');
+    const long = Buffer.alloc(300, 'z').toString('hex'); // over CPython's first 128-byte try: ERANGE, then asked again
+    assert.deepEqual(await xattr('set', file, 'user.nul', withNul, '0'), { ok: null });
+    assert.deepEqual(await xattr('set', file, 'user.empty', '', '0'), { ok: null });
+    assert.deepEqual(await xattr('set', file, 'user.long', long, '0'), { ok: null });
+    assert.deepEqual(await xattr('get', file, 'user.nul'), { ok: withNul });
+    assert.deepEqual(await xattr('get', file, 'user.empty'), { ok: '' });
+    assert.deepEqual(await xattr('get', file, 'user.long'), { ok: long });
+    assert.deepEqual(await xattr('length', file, 'user.long'), { ok: 300 });
+    assert.deepEqual(await xattr('length', file, 'user.empty'), { ok: 0 });
+    assert.deepEqual(await xattr('list', file), { ok: ['user.empty', 'user.long', 'user.nul'] });
+    assert.deepEqual(await xattr('list-length', file), { ok: 'user.nul\0user.empty\0user.long\0'.length });
+    const empty = setxattrs.find((a) => a.name.toString() === 'user.empty');
+    assert.ok(Buffer.isBuffer(empty.data) && empty.data.length === 0 && empty.size === 0, 'an empty value is an empty Buffer');
+    assert.deepEqual(await xattr('remove', file, 'user.nul'), { ok: null });
+    assert.deepEqual(await xattr('get', file, 'user.nul'), { errno: ENODATA });
+    assert.deepEqual(await xattr('remove', file, 'user.nul'), { errno: ENODATA });
+    assert.deepEqual(await xattr('list', file), { ok: ['user.empty', 'user.long'] });
+    assert.deepEqual(await xattr('list', mnt), { ok: [] });
+  });
+
+  it('passes setxattr its XATTR_CREATE and XATTR_REPLACE flags', async () => {
+    const file = join(mnt, 'hello.txt');
+    const before = setxattrs.length;
+    assert.deepEqual(await xattr('set', file, 'user.flags', '01', String(XATTR_CREATE)), { ok: null });
+    assert.deepEqual(await xattr('set', file, 'user.flags', '02', String(XATTR_CREATE)), { errno: EEXIST });
+    assert.deepEqual(await xattr('set', file, 'user.flags', '03', String(XATTR_REPLACE)), { ok: null });
+    assert.deepEqual(await xattr('set', file, 'user.other', '04', String(XATTR_REPLACE)), { errno: ENODATA });
+    assert.deepEqual(await xattr('get', file, 'user.flags'), { ok: '03' });
+    assert.deepEqual(setxattrs.slice(before).map((a) => a.flags), [XATTR_CREATE, XATTR_CREATE, XATTR_REPLACE, XATTR_REPLACE]);
   });
 
   it('passes reads through to a backing file where libfuse and the kernel allow it', async (t) => {
