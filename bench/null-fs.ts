@@ -55,6 +55,19 @@ const ops: Ops = {
   utimens: async () => undefined,
   chmod: async () => undefined,
   chown: async () => undefined,
+  symlink: async () => undefined,
+  readlink: async (path) => {
+    throw new FsError('EINVAL', path);
+  },
+  mknod: async () => undefined,
+  getxattr: async (path) => {
+    throw new FsError('ENODATA', path);
+  },
+  listxattr: async () => [],
+  setxattr: async () => undefined,
+  removexattr: async (path) => {
+    throw new FsError('ENODATA', path);
+  },
 };
 
 const mounted = await mount(mountpoint, ops, { fsname: 'nullfs', options: [], log: silentLogger() });

@@ -12,6 +12,7 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
+import type { OwnMetadata } from '../tahoe/posix.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
 
 /** A process, told apart from a later one that reuses its pid by its start time (empty when unknown). */
@@ -38,6 +39,8 @@ export interface StagedRecord {
   size: number;
   /** The file's mtime to store with the link, in nanoseconds, when set by utimens. */
   mtimeNs?: string;
+  /** Mode, owner, kind and xattrs to store with the link (tahoe/posix.ts), when set. */
+  own?: OwnMetadata;
   /** Set once the bytes were kept because the entry changed: reported, not retried. */
   conflict?: boolean;
   /** A directory made by mkdir in write-back mode, to be linked at `name` (its staging file is empty). */

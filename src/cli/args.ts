@@ -27,6 +27,8 @@ export interface Args {
   writeBack: boolean;
   /** Uploads at once. */
   transfers: number;
+  /** listxattr names the computed user.tahoe.* caps too. */
+  listCapXattrs: boolean;
 }
 
 export const DEFAULT_CACHE_TIMEOUT_S = 10;
@@ -68,6 +70,7 @@ export function buildCommand(version: string): Command {
     .option('--cache-min-free <SIZE>', 'free space to leave on the cache\'s filesystem, evicting cached content for it (default 1G; 0 = no minimum)', parseSize, DEFAULT_MIN_FREE_BYTES)
     .option('--write-back', 'close() returns once the written bytes are safe on the local disk; they are uploaded in the background (fsync and `blackmatch sync` wait for them)')
     .option('--transfers <N>', 'uploads at once', positiveInt, DEFAULT_TRANSFERS)
+    .option('--list-cap-xattrs', 'list the user.tahoe.* attributes (caps) in listxattr, so that getfattr -d shows them; off by default, so that cp -a, rsync -X and tar --xattrs do not copy caps around')
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
     .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other', collect, [])
     .option('-f', 'stay in the foreground (logs still go to the log file)')
@@ -101,6 +104,7 @@ export function parseArgs(argv: string[], version: string): Args {
     serverStartTimeout: number;
     writeBack?: boolean;
     transfers: number;
+    listCapXattrs?: boolean;
   }>();
   if (!['error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(o.logLevel)) {
     throw new UsageError(`unknown log level "${o.logLevel}"`);
@@ -130,6 +134,7 @@ export function parseArgs(argv: string[], version: string): Args {
     serverStartTimeout: o.serverStartTimeout,
     writeBack: o.writeBack === true,
     transfers: o.transfers,
+    listCapXattrs: o.listCapXattrs === true,
   };
 }
 

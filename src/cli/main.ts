@@ -74,6 +74,8 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
   const core = new TahoeFs({
     client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log,
     owner: selfIdentity(), isAlive, writeBack: args.writeBack, transfers: args.transfers,
+    // Other local users see the mount: entries keep their owners (and the kernel checks permissions).
+    owners: args.fuseOptions.includes('allow_other'), listCapXattrs: args.listCapXattrs,
   });
   await core.start();
   return { core, client };

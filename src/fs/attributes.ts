@@ -1,5 +1,5 @@
-// What stat(2) shows for a Tahoe entry or an open file: type, permission bits from what we may change, size,
-// and times from the link metadata. Pure: no state beyond the owner and the mount time given at start.
+// What stat(2) shows for a Tahoe entry or an open file: type, mode and owner from the link metadata (posix.ts),
+// write bits only where we may change it, size, and times. Pure: no state beyond what is given at start.
 import { constants } from 'node:fs';
 import { FsError } from '../errors.js';
 import type { ChildInfo } from '../tahoe/client.js';
@@ -7,8 +7,9 @@ import { entryAccess, linkTimes, sizeOf, type Timestamp } from '../tahoe/links.j
 import type { DirRef } from './directories.js';
 import { dirRefOf } from './directories.js';
 import type { Attr } from './ops.js';
+import { joinDev, ownMetadataOf, type OwnMetadata, type SpecialType } from '../tahoe/posix.js';
 
-const { S_IFDIR, S_IFREG } = constants;
+const { S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK } = constants;
 
 /** What attributes need of an open file (see open-files.ts). */
 export interface OpenFileState {
@@ -17,6 +18,8 @@ export interface OpenFileState {
   size: number;
   dirty: boolean;
   mtime: Timestamp | undefined;
+  /** Our metadata as its link will carry it (see posix.ts). */
+  own: OwnMetadata;
 }
 
 /**
@@ -40,35 +43,56 @@ export class Attributes {
     private readonly uid: number,
     private readonly gid: number,
     private readonly mountTime: Timestamp,
+    /** Whether stored owners are shown (a mount shared by several users): otherwise all is the mounting user's. */
+    private readonly owners = false,
   ) {}
 
-  dir(writable: boolean, child: ChildInfo | undefined): Attr {
-    const times = child ? linkTimes(child.metadata) : { mtime: this.mountTime, ctime: this.mountTime };
-    return {
-      mode: S_IFDIR | (writable ? 0o755 : 0o555),
-      size: 4096,
-      nlink: 2,
-      uid: this.uid,
-      gid: this.gid,
-      atime: times.mtime,
-      mtime: times.mtime,
-      ctime: times.ctime,
-    };
+  /** The mounted root: it has no link to carry metadata. */
+  root(writable: boolean): Attr {
+    return this.make(S_IFDIR, 0o755, !writable, {}, 4096, this.mountTime, this.mountTime);
   }
 
   entry(child: ChildInfo, parent: DirRef): Attr {
-    if (child.type === 'dir') return this.dir(dirRefOf(child).writable, child);
+    const own = ownMetadataOf(child.metadata);
     const times = linkTimes(child.metadata);
-    return this.file(sizeOf(child), fileWritable(child, parent), times.mtime, times.ctime);
+    if (child.type === 'dir') return this.make(S_IFDIR, 0o755, !dirRefOf(child).writable, own, 4096, times.mtime, times.ctime);
+    return this.file(own, sizeOf(child), fileWritable(child, parent), times.mtime, times.ctime);
   }
 
   openFile(file: OpenFileState): Attr {
     const times = file.child ? linkTimes(file.child.metadata) : { mtime: this.mountTime, ctime: this.mountTime };
     const mtime = file.dirty && file.mtime ? file.mtime : times.mtime;
-    return this.file(file.size, fileWritable(file.child, file.parent), mtime, file.child ? times.ctime : mtime);
+    return this.file(file.own, file.size, fileWritable(file.child, file.parent), mtime, file.child ? times.ctime : mtime);
   }
 
-  private file(size: number, writable: boolean, mtime: Timestamp, ctime: Timestamp): Attr {
-    return { mode: S_IFREG | (writable ? 0o644 : 0o444), size, nlink: 1, uid: this.uid, gid: this.gid, atime: mtime, mtime, ctime };
+  private file(own: OwnMetadata, size: number, writable: boolean, mtime: Timestamp, ctime: Timestamp): Attr {
+    const type = own.posix?.type;
+    if (type === 'symlink') return this.make(S_IFLNK, 0o777, false, {}, Buffer.byteLength(own.posix?.target ?? ''), mtime, ctime, own);
+    if (type) return this.make(TYPE_BITS[type], 0o644, !writable, own, 0, mtime, ctime);
+    return this.make(S_IFREG, 0o644, !writable, own, size, mtime, ctime);
+  }
+
+  /**
+   * Permission bits: the stored mode or the default; no write bit where nothing may be written (a read-only
+   * cap), nor where another Tahoe client said "no-write".
+   */
+  private make(typeBits: number, defaultMode: number, readOnly: boolean, own: OwnMetadata, size: number, mtime: Timestamp, ctime: Timestamp, ids: OwnMetadata = own): Attr {
+    let mode = own.posix?.mode ?? defaultMode;
+    if (readOnly || own['no-write']) mode &= ~0o222;
+    const posix = ids.posix;
+    const attr: Attr = {
+      mode: typeBits | mode,
+      size,
+      nlink: typeBits === S_IFDIR ? 2 : 1,
+      uid: this.owners ? (posix?.uid ?? this.uid) : this.uid,
+      gid: this.owners ? (posix?.gid ?? this.gid) : this.gid,
+      atime: mtime,
+      mtime,
+      ctime,
+    };
+    if ((typeBits === S_IFCHR || typeBits === S_IFBLK) && posix) attr.rdev = joinDev(posix.major ?? 0, posix.minor ?? 0);
+    return attr;
   }
 }
+
+const TYPE_BITS: Record<Exclude<SpecialType, 'symlink'>, number> = { fifo: S_IFIFO, socket: S_IFSOCK, char: S_IFCHR, block: S_IFBLK };

@@ -6,8 +6,10 @@
 // lands either before (and is what the op renames or removes) or after (at the file's new place, or nowhere
 // once it is unlinked). A name that is not open is never linked by anyone here but the op itself.
 import { FsError } from '../errors.js';
-import type { TahoeClient } from '../tahoe/client.js';
-import { heldCap, linkTargetOf, newLinkMetadata, parseNs, touchedMetadata, type Timestamp, withMtime } from '../tahoe/links.js';
+import { encodeBase32 } from '../tahoe/base32.js';
+import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
+import { heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
+import { ownMetadataOf, withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
 import { withLocks } from '../util/once.js';
 import { dirRefOf, type DirRef, type Directories } from './directories.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
@@ -24,10 +26,12 @@ export class Namespace {
     private readonly writeBack: WriteBack,
   ) {}
 
-  async mkdir(path: string): Promise<void> {
+  /** `own`: the new directory's mode and owner when not the default (then its link carries metadata). */
+  async mkdir(path: string, own: OwnMetadata = {}): Promise<void> {
     const { parent, name, child } = await this.dirs.lookup(path);
     requireWritable(parent, path);
     if (child || this.files.get(path) || this.making.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
+    const metadata = withOwnMetadata(newLinkMetadata(), own);
     if (this.writeBack.deferred) {
       // Nothing at the gateway refuses a second mkdir of the name (as replace=false does in durable mode):
       // the name is taken here, before the first await, until the listing shows it.
@@ -35,15 +39,22 @@ export class Namespace {
       try {
         const cap = await this.writeBack.newDirectory();
         this.dirs.seedEmpty(cap);
-        await this.writeBack.mkdirLater(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
+        await this.writeBack.mkdirLater(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
       } finally {
         this.making.delete(path);
       }
       return;
     }
-    const cap = await this.client.mkdir(parent.cap, name);
+    let cap: string;
+    if (Object.keys(own).length === 0) {
+      cap = await this.client.mkdir(parent.cap, name);
+    } else {
+      // t=mkdir links with no metadata: made unlinked, then linked with it (the same two mutable writes).
+      cap = await this.client.createDirectory();
+      await this.client.setChild(parent.cap, name, { type: 'dir', rwUri: cap, metadata: userMetadata(metadata) }, false);
+    }
     this.dirs.seedEmpty(cap);
-    this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata: newLinkMetadata() });
+    this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
   }
 
   /** Whether a write-back mkdir is taking this name right now (create must not take it too). */
@@ -184,31 +195,73 @@ export class Namespace {
     if (path === '/') return; // the root has no link to carry metadata
     const mtime = parseNs(mtimeNs);
     if (!mtime) throw new FsError('EINVAL', `bad time ${mtimeNs}`);
+    await this.editLink(path, (file) => this.files.setMtime(file, mtime), (metadata) => withMtime(metadata, mtime));
+  }
+
+  /** chmod, chown, setxattr, removexattr: a change of our keys of the link metadata (posix.ts). */
+  editOwn(path: string, edit: (own: OwnMetadata) => OwnMetadata): Promise<void> {
+    if (path === '/') throw new FsError('ENOTSUP', 'the mounted root has no link to carry metadata');
+    return this.editLink(
+      path,
+      async (file) => {
+        const own = edit(file.own);
+        if (!sameJson(own, file.own)) await this.files.setOwn(file, own);
+      },
+      (metadata) => withOwnMetadata(metadata, edit(ownMetadataOf(metadata))),
+    );
+  }
+
+  /**
+   * Changes an entry's link metadata. A file whose content is not stored yet carries the change with its upload
+   * (`ofOpenFile`); a write-back directory whose link is on its way carries it with that link (tar sets a
+   * directory's time right after filling it); in write-back mode a stored link is updated in the background,
+   * batched; otherwise now. A change that changes nothing costs nothing (rsync sets what is already there).
+   */
+  private async editLink(path: string, ofOpenFile: (file: OpenFile) => Promise<void>, edit: (metadata: LinkMetadata) => LinkMetadata): Promise<void> {
     await this.withOpenFiles([path], async ([open]) => {
-      if (open && (open.dirty || !open.child)) return this.files.setMtime(open, mtime); // stored by its upload
-      // A write-back directory whose link is on its way: the time goes with that link (tar sets a directory's
-      // time right after filling it; writing the parent now would cost a directory update each).
+      if (open && (open.dirty || !open.child)) return ofOpenFile(open);
       const { parent, name, child } = await this.dirs.lookup(path);
-      if (this.writeBack.setPendingDirMtime(parent.cap, name, mtime)) return;
-      if (this.writeBack.deferred && child && !open) {
-        requireWritable(parent, path);
-        this.dirs.patch(parent.cap, name, this.writeBack.setMtimeLater(parent.cap, child, mtime, path));
-        return;
+      if (this.writeBack.editPendingDir(parent.cap, name, edit)) return;
+      if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
+      const metadata = edit(userMetadata(child.metadata));
+      if (sameJson(metadata, userMetadata(child.metadata))) return;
+      requireWritable(parent, path);
+      let updated: ChildInfo;
+      if (this.writeBack.deferred && !open) {
+        updated = this.writeBack.relinkLater(parent.cap, child, metadata, path);
+      } else {
+        await this.client.setChild(parent.cap, name, { ...linkTargetOf(child), metadata }, true);
+        updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
       }
-      await this.setLinkMtime(path, mtime, open);
+      this.dirs.patch(parent.cap, name, updated);
+      if (open) {
+        open.child = updated;
+        open.own = ownMetadataOf(metadata);
+      }
     });
   }
 
-  private async setLinkMtime(path: string, mtime: Timestamp, open: OpenFile | undefined): Promise<void> {
+  /**
+   * A symlink or special file: a tiny immutable file (the target, or nothing) whose link metadata says what it
+   * is. Up to 55 bytes the cap holds the bytes itself (a LIT cap, made here: no upload).
+   */
+  async makeSmallFile(path: string, content: Buffer, own: OwnMetadata): Promise<void> {
     const { parent, name, child } = await this.dirs.lookup(path);
-    if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
     requireWritable(parent, path);
-    const metadata = withMtime(child.metadata, mtime);
-    await this.client.setChild(parent.cap, name, { ...linkTargetOf(child), metadata }, true);
-    const updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
-    this.dirs.patch(parent.cap, name, updated);
-    if (open) open.child = updated;
+    if (child || this.files.get(path) || this.making.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
+    const cap = content.length <= LIT_MAX_BYTES ? `URI:LIT:${encodeBase32(content)}` : await this.client.upload(content, content.length);
+    const metadata = withOwnMetadata(withMtime({}, nowTimestamp()), own);
+    if (this.writeBack.deferred) await this.writeBack.linkNew(parent.cap, name, { type: 'file', roUri: cap, metadata }, path);
+    else await this.client.setChild(parent.cap, name, { type: 'file', roUri: cap, metadata }, false);
+    this.dirs.patch(parent.cap, name, { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata(newLinkMetadata(), metadata) });
   }
+}
+
+/** Tahoe makes files up to this size literal (allmydata/immutable/upload.py URI_LIT_SIZE_THRESHOLD). */
+const LIT_MAX_BYTES = 55;
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
 }
 
 export function requireWritable(dir: DirRef, path: string): void {

@@ -26,6 +26,7 @@ import { fromLocalFs, FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Cap } from '../tahoe/caps.js';
 import type { ChildInfo } from '../tahoe/client.js';
+import { ownMetadataOf, type OwnMetadata } from '../tahoe/posix.js';
 import { capOf, heldCap, nowTimestamp, nsString, sizeOf, tryParseCap, type Timestamp } from '../tahoe/links.js';
 import { readFully, writeFully } from '../util/file-io.js';
 import { Mutex, SharedPromise } from '../util/once.js';
@@ -82,6 +83,8 @@ export class OpenFile {
   mtime: Timestamp | undefined;
   /** Whether `mtime` was set by utimens (then it is kept in the record for recovery). */
   mtimeExplicit = false;
+  /** Mode, owner, kind and xattrs (posix.ts) as the link is to carry them: set by create, chmod, setxattr... */
+  own: OwnMetadata;
   uploading: Promise<void> | undefined;
   /** Why the staged bytes are kept and not stored (the entry changed meanwhile, write-back mode): final. */
   conflict: string | undefined;
@@ -103,6 +106,7 @@ export class OpenFile {
     this.path = path;
     this.child = child;
     this.size = child ? sizeOf(child) : 0;
+    this.own = child ? ownMetadataOf(child.metadata) : {};
   }
 
   /** Resolves once no write into the staging file is in progress. */
@@ -416,6 +420,14 @@ export class OpenFiles {
     await this.saveRecord(file);
   }
 
+  /** chmod, setxattr... of a file whose content is not stored yet: the change goes with the upload (and into the record). */
+  async setOwn(file: OpenFile, own: OwnMetadata): Promise<void> {
+    file.own = own;
+    file.generation++; // as setMtime
+    file.dirty = true;
+    await this.saveRecord(file);
+  }
+
   private async markDirty(file: OpenFile): Promise<void> {
     file.dirty = true;
     file.generation++;
@@ -471,6 +483,7 @@ export class OpenFiles {
       size: file.size,
       ...(file.conflict ? { conflict: true } : {}),
       ...(file.mtimeExplicit && file.mtime ? { mtimeNs: nsString(file.mtime) } : {}),
+      ...(Object.keys(file.own).length > 0 ? { own: file.own } : {}),
     };
   }
 

@@ -18,6 +18,8 @@ export interface Attr {
   atime: Timestamp;
   mtime: Timestamp;
   ctime: Timestamp;
+  /** Device numbers of a character or block device (Linux's encoding). */
+  rdev?: number;
 }
 
 export interface StatFs {
@@ -66,7 +68,8 @@ export interface Ops {
 
   /** Returns a file handle number (never 0: the FUSE binding reads 0 as "no handle"). */
   open(path: string, flags: number): Promise<number>;
-  create(path: string, mode: number): Promise<number>;
+  /** `mode` has the umask applied already (by the kernel). */
+  create(path: string, mode: number, uid: number, gid: number): Promise<number>;
   read(path: string, fh: number, length: number, position: number): Promise<Buffer>;
   /**
    * The same read into the caller's buffer, when the filesystem runs in the caller's process: the FUSE
@@ -105,7 +108,12 @@ export interface Ops {
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string, fh: number, size: number): Promise<void>;
 
-  mkdir(path: string, mode: number): Promise<void>;
+  mkdir(path: string, mode: number, uid: number, gid: number): Promise<void>;
+  /** A symbolic link at `path` holding `target`, which is only text (the kernel follows it). */
+  symlink(target: string, path: string, uid: number, gid: number): Promise<void>;
+  readlink(path: string): Promise<string>;
+  /** A fifo, socket, or character or block device (`mode` has the type bits; `rdev` the device numbers). */
+  mknod(path: string, mode: number, rdev: number, uid: number, gid: number): Promise<void>;
   rmdir(path: string): Promise<void>;
   unlink(path: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
@@ -114,7 +122,16 @@ export interface Ops {
   /** Times in nanoseconds since the epoch, as decimal strings (exact, and JSON-safe). */
   utimens(path: string, atimeNs: string, mtimeNs: string): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
+  /** -1 leaves an id unchanged. */
   chown(path: string, uid: number, gid: number): Promise<void>;
+
+  /** Extended attributes: user.* stored in the link metadata, user.tahoe.* computed (read-only). */
+  getxattr(path: string, name: string): Promise<Buffer>;
+  /** Every name getxattr answers, but the computed ones unless the mount lists them. */
+  listxattr(path: string): Promise<string[]>;
+  /** `flags`: XATTR_CREATE (1) or XATTR_REPLACE (2). */
+  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
+  removexattr(path: string, name: string): Promise<void>;
 
   /**
    * Calls `listener(dirPath, name, kind)` for each entry that a refreshed listing shows changed by someone else,
@@ -166,7 +183,7 @@ export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {
   // Long: an open may fetch a mutable file whole, a truncate copy the content first, a flush, fsync or release
   // upload the file, a link upload the dirty file it links.
   open: { args: ['string', 'number'], long: true, result: 'json' },
-  create: { args: ['string', 'number'], long: true, result: 'json' },
+  create: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
   read: { args: ['string', 'number', 'number', 'number'], long: true, result: 'data' },
   write: { args: ['string', 'number', 'data', 'number'], long: true, result: 'json' },
   // Long: a readSource may wait for a download, a beginWrite for an upload and a copy of the content, an
@@ -180,7 +197,10 @@ export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {
   release: { args: ['string', 'number'], long: true, result: 'json' },
   truncate: { args: ['string', 'number'], long: true, result: 'json' },
   ftruncate: { args: ['string', 'number', 'number'], long: true, result: 'json' },
-  mkdir: { args: ['string', 'number'], long: false, result: 'json' },
+  mkdir: { args: ['string', 'number', 'number', 'number'], long: false, result: 'json' },
+  symlink: { args: ['string', 'string', 'number', 'number'], long: false, result: 'json' },
+  readlink: { args: ['string'], long: false, result: 'json' },
+  mknod: { args: ['string', 'number', 'number', 'number', 'number'], long: false, result: 'json' },
   rmdir: { args: ['string'], long: false, result: 'json' },
   unlink: { args: ['string'], long: false, result: 'json' },
   rename: { args: ['string', 'string'], long: false, result: 'json' },
@@ -188,6 +208,10 @@ export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {
   utimens: { args: ['string', 'string', 'string'], long: false, result: 'json' },
   chmod: { args: ['string', 'number'], long: false, result: 'json' },
   chown: { args: ['string', 'number', 'number'], long: false, result: 'json' },
+  getxattr: { args: ['string', 'string'], long: false, result: 'data' },
+  listxattr: { args: ['string'], long: false, result: 'json' },
+  setxattr: { args: ['string', 'string', 'data', 'number'], long: false, result: 'json' },
+  removexattr: { args: ['string', 'string'], long: false, result: 'json' },
 };
 
 export const OP_NAMES: readonly OpName[] = Object.keys(OP_TABLE) as OpName[];

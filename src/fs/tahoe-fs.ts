@@ -14,9 +14,10 @@ import type { ContentCache } from '../cache/content-cache.js';
 import type { StagingJournal } from '../cache/staging-journal.js';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { redact, type Cap } from '../tahoe/caps.js';
+import { readOnlyCap, redact, type Cap } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
-import { nowTimestamp } from '../tahoe/links.js';
+import { capTextOf, nowTimestamp, tryParseCap } from '../tahoe/links.js';
+import { checkXattrName, isUserXattr, ownMetadataOf, splitDev, SYMLINK_MAX, withMode, withOwner, withoutXattr, withXattr, xattrValue, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { Attributes, requireWritableFile } from './attributes.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import { childPath, Directories, isShowableName, NAME_MAX_BYTES, type DirRef } from './directories.js';
@@ -25,7 +26,7 @@ import { OpenFiles, type OpenFile, type ProcessIdentity } from './open-files.js'
 import type { Attr, ChangeListener, DirEntry, Ops, ReadSource, StatFs } from './ops.js';
 import { WriteBack, type SyncReport } from './write-back.js';
 
-const { O_RDONLY, O_TRUNC, O_WRONLY } = constants;
+const { O_RDONLY, O_TRUNC, O_WRONLY, S_IFMT, S_IFREG } = constants;
 /** Linux's mask for the access mode bits of open flags (Node does not export it). */
 const O_ACCMODE = 0o3;
 const W_OK = 2;
@@ -60,6 +61,13 @@ export interface TahoeFsOptions {
   drainMs?: number;
   /** How long a beginWrite holds off uploads without its endWrite (see open-files.ts). */
   writeHoldMs?: number;
+  /**
+   * A mount shared by several local users (allow_other): new entries keep their creator as owner, chown is
+   * stored, stat shows both. Otherwise every entry is the mounting user's.
+   */
+  owners?: boolean;
+  /** listxattr names the computed user.tahoe.* attributes too (so that `getfattr -d` shows them). */
+  listCapXattrs?: boolean;
 }
 
 export class TahoeFs implements Ops {
@@ -70,6 +78,8 @@ export class TahoeFs implements Ops {
   private readonly attrs: Attributes;
   private readonly cache: ContentCache;
   private readonly log: Logger;
+  private readonly owners: boolean;
+  private readonly listCapXattrs: boolean;
 
   constructor(opts: TahoeFsOptions) {
     this.log = opts.log;
@@ -79,7 +89,9 @@ export class TahoeFs implements Ops {
     this.files = new OpenFiles({ cache: opts.cache, journal: opts.journal, directories: this.dirs, rootId, owner: opts.owner, writeHoldMs: opts.writeHoldMs, log: opts.log });
     this.writeBack = new WriteBack({ ...opts, directories: this.dirs, files: this.files, rootId });
     this.names = new Namespace(opts.client, this.dirs, this.files, this.writeBack);
-    this.attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp());
+    this.owners = opts.owners === true;
+    this.listCapXattrs = opts.listCapXattrs === true;
+    this.attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), this.owners);
   }
 
   /** Lists the root once: a bad cap or an unreachable gateway fails the mount instead of every later op. */
@@ -130,7 +142,7 @@ export class TahoeFs implements Ops {
   // ---- attributes and directories -------------------------------------------------------------------------
 
   async getattr(path: string): Promise<Attr> {
-    if (path === '/') return this.attrs.dir(this.dirs.root.writable, undefined);
+    if (path === '/') return this.attrs.root(this.dirs.root.writable);
     const open = this.files.get(path);
     if (open) return this.attrs.openFile(open);
     const { parent, child } = await this.dirs.lookup(path);
@@ -190,8 +202,36 @@ export class TahoeFs implements Ops {
     return { bsize: BLOCK_SIZE, frsize: BLOCK_SIZE, blocks, bfree: blocks, bavail: blocks, files: 2 ** 32 - 1, ffree: 2 ** 32 - 1, favail: 2 ** 32 - 1, namemax: NAME_MAX_BYTES };
   }
 
-  mkdir(path: string, _mode?: number): Promise<void> {
-    return this.names.mkdir(path);
+  mkdir(path: string, mode: number, uid = -1, gid = -1): Promise<void> {
+    return this.names.mkdir(path, this.newOwn(mode, 0o755, uid, gid));
+  }
+
+  async symlink(target: string, path: string, uid = -1, gid = -1): Promise<void> {
+    if (Buffer.byteLength(target) > SYMLINK_MAX) throw new FsError('ENAMETOOLONG', `symlink target too long: ${path}`);
+    return this.names.makeSmallFile(path, Buffer.from(target), this.newOwn(0o777, 0o777, uid, gid, { type: 'symlink', target }));
+  }
+
+  async readlink(path: string): Promise<string> {
+    const posix = (await this.ownOf(path)).posix;
+    if (posix?.type !== 'symlink' || posix.target === undefined) throw new FsError('EINVAL', `not a symlink: ${path}`);
+    return posix.target;
+  }
+
+  /** mknod(2) of a regular file makes an empty one. */
+  async mknod(path: string, mode: number, rdev: number, uid = -1, gid = -1): Promise<void> {
+    const format = mode & S_IFMT;
+    const type = SPECIAL_OF_MODE.get(format);
+    if (!type && format !== S_IFREG && format !== 0) throw new FsError('EINVAL', `mknod of this file type is not supported: ${path}`);
+    const posix: PosixFields = !type ? {} : type === 'char' || type === 'block' ? { type, ...splitDev(rdev) } : { type };
+    return this.names.makeSmallFile(path, Buffer.alloc(0), this.newOwn(mode, 0o644, uid, gid, posix));
+  }
+
+  /** A new entry's metadata: its mode unless the default, its owner where owners are kept, what it is. */
+  private newOwn(mode: number, defaultMode: number, uid: number, gid: number, posix: PosixFields = {}): OwnMetadata {
+    let own: OwnMetadata = Object.keys(posix).length > 0 ? { posix } : {};
+    if ((mode & 0o7777) !== defaultMode) own = withMode(own, mode);
+    if (this.owners && uid >= 0 && gid >= 0) own = withOwner(own, uid, gid);
+    return own;
   }
 
   rmdir(path: string): Promise<void> {
@@ -214,14 +254,80 @@ export class TahoeFs implements Ops {
     return this.names.utimens(path, mtimeNs);
   }
 
-  /** Tahoe stores no modes: accepted without effect, so that cp -a, rsync -a and tar succeed. */
-  async chmod(path: string): Promise<void> {
-    await this.getattr(path);
+  /** The root keeps its mode: it has no link to carry one. */
+  async chmod(path: string, mode: number): Promise<void> {
+    if (path === '/') return;
+    await this.names.editOwn(path, (own) => withMode(own, mode));
   }
 
-  /** Tahoe stores no owners: accepted without effect (see chmod). */
-  async chown(path: string): Promise<void> {
-    await this.getattr(path);
+  /** Stored where owners are kept (the kernel checks who may: default_permissions); accepted without effect elsewhere. */
+  async chown(path: string, uid: number, gid: number): Promise<void> {
+    if (!this.owners || path === '/') {
+      await this.getattr(path);
+      return;
+    }
+    await this.names.editOwn(path, (own) => withOwner(own, uid, gid));
+  }
+
+  // ---- extended attributes ---------------------------------------------------------------------------------
+
+  async getxattr(path: string, name: string): Promise<Buffer> {
+    if (name.startsWith(CAP_XATTR_PREFIX)) {
+      const value = (await this.capXattrs(path))[name];
+      if (value === undefined) throw new FsError('ENODATA', `no ${name}: ${path}`);
+      return Buffer.from(value);
+    }
+    if (!isUserXattr(name)) throw new FsError('ENODATA', `no ${name}: ${path}`);
+    return xattrValue(await this.ownOf(path), name);
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    const names = Object.keys((await this.ownOf(path)).xattrs ?? {});
+    // Not listed by default: cp -a, rsync -X and tar --xattrs would copy caps (secrets) wherever files go.
+    if (this.listCapXattrs) names.push(...Object.keys(await this.capXattrs(path)));
+    return names;
+  }
+
+  async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    checkXattrWrite(name);
+    await this.names.editOwn(path, (own) => withXattr(own, name, value, flags));
+  }
+
+  async removexattr(path: string, name: string): Promise<void> {
+    checkXattrWrite(name);
+    await this.names.editOwn(path, (own) => withoutXattr(own, name));
+  }
+
+  /** Our metadata of an entry (posix.ts): an open file's as its link is to carry it. */
+  private async ownOf(path: string): Promise<OwnMetadata> {
+    if (path === '/') return {};
+    const open = this.files.get(path);
+    if (open) return open.own;
+    const { child } = await this.dirs.lookup(path);
+    if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
+    return ownMetadataOf(child.metadata);
+  }
+
+  /** The computed user.tahoe.* attributes: none for a file whose content is not stored yet (its cap is to come). */
+  private async capXattrs(path: string): Promise<Record<string, string>> {
+    let text: string | undefined;
+    let roUri: string | undefined;
+    if (path === '/') {
+      text = this.dirs.root.cap;
+    } else {
+      const open = this.files.get(path);
+      if (open && (open.dirty || !open.child)) return {};
+      const child = open?.child ?? (await this.dirs.lookup(path)).child;
+      if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
+      text = capTextOf(child);
+      roUri = child.roUri;
+    }
+    const cap = tryParseCap(text);
+    if (!cap) return {};
+    const values: Record<string, string> = { [`${CAP_XATTR_PREFIX}readcap`]: roUri ?? readOnlyCap(cap.text) };
+    if (cap.writable) values[`${CAP_XATTR_PREFIX}writecap`] = cap.text;
+    if (cap.storageIndex) values[`${CAP_XATTR_PREFIX}storage-index`] = cap.storageIndex;
+    return values;
   }
 
   // ---- files -------------------------------------------------------------------------------------------------
@@ -243,11 +349,13 @@ export class TahoeFs implements Ops {
     return fh;
   }
 
-  async create(path: string, _mode?: number): Promise<number> {
+  async create(path: string, mode: number, uid = -1, gid = -1): Promise<number> {
     const { parent, name, child } = await this.dirs.lookup(path);
     if (child?.type === 'dir' || this.names.isBeingMade(path)) throw new FsError('EISDIR', `is a directory: ${path}`);
     requireWritable(parent, path);
+    const isNew = !child && !this.files.get(path);
     const file = this.files.getOrAdd(path, parent, name, child);
+    if (isNew) file.own = this.newOwn(mode, 0o644, uid, gid);
     const fh = this.files.addHandle(file, true);
     await this.emptyOrRelease(file, fh);
     return fh;
@@ -373,6 +481,21 @@ export class TahoeFs implements Ops {
     file.closed = true;
     await this.files.close(file, stored);
   }
+}
+
+const CAP_XATTR_PREFIX = 'user.tahoe.';
+const SPECIAL_OF_MODE = new Map<number, SpecialType>([
+  [constants.S_IFIFO, 'fifo'],
+  [constants.S_IFSOCK, 'socket'],
+  [constants.S_IFCHR, 'char'],
+  [constants.S_IFBLK, 'block'],
+]);
+
+/** Programs may store user.* attributes; ours (user.tahoe.*) are computed, and no other namespace is kept. */
+function checkXattrWrite(name: string): void {
+  if (name.startsWith(CAP_XATTR_PREFIX)) throw new FsError('EPERM', `${name} is computed from the cap: read-only`);
+  if (!isUserXattr(name)) throw new FsError('ENOTSUP', `only user.* attributes are kept: ${name}`);
+  checkXattrName(name);
 }
 
 /** The caller names a range of bytes to read or write there itself: whole, non-negative numbers only. */

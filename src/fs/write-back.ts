@@ -24,7 +24,8 @@ import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
-import { capTextOf, heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, timestampFromSeconds, touchedMetadata, tryParseCap, type Timestamp, withMtime } from '../tahoe/links.js';
+import { capTextOf, heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, timestampFromSeconds, touchedMetadata, tryParseCap, userMetadata, type Timestamp, withMtime } from '../tahoe/links.js';
+import { withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
 import { Coalesced, Semaphore, withLocks, type Mutex } from '../util/once.js';
 import type { DirRef, Directories } from './directories.js';
 import { DirectoryPool } from './directory-pool.js';
@@ -74,6 +75,8 @@ export interface StoreRequest {
   size: number;
   /** The file's mtime, stored in the link metadata. */
   mtime: Timestamp;
+  /** Mode, owner, kind and xattrs for the link (replacing the previous link's); undefined keeps those. */
+  own?: OwnMetadata;
   /** The entry the bytes replace, as last seen: a mutable file is overwritten in place; its metadata is kept. */
   previous: ChildInfo | undefined;
   /** Where to link, asked right before linking (under `lock`): undefined when the file was unlinked meanwhile. */
@@ -105,8 +108,8 @@ export class WriteBack {
   private readonly background = new Map<OpenFile, Promise<void>>();
   /** Write-back mode: directories made by mkdir and not linked yet, by staging path of their record. */
   private readonly pendingDirs = new Map<string, PendingDir>();
-  /** Times of stored entries on their way (setMtimeLater): sync and unmount wait for them. */
-  private readonly timeUpdates = new Set<Promise<void>>();
+  /** Metadata of stored entries on their way (relinkLater): sync and unmount wait for them. */
+  private readonly metadataUpdates = new Set<Promise<void>>();
   /** Store loops pausing between tries: called to try again at once (sync, unmount). */
   private readonly wakeups = new Set<() => void>();
 
@@ -224,6 +227,7 @@ export class WriteBack {
         stagingPath: staging.path,
         size: file.size,
         mtime: file.mtime ?? nowTimestamp(),
+        own: file.own,
         previous: file.child,
         lock: file.linkLock,
         destination: () => (file.unlinked ? undefined : { parentCap: file.parent.cap, name: file.name }),
@@ -275,7 +279,8 @@ export class WriteBack {
     return withLocks([req.lock], async () => {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' } as const;
-      const metadata = withMtime(previous?.metadata ?? {}, req.mtime);
+      const timed = withMtime(previous?.metadata ?? {}, req.mtime);
+      const metadata = req.own ? withOwnMetadata(timed, req.own) : timed;
       const target: LinkTarget = mutable ? { ...linkTargetOf(mutable), metadata } : { type: 'file', roUri: uploaded, metadata };
       // Tahoe has no compare-and-swap: a guarded link looks at the entry again right before linking. A mutable
       // file was overwritten in place already: its link only carries the new time.
@@ -328,34 +333,44 @@ export class WriteBack {
     this.pendingDirs.set(stagingPath, pending);
   }
 
-  /** Sets the time a pending directory is linked with (its listing shows it at once); false if none is pending. */
-  setPendingDirMtime(parentCap: string, name: string, mtime: Timestamp): boolean {
+  /**
+   * Changes the metadata a pending directory is linked with (its listing shows it at once); false if none is
+   * pending at `name`, or its link is on its way (then the change is linked after it: relinkLater).
+   */
+  editPendingDir(parentCap: string, name: string, edit: (metadata: LinkMetadata) => LinkMetadata): boolean {
     const pending = this.pendingDirAt(parentCap, name);
-    // A link on its way carries the metadata it was sent with: the time then follows it (setMtimeLater).
     if (!pending || pending.sending) return false;
-    const metadata = withMtime(pending.child.metadata, mtime);
+    const metadata = edit(userMetadata(pending.child.metadata));
     pending.child = { ...pending.child, metadata: touchedMetadata(pending.child.metadata, metadata) };
     this.opts.directories.addPendingLink(parentCap, name, pending.child);
     return true;
   }
 
   /**
-   * Write-back utimens of a stored entry: its new time is linked in the background, batched with the other
-   * links into its directory (a `tar x` sets every directory's time: one directory update each otherwise),
-   * and only over the same cap. Not kept across a crash: a time is metadata, not written bytes.
+   * Write-back change of a stored entry's metadata (its time, mode, xattrs): linked in the background, batched
+   * with the other links into its directory (a `tar x` sets every directory's time: one directory update each
+   * otherwise), and only over the same cap. Not kept across a crash: metadata, not written bytes.
    */
-  setMtimeLater(parentCap: string, child: ChildInfo, mtime: Timestamp, path: string): ChildInfo {
-    const metadata = withMtime(child.metadata, mtime);
+  relinkLater(parentCap: string, child: ChildInfo, metadata: LinkMetadata, path: string): ChildInfo {
     const updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
     const update = this.links
       .link(parentCap, { name: child.name, target: { ...linkTargetOf(child), metadata }, expect: heldCap(child) })
       .then(
-        (outcome) => void (outcome.linked || this.opts.log.warn({ path, reason: outcome.reason }, 'time not stored')),
-        (e: unknown) => this.opts.log.warn({ path, err: (e as Error).message }, 'time not stored'),
+        (outcome) => void (outcome.linked || this.opts.log.warn({ path, reason: outcome.reason }, 'metadata not stored')),
+        (e: unknown) => this.opts.log.warn({ path, err: (e as Error).message }, 'metadata not stored'),
       )
-      .finally(() => this.timeUpdates.delete(update));
-    this.timeUpdates.add(update);
+      .finally(() => this.metadataUpdates.delete(update));
+    this.metadataUpdates.add(update);
     return updated;
+  }
+
+  /**
+   * Write-back link of a new entry that needs no upload of its own (a symlink, a fifo): batched with the other
+   * links into its directory, and only where no entry is. Waited for: it has no record to survive a crash.
+   */
+  async linkNew(parentCap: string, name: string, target: LinkTarget, path: string): Promise<void> {
+    const outcome = await this.links.link(parentCap, { name, target, expect: null });
+    if (!outcome.linked) throw new FsError('EEXIST', `exists: ${path}`);
   }
 
   /** The directory made by a write-back mkdir at `name` whose link is still pending, if any. */
@@ -434,7 +449,7 @@ export class WriteBack {
     const dirty = this.opts.files.all().filter((f) => f.dirty && !f.unlinked);
     const dirs = [...this.pendingDirs.values()];
     await Promise.all([
-      ...this.timeUpdates,
+      ...this.metadataUpdates,
       ...dirty.map(async (f) => {
         // Only what was written before the call: a file written on meanwhile must not hold sync forever.
         const seen = f.generation;
@@ -465,7 +480,7 @@ export class WriteBack {
   async drain(): Promise<void> {
     this.draining = true;
     this.wakeAll();
-    const all = Promise.all([...this.background.values(), ...[...this.pendingDirs.values()].map((d) => d.done), ...this.timeUpdates]);
+    const all = Promise.all([...this.background.values(), ...[...this.pendingDirs.values()].map((d) => d.done), ...this.metadataUpdates]);
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<void>((r) => (timer = setTimeout(r, this.opts.drainMs ?? DEFAULT_DRAIN_MS)));
     await Promise.race([all, bound]);
@@ -566,6 +581,7 @@ export class WriteBack {
         size: info.size,
         // The time of the last write, unless utimens set one.
         mtime: (record.mtimeNs ? parseNs(record.mtimeNs) : undefined) ?? timestampFromSeconds(info.mtimeMs / 1000),
+        own: record.own,
         previous: undefined,
         destination: () => ({ parentCap: record.parentCap, name: record.name }),
         expectBase: record.base,

@@ -12,7 +12,8 @@ import { Node, NodeTable } from './nodes.js';
 /** Largest read and write per FUSE request: the kernel's max_pages (256 pages). */
 export const FUSE_MAX_IO = 1024 * 1024;
 
-const { ENOSYS, EINVAL, EEXIST } = constants.errno;
+const { ENOSYS, EINVAL, EEXIST, ENODATA, EOPNOTSUPP, ERANGE } = constants.errno;
+const USER_XATTR_PREFIX = 'user.';
 /** How long a request may go unanswered before the edge answers EIO itself; data ops may move a whole file. */
 const BACKSTOP_MS = 180_000;
 const LONG_BACKSTOP_MS = 3_600_000;
@@ -260,7 +261,17 @@ export class FuseAdapter {
         return this.setattr(req, node, a);
       case 'mkdir': {
         const name = nameOf(a.name);
-        await ops.mkdir(join(this.livePath(node), name), a.mode! & ~a.umask!);
+        await ops.mkdir(join(this.livePath(node), name), a.mode! & ~a.umask!, a.uid, a.gid);
+        return this.lookupReply(req, node, name);
+      }
+      case 'symlink': {
+        const name = nameOf(a.name);
+        await ops.symlink(a.target!.toString('utf8'), join(this.livePath(node), name), a.uid, a.gid);
+        return this.lookupReply(req, node, name);
+      }
+      case 'mknod': {
+        const name = nameOf(a.name);
+        await ops.mknod(join(this.livePath(node), name), a.mode! & ~a.umask!, a.rdev ?? 0, a.uid, a.gid);
         return this.lookupReply(req, node, name);
       }
       case 'unlink':
@@ -281,7 +292,7 @@ export class FuseAdapter {
       case 'create': {
         const name = nameOf(a.name);
         const path = join(this.livePath(node), name);
-        const fh = await ops.create(path, a.mode! & ~a.umask!);
+        const fh = await ops.create(path, a.mode! & ~a.umask!, a.uid, a.gid);
         let attr: Attr;
         try {
           attr = await ops.fgetattr(path, fh);
@@ -339,12 +350,41 @@ export class FuseAdapter {
         await ops.access(this.livePath(node), a.mode!);
         return s.replyErr(req, 0);
       case 'readlink':
-      case 'symlink':
-      case 'mknod':
-        return s.replyErr(req, ENOSYS);
+        return s.replyReadlink(req, Buffer.from(await ops.readlink(this.livePath(node))));
+      case 'getxattr':
+      case 'listxattr':
+      case 'setxattr':
+      case 'removexattr':
+        return this.xattr(op, req, node, a);
       default:
         return s.replyErr(req, ENOSYS);
     }
+  }
+
+  /**
+   * Extended attributes. Only user.* ones exist here: any other name is answered at once, without asking the
+   * core. That matters: the kernel asks for security.capability before every write.
+   */
+  private async xattr(op: 'getxattr' | 'listxattr' | 'setxattr' | 'removexattr', req: number, node: Node, a: RequestArgs): Promise<void> {
+    const s = this.session!;
+    const name = a.name?.toString('utf8') ?? '';
+    if (op === 'listxattr') {
+      const names = await this.ops.listxattr(this.livePath(node));
+      return this.replyXattr(req, Buffer.concat(names.map((n) => Buffer.from(n + '\0'))), a.size!);
+    }
+    if (!name.startsWith(USER_XATTR_PREFIX)) return s.replyErr(req, op === 'getxattr' ? ENODATA : EOPNOTSUPP);
+    if (op === 'getxattr') return this.replyXattr(req, await this.ops.getxattr(this.livePath(node), name), a.size!);
+    if (op === 'setxattr') await this.ops.setxattr(this.livePath(node), name, a.data ?? Buffer.alloc(0), a.flags ?? 0);
+    else await this.ops.removexattr(this.livePath(node), name);
+    s.replyErr(req, 0);
+  }
+
+  /** getxattr and listxattr: a size of 0 asks how large the value is; a smaller buffer than it gets ERANGE. */
+  private replyXattr(req: number, value: Buffer, size: number): void {
+    const s = this.session!;
+    if (size === 0) s.replyXattr(req, value.length);
+    else if (value.length > size) s.replyErr(req, ERANGE);
+    else s.replyBuf(req, value, value.length);
   }
 
   private async setattr(req: number, node: Node, a: RequestArgs): Promise<void> {

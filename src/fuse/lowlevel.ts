@@ -28,6 +28,8 @@ export interface RequestArgs {
   target?: Buffer;
   mode?: number;
   umask?: number;
+  /** mknod: the device numbers. */
+  rdev?: number;
   size?: number;
   offset?: number;
   data?: Buffer;

@@ -61,7 +61,8 @@ export async function mount(mountpoint: string, ops: Ops, opts: MountOptions): P
     if (HIGH_LEVEL_OPTIONS.has(name)) opts.log.warn({ option: o }, 'ignoring a libfuse high-level option: blackmatch sets this itself');
     return !DROPPED_OPTIONS.has(name) && !HIGH_LEVEL_OPTIONS.has(name);
   });
-  const options = [`fsname=${safeName}`, 'subtype=blackmatch', ...passed];
+  // The kernel checks permissions against the modes and owners we show, as on a local filesystem.
+  const options = [`fsname=${safeName}`, 'subtype=blackmatch', 'default_permissions', ...passed.filter((o) => o !== 'default_permissions')];
   session.mount(mountpoint, options, FUSE_MAX_IO, true);
   opts.log.info({ fuse: fuseDescription() }, 'FUSE session started');
   await raiseReadahead(mountpoint, opts.log);

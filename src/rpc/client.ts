@@ -101,7 +101,7 @@ export class RpcClient {
     return {
       ...ops,
       open: (path, flags) => ((flags & O_ACCMODE) !== O_RDONLY ? changing(open(path, flags)) : open(path, flags)),
-      create: (path, mode) => changing(create(path, mode)),
+      create: (path, mode, uid, gid) => changing(create(path, mode, uid, gid)),
       truncate: (path, size) => changing(truncate(path, size)),
       readInto: (path, fh, target, position) => this.readLocal(path, fh, target, position),
       write: (path, fh, data, position) => this.writeLocal(path, fh, data, position),

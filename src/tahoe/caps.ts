@@ -113,6 +113,21 @@ export function parseCap(text: string): Cap {
   throw new CapError(describeUnknown(trimmed));
 }
 
+const READ_ONLY_KIND: Partial<Record<CapKind, CapKind>> = { SSK: 'SSK-RO', MDMF: 'MDMF-RO', DIR2: 'DIR2-RO', 'DIR2-MDMF': 'DIR2-MDMF-RO' };
+
+/**
+ * The read cap of a cap (what `tahoe ls --json` shows as ro_uri): a write cap's read key is a hash of its
+ * write key, with the same fingerprint; any other cap is its own read cap.
+ */
+export function readOnlyCap(text: string): string {
+  const cap = parseCap(text);
+  const roKind = READ_ONLY_KIND[cap.kind];
+  if (!roKind) return cap.text;
+  const [, , writeKey, fingerprint] = cap.text.split(':');
+  const readKey = taggedHash(MUTABLE_READKEY_TAG, key128(writeKey!, cap.kind), 16);
+  return `URI:${roKind}:${encodeBase32(readKey)}:${fingerprint}`;
+}
+
 function describeUnknown(text: string): string {
   if (!text.startsWith('URI:')) return 'not a Tahoe capability (it should start with "URI:")';
   const kind = text.split(':')[1] ?? '';

@@ -44,6 +44,8 @@ export interface StartCoreOptions {
   /** How long a listing is trusted (default 60 s; 0 refetches on every use). */
   cacheTimeoutMs?: number;
   writeHoldMs?: number;
+  owners?: boolean;
+  listCapXattrs?: boolean;
 }
 
 export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): Promise<Core> {
@@ -57,6 +59,7 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
     owner: opts.owner ?? me,
     isAlive: async (o) => o.pid === me.pid && o.start === me.start,
     maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, drainMs: opts.drainMs, writeHoldMs: opts.writeHoldMs,
+    owners: opts.owners, listCapXattrs: opts.listCapXattrs,
   });
   await fs.start();
   let stopped = false;
@@ -72,7 +75,7 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
 }
 
 export async function writeFile(fs: TahoeFs, path: string, text: string): Promise<number> {
-  const fh = await fs.create(path, 0o644);
+  const fh = await fs.create(path, 0o644, 0, 0);
   await fs.write(path, fh, Buffer.from(text), 0);
   return fh;
 }

@@ -38,6 +38,7 @@ describe('parseArgs', () => {
       serverStartTimeout: 8,
       writeBack: false,
       transfers: 8,
+      listCapXattrs: false,
     });
   });
 

@@ -139,7 +139,7 @@ describe('split mode: reads and writes through local files', () => {
 
   it('a failed endWrite that the write did not wait for is reported by the next op on the handle', async () => {
     const { ops, client } = await serve();
-    const fh = await ops.create('/g', 0o644);
+    const fh = await ops.create('/g', 0o644, 0, 0);
     const realCall = client.call.bind(client);
     client.call = (method, args, data, deadline) =>
       method === 'endWrite' ? Promise.reject(new Error('endWrite failed on purpose')) : realCall(method, args, data, deadline);
@@ -171,7 +171,7 @@ describe('split mode: reads and writes through local files', () => {
   it('writes into the staging file itself, reads it back, and stores it; a partial overwrite keeps the rest', async () => {
     const { ops, calls, core } = await serve();
     const before = dataFrames;
-    const fh = await ops.create('/w', 0o644);
+    const fh = await ops.create('/w', 0o644, 0, 0);
     const first = randomBytes(2 * BLOCK);
     assert.equal(await ops.write('/w', fh, first, 0), first.length);
     assert.equal(await ops.write('/w', fh, Buffer.from('PATCH'), 100), 5);
@@ -202,7 +202,7 @@ describe('split mode: reads and writes through local files', () => {
 
   it('an upload waits for a client write between beginWrite and endWrite', async () => {
     const { ops, client } = await serve();
-    const fh = await ops.create('/f', 0o644);
+    const fh = await ops.create('/f', 0o644, 0, 0);
     await ops.write('/f', fh, Buffer.from('old content'), 0);
     const staging = (await client.call('beginWrite', ['/f', fh, 0, 3])).result as string;
     assert.equal((await stat(staging)).mode & 0o777, 0o600);
@@ -223,7 +223,7 @@ describe('split mode: reads and writes through local files', () => {
 
   it('a client write waits for a write-back store in flight, and is stored after it', async () => {
     const { ops, core } = await serve({ writeBack: true });
-    const fh = await ops.create('/f', 0o644);
+    const fh = await ops.create('/f', 0o644, 0, 0);
     await ops.write('/f', fh, Buffer.from('version one'), 0);
     const held = fake.hold(isUpload);
     await ops.release('/f', fh); // write-back: stored in the background
@@ -243,7 +243,7 @@ describe('split mode: reads and writes through local files', () => {
 
   it('a hold without its endWrite ends after its bound, or when its handle is released', async () => {
     const { ops, client } = await serve({ writeHoldMs: 50 });
-    const fh = await ops.create('/f', 0o644);
+    const fh = await ops.create('/f', 0o644, 0, 0);
     await ops.write('/f', fh, Buffer.from('bytes'), 0);
     await client.call('beginWrite', ['/f', fh, 0, 5]); // the client "dies" before its write
     await bounded(ops.fsync('/f', fh, false), 'fsync after the hold expired');
