@@ -1,5 +1,6 @@
-// Operations on names: mkdir, rmdir, unlink, rename, link, utimens. Each is one or two web-API requests on the
-// parent directories, then a patch of the cached listings.
+// Operations on names: mkdir, rmdir, unlink, rename, link, symlinks and special files (makeSmallFile), and every
+// change of an entry's link metadata (editLink: utimens, chmod, chown, xattrs). Each is one or two web-API
+// requests on the parent directories, then a patch of the cached listings.
 //
 // An open file's link may be written by its upload at any moment (write-back.ts). So an op on the name of an
 // open file holds that file's `linkLock` while it looks the entry up and changes it: the upload's link then

@@ -6,8 +6,9 @@
 //   directories.ts  listings (bounded cache), path lookup, the name policy
 //   open-files.ts   the handle table, open files, read sources, staging files and their records
 //   write-back.ts   upload and link of staged bytes (close, fsync, retries, recovery at start)
-//   namespace.ts    mkdir, rmdir, unlink, rename, link, utimens
+//   namespace.ts    mkdir, rmdir, unlink, rename, link, symlinks and special files, every change of link metadata
 //   attributes.ts   what stat shows
+// Extended attributes and caps as attributes are here: they only read and edit link metadata (tahoe/posix.ts).
 // It owns no state of its own beyond those rooms.
 import { constants } from 'node:fs';
 import type { ContentCache } from '../cache/content-cache.js';
