@@ -108,6 +108,12 @@ function fakeCore(paths: string[]): { ops: Ops; calls: Call[]; files: Set<string
     },
     unlink: async (p) => void files.delete(p),
     mkdir: async () => undefined,
+    getxattr: async (p, name) => {
+      if (name !== 'user.k') throw new FsError('ENODATA', `no ${name} on ${p}`);
+      return Buffer.from('value');
+    },
+    listxattr: async () => ['user.a', 'user.k'],
+    setxattr: async () => undefined,
   };
   const ops = new Proxy(impl, {
     get: (target, op: string) => {
@@ -247,6 +253,31 @@ function capturingLogger(): { log: Logger; lines: LogLine[] } {
 const ERROR_LEVEL = 50;
 const DEBUG_LEVEL = 20;
 const failures = (lines: LogLine[]) => lines.filter((l) => l.msg === 'failed');
+
+describe('FUSE adapter: extended attributes', () => {
+  it('answers the size question, ERANGE for a short buffer, and the value when it fits', async () => {
+    const { session } = setup(['/f']);
+    const f = await session.lookup(ROOT_INO, 'f');
+    const ask = (size: number) => session.call('getxattr', { ino: f, name: Buffer.from('user.k'), size });
+    assert.deepEqual(await ask(0), { kind: 'xattr', values: [5] });
+    assert.deepEqual(await ask(4), { kind: 'err', values: [34] }); // ERANGE
+    assert.deepEqual(await ask(5), { kind: 'buf', values: ['value'] });
+    const list = await session.call('listxattr', { ino: f, size: 100 });
+    assert.deepEqual(list, { kind: 'buf', values: ['user.a\0user.k\0'] });
+    assert.deepEqual(await session.call('listxattr', { ino: f, size: 0 }), { kind: 'xattr', values: [14] });
+  });
+
+  it('answers names outside user.* itself, without asking the core (the kernel asks security.capability before every write)', async () => {
+    const { session, calls } = setup(['/f']);
+    const f = await session.lookup(ROOT_INO, 'f');
+    const before = calls.length;
+    assert.deepEqual(await session.call('getxattr', { ino: f, name: Buffer.from('security.capability'), size: 0 }), { kind: 'err', values: [61] }); // ENODATA
+    assert.deepEqual(await session.call('setxattr', { ino: f, name: Buffer.from('trusted.x'), data: Buffer.from('v'), flags: 0 }), { kind: 'err', values: [95] }); // EOPNOTSUPP
+    assert.equal(calls.length, before);
+    assert.deepEqual(await session.call('setxattr', { ino: f, name: Buffer.from('user.k'), data: Buffer.from('v'), flags: 1 }), { kind: 'err', values: [0] });
+    assert.deepEqual(calls.at(-1), { op: 'setxattr', args: ['/f', 'user.k', Buffer.from('v'), 1] });
+  });
+});
 
 describe('split mode: a failure is logged once, in the process where it happened', () => {
   let dir: string;
