@@ -9,6 +9,7 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v getfattr >/dev/null 2>&1 || need+=(attr)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

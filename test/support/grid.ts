@@ -544,6 +544,20 @@ class GridImpl implements Grid {
   }
 }
 
+/**
+ * Runs the grid's `tahoe` command line (on PATH or in the chroot) to completion, bounded, as another client of
+ * the grid would: e.g. tahoeCli(['get', '-u', gatewayUrl, cap, '-']) for a file's bytes. Its stdout, as bytes.
+ */
+export async function tahoeCli(args: string[], timeoutMs = 60_000): Promise<Buffer> {
+  const [cmd, argv] = tahoeCommand(await getRunner(() => {}), args);
+  return new Promise((resolve, reject) => {
+    execFile(cmd, argv, { timeout: timeoutMs, encoding: 'buffer', maxBuffer: 256 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`tahoe ${args[0] ?? ''} failed: ${error.message}\n${stderr.toString().slice(-2000)}`));
+      else resolve(stdout);
+    });
+  });
+}
+
 /** Host path of the chroot tahoe runs in, or null when tahoe is on PATH (see scripts/tahoe-root.sh). */
 export async function tahoeRoot(log: (msg: string) => void = () => {}): Promise<string | null> {
   return (await getRunner(log)).root;

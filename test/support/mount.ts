@@ -59,6 +59,8 @@ process.on('exit', () => {
 export class TestMount {
   private watchdogs = new Set<NodeJS.Timeout>();
   private unmounted = false;
+  /** The command line this mount was started with, for remount(). */
+  private args: string[] = [];
 
   private constructor(
     readonly mode: Mode,
@@ -94,12 +96,24 @@ export class TestMount {
       ...(opts.extraArgs ?? []),
       mountpoint,
     ];
+    m.args = args;
     const res = await runCli(args);
     if (res.code !== 0) {
       await m.cleanup();
       throw new Error(`mount failed (${res.code}): ${res.stderr.trim()}\n${await m.logTail()}`);
     }
     return m;
+  }
+
+  /**
+   * Unmounts (fusermount -u), waits until every process of the mount has exited, and mounts again on the same
+   * mountpoint with the same node directory (cache, staging, logs kept) and the same arguments.
+   */
+  async remount(): Promise<void> {
+    await run('fusermount', ['-u', this.mountpoint], { timeout: 30_000 });
+    await eventually('every process of the mount exits before the remount', async () => (await this.pids()).length === 0, 30_000);
+    const res = await runCli(this.args);
+    if (res.code !== 0) throw new Error(`remount failed (${res.code}): ${res.stderr.trim()}\n${await this.logTail()}`);
   }
 
   /** This mount's cache folder: one per root, `_cache/<alias or uri_hash>` in the node directory. */
