@@ -60,9 +60,8 @@ export class Attributes {
   }
 
   openFile(file: OpenFileState): Attr {
-    const times = file.child ? linkTimes(file.child.metadata) : { mtime: this.mountTime, ctime: this.mountTime };
-    const mtime = file.dirty && file.mtime ? file.mtime : times.mtime;
-    return this.file(file.own, file.size, fileWritable(file.child, file.parent), mtime, file.child ? times.ctime : mtime);
+    const mtime = file.dirty && file.mtime ? file.mtime : file.child ? linkTimes(file.child.metadata).mtime : this.mountTime;
+    return this.file(file.own, file.size, fileWritable(file.child, file.parent), mtime, mtime);
   }
 
   private file(own: OwnMetadata, size: number, writable: boolean, mtime: Timestamp, ctime: Timestamp): Attr {

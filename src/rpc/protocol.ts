@@ -62,7 +62,7 @@ export function isNotification(v: unknown): v is Notification {
 
 /**
  * Checks a request's arguments against the op's signature and returns them with the raw bytes in place
- * of the 'data' argument; undefined when they do not fit.
+ * of the 'data' argument (empty when the frame had none); undefined when they do not fit.
  */
 export function checkArgs(method: OpName, args: unknown[], data: Buffer | undefined): unknown[] | undefined {
   const kinds = OP_TABLE[method].args;
@@ -72,8 +72,8 @@ export function checkArgs(method: OpName, args: unknown[], data: Buffer | undefi
   let j = 0;
   for (const kind of kinds) {
     if (kind === 'data') {
-      if (!data) return undefined;
-      out.push(data);
+      // A frame carries no bytes part for an empty Buffer (an empty xattr value).
+      out.push(data ?? Buffer.alloc(0));
       continue;
     }
     const value = args[j++];

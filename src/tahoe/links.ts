@@ -99,20 +99,21 @@ export function newLinkMetadata(): LinkMetadata {
   return { tahoe: { linkcrtime: now, linkmotime: now } };
 }
 
-/** The file's mtime (ours when stored, else the link's modification time) and ctime (the link's creation). */
+/**
+ * The file's mtime (ours when stored, else the link's modification time), which is its ctime too. Not the
+ * gateway's link times: after our own link we can only guess them until a listing shows the gateway's, and a
+ * ctime that moves by itself makes `tar c` report "file changed as we read it".
+ */
 export function linkTimes(metadata: LinkMetadata): { mtime: Timestamp; ctime: Timestamp } {
   const linkmotime = metadata.tahoe?.linkmotime;
-  const linkcrtime = metadata.tahoe?.linkcrtime;
-  const fallback = typeof linkmotime === 'number' ? timestampFromSeconds(linkmotime) : { sec: 0, nsec: 0 };
-  let mtime = fallback;
+  let mtime = typeof linkmotime === 'number' ? timestampFromSeconds(linkmotime) : { sec: 0, nsec: 0 };
   if (typeof metadata.mtime === 'number') {
     mtime = timestampFromSeconds(metadata.mtime);
     // The exact value wins when it agrees with "mtime" (another tool may have changed only "mtime").
     const exact = typeof metadata.mtime_ns === 'string' ? parseNs(metadata.mtime_ns) : undefined;
     if (exact && Math.abs(exact.sec + exact.nsec / 1e9 - metadata.mtime) < 1) mtime = exact;
   }
-  const ctime = typeof linkcrtime === 'number' ? timestampFromSeconds(linkcrtime) : fallback;
-  return { mtime, ctime };
+  return { mtime, ctime: mtime };
 }
 
 export function timestampFromSeconds(seconds: number): Timestamp {

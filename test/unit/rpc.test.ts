@@ -197,7 +197,7 @@ describe('RPC client and server over a unix socket', () => {
       { id: 1, method: 'format_disk', args: [] },
       { id: 2, method: 'getattr', args: [] },
       { id: 3, method: 'getattr', args: [42] },
-      { id: 4, method: 'write', args: ['/f', 1, 0] }, // no data bytes
+      { id: 4, method: 'write', args: ['/f', 1, '0'] }, // a position that is not a number (no data bytes is an empty Buffer)
       { id: 5, method: '__proto__', args: [] },
       { id: 6, method: 'getattr', args: ['/ok'] },
     ];
