@@ -8,7 +8,9 @@ import { ContentCache } from '../cache/content-cache.js';
 import { StagingJournal } from '../cache/staging-journal.js';
 import { TahoeFs } from '../fs/tahoe-fs.js';
 import { fuseDescription, isMounted, mount, unmountPath, type Mounted } from '../fuse/mount.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger, recentProblems, type Logger } from '../log.js';
+import { gridHealth } from '../tahoe/grid-health.js';
+import { statusCommand, type MountStatus } from './status.js';
 import { hasWaitingParent, reportToParent, runDetached } from '../process/daemon.js';
 import { claimSocket, ensureSocketDir, launchServer, shutdownServer, socketPathFor, waitForServer } from '../process/server-process.js';
 import { RpcClient } from '../rpc/client.js';
@@ -26,6 +28,8 @@ import { checkMountpoint, logFile, resolveConfig, type MountConfig } from './con
 const DETACHED_START_TIMEOUT_MS = 90_000;
 /** `blackmatch sync` waits this long at most by default (uploads of large files on a slow link take long). */
 const SYNC_TIMEOUT_S = 3600;
+/** `blackmatch status` asks the gateway how the grid looks, this long at most. */
+const GATEWAY_STATUS_TIMEOUT_MS = 2000;
 /** A server whose client never connects its keepalive exits after this long. */
 const SERVER_ORPHAN_TIMEOUT_MS = 60_000;
 
@@ -36,6 +40,7 @@ function version(): string {
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'sync') return syncCommand(argv.slice(1));
+  if (argv[0] === 'status') return statusCommand(argv.slice(1));
   let args: Args;
   // Before anything else: `ps` must never show a cap given with --root-uri.
   process.title = titleFor(argv, redact);
@@ -86,7 +91,7 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
   const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
   const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
   const { core, client } = await startCore(args, config, log);
-  const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args), log);
+  const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args, config), log);
   const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
   reportToParent({ ready: true });
@@ -170,7 +175,7 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
     },
   });
   await server.listen();
-  const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args), log);
+  const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args, config), log);
   cleanups.push(() => control.close());
   log.info({ socket: socketPath, mountpoint }, 'serving');
   core.recoverInBackground();
@@ -189,9 +194,22 @@ async function serveControlOrWarn(mountpoint: string, handlers: ControlHandlers,
 }
 
 /** What the control socket answers (see process/control.ts). */
-function controlHandlers(core: TahoeFs, mountpoint: string, args: Args): ControlHandlers {
+function controlHandlers(core: TahoeFs, mountpoint: string, args: Args, config: MountConfig): ControlHandlers {
   return {
     info: async () => ({ mountpoint, pid: process.pid, split: args.split, writeBack: args.writeBack }),
+    // Everything from memory but the gateway's own view, asked with a short bound: a busy mount answers at once.
+    status: async (): Promise<MountStatus> => ({
+      mountpoint,
+      pid: process.pid,
+      split: args.split,
+      writeBack: args.writeBack,
+      root: redact(config.rootCap.text),
+      rootName: config.rootName,
+      readOnly: !config.rootCap.writable,
+      gateway: { url: config.nodeUrl, ...(await gridHealth(config.nodeUrl, GATEWAY_STATUS_TIMEOUT_MS)) },
+      ...(await core.status()),
+      recentProblems: recentProblems(),
+    }),
     sync: async () => ({ mountpoint, ...(await core.sync()) }),
   };
 }

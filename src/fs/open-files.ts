@@ -302,7 +302,17 @@ export class OpenFiles {
     if (staging) return readLocal((await staging).handle, into, position);
     const cap = capOf(file.child!);
     if (cap.literalData) return cap.literalData.copy(into, 0, position, end);
-    return (await this.contentOf(file, cap)).readInto(into, position);
+    const content = await this.contentOf(file, cap);
+    this.countRead(content, position, end);
+    return content.readInto(into, position);
+  }
+
+  /** Reads of grid content found in the cache, and those that waited for a download (status's hit rate). */
+  readonly readStats = { hits: 0, misses: 0 };
+
+  private countRead(content: CachedFile, position: number, end: number): void {
+    if (content.presentUntil(position) >= end) this.readStats.hits++;
+    else this.readStats.misses++;
   }
 
   /**
@@ -317,6 +327,7 @@ export class OpenFiles {
     const cap = capOf(file.child!);
     if (cap.literalData) return { file: null, length: end - position };
     const content = await this.contentOf(file, cap);
+    this.countRead(content, position, end);
     const present = await content.ready(position, end - position);
     if (present <= 0) return { file: null, length: 0 };
     const source: ReadSource = { file: content.dataPath, length: present };

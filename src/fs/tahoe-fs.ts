@@ -25,7 +25,7 @@ import { childPath, Directories, isShowableName, NAME_MAX_BYTES, type DirRef } f
 import { requireWritable, Namespace } from './namespace.js';
 import { OpenFiles, type OpenFile, type ProcessIdentity } from './open-files.js';
 import type { Attr, ChangeListener, DirEntry, Ops, ReadSource, StatFs } from './ops.js';
-import { WriteBack, type SyncReport } from './write-back.js';
+import { WriteBack, type SyncReport, type WriteStatus } from './write-back.js';
 
 const { O_RDONLY, O_TRUNC, O_WRONLY, S_IFMT, S_IFREG } = constants;
 /** Linux's mask for the access mode bits of open flags (Node does not export it). */
@@ -35,6 +35,13 @@ const W_OK = 2;
 const BLOCK_SIZE = 128 * 1024;
 
 export type { ProcessIdentity };
+
+export interface CoreStatus {
+  writes: WriteStatus;
+  /** `hits`: reads of grid content found in the cache; `misses`: those that waited for a download. */
+  cache: { usedBytes: number; maxBytes: number; hits: number; misses: number };
+  openFiles: number;
+}
 
 export interface TahoeFsOptions {
   client: TahoeClient;
@@ -133,6 +140,16 @@ export class TahoeFs implements Ops {
   /** Waits until everything written before the call is stored; reports what is not (`blackmatch sync`). */
   sync(): Promise<SyncReport> {
     return this.writeBack.sync();
+  }
+
+  /** What is on its way, stuck, and cached, for `blackmatch status`: from memory, never waiting on the grid. */
+  async status(): Promise<CoreStatus> {
+    const { hits, misses } = this.files.readStats;
+    return {
+      writes: await this.writeBack.status(),
+      cache: { usedBytes: this.cache.usedBytes, maxBytes: this.cache.maxBytes, hits, misses },
+      openFiles: this.files.all().filter((f) => !f.closed).length,
+    };
   }
 
   /** Listings held in memory (tests). */

@@ -16,7 +16,7 @@
 // `retryPass`), `background` (one store loop per closed file), `pendingDirs` (one per directory not yet
 // linked), `wakeups` (loops pausing between tries), `draining`/`stopped` (set once, at unmount). An open
 // file's `uploading` and `conflict` are set and cleared here only (see open-files.ts for the rest).
-import { createReadStream } from 'node:fs';
+import { createReadStream, type ReadStream } from 'node:fs';
 import { rm, stat, writeFile } from 'node:fs/promises';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { StagedFile, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
@@ -64,6 +64,20 @@ export interface SyncReport {
   failed: Array<{ path: string; error: string }>;
 }
 
+/** What status() reports (sizes in bytes). */
+export interface WriteStatus {
+  /** Uploads on their way (`sending`) or waiting for a transfer slot; `sent`: bytes read from the staging file so far. */
+  uploads: Array<{ path: string; bytes: number; sent: number; sending: boolean }>;
+  /** Write-back: closed files and new directories whose store has not run or not finished yet. */
+  waiting: Array<{ path: string; bytes: number }>;
+  /** Files whose last store failed: retried. */
+  failed: Array<{ path: string; error: string }>;
+  /** Staged writes in the journal not stored: kept as conflicts, or left by an earlier run and retried. */
+  kept: Array<{ path: string; error: string }>;
+  /** Metadata changes (times, modes, xattrs) on their way in write-back mode. */
+  metadataUpdates: number;
+}
+
 /** Where staged bytes are to be linked. */
 export interface Destination {
   parentCap: string;
@@ -71,6 +85,8 @@ export interface Destination {
 }
 
 export interface StoreRequest {
+  /** Where the file is in the mount, for status and messages. */
+  path: string;
   stagingPath: string;
   size: number;
   /** The file's mtime, stored in the link metadata. */
@@ -110,6 +126,10 @@ export class WriteBack {
   private readonly pendingDirs = new Map<string, PendingDir>();
   /** Metadata of stored entries on their way (relinkLater): sync and unmount wait for them. */
   private readonly metadataUpdates = new Set<Promise<void>>();
+  /** Uploads queued for a transfer slot or on their way, for status: added and removed by storeStaged only. */
+  private readonly uploads = new Set<Upload>();
+  /** Why the last store of a file failed, until one succeeds (storeAndRecord), for status. */
+  private readonly failures = new Map<OpenFile, string>();
   /** Store loops pausing between tries: called to try again at once (sync, unmount). */
   private readonly wakeups = new Set<() => void>();
 
@@ -147,7 +167,11 @@ export class WriteBack {
   private async storeAndRecord(file: OpenFile): Promise<void> {
     try {
       await this.storeOpenFile(file);
+      this.failures.delete(file);
     } catch (e) {
+      // A closed file's failure is the journal's to report (its retry pass stores it): dropped here.
+      for (const f of this.failures.keys()) if (f.closed) this.failures.delete(f);
+      this.failures.set(file, (e as Error).message);
       // close() and fsync() now fail with EIO: the bytes stay staged, flushed, with a record of where they go.
       await this.opts.files.saveRecord(file, true).catch((r: unknown) => this.opts.log.error({ path: file.path, err: (r as Error).message }, 'staged bytes kept, but their record could not be written'));
       if (file.conflict) this.opts.log.warn({ path: file.path, staging: file.staging?.path }, `staged write kept, not stored: ${file.conflict}`);
@@ -224,6 +248,7 @@ export class WriteBack {
       if (!staging) throw new FsError('EIO', `dirty file without staging: ${file.path}`);
       const started = Date.now();
       const result = await this.storeStaged({
+        path: file.path,
         stagingPath: staging.path,
         size: file.size,
         mtime: file.mtime ?? nowTimestamp(),
@@ -261,7 +286,8 @@ export class WriteBack {
     }
     if (!req.destination()) return { outcome: 'unlinked' };
     const { stagingPath, size } = req;
-    const body = () => (size === 0 ? Buffer.alloc(0) : createReadStream(stagingPath, { start: 0, end: size - 1 }));
+    const upload: Upload = { path: req.path, bytes: size, stream: undefined, sending: false };
+    const body = () => (size === 0 ? Buffer.alloc(0) : (upload.stream = createReadStream(stagingPath, { start: 0, end: size - 1 })));
     const mutable = previous?.type === 'file' && previous.mutable && previous.rwUri ? previous : undefined;
     if (mutable && req.guard) {
       // A mutable file is overwritten in place before its link: its guard is checked before that.
@@ -271,11 +297,18 @@ export class WriteBack {
       if (heldCap(current) !== req.guard()) return { outcome: 'conflict', reason: 'its directory entry changed meanwhile' };
     }
     // A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file.
-    const uploaded = await this.transfers.run(async () => {
-      if (!mutable) return client.upload(body, size);
-      await client.overwriteMutable(mutable.rwUri!, body, size);
-      return undefined;
-    });
+    this.uploads.add(upload);
+    let uploaded: string | undefined;
+    try {
+      uploaded = await this.transfers.run(async () => {
+        upload.sending = true;
+        if (!mutable) return client.upload(body, size);
+        await client.overwriteMutable(mutable.rwUri!, body, size);
+        return undefined;
+      });
+    } finally {
+      this.uploads.delete(upload);
+    }
     return withLocks([req.lock], async () => {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' } as const;
@@ -443,6 +476,24 @@ export class WriteBack {
    * Waits until everything written before the call is stored (files still open included, as sync(2) does),
    * trying every pending store once more at once; reports what is not stored, and why.
    */
+  /**
+   * What is on its way or stuck, for `blackmatch status`: read from memory (and the journal's records on the
+   * local disk), never waiting for a store.
+   */
+  async status(): Promise<WriteStatus> {
+    const uploads = [...this.uploads].map((u) => ({ path: u.path, bytes: u.bytes, sent: u.stream?.bytesRead ?? 0, sending: u.sending }));
+    const failed = [...this.failures].filter(([f]) => f.dirty && !f.unlinked && !f.closed).map(([f, error]) => ({ path: f.path, error }));
+    const waiting = [...this.background.keys()].filter((f) => !this.failures.has(f)).map((f) => ({ path: f.path, bytes: f.size }));
+    for (const d of this.pendingDirs.values()) waiting.push({ path: d.path, bytes: 0 });
+    const kept: Array<{ path: string; error: string }> = [];
+    for (const { stagingPath, record } of await this.opts.journal.list()) {
+      if (!record.dirty || failed.some((f) => f.path === record.path) || waiting.some((w) => w.path === record.path)) continue;
+      if (record.conflict) kept.push({ path: record.path, error: 'kept, not stored: its directory entry changed meanwhile' });
+      else if (!this.opts.files.all().some((f) => f.staging?.path === stagingPath)) kept.push({ path: record.path, error: 'staged, not stored yet (will retry)' });
+    }
+    return { uploads, waiting, failed, kept, metadataUpdates: this.metadataUpdates.size };
+  }
+
   async sync(): Promise<SyncReport> {
     const report: SyncReport = { stored: 0, failed: [] };
     this.wakeAll();
@@ -577,6 +628,7 @@ export class WriteBack {
       if (record.dirCap) return await this.recoverDirectory(stagingPath, record);
       const info = await stat(stagingPath);
       const result = await this.storeStaged({
+        path: record.path,
         stagingPath,
         size: info.size,
         // The time of the last write, unless utimens set one.
@@ -611,6 +663,14 @@ export class WriteBack {
     this.opts.log.info({ path: record.path }, 'new directory recovered: linked');
     return true;
   }
+}
+
+interface Upload {
+  path: string;
+  bytes: number;
+  /** The body being sent (a new one per try): how far it has been read tells the progress. */
+  stream: ReadStream | undefined;
+  sending: boolean;
 }
 
 interface PendingDir {
