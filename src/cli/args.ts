@@ -9,6 +9,8 @@ import { DEFAULT_TRANSFERS } from '../fs/write-back.js';
 
 export interface Args {
   mountpoint: string | undefined;
+  /** fstab's SOURCE as given (`tahoe:`): the alias, and the mount's source in the mount table, so that mount -a sees it mounted. */
+  source: string | undefined;
   nodeDirectory: string;
   nodeUrl: string | undefined;
   alias: string | undefined;
@@ -129,6 +131,7 @@ export function parseArgs(argv: string[], version: string): Args {
   }
   return {
     mountpoint,
+    source,
     nodeDirectory: o.nodeDirectory,
     nodeUrl: o.nodeUrl,
     alias: o.alias,

@@ -22,6 +22,7 @@ describe('parseArgs', () => {
   it('has sensible defaults', () => {
     assert.deepEqual(parse(['/mnt/x']), {
       mountpoint: '/mnt/x',
+      source: undefined,
       nodeDirectory: join(homedir(), '.tahoe'),
       nodeUrl: undefined,
       alias: undefined,
@@ -143,7 +144,7 @@ describe('parseArgs: the fstab form, as mount.fuse3 runs it (blackmatch SOURCE M
   it('reads the issue\'s fstab line as mount.fuse3 passes it: dev,suid added, _netdev gone', () => {
     // fstab: tahoe: /mnt/tahoe fuse.blackmatch node-directory=/home/u/.tahoe,_netdev 0 0
     const a = parse(['tahoe:', '/mnt/tahoe', '-o', 'rw,node-directory=/home/u/.tahoe,dev,suid']);
-    assert.deepEqual(a, { ...parse(['--node-directory', '/home/u/.tahoe', '--alias', 'tahoe', '/mnt/tahoe']), fuseOptions: ['rw'] });
+    assert.deepEqual(a, { ...parse(['--node-directory', '/home/u/.tahoe', '--alias', 'tahoe', '/mnt/tahoe']), fuseOptions: ['rw'], source: 'tahoe:' });
   });
 
   it('takes SOURCE as an alias in tahoe\'s syntax, NAME:', () => {
@@ -182,6 +183,7 @@ describe('parseArgs: the fstab form, as mount.fuse3 runs it (blackmatch SOURCE M
       assert.notDeepEqual(want, parse(['mnt']), long.join(' '));
       assert.deepEqual(parse(['mnt', '-o', item]), want, item);
       assert.deepEqual(parse([`-o${item}`, 'mnt']), want, `-o${item}`);
+      if (!long.includes('--alias')) assert.deepEqual(parse(['tahoe:', 'mnt', '-o', item]), { ...want, alias: 'tahoe', source: 'tahoe:' }, `tahoe: mnt -o ${item}`);
     }
   });
 
