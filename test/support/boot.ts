@@ -36,8 +36,10 @@ export class BootScratch {
     readonly sharedDir: string,
   ) {}
 
-  static async create(): Promise<BootScratch> {
-    const workDir = await mkdtemp(join(tmpdir(), 'bm-boot-'));
+  /** `parent` must let other users through when one will run blackmatch (setuid=): /tmp may be 0700. */
+  static async create(parent = tmpdir()): Promise<BootScratch> {
+    const workDir = await mkdtemp(join(parent, 'bm-boot-'));
+    await chmod(workDir, 0o711);
     const s = new BootScratch(workDir, join(workDir, 'bin'), join(workDir, 'shared'));
     live.add(s);
     await mkdir(s.binDir);

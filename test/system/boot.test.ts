@@ -3,12 +3,15 @@
 // systemd would, a restart after the client is killed included), and a copy installed with npm install -g from
 // an npm pack tarball. Each mounts the real grid and leaves nothing mounted or running.
 import assert from 'node:assert/strict';
-import { lstat, mkdir, readFile, readlink, realpath, stat, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, readlink, realpath, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BootScratch, execLine, mountEntry, parseUnit, STANDARD_PATH } from '../support/boot.js';
 import { blackmatchProcesses, encodePath, eventually, isMountpoint, MODES, REPO_ROOT, useGrid } from '../support/mount.js';
 import { mustRun, runChild } from '../support/posix.js';
+
+/** A user every Debian has: setuid= takes a name. */
+const NOBODY = { uid: 65534, gid: 65534 };
 
 describe('mount at boot', () => {
   let grid: Awaited<ReturnType<typeof useGrid>>;
@@ -72,6 +75,40 @@ describe('mount at boot', () => {
       await unmountedAndGone(mnt);
     });
   }
+
+  it('setuid=USER in the fstab line runs blackmatch as that user, with its node directory', async () => {
+    // The user must reach the mountpoint and the shim: /tmp may be 0700, /var/tmp is open to all.
+    const other = await BootScratch.create('/var/tmp');
+    try {
+      const { nodeDir, rootCap } = await other.nodeDir(grid.gatewayUrl, 'node-nobody');
+      const mnt = await other.mountpoint('nobody');
+      await mustRun('chown', ['-R', `${NOBODY.uid}:${NOBODY.gid}`, nodeDir, mnt]);
+      const fstab = join(other.workDir, 'fstab-nobody');
+      await writeFile(fstab, `tahoe: ${mnt} fuse.blackmatch node-directory=${nodeDir},setuid=nobody,_netdev 0 0\n`);
+      // A user's mount opens /dev/fuse (fusermount3 then mounts): Debian makes it 0666, this container 0600.
+      const devMode = (await stat('/dev/fuse')).mode & 0o777;
+      if ((devMode & 0o006) !== 0o006) await chmod('/dev/fuse', devMode | 0o006);
+      let r;
+      try {
+        r = await other.inStandardPath('mount', ['-T', fstab, mnt]);
+      } finally {
+        await chmod('/dev/fuse', devMode); // the client holds its descriptor: nothing else needs it open
+      }
+      assert.equal(r.code, 0, `mount: ${r.stderr}`);
+      const procs = await processesOf(mnt);
+      assert.equal(procs.length, 2);
+      for (const p of procs) assert.match(await readFile(`/proc/${p.pid}/status`, 'utf8'), new RegExp(`\nUid:\t${NOBODY.uid}\t`));
+      assert.ok((await mountEntry(mnt))!.options.includes(`user_id=${NOBODY.uid}`));
+      // Without allow_other only the mount's user may use it (root too is kept out).
+      await mustRun('sh', ['-c', 'echo "as nobody" > "$0/f" && cat "$0/f"', mnt], { uid: NOBODY.uid, gid: NOBODY.gid });
+      assert.equal(await webGet(rootCap, 'f'), 'as nobody\n');
+      const u = await runChild('umount', [mnt], { timeoutMs: 30_000 });
+      assert.equal(u.code, 0, `umount: ${u.stderr}`);
+      await unmountedAndGone(mnt);
+    } finally {
+      await other.cleanup();
+    }
+  });
 
   it('a bad fstab line fails with one line from blackmatch, mounting nothing; a cap as SOURCE is refused', async () => {
     const { nodeDir, rootCap } = await scratch.nodeDir(grid.gatewayUrl, 'node-bad');
