@@ -32,16 +32,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# Our libfuse 3 binding (native/fuse3), rebuilt when its sources or the libfuse it builds against change
-# (scripts/libfuse.sh: one with kernel passthrough where it can). node-gyp is npm's own (npm puts it on PATH for
-# scripts); outside npm, fall back to npm exec.
-native=native/fuse3
-PKG_CONFIG_PATH=$(bash scripts/libfuse.sh)
-export PKG_CONFIG_PATH
-want=$(cat "$native/binding.gyp" "$native"/src/* <(pkg-config --modversion fuse3; pkg-config --variable=libdir fuse3) <(node --version) | sha256sum | cut -d' ' -f1)
-if [ ! -f "$native/build/Release/blackmatch_fuse3.node" ] || [ "$(cat "$native/build/.stamp" 2>/dev/null)" != "$want" ]; then
-  if command -v node-gyp >/dev/null 2>&1; then (cd "$native" && node-gyp rebuild >&2); else (cd "$native" && npm exec --offline -c 'node-gyp rebuild' >&2); fi
-  echo "$want" > "$native/build/.stamp"
-fi
+# Our libfuse 3 binding (native/fuse3), rebuilt when its sources or libfuse change.
+bash scripts/build-native.sh
 
 npx tsc -p . >&2
+
+# The command on PATH: npm install -g . links this checkout (npm link does the same).
+if ! command -v blackmatch >/dev/null 2>&1; then
+  echo "setup: done. blackmatch is not on PATH: run npm install -g . (it links this checkout into $(npm prefix -g)/bin), or run node dist/src/cli/main.js" >&2
+fi

@@ -1,4 +1,6 @@
-// The command line (option names of the original Tahoe FUSE frontend), parsed with commander.
+// The command line (option names of the original Tahoe FUSE frontend), parsed with commander, and its fstab
+// form: mount(8) runs us through mount.fuse3 as `blackmatch SOURCE MOUNTPOINT -o OPTIONS` (see
+// expandMountOptions).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +9,8 @@ import { DEFAULT_TRANSFERS } from '../fs/write-back.js';
 
 export interface Args {
   mountpoint: string | undefined;
+  /** fstab's SOURCE as given (`tahoe:`): the alias, and the mount's source in the mount table, so that mount -a sees it mounted. */
+  source: string | undefined;
   nodeDirectory: string;
   nodeUrl: string | undefined;
   alias: string | undefined;
@@ -59,7 +63,9 @@ function collect(value: string, previous: string[]): string[] {
 export function buildCommand(version: string): Command {
   return new Command('blackmatch')
     .description('Mount a Tahoe-LAFS directory as a filesystem, through the Tahoe node\'s web API.')
+    .usage('[options] [ALIAS:] MOUNTPOINT')
     .version(version, '--version')
+    .argument('[SOURCE]', 'ALIAS: (as in fstab): the same as --alias ALIAS')
     .argument('[MOUNTPOINT]', 'empty directory to mount on')
     .option('--node-directory <DIR>', 'Tahoe node directory: node.url, private/aliases; holds our cache and logs', join(homedir(), '.tahoe'))
     .option('--node-url <URL>', 'web-API URL of the Tahoe node (default: read from NODEDIR/node.url)')
@@ -72,7 +78,7 @@ export function buildCommand(version: string): Command {
     .option('--transfers <N>', 'uploads at once', positiveInt, DEFAULT_TRANSFERS)
     .option('--list-cap-xattrs', 'list the user.tahoe.* attributes (caps) in listxattr, so that getfattr -d shows them; off by default, so that cp -a, rsync -X and tar --xattrs do not copy caps around')
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
-    .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other', collect, [])
+    .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other; any long option above too, as in fstab: -o cache-size=1G,write-back', collect, [])
     .option('-f', 'stay in the foreground (logs still go to the log file)')
     .option('--log-level <LEVEL>', 'log detail: error, warn, info or debug (one line per operation)', 'info')
     .option('--server-start-timeout <SECONDS>', 'how long the client waits for its server to start', seconds, 8)
@@ -86,7 +92,7 @@ export function parseArgs(argv: string[], version: string): Args {
   const cmd = buildCommand(version);
   cmd.exitOverride();
   cmd.configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `blackmatch: ${s}` : s) });
-  cmd.parse(argv, { from: 'user' });
+  cmd.parse(expandMountOptions(argv, cmd), { from: 'user' });
   const o = cmd.opts<{
     nodeDirectory: string;
     nodeUrl?: string;
@@ -114,10 +120,18 @@ export function parseArgs(argv: string[], version: string): Args {
     o.rootUri = process.env[ROOT_URI_ENV];
     if (!o.rootUri) throw new UsageError(`--root-uri - needs the cap in ${ROOT_URI_ENV}`);
   }
-  const mountpoint = cmd.args[0];
+  const [source, mountpoint] = cmd.args.length === 2 ? cmd.args : [undefined, cmd.args[0]];
   if (!mountpoint && !o.serverShutdown && !o.server) throw new UsageError('missing MOUNTPOINT (run blackmatch --help for usage)');
+  if (mountpoint !== undefined && /^\/dev\/fd\/[0-9]+$/.test(mountpoint)) {
+    throw new UsageError('drop_privileges is not supported: blackmatch mounts and unmounts by itself (leave it out of the fstab line)');
+  }
+  if (source !== undefined) {
+    if (o.alias !== undefined || o.rootUri !== undefined) throw new UsageError('give the alias as SOURCE or with --alias, not both');
+    o.alias = aliasOfSource(source);
+  }
   return {
     mountpoint,
+    source,
     nodeDirectory: o.nodeDirectory,
     nodeUrl: o.nodeUrl,
     alias: o.alias,
@@ -139,6 +153,76 @@ export function parseArgs(argv: string[], version: string): Args {
 }
 
 export class UsageError extends Error {}
+
+/**
+ * A cap in fstab would be readable by every user: fstab is world-readable, and so are the mount units systemd
+ * makes of it and mount.fuse3's command line. Hence no cap as SOURCE or in -o; an alias keeps it in the node
+ * directory's private/aliases.
+ */
+const NO_CAP_IN_FSTAB = 'a cap in fstab or -o would be readable by every user: name it in NODEDIR/private/aliases (tahoe add-alias NAME CAP) and give NAME: as SOURCE';
+
+/** SOURCE is an alias in tahoe's own syntax, `NAME:` (e.g. `tahoe:`): fstab's first field. */
+function aliasOfSource(source: string): string {
+  if (/^URI:/i.test(source)) throw new UsageError(NO_CAP_IN_FSTAB);
+  const m = /^([^:/]+):(.*)$/.exec(source);
+  if (!m) throw new UsageError(`SOURCE "${source}" is not an alias: give NAME: as in tahoe's paths (e.g. tahoe:), then the mountpoint`);
+  if (m[2] !== '') throw new UsageError(`SOURCE "${source}": mounting a directory below an alias is not supported; add an alias for it (tahoe add-alias)`);
+  return m[1]!;
+}
+
+/**
+ * Options that mean something only to mount(8), systemd or mount.fuse3, dropped quietly: libmount and mount.fuse3
+ * take most of them out before we run, but not every version does, nor a copy of an fstab line typed by hand.
+ * `dev` and `suid` are what mount.fuse3 adds to every mount by root (unless nodev, nosuid): blackmatch keeps
+ * FUSE's default nosuid,nodev, since a setuid bit or device node someone put in a shared grid directory must
+ * not count on this machine.
+ */
+const MOUNT_ONLY = new Set(['_netdev', 'nofail', 'noauto', 'auto', 'user', 'users', 'nouser', 'owner', 'group', 'defaults', 'dev', 'suid']);
+const MOUNT_ONLY_PREFIXES = ['x-', 'comment=', 'setuid='];
+/** Long options that make no sense in -o: actions, internals, and a cap (NO_CAP_IN_FSTAB). */
+const NOT_MOUNT_OPTIONS = new Set(['help', 'version', 'server', 'server-shutdown']);
+
+/**
+ * Turns every `-o` item that names one of our long options (`cache-size=1G`, `node_directory=/x`, `write-back`)
+ * into that option (`--cache-size=1G`), so that commander checks it as on the command line; mount-only items
+ * go; the rest stay FUSE options. Values of our options are skipped, so a value that happens to be "-o" is one.
+ */
+export function expandMountOptions(argv: string[], cmd: Command): string[] {
+  const withValue = new Set(cmd.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]));
+  const ours = new Map(cmd.options.filter((o) => o.long && !NOT_MOUNT_OPTIONS.has(o.long.slice(2))).map((o) => [o.long!.slice(2), o]));
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    let items: string;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    } else if (a === '-o' && i + 1 < argv.length) items = argv[++i]!;
+    else if (a.startsWith('-o') && a.length > 2) items = a.slice(2);
+    else {
+      out.push(a);
+      if (withValue.has(a) && i + 1 < argv.length) out.push(argv[++i]!);
+      continue;
+    }
+    for (const item of items.split(',')) {
+      const eq = item.indexOf('=');
+      const name = (eq < 0 ? item : item.slice(0, eq)).replace(/_/g, '-');
+      const value = eq < 0 ? undefined : item.slice(eq + 1);
+      if (item === '' || MOUNT_ONLY.has(item) || MOUNT_ONLY_PREFIXES.some((p) => item.startsWith(p))) continue;
+      if (name === 'root-uri') throw new UsageError(NO_CAP_IN_FSTAB);
+      const option = ours.get(name);
+      if (!option) out.push('-o', item);
+      else if (!(option.required || option.optional)) {
+        if (value !== undefined) throw new UsageError(`-o ${name} takes no value`);
+        out.push(option.long!);
+      } else {
+        if (value === undefined) throw new UsageError(`-o ${name} needs a value: ${name}=VALUE`);
+        out.push(`${option.long!}=${value}`);
+      }
+    }
+  }
+  return out;
+}
 
 /**
  * A root cap given on the command line must not reach the command lines of the processes we start (any

@@ -92,7 +92,7 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
   const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
   const { core, client } = await startCore(args, config, log);
   const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args, config), log);
-  const mounted = await mount(mountpoint, core, { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
+  const mounted = await mount(mountpoint, core, { fsname: fsname(args, config), options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
   reportToParent({ ready: true });
   core.recoverInBackground();
@@ -124,7 +124,7 @@ async function runClient(args: Args, child: { argv: string[]; env: Record<string
   const keepalive = await RpcClient.connect(socketPath);
   await keepalive.keepalive();
   for (const c of [rpc, keepalive]) c.onLost((reason) => log.error({ reason }, 'lost the server: every operation now fails with ENOTCONN'));
-  const mounted = await mount(mountpoint, rpc.asOps(), { fsname: `blackmatch:${config.rootName}`, options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
+  const mounted = await mount(mountpoint, rpc.asOps(), { fsname: fsname(args, config), options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint, socket: socketPath }, 'mounted');
   reportToParent({ ready: true });
   unmountOnSignals(mounted, log);
@@ -247,6 +247,11 @@ async function syncCommand(argv: string[]): Promise<number> {
     }
   }
   return failures > 0 ? 1 : 0;
+}
+
+/** The mount's source in the mount table: fstab's SOURCE when mounted from fstab (libmount's mount -a compares it). */
+function fsname(args: Args, config: MountConfig): string {
+  return args.source ?? `blackmatch:${config.rootName}`;
 }
 
 function unmountOnSignals(mounted: Mounted, log: Logger): void {

@@ -15,6 +15,8 @@ export interface ChildOptions {
   gid?: number;
   /** SIGKILL after this long (default 60 s): every child is bounded. */
   timeoutMs?: number;
+  /** The whole environment, instead of ours (or the plain one of another uid). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface ChildResult {
@@ -34,7 +36,7 @@ export function runChild(cmd: string, args: string[], opts: ChildOptions = {}): 
       uid: opts.uid,
       gid: opts.gid,
       // Another user gets a plain environment: nothing of root's (HOME, pyenv shims) that it cannot read.
-      env: asOther ? { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' } : { ...process.env, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' },
+      env: opts.env ?? (asOther ? { PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8' } : { ...process.env, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' }),
       stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
     });
     const out: Buffer[] = [];

@@ -22,6 +22,7 @@ describe('parseArgs', () => {
   it('has sensible defaults', () => {
     assert.deepEqual(parse(['/mnt/x']), {
       mountpoint: '/mnt/x',
+      source: undefined,
       nodeDirectory: join(homedir(), '.tahoe'),
       nodeUrl: undefined,
       alias: undefined,
@@ -110,7 +111,8 @@ describe('parseArgs', () => {
   });
 
   it('rejects extra arguments', () => {
-    rejectedByCommander(['mnt', 'another'], 'commander.excessArguments');
+    rejectedByCommander(['tahoe:', 'mnt', 'another'], 'commander.excessArguments');
+    usageError(['mnt', 'another'], /SOURCE "mnt" is not an alias/);
   });
 
   it('rejects negative or non-numeric timeouts', () => {
@@ -133,5 +135,76 @@ describe('parseArgs', () => {
 
   it('rejects an unknown log level', () => {
     usageError(['--log-level', 'verbose', 'mnt'], /unknown log level "verbose"/);
+  });
+});
+
+describe('parseArgs: the fstab form, as mount.fuse3 runs it (blackmatch SOURCE MOUNTPOINT -o OPTIONS)', () => {
+  const CAP = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
+
+  it('reads the issue\'s fstab line as mount.fuse3 passes it: dev,suid added, _netdev gone', () => {
+    // fstab: tahoe: /mnt/tahoe fuse.blackmatch node-directory=/home/u/.tahoe,_netdev 0 0
+    const a = parse(['tahoe:', '/mnt/tahoe', '-o', 'rw,node-directory=/home/u/.tahoe,dev,suid']);
+    assert.deepEqual(a, { ...parse(['--node-directory', '/home/u/.tahoe', '--alias', 'tahoe', '/mnt/tahoe']), fuseOptions: ['rw'], source: 'tahoe:' });
+  });
+
+  it('takes SOURCE as an alias in tahoe\'s syntax, NAME:', () => {
+    assert.equal(parse(['work:', 'mnt']).alias, 'work');
+    assert.equal(parse(['work:', 'mnt']).mountpoint, 'mnt');
+    assert.equal(parse(['mnt']).alias, undefined);
+    usageError(['tahoe:docs/2024', 'mnt'], /below an alias is not supported/);
+    usageError(['tahoe:', '--alias', 'work', 'mnt'], /SOURCE or with --alias, not both/);
+  });
+
+  it('refuses a cap as SOURCE or in -o: fstab is world-readable', () => {
+    usageError([CAP, 'mnt'], /readable by every user.*private\/aliases/);
+    usageError(['tahoe:', 'mnt', '-o', `root-uri=${CAP}`], /readable by every user/);
+    usageError(['mnt', '-o', `root_uri=${CAP}`], /readable by every user/);
+  });
+
+  it('gives every long option as -o name=value or -o flag, in dash or underscore spelling, as on the command line', () => {
+    const cases: Array<[string[], string]> = [
+      [['--node-directory', '/n'], 'node-directory=/n'],
+      [['--node-url', 'http://127.0.0.1:3456/'], 'node_url=http://127.0.0.1:3456/'],
+      [['--alias', 'work'], 'alias=work'],
+      [['--cache-timeout', '2.5'], 'cache_timeout=2.5'],
+      [['--cache-size', '1G'], 'cache-size=1G'],
+      [['--cache-min-free', '0'], 'cache_min_free=0'],
+      [['--write-back'], 'write-back'],
+      [['--write-back'], 'write_back'],
+      [['--transfers', '3'], 'transfers=3'],
+      [['--list-cap-xattrs'], 'list_cap_xattrs'],
+      [['--no-split'], 'no-split'],
+      [['--no-split'], 'no_split'],
+      [['--log-level', 'debug'], 'log-level=debug'],
+      [['--server-start-timeout', '3'], 'server_start_timeout=3'],
+    ];
+    for (const [long, item] of cases) {
+      const want = parse([...long, 'mnt']);
+      assert.notDeepEqual(want, parse(['mnt']), long.join(' '));
+      assert.deepEqual(parse(['mnt', '-o', item]), want, item);
+      assert.deepEqual(parse([`-o${item}`, 'mnt']), want, `-o${item}`);
+      if (!long.includes('--alias')) assert.deepEqual(parse(['tahoe:', 'mnt', '-o', item]), { ...want, alias: 'tahoe', source: 'tahoe:' }, `tahoe: mnt -o ${item}`);
+    }
+  });
+
+  it('keeps FUSE options in order among ours, and drops what only mount(8), systemd or mount.fuse3 mean', () => {
+    const a = parse(['tahoe:', 'mnt', '-o', 'allow_other,_netdev,cache-size=1G,nofail,noauto,auto,user,users,nouser,defaults', '-o', 'x-systemd.requires=tahoe.service,x-systemd.automount,comment=x,setuid=u,ro,max_read=131072,no_split,noatime']);
+    assert.deepEqual(a.fuseOptions, ['allow_other', 'ro', 'max_read=131072', 'noatime']);
+    assert.equal(a.cacheSize, 1024 ** 3);
+    assert.equal(a.split, false);
+  });
+
+  it('gives bad -o values the same errors as the command line', () => {
+    rejectedByCommander(['mnt', '-o', 'cache-size=lots'], 'commander.invalidArgument');
+    rejectedByCommander(['mnt', '-o', 'transfers=0'], 'commander.invalidArgument');
+    rejectedByCommander(['mnt', '-o', 'cache_timeout=-1'], 'commander.invalidArgument');
+    usageError(['mnt', '-o', 'log-level=verbose'], /unknown log level "verbose"/);
+    usageError(['mnt', '-o', 'write-back=yes'], /-o write-back takes no value/);
+    usageError(['mnt', '-o', 'cache-size'], /-o cache-size needs a value: cache-size=VALUE/);
+  });
+
+  it('leaves an option\'s value alone even when it reads "-o", and refuses drop_privileges\' /dev/fd mountpoint', () => {
+    assert.equal(parse(['--node-directory', '-o', 'mnt']).nodeDirectory, '-o');
+    usageError(['tahoe:', '/dev/fd/3', '-o', 'rw'], /drop_privileges is not supported/);
   });
 });
