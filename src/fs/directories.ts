@@ -238,11 +238,14 @@ export class Directories {
     if (!listing) return;
     if (child) listing.children.set(name, child);
     else listing.children.delete(name);
+    this.store?.save(dirCap, listing); // what we changed is what a start offline after an unmount must show
   }
 
   /** A directory we just made: known to be empty, so its first use needs no fetch. */
   seedEmpty(dirCap: string): void {
-    this.listings.set(dirCap, { fetchedAt: Date.now(), children: new Map(), bytes: 0 });
+    const listing: Listing = { fetchedAt: Date.now(), children: new Map(), bytes: 0 };
+    this.listings.set(dirCap, listing);
+    this.store?.save(dirCap, listing);
   }
 
   /** Shows `child` at `name` in every listing of `dirCap` until dropPendingLink() (its link is on its way). */

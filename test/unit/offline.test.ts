@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { ListingStore } from '../../src/cache/listing-store.js';
 import { FsError } from '../../src/errors.js';
+import { Directories } from '../../src/fs/directories.js';
 import type { TahoeFs } from '../../src/fs/tahoe-fs.js';
+import { encodeBase32 } from '../../src/tahoe/base32.js';
+import { parseCap } from '../../src/tahoe/caps.js';
 import { silentLogger } from '../../src/log.js';
 import type { ChildInfo } from '../../src/tahoe/client.js';
 import { DEFAULT_TIMEOUTS, isUnreachable, TahoeClient, type GatewayState } from '../../src/tahoe/client.js';
@@ -142,7 +145,7 @@ describe('client: an unreachable gateway', () => {
 });
 
 const child = (name: string, cap = `URI:CHK:${randomBytes(8).toString('hex')}:x:1:1:10`): ChildInfo => ({ name, type: 'file', roUri: cap, size: 10, mutable: false, metadata: { mtime: 1 } });
-const dirCap = () => `URI:DIR2:${randomBytes(13).toString('hex')}:${randomBytes(26).toString('hex')}`;
+const dirCap = () => `URI:DIR2:${encodeBase32(randomBytes(16))}:${encodeBase32(randomBytes(32))}`;
 
 describe('listing store', () => {
   async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -209,6 +212,23 @@ describe('listing store', () => {
       const smaller = new ListingStore(dir, silentLogger(), { maxBytes: 1 });
       await smaller.init();
       assert.equal((await readdir(dir)).length, 1, 'one listing stays, alone over the bound');
+    });
+  });
+
+  it('a change the mount made to a listing already written is written again', async () => {
+    await withDir(async (dir) => {
+      const store = new ListingStore(dir, silentLogger());
+      await store.init();
+      const root = dirCap();
+      const client = { listDir: async () => ({ mutable: true, children: new Map([['a', child('a')]]) }) } as unknown as TahoeClient;
+      const dirs = new Directories({ client, rootCap: parseCap(root), cacheTimeoutMs: 60_000, store });
+      await dirs.listing(dirs.root);
+      await store.flush();
+      dirs.patch(root, 'b', child('b'));
+      await store.flush();
+      const again = new ListingStore(dir, silentLogger());
+      await again.init();
+      assert.deepEqual([...(await again.load(root))!.children.keys()], ['a', 'b']);
     });
   });
 
@@ -309,15 +329,20 @@ describe('core: offline reads', () => {
 
   it('starts offline from the listings kept by an earlier mount, and comes online when the gateway answers', async () => {
     makeTree();
-    const first = await start();
+    // Listings trusted here: what the mount changed is kept without a fetch after it.
+    const first = await start({ cacheTimeoutMs: 60_000 });
     assert.ok((await readBytes(first.fs, '/docs/cached.bin')).equals(cached));
+    await first.fs.mkdir('/docs/made', 0o755); // changes made through the mount are kept too
+    await first.fs.release('/docs/made/mine.txt', await writeFile(first.fs, '/docs/made/mine.txt', 'mine'));
     await first.stop(); // unmount: the listings noted are written
     await fake.unreachable();
     let second;
     try {
       second = await bounded(start({ cacheDir: first.cacheDir }), 'start offline');
       assert.equal(second.client.gatewayState.online, false);
-      assert.deepEqual(await second.fs.readdir('/docs'), ['.', '..', 'cached.bin', 'uncached.bin']);
+      assert.deepEqual(await second.fs.readdir('/docs'), ['.', '..', 'cached.bin', 'uncached.bin', 'made']);
+      assert.deepEqual(await second.fs.readdir('/docs/made'), ['.', '..', 'mine.txt']);
+      assert.equal(await readAll(second.fs, '/docs/made/mine.txt'), 'mine', 'what was written is cached');
       assert.ok((await readBytes(second.fs, '/docs/cached.bin')).equals(cached));
       await rejectsEio(bounded(readBytes(second.fs, '/docs/uncached.bin'), 'uncached read'));
     } finally {
