@@ -43,6 +43,21 @@ describe('offline reads', () => {
     return root;
   }
 
+  /** A mount of a fresh root (see makeRoot) that has listed docs and docs/sub and read docs/cached.bin whole. */
+  async function warmMount(mode: Mode): Promise<{ m: TestMount; cached: Buffer; uncached: Buffer }> {
+    const cached = randomBytes(1_000_000);
+    const uncached = randomBytes(400_000);
+    const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: await makeRoot(cached, uncached), cacheTimeout: CACHE_TIMEOUT_S });
+    try {
+      await m.sh('ls -l docs docs/sub');
+      assert.ok((await readFile(m.path('docs', 'cached.bin'))).equals(cached));
+    } catch (e) {
+      await m.cleanup();
+      throw e;
+    }
+    return { m, cached, uncached };
+  }
+
   /** Stops the gateway, runs `fn`, and starts it again whatever happens. */
   async function withGatewayStopped(fn: () => Promise<void>): Promise<void> {
     await grid.stopGateway();
@@ -68,12 +83,8 @@ describe('offline reads', () => {
 
   for (const mode of MODES) {
     it(`with the gateway stopped, kept listings and cached bytes are served, the rest fails with EIO; all works again once it is back (${mode})`, { timeout: 300_000 }, async () => {
-      const cached = randomBytes(1_000_000);
-      const uncached = randomBytes(400_000);
-      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: await makeRoot(cached, uncached), cacheTimeout: CACHE_TIMEOUT_S });
+      const { m, cached, uncached } = await warmMount(mode);
       try {
-        await m.sh('ls -l docs docs/sub');
-        assert.ok((await readFile(m.path('docs', 'cached.bin'))).equals(cached));
         await withGatewayStopped(async () => {
           const ls = await m.sh('ls -l . docs docs/sub', { timeoutMs: FAIL_BOUND_MS });
           for (const name of ['docs', 'cached.bin', 'uncached.bin', 'sub', 'note.txt']) assert.match(ls.stdout, new RegExp(` ${name.replace('.', '\\.')}\\n`));
@@ -95,12 +106,8 @@ describe('offline reads', () => {
     });
 
     it(`a mount started with the gateway stopped serves the listings and bytes an earlier mount kept; it comes online when the gateway is back (${mode})`, { timeout: 300_000 }, async () => {
-      const cached = randomBytes(700_000);
-      const uncached = randomBytes(300_000);
-      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: await makeRoot(cached, uncached), cacheTimeout: CACHE_TIMEOUT_S });
+      const { m, cached, uncached } = await warmMount(mode);
       try {
-        await m.sh('ls -l docs docs/sub');
-        assert.ok((await readFile(m.path('docs', 'cached.bin'))).equals(cached));
         await unmountAndWait(m);
         await withGatewayStopped(async () => {
           const started = await runCli(mountArgs(m, mode));
