@@ -16,10 +16,15 @@
 //   the patch guessed the gateway's link time (a directory we made): that entry is reported once, rightly, as
 //   what stat shows of it changed. A directory renamed or linked twice is reported under the path last used
 //   (best effort: see Ops.watch).
+// - Offline (the gateway unreachable: client.ts): a listing that cannot be fetched is served from memory, even
+//   past --cache-timeout, else from the listing store on disk (cache/listing-store.ts, where every fetched
+//   listing is kept); `servingOffline` is set while that happens, so that each outage is logged once.
 import { LRUCache } from 'lru-cache';
+import type { ListingStore, StoredListing } from '../cache/listing-store.js';
 import { FsError } from '../errors.js';
+import type { Logger } from '../log.js';
 import type { Cap } from '../tahoe/caps.js';
-import type { ChildInfo, TahoeClient } from '../tahoe/client.js';
+import { isUnreachable, type ChildInfo, type TahoeClient } from '../tahoe/client.js';
 import { capTextOf, entryWritable, linkTimes, sizeOf } from '../tahoe/links.js';
 import { InFlight } from '../util/once.js';
 import type { ChangeKind, ChangeListener } from './ops.js';
@@ -55,6 +60,9 @@ export interface DirectoriesOptions {
   /** Bounds of the listing cache. */
   maxListings?: number;
   maxListingBytes?: number;
+  /** Where fetched listings are kept on disk, for use while the gateway cannot be reached. */
+  store?: ListingStore;
+  log?: Logger;
 }
 
 const DEFAULT_MAX_LISTINGS = 4096;
@@ -75,9 +83,14 @@ export class Directories {
   private readonly patchesDuringFetch = new Map<string, Patch[]>();
   private readonly pendingLinks = new Map<string, Map<string, ChildInfo>>();
   private readonly watchers: ChangeListener[] = [];
+  private readonly store: ListingStore | undefined;
+  private readonly log: Logger | undefined;
+  private servingOffline = false;
 
   constructor(opts: DirectoriesOptions) {
     this.client = opts.client;
+    this.store = opts.store;
+    this.log = opts.log;
     this.cacheTimeoutMs = opts.cacheTimeoutMs;
     this.root = { cap: opts.rootCap.text, writable: opts.rootCap.writable };
     this.listings = new LRUCache<string, Listing>({
@@ -151,7 +164,43 @@ export class Directories {
     if (cached && path !== undefined) cached.path = path;
     if (!fresh && cached && Date.now() - cached.fetchedAt < this.cacheTimeoutMs) return cached;
     if (fresh && this.fetching.has(dir.cap)) await this.fetching.get(dir.cap)!.catch(() => undefined); // began before us
-    return this.fetching.run(dir.cap, () => this.fetch(dir.cap, path));
+    try {
+      return await this.fetching.run(dir.cap, () => this.fetch(dir.cap, path));
+    } catch (e) {
+      // `fresh` asks for the gateway's answer (a check before a change, which needs the gateway anyway).
+      if (fresh || !isUnreachable(e)) throw e;
+      const kept = this.cached(dir.cap) ?? (await this.fromStore(dir.cap, path));
+      if (!kept) throw e;
+      if (!this.servingOffline) {
+        this.servingOffline = true;
+        this.log?.warn({ path, ageS: ageSeconds(kept.fetchedAt) }, 'gateway unreachable: serving directory listings kept from before (each as old as when it was last fetched)');
+      }
+      return kept;
+    }
+  }
+
+  /** The root's listing from the store, at a start with the gateway unreachable; undefined when none is kept. */
+  async startOffline(): Promise<Listing | undefined> {
+    const listing = this.cached(this.root.cap) ?? (await this.fromStore(this.root.cap, '/'));
+    if (listing) this.servingOffline = true;
+    return listing;
+  }
+
+  /** The stored listing of a directory, taken into memory (with its own fetch time: it is fetched again when the gateway answers). */
+  private async fromStore(dirCap: string, path: string | undefined): Promise<Listing | undefined> {
+    const stored = await this.store?.load(dirCap);
+    const already = this.cached(dirCap); // fetched or loaded while we read the disk
+    if (already || !stored) return already;
+    const children = new Map(stored.children);
+    for (const [name, child] of this.pendingLinks.get(dirCap) ?? []) children.set(name, child);
+    const listing: Listing = { fetchedAt: stored.fetchedAt, children, bytes: estimateBytes(children), path };
+    this.listings.set(dirCap, listing);
+    return listing;
+  }
+
+  /** Writes the listings noted for the store (at unmount). */
+  async flushStore(): Promise<void> {
+    await this.store?.flush();
   }
 
   /** Calls `listener(dirPath, name)` for each entry a listing fetched again shows changed (see the top of this file). */
@@ -173,6 +222,8 @@ export class Directories {
       const listing: Listing = { fetchedAt: started, children, bytes: estimateBytes(children), path: path ?? before?.path };
       this.pinned.delete(dirCap);
       this.listings.set(dirCap, listing);
+      this.servingOffline = false;
+      this.store?.save(dirCap, listing satisfies StoredListing);
       if (before && listing.path !== undefined && this.watchers.length > 0) this.report(listing.path, before.children, children);
       return listing;
     } finally {
@@ -187,11 +238,14 @@ export class Directories {
     if (!listing) return;
     if (child) listing.children.set(name, child);
     else listing.children.delete(name);
+    this.store?.save(dirCap, listing); // what we changed is what a start offline after an unmount must show
   }
 
   /** A directory we just made: known to be empty, so its first use needs no fetch. */
   seedEmpty(dirCap: string): void {
-    this.listings.set(dirCap, { fetchedAt: Date.now(), children: new Map(), bytes: 0 });
+    const listing: Listing = { fetchedAt: Date.now(), children: new Map(), bytes: 0 };
+    this.listings.set(dirCap, listing);
+    this.store?.save(dirCap, listing);
   }
 
   /** Shows `child` at `name` in every listing of `dirCap` until dropPendingLink() (its link is on its way). */
@@ -212,6 +266,7 @@ export class Directories {
   forget(dirCap: string): void {
     this.listings.delete(dirCap);
     this.pinned.delete(dirCap);
+    this.store?.drop(dirCap);
   }
 
   private report(dirPath: string, before: Map<string, ChildInfo>, after: Map<string, ChildInfo>): void {
@@ -267,6 +322,10 @@ export function isShowableName(name: string): boolean {
 }
 
 const LONE_SURROGATE = /\p{Cs}/u;
+
+function ageSeconds(fetchedAt: number): number {
+  return Math.round((Date.now() - fetchedAt) / 1000);
+}
 
 function estimateBytes(children: Map<string, ChildInfo>): number {
   let bytes = 0;

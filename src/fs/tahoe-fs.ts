@@ -11,12 +11,14 @@
 // Extended attributes and caps as attributes are here: they only read and edit link metadata (tahoe/posix.ts).
 // It owns no state of its own beyond those rooms.
 import { constants } from 'node:fs';
+import { join } from 'node:path';
 import type { ContentCache } from '../cache/content-cache.js';
+import { ListingStore } from '../cache/listing-store.js';
 import type { StagingJournal } from '../cache/staging-journal.js';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { readOnlyCap, redact, type Cap } from '../tahoe/caps.js';
-import type { TahoeClient } from '../tahoe/client.js';
+import { isUnreachable, type TahoeClient } from '../tahoe/client.js';
 import { capTextOf, nowTimestamp, tryParseCap } from '../tahoe/links.js';
 import { checkXattrName, isUserXattr, ownMetadataOf, splitDev, SYMLINK_MAX, withMode, withOwner, withoutXattr, withXattr, xattrValue, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { Attributes, requireWritableFile } from './attributes.js';
@@ -61,6 +63,9 @@ export interface TahoeFsOptions {
   /** Bounds of the directory-listing cache (defaults in directories.ts). */
   maxListings?: number;
   maxListingBytes?: number;
+  /** Bounds of the listings kept on disk for offline use (defaults in cache/listing-store.ts). */
+  maxStoredListings?: number;
+  maxStoredListingBytes?: number;
   /** Write-back mode: close() returns once the bytes are on the local disk (see write-back.ts). */
   writeBack?: boolean;
   /** Uploads at once. */
@@ -85,6 +90,7 @@ export class TahoeFs implements Ops {
   private readonly names: Namespace;
   private readonly attrs: Attributes;
   private readonly cache: ContentCache;
+  private readonly listingStore: ListingStore;
   private readonly log: Logger;
   private readonly owners: boolean;
   private readonly listCapXattrs: boolean;
@@ -93,21 +99,38 @@ export class TahoeFs implements Ops {
     this.log = opts.log;
     const rootId = redact(opts.rootCap.text);
     this.cache = opts.cache;
-    this.dirs = new Directories({ client: opts.client, rootCap: opts.rootCap, cacheTimeoutMs: opts.cacheTimeoutMs, maxListings: opts.maxListings, maxListingBytes: opts.maxListingBytes });
+    // Beside the content cache: one folder per root, owned by the one process that mounts it.
+    this.listingStore = new ListingStore(join(opts.cache.root, 'dirs'), opts.log, { maxListings: opts.maxStoredListings, maxBytes: opts.maxStoredListingBytes });
+    this.dirs = new Directories({
+      client: opts.client, rootCap: opts.rootCap, cacheTimeoutMs: opts.cacheTimeoutMs, maxListings: opts.maxListings, maxListingBytes: opts.maxListingBytes,
+      store: this.listingStore, log: opts.log,
+    });
     this.files = new OpenFiles({ cache: opts.cache, journal: opts.journal, directories: this.dirs, rootId, owner: opts.owner, writeHoldMs: opts.writeHoldMs, log: opts.log });
     this.writeBack = new WriteBack({ ...opts, directories: this.dirs, files: this.files, rootId });
     this.names = new Namespace(opts.client, this.dirs, this.files, this.writeBack);
     this.owners = opts.owners === true;
     this.listCapXattrs = opts.listCapXattrs === true;
     this.attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), this.owners);
+    // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.
+    opts.client.onGatewayState((state) => {
+      if (state.online) this.writeBack.retryNow();
+    });
   }
 
-  /** Lists the root once: a bad cap or an unreachable gateway fails the mount instead of every later op. */
+  /**
+   * Lists the root once: a bad cap or an unreachable gateway fails the mount instead of every later op. With
+   * the gateway unreachable and the root's listing kept on disk from an earlier mount, the mount starts
+   * offline instead (serving what it kept) and comes online when the gateway answers.
+   */
   async start(): Promise<void> {
+    await this.listingStore.init();
     try {
       await this.dirs.listing(this.dirs.root, true);
     } catch (e) {
-      throw new FsError('EIO', `cannot list the root directory ${redact(this.dirs.root.cap)}: ${(e as Error).message}`, { cause: e });
+      const kept = isUnreachable(e) ? await this.dirs.startOffline() : undefined;
+      if (!kept) throw new FsError('EIO', `cannot list the root directory ${redact(this.dirs.root.cap)}: ${(e as Error).message}`, { cause: e });
+      const ageS = Math.round((Date.now() - kept.fetchedAt) / 1000);
+      this.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
     this.writeBack.start();
   }
@@ -134,6 +157,7 @@ export class TahoeFs implements Ops {
     this.files.dropAllHandles();
     // Files still open (a lazy unmount); those whose background store gave up close themselves.
     await Promise.all(this.files.all().filter((f) => !f.closed && !this.writeBack.storing(f)).map((file) => this.closeFile(file)));
+    await this.dirs.flushStore().catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'could not keep directory listings on disk'));
     await this.cache.shutdown();
   }
 

@@ -560,6 +560,15 @@ export class WriteBack {
     });
   }
 
+  /** The gateway answers again: every store waiting for another try gets it now. */
+  retryNow(): void {
+    this.wakeAll();
+    if (this.retryTimer === undefined || this.stopped) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    void this.recover();
+  }
+
   private wakeAll(): void {
     for (const wake of [...this.wakeups]) wake();
   }

@@ -1,4 +1,8 @@
 // Tahoe web-API client (docs/frontends/webapi.rst). Every request has a bound; every failure becomes an FsError.
+//
+// State: whether the gateway answers (`offlineSince`, `stateSince`), the probe that looks again (`probing`,
+// `lastProbeAt`, `probeTimer`, `probeDelayMs`) and who hears of a change (`listeners`): changed only here, by
+// the requests' outcomes and the probes, never across an await of another owner.
 import { Readable } from 'node:stream';
 import { Agent, request, errors as undiciErrors, type Dispatcher } from 'undici';
 import { FsError, type ErrnoName } from '../errors.js';
@@ -17,15 +21,47 @@ export interface TahoeTimeouts {
    * 5xx): a gateway restarting or a storage server reconnecting gets a few seconds, no more.
    */
   retryDelaysMs: number[];
+  /**
+   * While the gateway is unreachable: a request looks again (a probe) when the last look is this old; a timer
+   * looks too, from this interval doubling up to PROBE_IDLE_MAX_MS (default PROBE_EVERY_MS; 0: every request).
+   */
+  probeEveryMs?: number;
+  /** Bound of one probe (default PROBE_TIMEOUT_MS). */
+  probeTimeoutMs?: number;
 }
 
 export const DEFAULT_TIMEOUTS: TahoeTimeouts = { requestMs: 60_000, idleMs: 60_000, uploadAnswerMs: 600_000, retryDelaysMs: [250, 1_000, 3_000] };
+
+/** Often enough that a gateway back is noticed within a couple of seconds of the next use; a probe is one small GET. */
+export const PROBE_EVERY_MS = 2_000;
+/** A gateway on this machine or the LAN answers its front page well within this, busy or not. */
+export const PROBE_TIMEOUT_MS = 3_000;
+/** How long a request waits for a probe's answer before it fails anyway. */
+const PROBE_WAIT_MS = 500;
+/** With nothing asking, the timer's probes slow down to this: an outage of days costs a request a half-minute. */
+const PROBE_IDLE_MAX_MS = 30_000;
+
+/** Whether the gateway answers, and since when (ms since the epoch): for `blackmatch status` and the log. */
+export interface GatewayState {
+  online: boolean;
+  since: number;
+}
 
 /** A request body, or a way to make it again (a stream can be sent once: retries need a fresh one). */
 export type Body = Buffer | Readable | (() => Buffer | Readable);
 
 /** Failures worth retrying: marked where they are made, from the transport or the status. */
 const transient = new WeakSet<FsError>();
+/**
+ * Failures where the gateway could not be reached at all (see NO_ANSWER_CODES), as opposed to an HTTP error
+ * from a live gateway (a storage-side failure among them) or a request that timed out after it was taken.
+ */
+const noAnswer = new WeakSet<FsError>();
+
+/** Whether a request failed because the gateway could not be reached (now, or in a row until it was given up on). */
+export function isUnreachable(e: unknown): boolean {
+  return e instanceof FsError && noAnswer.has(e);
+}
 
 export interface ChildInfo {
   name: string;
@@ -64,6 +100,15 @@ export interface LinkTarget {
 export class TahoeClient {
   readonly base: string;
   private readonly agent: Agent;
+  /** Set once an idempotent request got no answer through all its tries; cleared by any answer. */
+  private offlineSince: number | undefined;
+  private stateSince = Date.now();
+  private probing: Promise<void> | undefined;
+  private lastProbeAt = 0;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probeDelayMs = 0;
+  private readonly listeners: Array<(state: GatewayState) => void> = [];
+  private closed = false;
 
   constructor(
     nodeUrl: string,
@@ -76,7 +121,19 @@ export class TahoeClient {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.probeTimer);
     await this.agent.close();
+  }
+
+  /** Whether the gateway answers (as far as the last requests and probes tell), and since when. */
+  get gatewayState(): GatewayState {
+    return { online: this.offlineSince === undefined, since: this.stateSince };
+  }
+
+  /** Calls `listener` on each change of gatewayState (a throw is the listener's own problem: caught and ignored). */
+  onGatewayState(listener: (state: GatewayState) => void): void {
+    this.listeners.push(listener);
   }
 
   /** GET /uri/$DIRCAP?t=json: one request for a whole directory, sizes and metadata included. */
@@ -220,16 +277,116 @@ export class TahoeClient {
     });
   }
 
-  /** Runs one request, again after a pause if it failed transiently and may be repeated safely. */
+  /**
+   * Runs one request, again after a pause if it failed transiently and may be repeated safely. Where the line
+   * between retrying and failing fast is: while the gateway is marked unreachable, a request fails at once
+   * (after a probe, if one is due: see gate()). It is marked unreachable only when an idempotent request got no
+   * answer through all its tries (about 4 s with the default delays), so a gateway restarting briefly costs
+   * the requests of that moment their retries, as before, and fails nothing that the retries would have saved;
+   * a request that may not be repeated never marks it by itself (one refused connection proves little).
+   */
   private async retrying<T>(what: string, idempotent: boolean, attempt: () => Promise<T>): Promise<T> {
     for (let i = 0; ; i++) {
+      await this.gate(what);
       try {
         return await attempt();
       } catch (e) {
         const delays = this.timeouts.retryDelaysMs;
-        if (!idempotent || i >= delays.length || !(e instanceof FsError) || !transient.has(e)) throw e;
+        const again = idempotent && i < delays.length && e instanceof FsError && transient.has(e);
+        if (!again) {
+          if (idempotent && isUnreachable(e)) this.markOffline(e as FsError);
+          throw e;
+        }
         this.log?.warn({ what, attempt: i + 1, err: e.message }, 'transient gateway error: retrying');
         await new Promise((r) => setTimeout(r, delays[i]));
+      }
+    }
+  }
+
+  /** Lets a request go on unless the gateway is unreachable; then looks again first if a look is due. */
+  private async gate(what: string): Promise<void> {
+    if (this.offlineSince === undefined) return;
+    if (Date.now() - this.lastProbeAt >= this.probeEveryMs || this.probing) {
+      // A gateway that is back answers a probe in milliseconds; one that is gone (no refusal, only silence)
+      // must not hold requests for the probe's whole bound: they fail, and the probe goes on without them.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.probe(), new Promise<void>((r) => (timer = setTimeout(r, PROBE_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    const since = this.offlineSince;
+    if (since === undefined) return;
+    const err = new FsError('EIO', `${what}: gateway unreachable: not reachable at ${this.base} since ${new Date(since).toISOString()} (failing fast until it answers)`);
+    noAnswer.add(err);
+    throw err;
+  }
+
+  private get probeEveryMs(): number {
+    return this.timeouts.probeEveryMs ?? PROBE_EVERY_MS;
+  }
+
+  /** One small GET of the gateway's front page, shared by whoever asks meanwhile; any HTTP answer means it is back. */
+  private probe(): Promise<void> {
+    this.probing ??= (async () => {
+      this.lastProbeAt = Date.now();
+      try {
+        const res = await request(this.base + '?t=json', {
+          method: 'GET',
+          dispatcher: this.agent,
+          signal: AbortSignal.timeout(this.timeouts.probeTimeoutMs ?? PROBE_TIMEOUT_MS),
+        });
+        res.body.resume();
+        this.markOnline();
+      } catch {
+        // still unreachable (or too slow to count as back): the timer looks again later
+      } finally {
+        this.probing = undefined;
+        this.lastProbeAt = Date.now();
+      }
+    })();
+    return this.probing;
+  }
+
+  private markOffline(err: FsError): void {
+    this.lastProbeAt = Date.now(); // this failure was a look: the next is due a probe interval later
+    if (this.offlineSince !== undefined) return;
+    this.offlineSince = this.stateSince = Date.now();
+    this.log?.warn({ gateway: this.base, err: err.message }, 'gateway unreachable: requests fail at once until it answers again');
+    this.probeDelayMs = Math.max(this.probeEveryMs, 100);
+    this.scheduleProbe();
+    this.tell();
+  }
+
+  /** A response came (any status): the gateway answers. */
+  private markOnline(): void {
+    if (this.offlineSince === undefined) return;
+    const downMs = Date.now() - this.offlineSince;
+    this.offlineSince = undefined;
+    this.stateSince = Date.now();
+    clearTimeout(this.probeTimer);
+    this.probeTimer = undefined;
+    this.log?.info({ gateway: this.base, downMs }, 'gateway answers again');
+    this.tell();
+  }
+
+  /** While unreachable, a probe now and then even when nothing asks (so that waiting work resumes on its own). */
+  private scheduleProbe(): void {
+    if (this.closed || this.offlineSince === undefined || this.probeTimer) return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined;
+      void this.probe().then(() => {
+        this.probeDelayMs = Math.min(this.probeDelayMs * 2, PROBE_IDLE_MAX_MS);
+        this.scheduleProbe();
+      });
+    }, this.probeDelayMs).unref(); // the mount keeps the process alive, not a probe
+  }
+
+  private tell(): void {
+    const state = this.gatewayState;
+    for (const listener of this.listeners) {
+      try {
+        listener(state);
+      } catch {
+        // a listener's failure is its own
       }
     }
   }
@@ -245,8 +402,9 @@ export class TahoeClient {
     const headers: Record<string, string> = { ...opts.headers };
     if (opts.size !== undefined) headers['content-length'] = String(opts.size);
     const long = opts.upload || opts.transfer;
+    let res: Dispatcher.ResponseData;
     try {
-      return await request(this.base + path, {
+      res = await request(this.base + path, {
         method,
         headers,
         body: opts.body,
@@ -259,6 +417,8 @@ export class TahoeClient {
     } catch (e) {
       throw transportError(e, what, this.base);
     }
+    this.markOnline(); // an answer, whatever its status: a request in flight from before an outage counts too
+    return res;
   }
 }
 
@@ -307,6 +467,13 @@ export function errnoForStatus(status: number, body = ''): ErrnoName {
   }
 }
 
+/**
+ * Transport failures that say the gateway could not be reached (see `noAnswer`): no connection (refused, host or
+ * name unknown or unreachable, connect timed out) or one reset. A connection the gateway took and then closed
+ * without an answer is not among them: something listens there (a broken gateway is not an absent one).
+ */
+const NO_ANSWER_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+
 function transportError(e: unknown, what: string, base: string): FsError {
   if (e instanceof FsError) return e;
   const code = (e as { code?: string }).code ?? '';
@@ -316,7 +483,8 @@ function transportError(e: unknown, what: string, base: string): FsError {
   if (code === 'ECONNREFUSED' || cause === 'ECONNREFUSED') {
     reason = `Tahoe gateway not reachable at ${base}`;
     retry = true;
-  } else if (e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError) reason = 'timed out';
+  } else if (e instanceof undiciErrors.ConnectTimeoutError) reason = `Tahoe gateway not reachable at ${base}: connect timed out`;
+  else if (e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError) reason = 'timed out';
   else if ((e as Error).name === 'TimeoutError' || (e as Error).name === 'AbortError') reason = 'timed out';
   else {
     reason = (e as Error).message ?? String(e);
@@ -325,5 +493,6 @@ function transportError(e: unknown, what: string, base: string): FsError {
   }
   const err = new FsError('EIO', `${what}: ${reason}`, { cause: e });
   if (retry) transient.add(err);
+  if (NO_ANSWER_CODES.has(code) || NO_ANSWER_CODES.has(cause)) noAnswer.add(err);
   return err;
 }

@@ -9,7 +9,7 @@ import { StagingJournal } from '../../src/cache/staging-journal.js';
 import { TahoeFs, type ProcessIdentity } from '../../src/fs/tahoe-fs.js';
 import { silentLogger } from '../../src/log.js';
 import { parseCap } from '../../src/tahoe/caps.js';
-import { DEFAULT_TIMEOUTS, TahoeClient } from '../../src/tahoe/client.js';
+import { DEFAULT_TIMEOUTS, TahoeClient, type TahoeTimeouts } from '../../src/tahoe/client.js';
 import { startFakeTahoe, target, type FakeTahoe } from './fake-tahoe.js';
 
 export const log = silentLogger();
@@ -46,11 +46,13 @@ export interface StartCoreOptions {
   writeHoldMs?: number;
   owners?: boolean;
   listCapXattrs?: boolean;
+  /** The client's bounds beyond the defaults here (no retries). */
+  timeouts?: Partial<TahoeTimeouts>;
 }
 
 export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): Promise<Core> {
   const cacheDir = opts.cacheDir ?? (await mkdtemp(join(tmpdir(), 'bm-core-')));
-  const client = new TahoeClient(fake.url, { ...DEFAULT_TIMEOUTS, retryDelaysMs: [] }, log);
+  const client = new TahoeClient(fake.url, { ...DEFAULT_TIMEOUTS, retryDelaysMs: [], ...opts.timeouts }, log);
   const cache = new ContentCache(cacheDir, client, log, { maxBytes: 1024 * MiB, minFreeBytes: 0 });
   await cache.init();
   const journal = opts.journal?.(cache.stagingDir) ?? new StagingJournal(cache.stagingDir, log);

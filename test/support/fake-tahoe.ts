@@ -77,6 +77,9 @@ export interface FakeTahoe {
   /** The gateway refuses every request: drops the connection, or answers `status` when given. */
   down(status?: number): void;
   up(): void;
+  /** The gateway is gone: nothing listens on its port (connections are refused) until reachable(). */
+  unreachable(): Promise<void>;
+  reachable(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -528,6 +531,8 @@ export async function startFakeTahoe(options: FakeTahoeOptions = {}): Promise<Fa
     up() {
       downStatus = undefined;
     },
+    unreachable: () => api.refuse(),
+    reachable: () => api.accept(),
     async close() {
       for (const t of timers) clearTimeout(t);
       timers.clear();

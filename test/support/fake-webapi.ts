@@ -23,6 +23,10 @@ export interface FakeWebApi {
   readonly requests: RecordedRequest[];
   /** Replaces the handler for the following requests. */
   handle(handler: FakeHandler): void;
+  /** Stops listening (and drops every connection): connections are refused, as by a stopped gateway. */
+  refuse(): Promise<void>;
+  /** Listens again on the same port. */
+  accept(): Promise<void>;
   /** Closes the server and drops any connection still open (hung requests included). */
   close(): Promise<void>;
 }
@@ -49,10 +53,21 @@ export async function startFakeWebApi(handler: FakeHandler = ok): Promise<FakeWe
       current(rec, res);
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
+  const listen = (port: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  await listen(0);
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/`,
@@ -60,12 +75,11 @@ export async function startFakeWebApi(handler: FakeHandler = ok): Promise<FakeWe
     handle(h: FakeHandler) {
       current = h;
     },
-    close() {
-      return new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+    refuse: stop,
+    async accept() {
+      if (!server.listening) await listen(port);
     },
+    close: stop,
   };
 }
 
