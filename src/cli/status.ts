@@ -89,6 +89,7 @@ function describe(a: Answer): string {
   const more = (text: string) => lines.push(`  ${''.padEnd(9)}${text}`);
   const g = a.gateway;
   row('gateway', `${g.url}: ${!g.reachable ? `NOT REACHABLE (${g.error})` : g.error ? g.error : `${g.connected} of ${g.known} storage servers connected`}`);
+  if (!a.gatewayState.online) more(`offline since ${new Date(a.gatewayState.since).toISOString().slice(11, 19)}: listings and content from what is kept, the rest fails with EIO`);
   const { uploads, waiting, failed, kept, metadataUpdates } = a.writes;
   const list = (label: string, items: string[]) => items.forEach((text, i) => (i === 0 ? row(label, text) : more(text)));
   list('uploads', uploads.length === 0 ? ['none'] : uploads.map((u) => (u.sending ? `${u.path}: ${size(u.sent)} of ${size(u.bytes)} sent${u.sent >= u.bytes ? ', the grid is storing it' : ` (${percent(u.sent, u.bytes)})`}` : `${u.path}: queued (${size(u.bytes)})`)));

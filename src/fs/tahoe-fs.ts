@@ -18,7 +18,7 @@ import type { StagingJournal } from '../cache/staging-journal.js';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { readOnlyCap, redact, type Cap } from '../tahoe/caps.js';
-import { isUnreachable, type TahoeClient } from '../tahoe/client.js';
+import { isUnreachable, type GatewayState, type TahoeClient } from '../tahoe/client.js';
 import { capTextOf, nowTimestamp, tryParseCap } from '../tahoe/links.js';
 import { checkXattrName, isUserXattr, ownMetadataOf, splitDev, SYMLINK_MAX, withMode, withOwner, withoutXattr, withXattr, xattrValue, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { Attributes, requireWritableFile } from './attributes.js';
@@ -43,6 +43,8 @@ export interface CoreStatus {
   /** `hits`: reads of grid content found in the cache; `misses`: those that waited for a download. */
   cache: { usedBytes: number; maxBytes: number; hits: number; misses: number };
   openFiles: number;
+  /** Whether requests reach the gateway, as this mount saw it last (offline: served from what is kept). */
+  gatewayState: GatewayState;
 }
 
 export interface TahoeFsOptions {
@@ -92,6 +94,7 @@ export class TahoeFs implements Ops {
   private readonly cache: ContentCache;
   private readonly listingStore: ListingStore;
   private readonly log: Logger;
+  private readonly client: TahoeClient;
   private readonly owners: boolean;
   private readonly listCapXattrs: boolean;
 
@@ -112,6 +115,7 @@ export class TahoeFs implements Ops {
     this.listCapXattrs = opts.listCapXattrs === true;
     this.attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), this.owners);
     // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.
+    this.client = opts.client;
     opts.client.onGatewayState((state) => {
       if (state.online) this.writeBack.retryNow();
     });
@@ -173,6 +177,7 @@ export class TahoeFs implements Ops {
       writes: await this.writeBack.status(),
       cache: { usedBytes: this.cache.usedBytes, maxBytes: this.cache.maxBytes, hits, misses },
       openFiles: this.files.all().filter((f) => !f.closed).length,
+      gatewayState: this.client.gatewayState,
     };
   }
 
