@@ -11,6 +11,8 @@ pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v getfattr >/dev/null 2>&1 || need+=(attr)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The systemd unit's test: systemd-escape and systemd-analyze (nothing of systemd needs to run).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing system packages: ${need[*]} (run as root, or install them with apt-get)" >&2
