@@ -3,6 +3,8 @@
 // a whole-node snapshot). Errors come back as errno names, so tests compare them with expectErrno.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { chmod, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 
 /** Python from the system, not from a user's PATH: a child running as another uid must be able to run it. */
 export const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
@@ -237,4 +239,24 @@ export async function getfattrDump(path: string): Promise<Record<string, Buffer>
     else out[line.slice(0, eq)] = Buffer.from(line.slice(eq + 1).replace(/^0x/, ''), 'hex');
   }
   return out;
+}
+
+/**
+ * Gives other users search permission on `path` and every directory above it that lacks it (mkdtemp makes 0700
+ * directories, and /tmp may be one too), so that another uid can reach what is under it; returns what puts the
+ * modes back.
+ */
+export async function openPathToOthers(path: string): Promise<() => Promise<void>> {
+  const widened: Array<[string, number]> = [];
+  for (let d = path; ; d = dirname(d)) {
+    const bits = (await stat(d)).mode & 0o7777;
+    if ((bits & 0o011) !== 0o011) {
+      widened.push([d, bits]);
+      await chmod(d, bits | 0o011);
+    }
+    if (d === dirname(d)) break;
+  }
+  return async () => {
+    for (const [d, mode] of widened.reverse()) await chmod(d, mode).catch(() => undefined);
+  };
 }

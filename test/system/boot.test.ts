@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BootScratch, execLine, mountEntry, parseUnit, STANDARD_PATH } from '../support/boot.js';
 import { blackmatchProcesses, encodePath, eventually, isMountpoint, MODES, REPO_ROOT, useGrid } from '../support/mount.js';
-import { mustRun, runChild } from '../support/posix.js';
+import { mustRun, openPathToOthers, runChild } from '../support/posix.js';
 
 /** A user every Debian has: setuid= takes a name. */
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -77,8 +77,10 @@ describe('mount at boot', () => {
   }
 
   it('setuid=USER in the fstab line runs blackmatch as that user, with its node directory', async () => {
-    // The user must reach the mountpoint and the shim: /tmp may be 0700, /var/tmp is open to all.
+    // The user must reach the mountpoint and the shim: /tmp may be 0700, /var/tmp is open to all. The program
+    // itself is this checkout, wherever it was cloned: opened to others for the test.
     const other = await BootScratch.create('/var/tmp');
+    const restoreModes = await openPathToOthers(REPO_ROOT);
     try {
       const { nodeDir, rootCap } = await other.nodeDir(grid.gatewayUrl, 'node-nobody');
       const mnt = await other.mountpoint('nobody');
@@ -107,6 +109,7 @@ describe('mount at boot', () => {
       await unmountedAndGone(mnt);
     } finally {
       await other.cleanup();
+      await restoreModes();
     }
   });
 

@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { tahoeCli } from '../support/grid.js';
 import { encodePath, eventually, exists, expectErrno, MODES, TestMount, useGrid } from '../support/mount.js';
 import {
-  getfattrDump, getxattr, getxattrText, listxattr, mustRun, py, py1, removexattr, runChild, setxattr, snapshots,
+  getfattrDump, getxattr, getxattrText, listxattr, mustRun, openPathToOthers, py, py1, removexattr, runChild, setxattr, snapshots,
   type NodeSnapshot,
 } from '../support/posix.js';
 
@@ -740,29 +740,21 @@ describe('metadata', () => {
       describe('owners, on a mount with -o allow_other', () => {
         let o: TestMount;
         let shared: string;
-        /** Directories given search permission for user 4242, with their modes before. */
-        const widened: Array<[string, number]> = [];
+        /** Puts back the modes of the directories opened for user 4242. */
+        let restoreModes: () => Promise<void> = async () => undefined;
         /** Paths (relative to o) whose owners must last. */
         const owned: string[] = [];
 
         before(async () => {
           o = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, extraArgs: ['-o', 'allow_other'] });
-          // mkdtemp makes 0700 directories (and /tmp may be one too): user 4242 needs to pass through them.
-          for (let d = o.workDir; ; d = dirname(d)) {
-            const bits = (await stat(d)).mode & 0o7777;
-            if ((bits & 0o011) !== 0o011) {
-              widened.push([d, bits]);
-              await chmod(d, bits | 0o011);
-            }
-            if (d === dirname(d)) break;
-          }
+          restoreModes = await openPathToOthers(o.workDir);
           shared = o.path('shared');
           await mkdir(shared);
           await chmod(shared, 0o1777);
         });
         after(async () => {
           await o?.cleanup();
-          for (const [d, mode] of widened.reverse()) await chmod(d, mode).catch(() => undefined);
+          await restoreModes();
         });
 
         it('files and directories user 4242 makes in a 1777 directory are 4242:4242, stored as posix uid and gid', T, async () => {
