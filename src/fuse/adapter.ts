@@ -12,8 +12,7 @@ import { Node, NodeTable } from './nodes.js';
 /** Largest read and write per FUSE request: the kernel's max_pages (256 pages). */
 export const FUSE_MAX_IO = 1024 * 1024;
 
-const { ENOSYS, EINVAL, EEXIST, ENODATA, EOPNOTSUPP, ERANGE } = constants.errno;
-const USER_XATTR_PREFIX = 'user.';
+const { ENOSYS, EINVAL, EEXIST, ERANGE } = constants.errno;
 /** How long a request may go unanswered before the edge answers EIO itself; data ops may move a whole file. */
 const BACKSTOP_MS = 180_000;
 const LONG_BACKSTOP_MS = 3_600_000;
@@ -361,10 +360,7 @@ export class FuseAdapter {
     }
   }
 
-  /**
-   * Extended attributes. Only user.* ones exist here: any other name is answered at once, without asking the
-   * core. That matters: the kernel asks for security.capability before every write.
-   */
+  /** Extended attributes (names outside user.* never get here: the binding answers them on its loop thread). */
   private async xattr(op: 'getxattr' | 'listxattr' | 'setxattr' | 'removexattr', req: number, node: Node, a: RequestArgs): Promise<void> {
     const s = this.session!;
     const name = a.name?.toString('utf8') ?? '';
@@ -372,7 +368,6 @@ export class FuseAdapter {
       const names = await this.ops.listxattr(this.livePath(node));
       return this.replyXattr(req, Buffer.concat(names.map((n) => Buffer.from(n + '\0'))), a.size!);
     }
-    if (!name.startsWith(USER_XATTR_PREFIX)) return s.replyErr(req, op === 'getxattr' ? ENODATA : EOPNOTSUPP);
     if (op === 'getxattr') return this.replyXattr(req, await this.ops.getxattr(this.livePath(node), name), a.size!);
     if (op === 'setxattr') await this.ops.setxattr(this.livePath(node), name, a.data ?? Buffer.alloc(0), a.flags ?? 0);
     else await this.ops.removexattr(this.livePath(node), name);

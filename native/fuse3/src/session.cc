@@ -306,7 +306,16 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 }
 
 // getxattr and listxattr with size 0 ask only for the length (answered with replyXattr).
+// Only user.* attributes exist (blackmatch keeps no others): any other name is answered here, on the loop
+// thread, without a trip to JavaScript. It matters: the kernel asks for system.posix_acl_access for every entry
+// `ls -l` shows, and for security.capability before every write.
+bool IsUserXattr(const char* name) { return std::strncmp(name, "user.", 5) == 0; }
+
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  if (!IsUserXattr(name)) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   auto* r = NewRequest(GETXATTR, req, ino);
   r->name = name;
   r->size = size;
@@ -315,10 +324,22 @@ void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 
 // flags: XATTR_CREATE or XATTR_REPLACE, as the caller gave them to setxattr(2).
 void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  if (!IsUserXattr(name)) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
   auto* r = NewRequest(SETXATTR, req, ino);
   r->name = name;
   r->flags = flags;
   if (CopyData(r, value, size)) Send(r);
+}
+
+void OnRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (!IsUserXattr(name)) {
+    fuse_reply_err(req, EOPNOTSUPP);
+    return;
+  }
+  OnNamedOp<REMOVEXATTR>(req, ino, name);
 }
 
 void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
@@ -521,7 +542,7 @@ const fuse_lowlevel_ops kOps = [] {
   ops.getxattr = OnGetxattr;
   ops.setxattr = OnSetxattr;
   ops.listxattr = OnListxattr;
-  ops.removexattr = OnNamedOp<REMOVEXATTR>;
+  ops.removexattr = OnRemovexattr;
   return ops;
 }();
 }  // namespace

@@ -22,6 +22,7 @@ const EEXIST = 17;
 const ERANGE = 34;
 const ENOSYS = 38;
 const ENODATA = 61;
+const EOPNOTSUPP = 95;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const time = { sec: 1_700_000_000, nsec: 123_456_789 };
@@ -222,6 +223,16 @@ describe('the libfuse 3 binding, mounted for real', () => {
     assert.deepEqual(await xattr('remove', file, 'user.nul'), { errno: ENODATA });
     assert.deepEqual(await xattr('list', file), { ok: ['user.empty', 'user.long'] });
     assert.deepEqual(await xattr('list', mnt), { ok: [] });
+  });
+
+  it('answers names outside user.* itself: no request reaches JavaScript (ls -l asks for ACLs, every write for capabilities)', async () => {
+    const file = join(mnt, 'hello.txt');
+    const asked = seen.length;
+    assert.deepEqual(await xattr('get', file, 'system.posix_acl_access'), { errno: ENODATA });
+    assert.deepEqual(await xattr('get', file, 'security.capability'), { errno: ENODATA });
+    assert.deepEqual(await xattr('set', file, 'trusted.x', '01', '0'), { errno: EOPNOTSUPP });
+    assert.deepEqual(await xattr('remove', file, 'trusted.x'), { errno: EOPNOTSUPP });
+    assert.deepEqual(seen.slice(asked).filter((op) => op.endsWith('xattr')), []);
   });
 
   it('passes setxattr its XATTR_CREATE and XATTR_REPLACE flags', async () => {
