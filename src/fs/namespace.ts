@@ -254,7 +254,7 @@ export class Namespace {
     const metadata = withOwnMetadata(withMtime({}, nowTimestamp()), own);
     if (this.writeBack.deferred) await this.writeBack.linkNew(parent.cap, name, { type: 'file', roUri: cap, metadata }, path);
     else await this.client.setChild(parent.cap, name, { type: 'file', roUri: cap, metadata }, false);
-    this.dirs.patch(parent.cap, name, { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata(newLinkMetadata(), metadata) });
+    this.dirs.patch(parent.cap, name, { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata({}, metadata) });
   }
 }
 

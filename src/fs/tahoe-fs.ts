@@ -20,7 +20,7 @@ import type { Logger } from '../log.js';
 import { readOnlyCap, redact, type Cap } from '../tahoe/caps.js';
 import { isUnreachable, type GatewayState, type TahoeClient } from '../tahoe/client.js';
 import { capTextOf, nowTimestamp, tryParseCap } from '../tahoe/links.js';
-import { checkXattrName, isUserXattr, ownMetadataOf, splitDev, SYMLINK_MAX, withMode, withOwner, withoutXattr, withXattr, xattrValue, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
+import { CAP_XATTR_PREFIX, checkXattrName, isUserXattr, ownMetadataOf, splitDev, SYMLINK_MAX, withMode, withOwner, withoutXattr, withXattr, xattrValue, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { Attributes, requireWritableFile } from './attributes.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import { childPath, Directories, isShowableName, NAME_MAX_BYTES, type DirRef } from './directories.js';
@@ -530,7 +530,6 @@ export class TahoeFs implements Ops {
   }
 }
 
-const CAP_XATTR_PREFIX = 'user.tahoe.';
 const SPECIAL_OF_MODE = new Map<number, SpecialType>([
   [constants.S_IFIFO, 'fifo'],
   [constants.S_IFSOCK, 'socket'],

@@ -146,9 +146,12 @@ function xattrBytes(xattrs: Record<string, string>): number {
   return total;
 }
 
+/** Where the attributes computed from an entry's cap live (readcap, writecap, storage-index). */
+export const CAP_XATTR_PREFIX = 'user.tahoe.';
+
 /** The names programs may store: the user namespace, but for user.tahoe.*, which we compute. */
 export function isUserXattr(name: string): boolean {
-  return name.startsWith('user.') && !name.startsWith('user.tahoe.');
+  return name.startsWith('user.') && !name.startsWith(CAP_XATTR_PREFIX);
 }
 
 export function checkXattrName(name: string): void {

@@ -309,13 +309,15 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 // Only user.* attributes exist (blackmatch keeps no others): any other name is answered here, on the loop
 // thread, without a trip to JavaScript. It matters: the kernel asks for system.posix_acl_access for every entry
 // `ls -l` shows, and for security.capability before every write.
-bool IsUserXattr(const char* name) { return std::strncmp(name, "user.", 5) == 0; }
+// True when the name was outside user.* and is answered with `errno` here.
+bool AnsweredOutsideUser(fuse_req_t req, const char* name, int errno_) {
+  if (std::strncmp(name, "user.", 5) == 0) return false;
+  fuse_reply_err(req, errno_);
+  return true;
+}
 
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  if (!IsUserXattr(name)) {
-    fuse_reply_err(req, ENODATA);
-    return;
-  }
+  if (AnsweredOutsideUser(req, name, ENODATA)) return;
   auto* r = NewRequest(GETXATTR, req, ino);
   r->name = name;
   r->size = size;
@@ -324,10 +326,7 @@ void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 
 // flags: XATTR_CREATE or XATTR_REPLACE, as the caller gave them to setxattr(2).
 void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
-  if (!IsUserXattr(name)) {
-    fuse_reply_err(req, EOPNOTSUPP);
-    return;
-  }
+  if (AnsweredOutsideUser(req, name, EOPNOTSUPP)) return;
   auto* r = NewRequest(SETXATTR, req, ino);
   r->name = name;
   r->flags = flags;
@@ -335,10 +334,7 @@ void OnSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
 }
 
 void OnRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  if (!IsUserXattr(name)) {
-    fuse_reply_err(req, EOPNOTSUPP);
-    return;
-  }
+  if (AnsweredOutsideUser(req, name, EOPNOTSUPP)) return;
   OnNamedOp<REMOVEXATTR>(req, ino, name);
 }
 
