@@ -5,7 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../cache/content-cache.js';
-import { DEFAULT_TRANSFERS } from '../fs/write-back.js';
+import { DEFAULT_TRANSFERS } from '../fs/store.js';
 
 export interface Args {
   mountpoint: string | undefined;

@@ -17,7 +17,7 @@ import { RpcClient } from '../rpc/client.js';
 import { RpcServer } from '../rpc/server.js';
 import { lockRoot } from '../process/root-lock.js';
 import { askControl, canonicalMountpoint, NoMountError, controlSocketPath, listControlSockets, serveControl, type ControlHandlers } from '../process/control.js';
-import type { SyncReport } from '../fs/write-back.js';
+import type { SyncReport } from '../fs/sync.js';
 import { isAlive, selfIdentity } from '../process/alive.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';

@@ -126,6 +126,19 @@ export class Directories {
     if (listing && !this.listings.has(dirCap)) this.listings.set(dirCap, listing);
   }
 
+  /**
+   * The entries a directory shows: its listing's showable names, then `openNames` that it lacks (files open in
+   * it and not uploaded yet: they exist for the programs that made them).
+   */
+  async shownEntries(path: string, openNames: string[]): Promise<{ dir: DirRef; entries: Array<[string, ChildInfo | undefined]> }> {
+    const dir = await this.resolveDir(path);
+    const listing = await this.listing(dir, false, path);
+    const entries: Array<[string, ChildInfo | undefined]> = [];
+    for (const [name, child] of listing.children) if (isShowableName(name)) entries.push([name, child]);
+    for (const name of openNames) if (!listing.children.has(name)) entries.push([name, undefined]);
+    return { dir, entries };
+  }
+
   /** The directory at `path` ('/' is the root). */
   async resolveDir(path: string): Promise<DirRef> {
     if (path === '/') return this.root;

@@ -22,6 +22,16 @@ export interface LinkRequest {
 
 export type LinkOutcome = { linked: true } | { linked: false; reason: string };
 
+export const ENTRY_CHANGED = 'its directory entry changed meanwhile';
+
+/**
+ * The one guard of every store that must not land over another's change: whether the entry (undefined: none)
+ * still holds `base`, the cap the bytes were based on (null: there was no entry).
+ */
+export function entryIsBase(entry: ChildInfo | undefined, base: string | null): boolean {
+  return heldCap(entry) === base;
+}
+
 interface Queued {
   request: LinkRequest;
   resolve: (outcome: LinkOutcome) => void;
@@ -73,12 +83,11 @@ export class LinkBatcher {
       for (const q of batch) {
         const { name, target, expect } = q.request;
         const entry = current?.get(name);
-        const holds = heldCap(entry);
         const targetCap = target.rwUri ?? target.roUri;
         // Already linked (an earlier attempt got through before its answer was lost): nothing to do. Not so for
         // a new time on the same cap (expect is the target itself): that must be sent.
-        if (expect !== undefined && expect !== targetCap && holds !== null && holds === targetCap) q.resolve({ linked: true });
-        else if (expect !== undefined && holds !== expect) q.resolve({ linked: false, reason: 'its directory entry changed meanwhile' });
+        if (expect !== undefined && expect !== targetCap && targetCap !== undefined && entryIsBase(entry, targetCap)) q.resolve({ linked: true });
+        else if (expect !== undefined && !entryIsBase(entry, expect)) q.resolve({ linked: false, reason: ENTRY_CHANGED });
         else go.push(q);
       }
       if (go.length > 0) await this.client.setChildren(dirCap, go.map((q) => [q.request.name, q.request.target]), true);

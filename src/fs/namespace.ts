@@ -2,30 +2,47 @@
 // change of an entry's link metadata (editLink: utimens, chmod, chown, xattrs). Each is one or two web-API
 // requests on the parent directories, then a patch of the cached listings.
 //
-// An open file's link may be written by its upload at any moment (write-back.ts). So an op on the name of an
+// An open file's link may be written by its upload at any moment (store.ts). So an op on the name of an
 // open file holds that file's `linkLock` while it looks the entry up and changes it: the upload's link then
 // lands either before (and is what the op renames or removes) or after (at the file's new place, or nowhere
 // once it is unlinked). A name that is not open is never linked by anyone here but the op itself.
 import { FsError } from '../errors.js';
 import { encodeBase32 } from '../tahoe/base32.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
-import { heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
-import { ownMetadataOf, withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
+import { linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
+import { constants } from 'node:fs';
+import { ownMetadataOf, splitDev, SYMLINK_MAX, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { withLocks } from '../util/once.js';
+import type { Commits } from './commits.js';
 import { dirRefOf, type DirRef, type Directories } from './directories.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
-import type { WriteBack } from './write-back.js';
+import type { PendingDirectories } from './pending-dirs.js';
+import type { Store } from './store.js';
+
+export interface NamespaceOptions {
+  client: TahoeClient;
+  dirs: Directories;
+  files: OpenFiles;
+  commits: Commits;
+  store: Store;
+  pendingDirs: PendingDirectories;
+  /** Write-back mode: mkdir and metadata changes are linked in the background. */
+  deferred: boolean;
+}
 
 export class Namespace {
   /** Write-back mkdirs on their way (their names are taken): only mkdir changes it. */
   private readonly making = new Set<string>();
 
-  constructor(
-    private readonly client: TahoeClient,
-    private readonly dirs: Directories,
-    private readonly files: OpenFiles,
-    private readonly writeBack: WriteBack,
-  ) {}
+  private readonly client: TahoeClient;
+  private readonly dirs: Directories;
+  private readonly files: OpenFiles;
+
+  constructor(private readonly opts: NamespaceOptions) {
+    this.client = opts.client;
+    this.dirs = opts.dirs;
+    this.files = opts.files;
+  }
 
   /** `own`: the new directory's mode and owner when not the default (then its link carries metadata). */
   async mkdir(path: string, own: OwnMetadata = {}): Promise<void> {
@@ -33,14 +50,14 @@ export class Namespace {
     requireWritable(parent, path);
     if (child || this.files.get(path) || this.making.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
     const metadata = withOwnMetadata(newLinkMetadata(), own);
-    if (this.writeBack.deferred) {
+    if (this.opts.deferred) {
       // Nothing at the gateway refuses a second mkdir of the name (as replace=false does in durable mode):
       // the name is taken here, before the first await, until the listing shows it.
       this.making.add(path);
       try {
-        const cap = await this.writeBack.newDirectory();
+        const cap = await this.opts.pendingDirs.newDirectory();
         this.dirs.seedEmpty(cap);
-        await this.writeBack.mkdirLater(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
+        await this.opts.pendingDirs.add(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
       } finally {
         this.making.delete(path);
       }
@@ -69,7 +86,7 @@ export class Namespace {
     if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
     if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
     requireWritable(parent, path);
-    await this.writeBack.settleDirectory(parent.cap, name);
+    await this.opts.pendingDirs.settle(parent.cap, name);
     const dir = dirRefOf(child);
     // Always ask the grid: another client may have added an entry since we last looked.
     const listing = await this.dirs.listing(dir, true);
@@ -81,8 +98,7 @@ export class Namespace {
 
   /** An open file lives on for its handles (POSIX), but is no longer uploaded anywhere. */
   async unlink(path: string): Promise<void> {
-    const open = await this.removeFileLink(path);
-    if (open) await this.files.orphan(open);
+    await this.removeFileLink(path);
   }
 
   /**
@@ -92,11 +108,7 @@ export class Namespace {
    * for libfuse (fstat, reads, writes) until it is released.
    */
   async hide(from: string, to: string): Promise<void> {
-    const open = await this.removeFileLink(from);
-    if (!open) return;
-    open.unlinked = true; // never uploaded again: its name is gone
-    this.files.rekey(open, to);
-    await this.files.recordOrphan(open);
+    await this.removeFileLink(from, (open) => this.files.hide(open, to));
   }
 
   /**
@@ -113,8 +125,8 @@ export class Namespace {
     }
   }
 
-  /** Removes a file's link; returns the file if it is open at that path (then marked unlinked by the caller). */
-  private async removeFileLink(path: string): Promise<OpenFile | undefined> {
+  /** Removes a file's link; a file open at that path is orphaned (`orphan`), under the lock: it is never linked again. */
+  private async removeFileLink(path: string, orphan: (open: OpenFile) => Promise<void> = (open) => this.files.orphan(open)): Promise<void> {
     return this.withOpenFiles([path], async ([open]) => {
       const { parent, name, child } = await this.dirs.lookup(path);
       if (!child && !open) throw new FsError('ENOENT', `no such file: ${path}`);
@@ -124,9 +136,8 @@ export class Namespace {
         await this.client.unlink(parent.cap, name);
         this.dirs.patch(parent.cap, name, undefined);
       }
-      if (!open || this.files.get(path) !== open) return undefined;
-      open.unlinked = true; // under the lock: an upload finishing now links nothing
-      return open;
+      // Under the lock: an upload finishing now links nothing.
+      if (open && this.files.get(path) === open) await orphan(open);
     });
   }
 
@@ -142,8 +153,8 @@ export class Namespace {
       requireWritable(src.parent, from);
       requireWritable(dst.parent, to);
       // A directory made by a write-back mkdir is renamed (or replaced) only once its link is in the grid.
-      if (src.child?.type === 'dir') await this.writeBack.settleDirectory(src.parent.cap, src.name);
-      if (dst.child?.type === 'dir') await this.writeBack.settleDirectory(dst.parent.cap, dst.name);
+      if (src.child?.type === 'dir') await this.opts.pendingDirs.settle(src.parent.cap, src.name);
+      if (dst.child?.type === 'dir') await this.opts.pendingDirs.settle(dst.parent.cap, dst.name);
       const srcIsDir = src.child?.type === 'dir';
       if (dst.child) {
         const dstIsDir = dst.child.type === 'dir';
@@ -172,7 +183,7 @@ export class Namespace {
       if (replaced && replaced !== openSrc) await this.files.orphan(replaced);
       // A file not in the grid yet, moved over an entry: its store is to replace that entry (write-back stores
       // link only over the entry their bytes were based on).
-      if (openSrc && !src.child) openSrc.base = heldCap(dst.child);
+      if (openSrc && !src.child) openSrc.replaces(dst.child);
       await this.files.move(from, to, dst.parent, dst.name);
     });
   }
@@ -180,7 +191,8 @@ export class Namespace {
   async link(from: string, to: string): Promise<void> {
     const src = await this.dirs.lookup(from);
     const open = this.files.get(from);
-    if (open?.dirty) await this.writeBack.commit(open);
+    // Not under any link lock (LOCK ORDER, tahoe-fs.ts): a commit takes the file's own.
+    if (open?.dirty) await this.opts.commits.commit(open);
     const child = open?.child ?? src.child;
     if (!child) throw new FsError('ENOENT', `no such file: ${from}`);
     if (child.type === 'dir') throw new FsError('EPERM', `cannot hard-link a directory: ${from}`);
@@ -222,41 +234,61 @@ export class Namespace {
     await this.withOpenFiles([path], async ([open]) => {
       if (open && (open.dirty || !open.child)) return ofOpenFile(open);
       const { parent, name, child } = await this.dirs.lookup(path);
-      if (this.writeBack.editPendingDir(parent.cap, name, edit)) return;
+      if (this.opts.pendingDirs.edit(parent.cap, name, edit)) return;
       if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
       const metadata = edit(userMetadata(child.metadata));
       if (sameJson(metadata, userMetadata(child.metadata))) return;
       requireWritable(parent, path);
       let updated: ChildInfo;
-      if (this.writeBack.deferred && !open) {
-        updated = this.writeBack.relinkLater(parent.cap, child, metadata, path);
+      if (this.opts.deferred && !open) {
+        updated = this.opts.store.relinkLater(parent.cap, child, metadata, path);
       } else {
         await this.client.setChild(parent.cap, name, { ...linkTargetOf(child), metadata }, true);
         updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
       }
       this.dirs.patch(parent.cap, name, updated);
-      if (open) {
-        open.child = updated;
-        open.own = ownMetadataOf(metadata);
-      }
+      open?.relinked(updated);
     });
+  }
+
+  async symlink(target: string, path: string, own: OwnMetadata): Promise<void> {
+    if (Buffer.byteLength(target) > SYMLINK_MAX) throw new FsError('ENAMETOOLONG', `symlink target too long: ${path}`);
+    return this.makeSmallFile(path, Buffer.from(target), own);
+  }
+
+  /** mknod(2) of a regular file makes an empty one; `ownOf` gives the new entry's metadata for what it is. */
+  async mknod(path: string, mode: number, rdev: number, ownOf: (posix: PosixFields) => OwnMetadata): Promise<void> {
+    const format = mode & S_IFMT;
+    const type = SPECIAL_OF_MODE.get(format);
+    if (!type && format !== S_IFREG && format !== 0) throw new FsError('EINVAL', `mknod of this file type is not supported: ${path}`);
+    const posix: PosixFields = !type ? {} : type === 'char' || type === 'block' ? { type, ...splitDev(rdev) } : { type };
+    return this.makeSmallFile(path, Buffer.alloc(0), ownOf(posix));
   }
 
   /**
    * A symlink or special file: a tiny immutable file (the target, or nothing) whose link metadata says what it
    * is. Up to 55 bytes the cap holds the bytes itself (a LIT cap, made here: no upload).
    */
-  async makeSmallFile(path: string, content: Buffer, own: OwnMetadata): Promise<void> {
+  private async makeSmallFile(path: string, content: Buffer, own: OwnMetadata): Promise<void> {
     const { parent, name, child } = await this.dirs.lookup(path);
     requireWritable(parent, path);
     if (child || this.files.get(path) || this.making.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
     const cap = content.length <= LIT_MAX_BYTES ? `URI:LIT:${encodeBase32(content)}` : await this.client.upload(content, content.length);
     const metadata = withOwnMetadata(withMtime({}, nowTimestamp()), own);
-    if (this.writeBack.deferred) await this.writeBack.linkNew(parent.cap, name, { type: 'file', roUri: cap, metadata }, path);
+    if (this.opts.deferred) await this.opts.store.linkNew(parent.cap, name, { type: 'file', roUri: cap, metadata }, path);
     else await this.client.setChild(parent.cap, name, { type: 'file', roUri: cap, metadata }, false);
     this.dirs.patch(parent.cap, name, { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata({}, metadata) });
   }
 }
+
+const { S_IFMT, S_IFREG } = constants;
+
+const SPECIAL_OF_MODE = new Map<number, SpecialType>([
+  [constants.S_IFIFO, 'fifo'],
+  [constants.S_IFSOCK, 'socket'],
+  [constants.S_IFCHR, 'char'],
+  [constants.S_IFBLK, 'block'],
+]);
 
 /** Tahoe makes files up to this size literal (allmydata/immutable/upload.py URI_LIT_SIZE_THRESHOLD). */
 const LIT_MAX_BYTES = 55;

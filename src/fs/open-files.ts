@@ -1,37 +1,33 @@
-// Files open through the mount: the handle table, one OpenFile per path shared by all its handles (so two
-// handles see each other's writes, as POSIX expects), where a read is served from (the staging file, a
-// literal cap, the content cache), and the staging file that takes writes together with its record.
+// Files open through the mount: the handle table (one OpenFile per path, shared by all its handles), where a
+// read is served from (the staging file, a literal cap, the content cache), and the staging file that takes
+// writes together with its record. An open file's life and its transitions are open-file.ts's.
 //
 // State and who may change it across an await (one event loop; nothing changes between awaits):
-// - `byPath`, `byHandle`: open/create/release (the facade, through this class) and rename/unlink
-//   (namespace.ts, through move() and orphan()).
-// - OpenFile.parent/name/path/unlinked: only namespace.ts, holding the file's `linkLock`; an upload reads
-//   them under the same lock right before linking (write-back.ts).
-// - OpenFile.size/dirty/generation/mtime and the staging file's bytes: writes here; write-back.ts clears
-//   `dirty` only when the generation it uploaded is still the latest. Writes and uploads take turns on the
-//   staging file: a write waits while an upload reads it (`uploading`), and an upload waits for the writes in
-//   progress (`writes`): our own, and those a caller makes itself between beginWrite and endWrite (split
-//   mode's client writes the staging file directly). A caller's hold is bounded: it ends at endWrite, when
-//   its handle is released, at unmount, or after `writeHoldMs` (a client that stopped or died); a hold that
-//   ends without its endWrite marks the file dirty, so that what is uploaded is what the staging file holds
-//   (a late endWrite still counts: its bytes are uploaded again).
-// - OpenFile.child/base: write-back.ts after a store, namespace.ts after utimens (and base after a rename
-//   over another entry, which the file's store then replaces).
-import { copyFile, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
+// - `byPath`, `byHandle`, `activeStaging`: open/create/release (the facade and closing.ts, through this
+//   class) and rename/unlink (namespace.ts, through move(), orphan() and hide(), holding the file's linkLock).
+// - An open file's size, mtime, own, staging and records: the writes here. Writes and uploads take turns on the
+//   staging file through its gate (open-file.ts): our own writes, and those a caller makes itself between
+//   beginWrite and endWrite (split mode's client writes the staging file directly). A caller's hold is
+//   bounded: it ends at endWrite, when its handle is released, at unmount, or after `writeHoldMs` (a client
+//   that stopped or died); a hold that ends without its endWrite marks the file changed, so that what is
+//   uploaded is what the staging file holds (a late endWrite still counts: its bytes are uploaded again).
+import { open, rm } from 'node:fs/promises';
 import { constants } from 'node:fs';
-import type { CachedFile } from '../cache/cached-file.js';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { ProcessIdentity, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import { fromLocalFs, FsError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Cap } from '../tahoe/caps.js';
 import type { ChildInfo } from '../tahoe/client.js';
-import { ownMetadataOf, type OwnMetadata } from '../tahoe/posix.js';
-import { capOf, heldCap, nowTimestamp, nsString, sizeOf, tryParseCap, type Timestamp } from '../tahoe/links.js';
-import { readFully, writeFully } from '../util/file-io.js';
-import { Mutex, SharedPromise } from '../util/once.js';
+import type { OwnMetadata } from '../tahoe/posix.js';
+import { nowTimestamp, nsString, tryParseCap, type Timestamp } from '../tahoe/links.js';
+import { writeFully } from '../util/file-io.js';
 import type { DirRef, Directories } from './directories.js';
+import { copyContent } from './file-reads.js';
+import { OpenFile, type StagingFile, type WriteHold } from './open-file.js';
 import type { ReadSource } from './ops.js';
+
+export { OpenFile };
+export type { ProcessIdentity };
 
 const { O_RDWR, O_CREAT } = constants;
 
@@ -40,89 +36,6 @@ const { O_RDWR, O_CREAT } = constants;
  * request, short enough that a stopped client delays a store by little.
  */
 export const DEFAULT_WRITE_HOLD_MS = 30_000;
-
-/** A write in progress into a staging file; `fh` set for a caller's own (beginWrite to endWrite). */
-interface WriteHold {
-  fh: number | undefined;
-  position: number;
-  timer: NodeJS.Timeout | undefined;
-}
-
-export type { ProcessIdentity };
-
-export interface StagingFile {
-  path: string;
-  handle: FileHandle;
-}
-
-/** State shared by every handle open on one path. */
-export class OpenFile {
-  /** Held while the file is linked (write-back.ts) and while it is renamed or unlinked (namespace.ts). */
-  readonly linkLock = new Mutex();
-  parent: DirRef;
-  name: string;
-  path: string;
-  /** The link as last seen or written; undefined for a file created and not yet uploaded. */
-  child: ChildInfo | undefined;
-  /** Local copy of the written content, once anything was written. */
-  staging: StagingFile | undefined;
-  readonly stagingReady = new SharedPromise<StagingFile>();
-  /** The content to read while nothing was written: cached (immutable) or a snapshot (mutable). */
-  readonly content = new SharedPromise<CachedFile>();
-  size: number;
-  /** Bumped by every change; an upload clears `dirty` only if no change came in meanwhile. */
-  generation = 0;
-  dirty = false;
-  /** Whether the record on disk says "dirty": a change must make it so before it returns. */
-  recordedDirty = false;
-  unlinked = false;
-  handles = 0;
-  /** Set once its last close dropped the local state (two closes may race: see TahoeFs.closeFile). */
-  closed = false;
-  /** Time set by utimens or by the last write, stored with the link at upload. */
-  mtime: Timestamp | undefined;
-  /** Whether `mtime` was set by utimens (then it is kept in the record for recovery). */
-  mtimeExplicit = false;
-  /** Mode, owner, kind and xattrs (posix.ts) as the link is to carry them: set by create, chmod, setxattr... */
-  own: OwnMetadata;
-  uploading: Promise<void> | undefined;
-  /** Why the staged bytes are kept and not stored (the entry changed meanwhile, write-back mode): final. */
-  conflict: string | undefined;
-  /** The latest generation stored in the grid (write-back.ts). */
-  storedGeneration = -1;
-  /** The generation last flushed to the local disk with a durable record (write-back close). */
-  flushedGeneration = -1;
-  /** The cap linked when the staged bytes were last in step with the grid: recovery checks it is still there. */
-  base: string | null = null;
-  /** Record writes for this file, one after the other. */
-  recordChain: Promise<void> = Promise.resolve();
-  /** Writes into the staging file in progress: an upload waits for them (see the top of this file). */
-  readonly writes = new Set<WriteHold>();
-  private writesEnded: Array<() => void> = [];
-
-  constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
-    this.parent = parent;
-    this.name = name;
-    this.path = path;
-    this.child = child;
-    this.size = child ? sizeOf(child) : 0;
-    this.own = child ? ownMetadataOf(child.metadata) : {};
-  }
-
-  /** Resolves once no write into the staging file is in progress. */
-  writesDone(): Promise<void> {
-    if (this.writes.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.writesEnded.push(resolve));
-  }
-
-  /** Ends a write's hold; false if it had ended already. */
-  endHold(hold: WriteHold): boolean {
-    if (!this.writes.delete(hold)) return false;
-    clearTimeout(hold.timer);
-    if (this.writes.size === 0) for (const wake of this.writesEnded.splice(0)) wake();
-    return true;
-  }
-}
 
 interface Handle {
   file: OpenFile;
@@ -154,11 +67,12 @@ export class OpenFiles {
     return this.byPath.get(path);
   }
 
-  /** The open file at `path`, made from its entry if nobody has it open yet. */
-  getOrAdd(path: string, parent: DirRef, name: string, child: ChildInfo | undefined): OpenFile {
+  /** The open file at `path`, made from its entry if nobody has it open yet (a new file's metadata: `own`). */
+  getOrAdd(path: string, parent: DirRef, name: string, child: ChildInfo | undefined, own?: OwnMetadata): OpenFile {
     let file = this.byPath.get(path);
     if (!file) {
       file = new OpenFile(parent, name, path, child);
+      if (own) file.own = own;
       this.byPath.set(path, file);
       this.opts.directories.pin(parent.cap);
     }
@@ -217,7 +131,7 @@ export class OpenFiles {
     const handle = this.byHandle.get(fh);
     if (!handle) return undefined;
     this.byHandle.delete(fh);
-    for (const hold of handle.file.writes) if (hold.fh === fh) this.abandon(handle.file, hold, 'its handle was released');
+    for (const hold of handle.file.gate.writes) if (hold.fh === fh) this.abandon(handle.file, hold, 'its handle was released');
     handle.file.handles--;
     return handle.file.handles === 0 ? handle.file : undefined;
   }
@@ -226,7 +140,7 @@ export class OpenFiles {
   dropAllHandles(): void {
     for (const { file } of this.byHandle.values()) {
       file.handles--;
-      for (const hold of file.writes) if (hold.fh !== undefined) this.abandon(file, hold, 'unmount');
+      for (const hold of file.gate.writes) if (hold.fh !== undefined) this.abandon(file, hold, 'unmount');
     }
     this.byHandle.clear();
   }
@@ -240,34 +154,32 @@ export class OpenFiles {
       if (path === from) {
         this.opts.directories.unpin(file.parent.cap);
         this.opts.directories.pin(toParent.cap);
-        file.parent = toParent;
-        file.name = toName;
+        file.moveTo(toParent, toName, to);
         moved.push(file);
       } else if (path.startsWith(from + '/')) {
+        file.moveTo(file.parent, file.name, to + path.slice(from.length));
         moved.push(file);
       }
     }
-    for (const file of moved) this.byPath.delete(file.path);
-    for (const file of moved) {
-      file.path = to + file.path.slice(from.length);
-      this.byPath.set(file.path, file);
-    }
+    for (const [path, file] of [...this.byPath]) if (moved.includes(file)) this.byPath.delete(path);
+    for (const file of moved) this.byPath.set(file.path, file);
     // Where the bytes go is in the record: a crash after the rename must store them under the new name.
     for (const file of moved) if (file.staging) await this.saveRecord(file);
   }
 
   /** The file's name is gone (unlinked, or renamed over): its handles keep their data, which goes nowhere now. */
   async orphan(file: OpenFile): Promise<void> {
-    file.unlinked = true;
     this.forget(file);
+    file.unlink();
     await this.recordOrphan(file);
   }
 
-  /** Keeps an unlinked file reachable under another path (libfuse's hidden name) until its last close. */
-  rekey(file: OpenFile, path: string): void {
+  /** Unlinked, but reachable under another path (libfuse's hidden name) until its last close. */
+  async hide(file: OpenFile, path: string): Promise<void> {
     if (this.byPath.get(file.path) === file) this.byPath.delete(file.path);
-    file.path = path;
+    file.unlink(path);
     this.byPath.set(path, file);
+    await this.recordOrphan(file);
   }
 
   /**
@@ -275,7 +187,7 @@ export class OpenFiles {
    * back. If it cannot be written (a full disk), the record is removed instead: bytes without a record are
    * kept and never recovered.
    */
-  async recordOrphan(file: OpenFile): Promise<void> {
+  private async recordOrphan(file: OpenFile): Promise<void> {
     const staging = file.staging;
     if (!staging) return;
     try {
@@ -291,65 +203,6 @@ export class OpenFiles {
     this.opts.directories.unpin(file.parent.cap);
   }
 
-  // ---- reading ----------------------------------------------------------------------------------------------
-
-  /** Fills `target` from `position` with the file's current content; returns the bytes read. */
-  async readInto(file: OpenFile, target: Buffer, position: number): Promise<number> {
-    const end = Math.min(file.size, position + target.length);
-    if (end <= position) return 0;
-    const into = target.subarray(0, end - position);
-    const staging = file.stagingReady.current;
-    if (staging) return readLocal((await staging).handle, into, position);
-    const cap = capOf(file.child!);
-    if (cap.literalData) return cap.literalData.copy(into, 0, position, end);
-    const content = await this.contentOf(file, cap);
-    this.countRead(content, position, end);
-    return content.readInto(into, position);
-  }
-
-  /** Reads of grid content found in the cache, and those that waited for a download (status's hit rate). */
-  readonly readStats = { hits: 0, misses: 0 };
-
-  private countRead(content: CachedFile, position: number, end: number): void {
-    if (content.presentUntil(position) >= end) this.readStats.hits++;
-    else this.readStats.misses++;
-  }
-
-  /**
-   * Where the caller can read [position, position+length) itself (split mode's client): the staging file, or
-   * the cached content once those bytes are in it (only ranges said present here are ever read there).
-   */
-  async readSource(file: OpenFile, position: number, length: number): Promise<ReadSource> {
-    const end = Math.min(file.size, position + length);
-    if (end <= position) return { file: null, length: 0 };
-    const staging = file.stagingReady.current;
-    if (staging) return { file: (await staging).path, length: end - position };
-    const cap = capOf(file.child!);
-    if (cap.literalData) return { file: null, length: end - position };
-    const content = await this.contentOf(file, cap);
-    this.countRead(content, position, end);
-    const present = await content.ready(position, end - position);
-    if (present <= 0) return { file: null, length: 0 };
-    const source: ReadSource = { file: content.dataPath, length: present };
-    // Cached immutable bytes never change nor leave while the file is open: the caller may keep reading them.
-    if (cap.immutable && !file.stagingReady.current) Object.assign(source, { until: content.presentUntil(position), size: content.size });
-    return source;
-  }
-
-  /** The cache file of immutable content that is whole on the disk and not written to; null otherwise. */
-  async backingFile(file: OpenFile): Promise<string | null> {
-    if (file.stagingReady.current || !file.child || file.size === 0) return null;
-    const cap = capOf(file.child);
-    if (!cap.immutable || cap.literalData) return null;
-    const content = await this.contentOf(file, cap);
-    return content.complete && !file.stagingReady.current ? content.dataPath : null;
-  }
-
-  /** The content to read while nothing was written, opened once per open file (released at close). */
-  private contentOf(file: OpenFile, cap: Cap): Promise<CachedFile> {
-    return file.content.get(() => (cap.immutable ? this.opts.cache.open(cap) : this.opts.cache.openMutable(cap, file.size)));
-  }
-
   // ---- writing ----------------------------------------------------------------------------------------------
 
   async write(file: OpenFile, data: Buffer, position: number): Promise<void> {
@@ -360,7 +213,7 @@ export class OpenFiles {
       file.size = Math.max(file.size, position + data.length);
       await this.markDirty(file);
     } finally {
-      file.endHold(hold);
+      file.gate.exitWrite(hold);
     }
   }
 
@@ -375,13 +228,13 @@ export class OpenFiles {
   /** After a caller's own write of `length` bytes at `position` (0: none): what write() records, then the hold ends. */
   async endWrite(file: OpenFile, fh: number, position: number, length: number): Promise<void> {
     if (!file.staging) throw new FsError('EINVAL', `endWrite without beginWrite: ${file.path}`);
-    const hold = [...file.writes].find((h) => h.fh === fh && h.position === position);
+    const hold = [...file.gate.writes].find((h) => h.fh === fh && h.position === position);
     try {
       if (length > 0) file.size = Math.max(file.size, position + length);
       // Even with nothing said written: a write that failed partway may have changed the staging file.
       await this.markDirty(file);
     } finally {
-      if (hold) file.endHold(hold);
+      if (hold) file.gate.exitWrite(hold);
     }
   }
 
@@ -389,15 +242,11 @@ export class OpenFiles {
     return this.opts.writeHoldMs ?? DEFAULT_WRITE_HOLD_MS;
   }
 
-  /** Waits for an upload in flight, then takes a hold on the staging file (made if needed) for a write. */
+  /** Takes a hold on the staging file (made if needed) for a write, once no upload reads it. */
   private async holdForWrite(file: OpenFile, hold: WriteHold): Promise<StagingFile> {
-    for (;;) {
-      const staging = await this.stagingFor(file, true);
-      // An upload that began while the staging file was made goes first.
-      if (file.uploading) continue;
-      file.writes.add(hold);
-      return staging;
-    }
+    const staging = await this.stagingFor(file, true);
+    await file.gate.enterWrite(hold);
+    return staging;
   }
 
   /**
@@ -405,10 +254,10 @@ export class OpenFiles {
    * dirty (uploaded as the staging file holds it, which is what a close then adopts into the cache).
    */
   private abandon(file: OpenFile, hold: WriteHold, why: string): void {
-    if (!file.writes.has(hold)) return;
+    if (!file.gate.writes.has(hold)) return;
     this.opts.log.warn({ path: file.path, why }, 'a direct write ended without its endWrite: the file is stored as its staging file holds it');
     void this.markDirty(file).catch(() => undefined); // flags first, synchronously; a record that fails is written by the next change
-    file.endHold(hold);
+    file.gate.exitWrite(hold);
   }
 
   async truncate(file: OpenFile, size: number): Promise<void> {
@@ -426,22 +275,19 @@ export class OpenFiles {
   async setMtime(file: OpenFile, mtime: Timestamp): Promise<void> {
     file.mtime = mtime;
     file.mtimeExplicit = true;
-    file.generation++; // an upload in flight carries the old time: the file stays dirty for the next one
-    file.dirty = true;
+    file.changed(); // an upload in flight carries the old time: the file stays dirty for the next one
     await this.saveRecord(file);
   }
 
   /** chmod, setxattr... of a file whose content is not stored yet: the change goes with the upload (and into the record). */
   async setOwn(file: OpenFile, own: OwnMetadata): Promise<void> {
     file.own = own;
-    file.generation++; // as setMtime
-    file.dirty = true;
+    file.changed(); // as setMtime
     await this.saveRecord(file);
   }
 
   private async markDirty(file: OpenFile): Promise<void> {
-    file.dirty = true;
-    file.generation++;
+    file.changed();
     file.mtime = nowTimestamp();
     if (file.unlinked) return; // its last record says "nothing to store", for good
     // The record must say "dirty" once the bytes differ from what was uploaded; if it cannot, the change fails.
@@ -458,7 +304,7 @@ export class OpenFiles {
     const generation = file.generation;
     if (file.flushedGeneration === generation || !file.staging) return;
     await this.saveRecord(file, true);
-    file.flushedGeneration = generation;
+    file.flushed(generation);
   }
 
   /** Writes the staging record of a file (after earlier ones); durable: the bytes and the record survive power loss. */
@@ -490,7 +336,7 @@ export class OpenFiles {
       name: file.name,
       path: file.path,
       base: file.base,
-      dirty: file.dirty && !file.unlinked,
+      dirty: file.needsStore,
       size: file.size,
       ...(file.conflict ? { conflict: true } : {}),
       ...(file.mtimeExplicit && file.mtime ? { mtimeNs: nsString(file.mtime) } : {}),
@@ -504,16 +350,16 @@ export class OpenFiles {
    */
   private async stagingFor(file: OpenFile, keepContent: boolean): Promise<StagingFile> {
     // An upload reads the staging file: changes wait for it, so that what is uploaded is one consistent state.
-    while (file.uploading) await file.uploading.catch(() => undefined);
+    await file.gate.uploadsDone();
     return file.stagingReady.get(async () => {
       const path = this.opts.cache.newStagingPath();
       this.activeStaging.add(path);
       try {
         if (keepContent && file.child && file.size > 0) {
-          await this.withRoom(file.size, 'copy content to staging', () => this.copyContentTo(file, file.child!, path));
+          await this.withRoom(file.size, 'copy content to staging', () => copyContent(this.opts.cache, file.child!, file.size, path).then((size) => (file.size = size)));
         }
         file.staging = { path, handle: await open(path, O_RDWR | O_CREAT, 0o600) };
-        file.base = heldCap(file.child);
+        file.stagedFrom();
         return file.staging;
       } catch (e) {
         this.activeStaging.delete(path);
@@ -521,23 +367,6 @@ export class OpenFiles {
         throw fromLocalFs(e, 'prepare staging file');
       }
     });
-  }
-
-  private async copyContentTo(file: OpenFile, child: ChildInfo, path: string): Promise<void> {
-    const cap = capOf(child);
-    if (cap.literalData) {
-      await writeFile(path, cap.literalData, { mode: 0o600 });
-      return;
-    }
-    const cache = this.opts.cache;
-    const content = cap.immutable ? await cache.open(cap) : await cache.openMutable(cap, file.size);
-    try {
-      await content.ensure(0, content.size);
-      await copyFile(content.dataPath, path);
-      file.size = content.size; // a mutable file's listing may be older than its content
-    } finally {
-      await cache.release(content);
-    }
   }
 
   /** Runs a local write; on a full disk, evicts cached content (never staged bytes) and tries once more. */
@@ -562,8 +391,10 @@ export class OpenFiles {
    * the cached content of its new cap, so reading it back costs no download.
    */
   async close(file: OpenFile, stored: boolean): Promise<void> {
+    // Reopened while it was stored, or closed already by a later last close (reopened and closed again).
+    if (!file.close(stored)) return;
     const staging = file.staging;
-    const cap = staging && stored && !file.dirty && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
+    const cap = staging && stored && file.generation === file.storedGeneration && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
     // Handed to the cache before the file leaves the table (no await between): an open that comes meanwhile
     // waits for the adoption instead of downloading what we hold. The cache flushes the bytes before its
     // record claims them; the rename leaves our handle valid.
@@ -583,12 +414,27 @@ export class OpenFiles {
     this.activeStaging.delete(staging.path);
   }
 
-}
-
-async function readLocal(handle: FileHandle, into: Buffer, position: number): Promise<number> {
-  try {
-    return await readFully(handle, into, position);
-  } catch (e) {
-    throw fromLocalFs(e, 'read local copy');
+  /**
+   * What must hold between any two awaits of the core; throws, naming the first thing that does not. Tests run
+   * it after every step (a bug found here would otherwise show later as a wrong byte or a lost file).
+   */
+  checkInvariants(): void {
+    const fail = (file: OpenFile, problem: string): never => {
+      throw new Error(`open file ${file.path}: ${problem}`);
+    };
+    const handles = new Map<OpenFile, number>();
+    for (const { file } of this.byHandle.values()) handles.set(file, (handles.get(file) ?? 0) + 1);
+    for (const [file, count] of handles) {
+      if (file.handles !== count) fail(file, `${file.handles} handles counted, ${count} in the table`);
+      if (file.closed) fail(file, 'closed, with handles in the table');
+    }
+    for (const [path, file] of this.byPath) {
+      if (file.path !== path) fail(file, `kept under ${path}`);
+      if (file.closed) fail(file, 'closed, still in the table');
+      if (file.staging && !this.activeStaging.has(file.staging.path)) fail(file, 'its staging file is not marked in use');
+      const problem = file.invariantProblem();
+      if (problem) fail(file, problem);
+    }
   }
+
 }

@@ -3,122 +3,67 @@
 // RPC server. Paths arrive in Unicode NFC (the edges normalize them: Tahoe stores names in NFC).
 //
 // This file is the facade: it checks what an op may do and hands it to the room that holds that job.
-//   directories.ts  listings (bounded cache), path lookup, the name policy
-//   open-files.ts   the handle table, open files, read sources, staging files and their records
-//   write-back.ts   upload and link of staged bytes (close, fsync, retries, recovery at start)
-//   namespace.ts    mkdir, rmdir, unlink, rename, link, symlinks and special files, every change of link metadata
-//   attributes.ts   what stat shows
-// Extended attributes and caps as attributes are here: they only read and edit link metadata (tahoe/posix.ts).
+//   directories.ts   listings (bounded cache), path lookup, the name policy
+//   open-files.ts    the handle table, reads, writes, staging files and their records (open-file.ts: a file's life)
+//   closing.ts       the close, from flush to stored or staged for later, in both modes
+//   commits.ts       the commit protocol: an open file's staged bytes stored through its gate
+//   store.ts         upload and link of staged bytes, links without uploads (link-batcher.ts batches them)
+//   pending-dirs.ts  write-back directories whose link is on its way
+//   recovery.ts      the staging journal's pass: what a crashed run or a failed store left
+//   sync.ts          sync, status and the drain at unmount, across those rooms
+//   namespace.ts     mkdir, rmdir, unlink, rename, link, symlinks and special files, every change of link metadata
+//   attributes.ts    what stat shows;  xattrs.ts  extended attributes and caps as attributes
+//   rooms.ts         builds the rooms and joins them
 // It owns no state of its own beyond those rooms.
+//
+// LOCK ORDER. What acts as a lock in the core, outermost first; a holder of one may wait for those below it,
+// never for one above (or for a second of its own kind, but link locks taken together by withLocks):
+//   1. a file's staging gate (open-file.ts), upload side: commits.ts holds it for a whole store, its record
+//      included. Its write side is held by a write only for local I/O and the file's records (5): a write never
+//      waits for an upload while holding it, or the upload, which waits for the write, would never start.
+//   2. the transfers semaphore (store.ts): one slot per upload, taken under the gate, released before the link.
+//   3. link locks (OpenFile.linkLock, a Mutex; several at once only through withLocks, in id order): held by
+//      store.ts while it links and by namespace.ts while it renames, unlinks or edits an open file's entry.
+//   4. a directory's link queue (link-batcher.ts): a link waits for its directory's batch; nothing is held
+//      by the batcher itself across an await but the batch's one update.
+//   5. a file's record chain (OpenFile.recordChain): record writes, one after the other; local I/O only.
+// The rule that matters: never commit() (1) while holding a link lock (3). The Mutex is not re-entrant, so
+// the store's link would wait for the lock its own caller holds, forever. namespace.ts commits (link()) before it
+// takes any lock; test/unit/lock-order.test.ts deadlocks if that is broken.
 import { constants } from 'node:fs';
-import { join } from 'node:path';
-import type { ContentCache } from '../cache/content-cache.js';
-import { ListingStore } from '../cache/listing-store.js';
-import type { StagingJournal } from '../cache/staging-journal.js';
 import { FsError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { readOnlyCap, redact, type Cap } from '../tahoe/caps.js';
-import { isUnreachable, type GatewayState, type TahoeClient } from '../tahoe/client.js';
-import { capTextOf, nowTimestamp, tryParseCap } from '../tahoe/links.js';
-import { CAP_XATTR_PREFIX, checkXattrName, isUserXattr, ownMetadataOf, splitDev, SYMLINK_MAX, withMode, withOwner, withoutXattr, withXattr, xattrValue, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
-import { Attributes, requireWritableFile } from './attributes.js';
-import type { ChildInfo } from '../tahoe/client.js';
-import { childPath, Directories, isShowableName, NAME_MAX_BYTES, type DirRef } from './directories.js';
-import { requireWritable, Namespace } from './namespace.js';
-import { OpenFiles, type OpenFile, type ProcessIdentity } from './open-files.js';
+import { redact } from '../tahoe/caps.js';
+import { isUnreachable, type ChildInfo } from '../tahoe/client.js';
+import { withMode, withOwner, type OwnMetadata, type PosixFields } from '../tahoe/posix.js';
+import { requireWritableFile, type Attributes } from './attributes.js';
+import type { CoreStatus, TahoeFsOptions } from './core-options.js';
+import { childPath, NAME_MAX_BYTES, type Directories, type DirRef } from './directories.js';
+import { requireWritable, type Namespace } from './namespace.js';
+import type { OpenFile, OpenFiles, ProcessIdentity } from './open-files.js';
 import type { Attr, ChangeListener, DirEntry, Ops, ReadSource, StatFs } from './ops.js';
-import { WriteBack, type SyncReport, type WriteStatus } from './write-back.js';
+import { buildRooms, type Rooms } from './rooms.js';
+import type { SyncReport } from './sync.js';
 
-const { O_RDONLY, O_TRUNC, O_WRONLY, S_IFMT, S_IFREG } = constants;
+const { O_RDONLY, O_TRUNC, O_WRONLY } = constants;
 /** Linux's mask for the access mode bits of open flags (Node does not export it). */
 const O_ACCMODE = 0o3;
 const W_OK = 2;
 /** Tahoe segments are 128 KiB: what statfs reports as the block size. */
 const BLOCK_SIZE = 128 * 1024;
 
-export type { ProcessIdentity };
-
-export interface CoreStatus {
-  writes: WriteStatus;
-  /** `hits`: reads of grid content found in the cache; `misses`: those that waited for a download. */
-  cache: { usedBytes: number; maxBytes: number; hits: number; misses: number };
-  openFiles: number;
-  /** Whether requests reach the gateway, as this mount saw it last (offline: served from what is kept). */
-  gatewayState: GatewayState;
-}
-
-export interface TahoeFsOptions {
-  client: TahoeClient;
-  cache: ContentCache;
-  /** Records of staged writes (in the cache's staging folder), for recovery after a crash. */
-  journal: StagingJournal;
-  rootCap: Cap;
-  /** How long a directory listing is trusted; 0 refetches on every use. */
-  cacheTimeoutMs: number;
-  log: Logger;
-  /** This process, written into staging records. */
-  owner: ProcessIdentity;
-  /** Whether the process that wrote a staging record still runs (it then owns those bytes). */
-  isAlive: (owner: ProcessIdentity) => Promise<boolean>;
-  uid?: number;
-  gid?: number;
-  /** Bounds of the directory-listing cache (defaults in directories.ts). */
-  maxListings?: number;
-  maxListingBytes?: number;
-  /** Bounds of the listings kept on disk for offline use (defaults in cache/listing-store.ts). */
-  maxStoredListings?: number;
-  maxStoredListingBytes?: number;
-  /** Write-back mode: close() returns once the bytes are on the local disk (see write-back.ts). */
-  writeBack?: boolean;
-  /** Uploads at once. */
-  transfers?: number;
-  /** Bound of the last try of pending stores at unmount. */
-  drainMs?: number;
-  /** How long a beginWrite holds off uploads without its endWrite (see open-files.ts). */
-  writeHoldMs?: number;
-  /**
-   * A mount shared by several local users (allow_other): new entries keep their creator as owner, chown is
-   * stored, stat shows both. Otherwise every entry is the mounting user's.
-   */
-  owners?: boolean;
-  /** listxattr names the computed user.tahoe.* attributes too (so that `getfattr -d` shows them). */
-  listCapXattrs?: boolean;
-}
+export type { CoreStatus, ProcessIdentity, TahoeFsOptions };
 
 export class TahoeFs implements Ops {
+  private readonly rooms: Rooms;
+  // The rooms most ops use, by name.
   private readonly dirs: Directories;
   private readonly files: OpenFiles;
-  private readonly writeBack: WriteBack;
   private readonly names: Namespace;
   private readonly attrs: Attributes;
-  private readonly cache: ContentCache;
-  private readonly listingStore: ListingStore;
-  private readonly log: Logger;
-  private readonly client: TahoeClient;
-  private readonly owners: boolean;
-  private readonly listCapXattrs: boolean;
 
-  constructor(opts: TahoeFsOptions) {
-    this.log = opts.log;
-    const rootId = redact(opts.rootCap.text);
-    this.cache = opts.cache;
-    // Beside the content cache: one folder per root, owned by the one process that mounts it.
-    this.listingStore = new ListingStore(join(opts.cache.root, 'dirs'), opts.log, { maxListings: opts.maxStoredListings, maxBytes: opts.maxStoredListingBytes });
-    this.dirs = new Directories({
-      client: opts.client, rootCap: opts.rootCap, cacheTimeoutMs: opts.cacheTimeoutMs, maxListings: opts.maxListings, maxListingBytes: opts.maxListingBytes,
-      store: this.listingStore, log: opts.log,
-    });
-    this.files = new OpenFiles({ cache: opts.cache, journal: opts.journal, directories: this.dirs, rootId, owner: opts.owner, writeHoldMs: opts.writeHoldMs, log: opts.log });
-    this.writeBack = new WriteBack({ ...opts, directories: this.dirs, files: this.files, rootId });
-    this.names = new Namespace(opts.client, this.dirs, this.files, this.writeBack);
-    this.owners = opts.owners === true;
-    this.listCapXattrs = opts.listCapXattrs === true;
-    this.attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), this.owners);
-    // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.
-    this.client = opts.client;
-    opts.client.onGatewayState((state) => {
-      if (state.online) this.writeBack.retryNow();
-    });
+  constructor(private readonly opts: TahoeFsOptions) {
+    this.rooms = buildRooms(opts);
+    ({ dirs: this.dirs, files: this.files, names: this.names, attrs: this.attrs } = this.rooms);
   }
 
   /**
@@ -127,16 +72,16 @@ export class TahoeFs implements Ops {
    * offline instead (serving what it kept) and comes online when the gateway answers.
    */
   async start(): Promise<void> {
-    await this.listingStore.init();
+    await this.rooms.listingStore.init();
     try {
       await this.dirs.listing(this.dirs.root, true);
     } catch (e) {
       const kept = isUnreachable(e) ? await this.dirs.startOffline() : undefined;
       if (!kept) throw new FsError('EIO', `cannot list the root directory ${redact(this.dirs.root.cap)}: ${(e as Error).message}`, { cause: e });
       const ageS = Math.round((Date.now() - kept.fetchedAt) / 1000);
-      this.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
+      this.opts.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
-    this.writeBack.start();
+    if (this.rooms.closing.deferred) this.rooms.pendingDirs.fillPool();
   }
 
   /**
@@ -144,7 +89,7 @@ export class TahoeFs implements Ops {
    * in the background (a backlog must not hold it up); tests wait for it.
    */
   recover(): Promise<void> {
-    return this.writeBack.recover();
+    return this.rooms.recovery.run();
   }
 
   recoverInBackground(): void {
@@ -156,29 +101,35 @@ export class TahoeFs implements Ops {
    * journal for the next mount, and every local file is closed.
    */
   async shutdown(): Promise<void> {
-    await this.writeBack.drain();
-    await this.writeBack.stop();
+    const { syncs, recovery, closing } = this.rooms;
+    await syncs.drain(this.opts.drainMs);
+    await recovery.stop();
     this.files.dropAllHandles();
-    // Files still open (a lazy unmount); those whose background store gave up close themselves.
-    await Promise.all(this.files.all().filter((f) => !f.closed && !this.writeBack.storing(f)).map((file) => this.closeFile(file)));
-    await this.dirs.flushStore().catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'could not keep directory listings on disk'));
-    await this.cache.shutdown();
+    await closing.closeAll();
+    await this.dirs.flushStore().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'could not keep directory listings on disk'));
+    await this.opts.cache.shutdown();
   }
 
-  /** Waits until everything written before the call is stored; reports what is not (`blackmatch sync`). */
-  sync(): Promise<SyncReport> {
-    return this.writeBack.sync();
+  /** Waits until everything written before the call is stored (bounded); reports what is not (`blackmatch sync`). */
+  sync(timeoutMs?: number): Promise<SyncReport> {
+    return this.rooms.syncs.sync(timeoutMs);
   }
 
   /** What is on its way, stuck, and cached, for `blackmatch status`: from memory, never waiting on the grid. */
   async status(): Promise<CoreStatus> {
-    const { hits, misses } = this.files.readStats;
+    const { hits, misses } = this.rooms.reads.readStats;
+    const { cache, client } = this.opts;
     return {
-      writes: await this.writeBack.status(),
-      cache: { usedBytes: this.cache.usedBytes, maxBytes: this.cache.maxBytes, hits, misses },
+      writes: await this.rooms.syncs.status(),
+      cache: { usedBytes: cache.usedBytes, maxBytes: cache.maxBytes, hits, misses },
       openFiles: this.files.all().filter((f) => !f.closed).length,
-      gatewayState: this.client.gatewayState,
+      gatewayState: client.gatewayState,
     };
+  }
+
+  /** Throws if the open files' state is not as it must be between any two awaits (tests run it after every step). */
+  checkInvariants(): void {
+    this.files.checkInvariants();
   }
 
   /** Listings held in memory (tests). */
@@ -216,15 +167,8 @@ export class TahoeFs implements Ops {
     });
   }
 
-  /** The entries a directory shows: its listing's showable names, then files open in it and not uploaded yet (no entry). */
-  private async shownEntries(path: string): Promise<{ dir: DirRef; entries: Array<[string, ChildInfo | undefined]> }> {
-    const dir = await this.dirs.resolveDir(path);
-    const listing = await this.dirs.listing(dir, false, path);
-    const entries: Array<[string, ChildInfo | undefined]> = [];
-    for (const [name, child] of listing.children) if (isShowableName(name)) entries.push([name, child]);
-    // Files created but not yet uploaded exist for the programs that made them.
-    for (const name of this.files.namesIn(path)) if (!listing.children.has(name)) entries.push([name, undefined]);
-    return { dir, entries };
+  private shownEntries(path: string): Promise<{ dir: DirRef; entries: Array<[string, ChildInfo | undefined]> }> {
+    return this.dirs.shownEntries(path, this.files.namesIn(path));
   }
 
   /** Change events for the FUSE edge's kernel cache invalidation (see Ops.watch); a failing listener is logged. */
@@ -233,7 +177,7 @@ export class TahoeFs implements Ops {
       try {
         listener(dirPath, name, kind);
       } catch (e) {
-        this.log.warn({ path: dirPath, err: (e as Error).message }, 'change listener failed');
+        this.opts.log.warn({ path: dirPath, err: (e as Error).message }, 'change listener failed');
       }
     });
   }
@@ -253,31 +197,25 @@ export class TahoeFs implements Ops {
     return this.names.mkdir(path, this.newOwn(mode, 0o755, uid, gid));
   }
 
-  async symlink(target: string, path: string, uid = -1, gid = -1): Promise<void> {
-    if (Buffer.byteLength(target) > SYMLINK_MAX) throw new FsError('ENAMETOOLONG', `symlink target too long: ${path}`);
-    return this.names.makeSmallFile(path, Buffer.from(target), this.newOwn(0o777, 0o777, uid, gid, { type: 'symlink', target }));
+  symlink(target: string, path: string, uid = -1, gid = -1): Promise<void> {
+    return this.names.symlink(target, path, this.newOwn(0o777, 0o777, uid, gid, { type: 'symlink', target }));
   }
 
   async readlink(path: string): Promise<string> {
-    const posix = (await this.ownOf(path)).posix;
+    const posix = (await this.rooms.xattrs.ownOf(path)).posix;
     if (posix?.type !== 'symlink' || posix.target === undefined) throw new FsError('EINVAL', `not a symlink: ${path}`);
     return posix.target;
   }
 
-  /** mknod(2) of a regular file makes an empty one. */
-  async mknod(path: string, mode: number, rdev: number, uid = -1, gid = -1): Promise<void> {
-    const format = mode & S_IFMT;
-    const type = SPECIAL_OF_MODE.get(format);
-    if (!type && format !== S_IFREG && format !== 0) throw new FsError('EINVAL', `mknod of this file type is not supported: ${path}`);
-    const posix: PosixFields = !type ? {} : type === 'char' || type === 'block' ? { type, ...splitDev(rdev) } : { type };
-    return this.names.makeSmallFile(path, Buffer.alloc(0), this.newOwn(mode, 0o644, uid, gid, posix));
+  mknod(path: string, mode: number, rdev: number, uid = -1, gid = -1): Promise<void> {
+    return this.names.mknod(path, mode, rdev, (posix) => this.newOwn(mode, 0o644, uid, gid, posix));
   }
 
   /** A new entry's metadata: its mode unless the default, its owner where owners are kept, what it is. */
   private newOwn(mode: number, defaultMode: number, uid: number, gid: number, posix: PosixFields = {}): OwnMetadata {
     let own: OwnMetadata = Object.keys(posix).length > 0 ? { posix } : {};
     if ((mode & 0o7777) !== defaultMode) own = withMode(own, mode);
-    if (this.owners && uid >= 0 && gid >= 0) own = withOwner(own, uid, gid);
+    if (this.opts.owners === true && uid >= 0 && gid >= 0) own = withOwner(own, uid, gid);
     return own;
   }
 
@@ -309,72 +247,24 @@ export class TahoeFs implements Ops {
 
   /** Stored where owners are kept (the kernel checks who may: default_permissions); accepted without effect elsewhere. */
   async chown(path: string, uid: number, gid: number): Promise<void> {
-    if (!this.owners || path === '/') {
-      await this.getattr(path);
-      return;
-    }
-    await this.names.editOwn(path, (own) => withOwner(own, uid, gid));
+    if (this.opts.owners !== true || path === '/') await this.getattr(path);
+    else await this.names.editOwn(path, (own) => withOwner(own, uid, gid));
   }
 
-  // ---- extended attributes ---------------------------------------------------------------------------------
-
-  async getxattr(path: string, name: string): Promise<Buffer> {
-    if (name.startsWith(CAP_XATTR_PREFIX)) {
-      const value = (await this.capXattrs(path))[name];
-      if (value === undefined) throw new FsError('ENODATA', `no ${name}: ${path}`);
-      return Buffer.from(value);
-    }
-    if (!isUserXattr(name)) throw new FsError('ENODATA', `no ${name}: ${path}`);
-    return xattrValue(await this.ownOf(path), name);
+  getxattr(path: string, name: string): Promise<Buffer> {
+    return this.rooms.xattrs.get(path, name);
   }
 
-  async listxattr(path: string): Promise<string[]> {
-    const names = Object.keys((await this.ownOf(path)).xattrs ?? {});
-    // Not listed by default: cp -a, rsync -X and tar --xattrs would copy caps (secrets) wherever files go.
-    if (this.listCapXattrs) names.push(...Object.keys(await this.capXattrs(path)));
-    return names;
+  listxattr(path: string): Promise<string[]> {
+    return this.rooms.xattrs.list(path);
   }
 
-  async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
-    checkXattrWrite(name);
-    await this.names.editOwn(path, (own) => withXattr(own, name, value, flags));
+  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    return this.rooms.xattrs.set(path, name, value, flags);
   }
 
-  async removexattr(path: string, name: string): Promise<void> {
-    checkXattrWrite(name);
-    await this.names.editOwn(path, (own) => withoutXattr(own, name));
-  }
-
-  /** Our metadata of an entry (posix.ts): an open file's as its link is to carry it. */
-  private async ownOf(path: string): Promise<OwnMetadata> {
-    if (path === '/') return {};
-    const open = this.files.get(path);
-    if (open) return open.own;
-    const { child } = await this.dirs.lookup(path);
-    if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
-    return ownMetadataOf(child.metadata);
-  }
-
-  /** The computed user.tahoe.* attributes: none for a file whose content is not stored yet (its cap is to come). */
-  private async capXattrs(path: string): Promise<Record<string, string>> {
-    let text: string | undefined;
-    let roUri: string | undefined;
-    if (path === '/') {
-      text = this.dirs.root.cap;
-    } else {
-      const open = this.files.get(path);
-      if (open && (open.dirty || !open.child)) return {};
-      const child = open?.child ?? (await this.dirs.lookup(path)).child;
-      if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
-      text = capTextOf(child);
-      roUri = child.roUri;
-    }
-    const cap = tryParseCap(text);
-    if (!cap) return {};
-    const values: Record<string, string> = { [`${CAP_XATTR_PREFIX}readcap`]: roUri ?? readOnlyCap(cap.text) };
-    if (cap.writable) values[`${CAP_XATTR_PREFIX}writecap`] = cap.text;
-    if (cap.storageIndex) values[`${CAP_XATTR_PREFIX}storage-index`] = cap.storageIndex;
-    return values;
+  removexattr(path: string, name: string): Promise<void> {
+    return this.rooms.xattrs.remove(path, name);
   }
 
   // ---- files -------------------------------------------------------------------------------------------------
@@ -400,9 +290,7 @@ export class TahoeFs implements Ops {
     const { parent, name, child } = await this.dirs.lookup(path);
     if (child?.type === 'dir' || this.names.isBeingMade(path)) throw new FsError('EISDIR', `is a directory: ${path}`);
     requireWritable(parent, path);
-    const isNew = !child && !this.files.get(path);
-    const file = this.files.getOrAdd(path, parent, name, child);
-    if (isNew) file.own = this.newOwn(mode, 0o644, uid, gid);
+    const file = this.files.getOrAdd(path, parent, name, child, child ? undefined : this.newOwn(mode, 0o644, uid, gid));
     const fh = this.files.addHandle(file, true);
     await this.emptyOrRelease(file, fh);
     return fh;
@@ -425,7 +313,7 @@ export class TahoeFs implements Ops {
   }
 
   readInto(_path: string, fh: number, target: Buffer, position: number): Promise<number> {
-    return this.files.readInto(this.files.handle(fh).file, target, position);
+    return this.rooms.reads.readInto(this.files.handle(fh).file, target, position);
   }
 
   async write(_path: string, fh: number, data: Buffer, position: number): Promise<number> {
@@ -435,12 +323,12 @@ export class TahoeFs implements Ops {
 
   async readSource(_path: string, fh: number, position: number, length: number): Promise<ReadSource> {
     requireRange(position, length);
-    return this.files.readSource(this.files.handle(fh).file, position, length);
+    return this.rooms.reads.readSource(this.files.handle(fh).file, position, length);
   }
 
   async backingFile(_path: string, fh: number): Promise<string | null> {
     const { file, writable } = this.files.handle(fh);
-    return writable ? null : this.files.backingFile(file);
+    return writable ? null : this.rooms.reads.backingFile(file);
   }
 
   async beginWrite(_path: string, fh: number, position: number, length: number): Promise<string> {
@@ -472,7 +360,7 @@ export class TahoeFs implements Ops {
     try {
       const { file } = this.files.handle(fh);
       await this.files.truncate(file, size);
-      if (!this.writeBack.deferred) await this.writeBack.commit(file);
+      if (!this.rooms.closing.deferred) await this.rooms.commits.commit(file);
     } finally {
       await this.release(path, fh);
     }
@@ -487,61 +375,18 @@ export class TahoeFs implements Ops {
    * bytes and record are flushed to the local disk (if that fails, it is stored now instead).
    */
   async flush(_path: string, fh: number): Promise<void> {
-    const { file } = this.files.handle(fh);
-    if (await this.flushedLocally(file)) return;
-    await this.writeBack.commit(file);
+    await this.rooms.closing.flush(this.files.handle(fh).file);
   }
 
   /** fsync(2) returns once the file is stored, in both modes. */
   async fsync(_path: string, fh: number, _datasync?: boolean): Promise<void> {
-    await this.writeBack.commit(this.files.handle(fh).file);
+    await this.rooms.commits.commit(this.files.handle(fh).file);
   }
 
   async release(_path: string, fh: number): Promise<void> {
     const last = this.files.removeHandle(fh);
-    if (!last) return;
-    if (last.dirty && (await this.flushedLocally(last))) this.writeBack.storeLater(last, (stored) => this.finishClose(last, stored));
-    else await this.closeFile(last);
+    if (last) await this.rooms.closing.lastClose(last);
   }
-
-  /** Write-back mode: whether the file's changes are on the local disk with their record (nothing to do if clean). */
-  private async flushedLocally(file: OpenFile): Promise<boolean> {
-    if (!this.writeBack.deferred || file.unlinked || file.conflict) return false;
-    if (!file.dirty) return true;
-    try {
-      await this.files.flushLocally(file);
-      return true;
-    } catch (e) {
-      this.log.warn({ path: file.path, err: (e as Error).message }, 'could not flush a write-back file locally: storing it now');
-      return false;
-    }
-  }
-
-  /** After the last handle closed: store what is left, then drop the local state. */
-  private async closeFile(file: OpenFile): Promise<void> {
-    await this.finishClose(file, await this.writeBack.commitOnClose(file));
-  }
-
-  private async finishClose(file: OpenFile, stored: boolean): Promise<void> {
-    // Reopened while we uploaded, or closed meanwhile by a later last close (reopened and closed again).
-    if (file.handles > 0 || file.closed) return;
-    file.closed = true;
-    await this.files.close(file, stored);
-  }
-}
-
-const SPECIAL_OF_MODE = new Map<number, SpecialType>([
-  [constants.S_IFIFO, 'fifo'],
-  [constants.S_IFSOCK, 'socket'],
-  [constants.S_IFCHR, 'char'],
-  [constants.S_IFBLK, 'block'],
-]);
-
-/** Programs may store user.* attributes; ours (user.tahoe.*) are computed, and no other namespace is kept. */
-function checkXattrWrite(name: string): void {
-  if (name.startsWith(CAP_XATTR_PREFIX)) throw new FsError('EPERM', `${name} is computed from the cap: read-only`);
-  if (!isUserXattr(name)) throw new FsError('ENOTSUP', `only user.* attributes are kept: ${name}`);
-  checkXattrName(name);
 }
 
 /** The caller names a range of bytes to read or write there itself: whole, non-negative numbers only. */

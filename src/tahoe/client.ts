@@ -131,6 +131,16 @@ export class TahoeClient {
     return { online: this.offlineSince === undefined, since: this.stateSince };
   }
 
+  /**
+   * Looks at the gateway now if it is marked unreachable (a probe, bounded by its own timeout); true when it
+   * answers. For work that must not wait for the next look (sync): a failure of the moment before it came back
+   * is no reason to give up.
+   */
+  async probeGateway(): Promise<boolean> {
+    if (this.offlineSince !== undefined) await this.probe();
+    return this.offlineSince === undefined;
+  }
+
   /** Calls `listener` on each change of gatewayState (a throw is the listener's own problem: caught and ignored). */
   onGatewayState(listener: (state: GatewayState) => void): void {
     this.listeners.push(listener);

@@ -141,3 +141,14 @@ export class Semaphore {
     }
   }
 }
+
+/** Waits for `work`, but no longer than `ms`: true when it settled in time (its failure counts as settled). */
+export async function settledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms))));
+  try {
+    return await Promise.race([work.then(() => true, () => true), bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,184 @@
+// Write-back directories: a mkdir takes a directory made ahead of time (directory-pool.ts), so that it exists
+// in the grid before anything is linked into it, writes its record, and returns; its link into the parent is
+// tried in the background until it lands (a retry queue). Until then the parent's listing shows it
+// (Directories.addPendingLink), a change of its metadata rides with its link, and an op that must see it in
+// the grid (rmdir, a rename) settles it first. A directory whose name another entry took meanwhile is linked at
+// `name (conflict N)`, so that what was stored inside it stays reachable. Recovery links the ones a dead
+// process left (recoverLink).
+//
+// State, changed only here: `pending` (one per directory not linked yet, by its record's staging path) and
+// each one's `child` (the metadata its link is to carry) and `sending` (a link on its way carries what
+// `child` was when it was sent).
+import { rm, writeFile } from 'node:fs/promises';
+import type { ContentCache } from '../cache/content-cache.js';
+import type { StagedRecord, StagingJournal } from '../cache/staging-journal.js';
+import { FsError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
+import { capTextOf, newLinkMetadata, touchedMetadata, userMetadata } from '../tahoe/links.js';
+import { RetryQueue } from '../util/retry-queue.js';
+import type { DirRef, Directories } from './directories.js';
+import { DirectoryPool } from './directory-pool.js';
+import type { LinkBatcher } from './link-batcher.js';
+import type { ProcessIdentity } from './open-files.js';
+
+interface PendingDir {
+  parentCap: string;
+  name: string;
+  path: string;
+  child: ChildInfo;
+  stagingPath: string;
+  sending: boolean;
+}
+
+export interface PendingDirectoriesOptions {
+  client: TahoeClient;
+  links: LinkBatcher;
+  directories: Directories;
+  cache: ContentCache;
+  journal: StagingJournal;
+  log: Logger;
+  rootId: string;
+  owner: ProcessIdentity;
+  /** Directories kept made ahead of time. */
+  poolSize: number;
+}
+
+export class PendingDirectories {
+  private readonly pending = new Map<string, PendingDir>();
+  private readonly queue = new RetryQueue<string>();
+  private readonly pool: DirectoryPool;
+
+  constructor(private readonly opts: PendingDirectoriesOptions) {
+    this.pool = new DirectoryPool(opts.client, opts.poolSize, opts.log);
+  }
+
+  /** At a write-back mount: directories are made ahead of time from now on. */
+  fillPool(): void {
+    this.pool.fill();
+  }
+
+  /** A fresh empty directory cap (made ahead of time). */
+  newDirectory(): Promise<string> {
+    return this.pool.take();
+  }
+
+  /** Records the new directory `child` at `name` (durably, before this returns), then links it in the background. */
+  async add(parent: DirRef, name: string, path: string, child: ChildInfo): Promise<void> {
+    const { cache, journal, rootId, owner, directories } = this.opts;
+    const stagingPath = cache.newStagingPath();
+    const record: StagedRecord = { v: 3, root: rootId, owner, parentCap: parent.cap, name, path, base: null, dirty: true, size: 0, dirCap: capTextOf(child) };
+    try {
+      await writeFile(stagingPath, '', { mode: 0o600 });
+      await journal.write(stagingPath, record, true);
+    } catch (e) {
+      await rm(stagingPath, { force: true });
+      throw new FsError('EIO', `cannot record new directory ${path}: ${(e as Error).message}`, { cause: e });
+    }
+    directories.addPendingLink(parent.cap, name, child);
+    const pending: PendingDir = { parentCap: parent.cap, name, path, child, stagingPath, sending: false };
+    this.pending.set(stagingPath, pending);
+    this.queue.add(stagingPath, async () => {
+      const settled = await this.tryLink(pending);
+      if (settled) this.pending.delete(stagingPath);
+      return settled;
+    });
+  }
+
+  /** Whether the record at `stagingPath` is a pending directory's (recovery leaves it alone). */
+  has(stagingPath: string): boolean {
+    return this.pending.has(stagingPath);
+  }
+
+  /**
+   * Changes the metadata a pending directory is linked with (its listing shows it at once); false if none is
+   * pending at `name`, or its link is on its way (then the change is linked after it, as a relink).
+   */
+  edit(parentCap: string, name: string, edit: (metadata: LinkMetadata) => LinkMetadata): boolean {
+    const pending = this.at(parentCap, name);
+    if (!pending || pending.sending) return false;
+    const metadata = edit(userMetadata(pending.child.metadata));
+    pending.child = { ...pending.child, metadata: touchedMetadata(pending.child.metadata, metadata) };
+    this.opts.directories.addPendingLink(parentCap, name, pending.child);
+    return true;
+  }
+
+  /**
+   * Before an op changes a directory whose link is still pending (rmdir, rename): that link is tried now and
+   * must land first. Rejects with EIO if it cannot.
+   */
+  async settle(parentCap: string, name: string): Promise<void> {
+    const pending = this.at(parentCap, name);
+    if (pending && !(await this.queue.tryNow(pending.stagingPath))) throw new FsError('EIO', `new directory ${pending.path} is not in the grid yet`);
+  }
+
+  /** sync: every pending link tried now; the paths of those that did not land. */
+  async settleAll(): Promise<{ linked: number; notLinked: string[] }> {
+    const all = [...this.pending.values()];
+    const results = await Promise.all(all.map((p) => this.queue.tryNow(p.stagingPath)));
+    return { linked: results.filter((r) => r).length, notLinked: all.filter((_, i) => !results[i]).map((p) => p.path) };
+  }
+
+  /** For status: directories whose link has not landed. */
+  waiting(): Array<{ path: string; bytes: number }> {
+    return [...this.pending.values()].map((d) => ({ path: d.path, bytes: 0 }));
+  }
+
+  wakeAll(): void {
+    this.queue.wakeAll();
+  }
+
+  /** At unmount: one more try each, bounded; what is left is linked by the next mount (recoverLink). */
+  drain(boundMs: number): Promise<void> {
+    return this.queue.drain(boundMs);
+  }
+
+  /** Recovery: a directory a dead process made, whose link it left pending; linked (under another name if taken). */
+  async recoverLink(stagingPath: string, record: StagedRecord): Promise<void> {
+    await this.linkAtFreeName(record.parentCap, record.name, record.dirCap!, record.path, newLinkMetadata);
+    await this.opts.journal.remove(stagingPath);
+    await rm(stagingPath, { force: true });
+    this.opts.log.info({ path: record.path }, 'new directory recovered: linked');
+  }
+
+  private at(parentCap: string, name: string): PendingDir | undefined {
+    return [...this.pending.values()].find((p) => p.parentCap === parentCap && p.name === name);
+  }
+
+  /** One try at linking a pending directory; true when it is settled. */
+  private async tryLink(pending: PendingDir): Promise<boolean> {
+    const { parentCap, name, child, stagingPath } = pending;
+    const { directories, journal, log } = this.opts;
+    pending.sending = true;
+    try {
+      const linked = await this.linkAtFreeName(parentCap, name, child.rwUri!, pending.path, () => pending.child.metadata);
+      directories.dropPendingLink(parentCap, name);
+      if (linked === name) directories.patch(parentCap, name, child);
+      // Another entry took the name: the listing must show theirs, never ours, at that name (an rmdir or a
+      // rename of it would act on their entry otherwise).
+      else directories.forget(parentCap);
+      await journal.remove(stagingPath);
+      await rm(stagingPath, { force: true });
+      return true;
+    } catch (e) {
+      log.warn({ path: pending.path, err: (e as Error).message }, 'new directory not linked yet: will retry');
+      return false;
+    } finally {
+      pending.sending = false;
+    }
+  }
+
+  /** Links `dirCap` at `name`, or at `name (conflict N)` if another entry took it; returns the name it is linked at. */
+  private async linkAtFreeName(parentCap: string, name: string, dirCap: string, path: string, metadata: () => LinkMetadata): Promise<string> {
+    for (let n = 0; ; n++) {
+      const at = n === 0 ? name : `${name} (conflict ${n})`;
+      const target: LinkTarget = { type: 'dir', rwUri: dirCap, metadata: metadata() };
+      const outcome = await this.opts.links.link(parentCap, { name: at, target, expect: null });
+      if (outcome.linked) {
+        if (n > 0) this.opts.log.warn({ path, linkedAs: at }, 'new directory linked under another name: its name was taken meanwhile');
+        return at;
+      }
+      if (n >= 99) throw new FsError('EIO', `no free name for new directory ${path}`);
+    }
+  }
+}

@@ -1,0 +1,138 @@
+// Recovery of the staging journal: one pass over the staged writes of this root that no open file and no live
+// process owns (what a crashed run left, and durable closes whose store failed), storing each one only over the
+// entry its bytes were based on; what cannot be is kept and reported as a conflict, never overwritten. A pass
+// with failures is tried again later (5 s, doubling up to 5 min), at once when the gateway answers again.
+//
+// State, changed only here: `timer`/`delayMs` (the next pass; passes run one at a time, `pass`), `stopped`
+// (set once, at unmount).
+import { rm, stat } from 'node:fs/promises';
+import type { ContentCache } from '../cache/content-cache.js';
+import type { StagedFile, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
+import type { Logger } from '../log.js';
+import { parseNs, timestampFromSeconds, tryParseCap } from '../tahoe/links.js';
+import { Coalesced } from '../util/once.js';
+import { RETRY_FIRST_MS, RETRY_MAX_MS } from '../util/retry-queue.js';
+import type { OpenFiles, ProcessIdentity } from './open-files.js';
+import type { PendingDirectories } from './pending-dirs.js';
+import type { Store } from './store.js';
+
+export interface RecoveryOptions {
+  store: Store;
+  files: OpenFiles;
+  pendingDirs: PendingDirectories;
+  cache: ContentCache;
+  journal: StagingJournal;
+  log: Logger;
+  rootId: string;
+  owner: ProcessIdentity;
+  /** Whether the process that wrote a record still runs (process/alive.ts), handed down by the caller. */
+  isAlive: (owner: ProcessIdentity) => Promise<boolean>;
+}
+
+export class Recovery {
+  private timer: NodeJS.Timeout | undefined;
+  private delayMs = RETRY_FIRST_MS;
+  private stopped = false;
+  private readonly pass = new Coalesced(() => this.storeAll());
+
+  constructor(private readonly opts: RecoveryOptions) {}
+
+  /** One pass; resolves when it is done, never rejects. */
+  run(): Promise<void> {
+    return this.pass.run().catch((e: unknown) => {
+      this.opts.log.warn({ err: (e as Error).message }, 'pass over staged writes failed: will retry');
+      this.later();
+    });
+  }
+
+  /** A pass after the current delay, unless one is due already. */
+  later(): void {
+    if (this.timer || this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.run();
+    }, this.delayMs);
+    this.timer.unref();
+  }
+
+  /** The gateway answers again: a pass that was due later runs now. */
+  now(): void {
+    if (this.timer === undefined || this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    void this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.pass.idle();
+  }
+
+  /** Whether a record is for recovery to store: this root, not in use here, and no other live mount's. */
+  async isOurs(stagingPath: string, r: StagedRecord): Promise<boolean> {
+    const { files, pendingDirs, rootId, owner, isAlive } = this.opts;
+    if (r.root !== rootId || files.isActiveStaging(stagingPath) || pendingDirs.has(stagingPath)) return false;
+    const mine = r.owner.pid === owner.pid && r.owner.start === owner.start;
+    return mine || !(await isAlive(r.owner));
+  }
+
+  private async storeAll(): Promise<void> {
+    let failed = 0;
+    for (const staged of await this.opts.journal.list()) {
+      if (this.stopped) return;
+      if (staged.record.conflict || !(await this.isOurs(staged.stagingPath, staged.record))) continue;
+      if (!(await this.storeOne(staged))) failed++;
+    }
+    if (failed > 0) {
+      this.delayMs = Math.min(this.delayMs * 2, RETRY_MAX_MS);
+      this.later();
+    } else {
+      this.delayMs = RETRY_FIRST_MS;
+    }
+  }
+
+  /** Stores one staged file if its directory entry is still what the bytes were based on; false: try again later. */
+  private async storeOne({ stagingPath, record }: StagedFile): Promise<boolean> {
+    const { journal, cache, store, pendingDirs } = this.opts;
+    const log = this.opts.log.child({ path: record.path, staging: stagingPath });
+    try {
+      if (!record.dirty) {
+        await rm(stagingPath, { force: true });
+        await journal.remove(stagingPath);
+        return true;
+      }
+      if (record.dirCap) {
+        await pendingDirs.recoverLink(stagingPath, record);
+        return true;
+      }
+      const info = await stat(stagingPath);
+      const result = await store.storeStaged({
+        path: record.path,
+        stagingPath,
+        size: info.size,
+        // The time of the last write, unless utimens set one.
+        mtime: (record.mtimeNs ? parseNs(record.mtimeNs) : undefined) ?? timestampFromSeconds(info.mtimeMs / 1000),
+        own: record.own,
+        previous: undefined,
+        destination: () => ({ parentCap: record.parentCap, name: record.name }),
+        base: () => record.base,
+        checkFirst: true,
+      });
+      if (result.outcome === 'conflict') {
+        log.warn(`staged write kept, not stored: ${result.reason}`);
+        await journal.write(stagingPath, { ...record, conflict: true }, true);
+        return true;
+      }
+      const cap = result.outcome === 'linked' ? tryParseCap(result.child.roUri) : undefined;
+      const adopted = cap?.immutable && cap.storageIndex ? await cache.adopt(stagingPath, cap) : false;
+      if (!adopted) await rm(stagingPath, { force: true });
+      await journal.remove(stagingPath);
+      log.info({ bytes: info.size }, 'staged write recovered: uploaded and linked');
+      return true;
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'staged write not stored yet: will retry');
+      return false;
+    }
+  }
+}

@@ -1,0 +1,70 @@
+// The core's rooms, built and joined: the one place that says which room talks to which (the facade,
+// tahoe-fs.ts, only hands ops to them). Arrows run one way: closing → commits → store → link batcher;
+// recovery → store and pending directories; sync asks all of them.
+import { join } from 'node:path';
+import { ListingStore } from '../cache/listing-store.js';
+import { redact } from '../tahoe/caps.js';
+import { nowTimestamp } from '../tahoe/links.js';
+import { Attributes } from './attributes.js';
+import { Closing } from './closing.js';
+import { Commits } from './commits.js';
+import type { TahoeFsOptions } from './core-options.js';
+import { Directories } from './directories.js';
+import { FileReads } from './file-reads.js';
+import { Namespace } from './namespace.js';
+import { OpenFiles } from './open-files.js';
+import { PendingDirectories } from './pending-dirs.js';
+import { Recovery } from './recovery.js';
+import { Store } from './store.js';
+import { Sync } from './sync.js';
+import { ExtendedAttributes } from './xattrs.js';
+
+export interface Rooms {
+  listingStore: ListingStore;
+  dirs: Directories;
+  files: OpenFiles;
+  reads: FileReads;
+  store: Store;
+  pendingDirs: PendingDirectories;
+  recovery: Recovery;
+  commits: Commits;
+  closing: Closing;
+  syncs: Sync;
+  names: Namespace;
+  xattrs: ExtendedAttributes;
+  attrs: Attributes;
+}
+
+export function buildRooms(opts: TahoeFsOptions): Rooms {
+  const { client, cache, journal, log, owner } = opts;
+  const rootId = redact(opts.rootCap.text);
+  const deferred = opts.writeBack === true;
+  // Beside the content cache: one folder per root, owned by the one process that mounts it.
+  const listingStore = new ListingStore(join(cache.root, 'dirs'), log, { maxListings: opts.maxStoredListings, maxBytes: opts.maxStoredListingBytes });
+  const dirs = new Directories({
+    client, rootCap: opts.rootCap, cacheTimeoutMs: opts.cacheTimeoutMs, maxListings: opts.maxListings, maxListingBytes: opts.maxListingBytes,
+    store: listingStore, log,
+  });
+  const files = new OpenFiles({ cache, journal, directories: dirs, rootId, owner, writeHoldMs: opts.writeHoldMs, log });
+  const store = new Store(client, dirs, log, opts.transfers);
+  // Enough for a burst of mkdirs (an unpacked tree) while the pool refills behind it.
+  const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize: 2 * store.transferLimit });
+  const recovery = new Recovery({ store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
+  const commits = new Commits(store, files, log, deferred);
+  const closing = new Closing(files, commits, recovery, log, deferred);
+  const syncs = new Sync({ client, files, commits, closing, pendingDirs, store, recovery, journal });
+  const names = new Namespace({ client, dirs, files, commits, store, pendingDirs, deferred });
+  const owners = opts.owners === true;
+  const attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), owners);
+  // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.
+  client.onGatewayState((state) => {
+    if (!state.online) return;
+    closing.wakeAll();
+    pendingDirs.wakeAll();
+    recovery.now();
+  });
+  return {
+    listingStore, dirs, files, reads: new FileReads(cache), store, pendingDirs, recovery, commits, closing, syncs, names, attrs,
+    xattrs: new ExtendedAttributes(dirs, files, names, opts.listCapXattrs === true),
+  };
+}

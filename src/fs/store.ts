@@ -1,0 +1,184 @@
+// The store: staged bytes uploaded and linked into the grid, and the links that carry no upload of their own
+// (a changed time or mode in write-back mode, a symlink). Every store of written bytes goes through
+// storeStaged(): upload the staging file (at most `transfers` at once), then link the new cap where the file is
+// *now* (a rename or an unlink during the upload moves or cancels the link; no other entry is ever replaced or
+// removed), batched with the other links into the same directory (link-batcher.ts). A store that must not land
+// over another client's change names the entry its bytes were based on: the one guard, entryIsBase()
+// (link-batcher.ts), is checked right before the link, and before the upload where the request asks it.
+//
+// State, changed only here: `uploads` (on their way or waiting for a slot, for status) and `metadataUpdates`
+// (write-back relinks on their way, for sync and unmount).
+import { createReadStream, type ReadStream } from 'node:fs';
+import { FsError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
+import { heldCap, linkTargetOf, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
+import { withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
+import { Semaphore, withLocks, type Mutex } from '../util/once.js';
+import type { Directories } from './directories.js';
+import { ENTRY_CHANGED, entryIsBase, LinkBatcher } from './link-batcher.js';
+
+export const DEFAULT_TRANSFERS = 8;
+
+/** Where staged bytes are to be linked. */
+export interface Destination {
+  parentCap: string;
+  name: string;
+}
+
+export interface StoreRequest {
+  /** Where the file is in the mount, for status and messages. */
+  path: string;
+  stagingPath: string;
+  size: number;
+  /** The file's mtime, stored in the link metadata. */
+  mtime: Timestamp;
+  /** Mode, owner, kind and xattrs for the link (replacing the previous link's); undefined keeps those. */
+  own?: OwnMetadata;
+  /** The entry the bytes replace, as last seen: a mutable file is overwritten in place; its metadata is kept. */
+  previous: ChildInfo | undefined;
+  /** Where to link, asked right before linking (under `lock`): undefined when the file was unlinked meanwhile. */
+  destination: () => Destination | undefined;
+  /** Held while linking, so that a rename or unlink of the same file waits (or is waited for). */
+  lock?: Mutex;
+  /**
+   * Link only over the entry holding this cap (null: no entry), asked right before linking: a store that may
+   * land long after its bytes were based on the entry (write-back, recovery). Undefined: link over what is there.
+   */
+  base?: () => string | null;
+  /** Recovery: the entry is looked at before the upload too, and is taken as `previous` (a mutable one refused). */
+  checkFirst?: boolean;
+}
+
+export type StoreResult =
+  | { outcome: 'linked'; child: ChildInfo; destination: Destination }
+  | { outcome: 'unlinked' }
+  | { outcome: 'conflict'; reason: string };
+
+interface Upload {
+  path: string;
+  bytes: number;
+  /** The body being sent (a new one per try): how far it has been read tells the progress. */
+  stream: ReadStream | undefined;
+  sending: boolean;
+}
+
+export class Store {
+  readonly links: LinkBatcher;
+  private readonly transfers: Semaphore;
+  private readonly uploads = new Set<Upload>();
+  private readonly metadataUpdates = new Set<Promise<void>>();
+
+  constructor(
+    private readonly client: TahoeClient,
+    private readonly directories: Directories,
+    private readonly log: Logger,
+    transfers = DEFAULT_TRANSFERS,
+  ) {
+    this.transfers = new Semaphore(Math.max(1, transfers));
+    this.links = new LinkBatcher(client);
+  }
+
+  get transferLimit(): number {
+    return this.transfers.limit;
+  }
+
+  /** Uploads staged bytes and links them (see the top of this file). */
+  async storeStaged(req: StoreRequest): Promise<StoreResult> {
+    let previous = req.previous;
+    if (req.checkFirst) {
+      const where = req.destination();
+      if (!where) return { outcome: 'unlinked' };
+      const current = await this.entryAt(where);
+      if (!entryIsBase(current, req.base?.() ?? null)) return { outcome: 'conflict', reason: ENTRY_CHANGED };
+      // A mutable file keeps its cap when another client changes it: nothing shows whether it did.
+      if (current?.mutable) return { outcome: 'conflict', reason: 'a mutable file may have changed meanwhile' };
+      previous = current;
+    }
+    if (!req.destination()) return { outcome: 'unlinked' };
+    const mutable = previous?.type === 'file' && previous.mutable && previous.rwUri ? previous : undefined;
+    if (mutable && req.base) {
+      // A mutable file is overwritten in place before its link: its guard is checked before that.
+      const where = req.destination();
+      if (!where) return { outcome: 'unlinked' };
+      if (!entryIsBase(await this.entryAt(where), req.base())) return { outcome: 'conflict', reason: ENTRY_CHANGED };
+    }
+    const uploaded = await this.upload(req, mutable);
+    return withLocks([req.lock], async () => {
+      const where = req.destination();
+      if (!where) return { outcome: 'unlinked' } as const;
+      const timed = withMtime(previous?.metadata ?? {}, req.mtime);
+      const metadata = req.own ? withOwnMetadata(timed, req.own) : timed;
+      const target: LinkTarget = mutable ? { ...linkTargetOf(mutable), metadata } : { type: 'file', roUri: uploaded, metadata };
+      // Tahoe has no compare-and-swap: a guarded link looks at the entry again right before linking.
+      const outcome = await this.links.link(where.parentCap, { name: where.name, target, expect: req.base?.() });
+      if (!outcome.linked) return { outcome: 'conflict', reason: outcome.reason } as const;
+      const touched = touchedMetadata(previous?.metadata ?? {}, metadata);
+      const child: ChildInfo = mutable
+        ? { ...mutable, name: where.name, size: req.size, metadata: touched }
+        : { name: where.name, type: 'file', roUri: uploaded, size: req.size, mutable: false, metadata: touched };
+      this.directories.patch(where.parentCap, where.name, child);
+      return { outcome: 'linked', child, destination: where } as const;
+    });
+  }
+
+  /** A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file. */
+  private async upload(req: StoreRequest, mutable: ChildInfo | undefined): Promise<string | undefined> {
+    const { stagingPath, size } = req;
+    const upload: Upload = { path: req.path, bytes: size, stream: undefined, sending: false };
+    const body = () => (size === 0 ? Buffer.alloc(0) : (upload.stream = createReadStream(stagingPath, { start: 0, end: size - 1 })));
+    this.uploads.add(upload);
+    try {
+      return await this.transfers.run(async () => {
+        upload.sending = true;
+        if (!mutable) return this.client.upload(body, size);
+        await this.client.overwriteMutable(mutable.rwUri!, body, size);
+        return undefined;
+      });
+    } finally {
+      this.uploads.delete(upload);
+    }
+  }
+
+  private async entryAt(where: Destination): Promise<ChildInfo | undefined> {
+    return (await this.client.listDir(where.parentCap)).children.get(where.name);
+  }
+
+  /**
+   * Write-back change of a stored entry's metadata (its time, mode, xattrs): linked in the background, batched
+   * with the other links into its directory (a `tar x` sets every directory's time: one directory update each
+   * otherwise), and only over the same cap. Not kept across a crash: metadata, not written bytes.
+   */
+  relinkLater(parentCap: string, child: ChildInfo, metadata: LinkMetadata, path: string): ChildInfo {
+    const updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
+    const update = this.links
+      .link(parentCap, { name: child.name, target: { ...linkTargetOf(child), metadata }, expect: heldCap(child) })
+      .then(
+        (outcome) => void (outcome.linked || this.log.warn({ path, reason: outcome.reason }, 'metadata not stored')),
+        (e: unknown) => this.log.warn({ path, err: (e as Error).message }, 'metadata not stored'),
+      )
+      .finally(() => this.metadataUpdates.delete(update));
+    this.metadataUpdates.add(update);
+    return updated;
+  }
+
+  /** Resolves once every metadata relink on its way now has landed (or failed: it is logged). */
+  async relinksDone(): Promise<void> {
+    await Promise.all([...this.metadataUpdates]);
+  }
+
+  /**
+   * Write-back link of a new entry that needs no upload of its own (a symlink, a fifo): batched with the other
+   * links into its directory, and only where no entry is. Waited for: it has no record to survive a crash.
+   */
+  async linkNew(parentCap: string, name: string, target: LinkTarget, path: string): Promise<void> {
+    const outcome = await this.links.link(parentCap, { name, target, expect: null });
+    if (!outcome.linked) throw new FsError('EEXIST', `exists: ${path}`);
+  }
+
+  /** For status: uploads on their way (`sending`) or waiting for a slot; `sent`: bytes read so far. */
+  status(): { uploads: Array<{ path: string; bytes: number; sent: number; sending: boolean }>; metadataUpdates: number } {
+    const uploads = [...this.uploads].map((u) => ({ path: u.path, bytes: u.bytes, sent: u.stream?.bytesRead ?? 0, sending: u.sending }));
+    return { uploads, metadataUpdates: this.metadataUpdates.size };
+  }
+}
