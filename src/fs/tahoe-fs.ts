@@ -36,6 +36,7 @@ import { redact } from '../tahoe/caps.js';
 import { isUnreachable, type ChildInfo } from '../tahoe/client.js';
 import { withMode, withOwner, type OwnMetadata, type PosixFields } from '../tahoe/posix.js';
 import { requireWritableFile, type Attributes } from './attributes.js';
+import type { Closing } from './closing.js';
 import type { CoreStatus, TahoeFsOptions } from './core-options.js';
 import { childPath, NAME_MAX_BYTES, type Directories, type DirRef } from './directories.js';
 import { requireWritable, type Namespace } from './namespace.js';
@@ -60,10 +61,11 @@ export class TahoeFs implements Ops {
   private readonly files: OpenFiles;
   private readonly names: Namespace;
   private readonly attrs: Attributes;
+  private readonly closing: Closing;
 
   constructor(private readonly opts: TahoeFsOptions) {
     this.rooms = buildRooms(opts);
-    ({ dirs: this.dirs, files: this.files, names: this.names, attrs: this.attrs } = this.rooms);
+    ({ dirs: this.dirs, files: this.files, names: this.names, attrs: this.attrs, closing: this.closing } = this.rooms);
   }
 
   /**
@@ -81,7 +83,7 @@ export class TahoeFs implements Ops {
       const ageS = Math.round((Date.now() - kept.fetchedAt) / 1000);
       this.opts.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
-    if (this.rooms.closing.deferred) this.rooms.pendingDirs.fillPool();
+    if (this.closing.deferred) this.rooms.pendingDirs.fillPool();
   }
 
   /**
@@ -101,11 +103,11 @@ export class TahoeFs implements Ops {
    * journal for the next mount, and every local file is closed.
    */
   async shutdown(): Promise<void> {
-    const { syncs, recovery, closing } = this.rooms;
+    const { syncs, recovery } = this.rooms;
     await syncs.drain(this.opts.drainMs);
     await recovery.stop();
     this.files.dropAllHandles();
-    await closing.closeAll();
+    await this.closing.closeAll();
     await this.dirs.flushStore().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'could not keep directory listings on disk'));
     await this.opts.cache.shutdown();
   }
@@ -360,7 +362,7 @@ export class TahoeFs implements Ops {
     try {
       const { file } = this.files.handle(fh);
       await this.files.truncate(file, size);
-      if (!this.rooms.closing.deferred) await this.rooms.commits.commit(file);
+      if (!this.closing.deferred) await this.rooms.commits.commit(file);
     } finally {
       await this.release(path, fh);
     }
@@ -375,7 +377,7 @@ export class TahoeFs implements Ops {
    * bytes and record are flushed to the local disk (if that fails, it is stored now instead).
    */
   async flush(_path: string, fh: number): Promise<void> {
-    await this.rooms.closing.flush(this.files.handle(fh).file);
+    await this.closing.flush(this.files.handle(fh).file);
   }
 
   /** fsync(2) returns once the file is stored, in both modes. */
@@ -385,7 +387,7 @@ export class TahoeFs implements Ops {
 
   async release(_path: string, fh: number): Promise<void> {
     const last = this.files.removeHandle(fh);
-    if (last) await this.rooms.closing.lastClose(last);
+    if (last) await this.closing.lastClose(last);
   }
 }
 

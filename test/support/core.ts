@@ -66,7 +66,7 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
   await fs.start();
   let stopped = false;
   return {
-    fs, cache, client, cacheDir,
+    fs: checkedAfterEveryStep(fs), cache, client, cacheDir,
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -74,6 +74,32 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
       await client.close();
     },
   };
+}
+
+/**
+ * The core, checking its invariants (OpenFiles.checkInvariants) before and after every op, and again when the
+ * op's promise settles: a test of the core fails at the first step that leaves its state wrong, not later.
+ */
+function checkedAfterEveryStep(fs: TahoeFs): TahoeFs {
+  return new Proxy(fs, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (typeof value !== 'function' || prop === 'checkInvariants' || prop === 'constructor') return value;
+      return (...args: unknown[]) => {
+        target.checkInvariants();
+        const result: unknown = (value as (...a: unknown[]) => unknown).apply(target, args);
+        target.checkInvariants();
+        if (!(result instanceof Promise)) return result;
+        return result.then(
+          (v: unknown) => (target.checkInvariants(), v),
+          (e: unknown) => {
+            target.checkInvariants();
+            throw e;
+          },
+        );
+      };
+    },
+  });
 }
 
 export async function writeFile(fs: TahoeFs, path: string, text: string): Promise<number> {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
@@ -60,6 +60,13 @@ describe('write-back mode', () => {
         try {
           await m.watch('close with the gateway down', () => writeFile(m.path('patient.bin'), data));
           assert.ok((await readFile(m.path('patient.bin'))).equals(data));
+          // Held back until the mount has given up on it for now: its store failed, and it fails fast meanwhile.
+          await eventually('the mount sees the gateway gone and the store failed', async () => {
+            await readdir(m.path('')).catch(() => undefined); // a listing past --cache-timeout: the gateway is asked
+            const s = await runCli(['status', '--json', m.mountpoint]);
+            const [answer] = JSON.parse(s.stdout || '[]') as Array<{ gatewayState?: { online: boolean }; writes?: { failed: unknown[] } }>;
+            return answer?.gatewayState?.online === false && (answer.writes?.failed.length ?? 0) > 0;
+          }, 120_000);
         } finally {
           await grid.startGateway();
         }

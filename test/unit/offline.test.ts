@@ -389,4 +389,39 @@ describe('core: offline reads', () => {
     await until('stored once the gateway answers', () => fake.entry(fake.rootCap, 'later.txt') !== undefined);
     assert.equal(storedText(fake, 'later.txt'), 'stored later');
   });
+
+  it('write-back: sync right after the gateway is back stores what waited for its retry, and never reports it failed', async () => {
+    // No probe is due for a minute: only sync itself can find out that the gateway is back.
+    const c = await start({ writeBack: true, timeouts: { retryDelaysMs: [1, 1, 1], probeEveryMs: 60_000 } });
+    await fake.unreachable();
+    try {
+      await bounded(c.fs.release('/patient.txt', await writeFile(c.fs, '/patient.txt', 'stored once back')), 'close');
+      await bounded(c.fs.readdir('/'), 'readdir served offline'); // a listing through all its retries marks it unreachable
+      assert.equal(c.client.gatewayState.online, false);
+      await bounded(
+        (async () => {
+          while ((await c.fs.status()).writes.failed.length === 0) await new Promise((r) => setTimeout(r, 20));
+        })(),
+        'the background store fails once',
+      );
+    } finally {
+      await fake.reachable();
+    }
+    const report = await bounded(c.fs.sync(), 'sync');
+    assert.deepEqual(report.failed, []);
+    assert.equal(storedText(fake, 'patient.txt'), 'stored once back');
+    assert.equal(c.client.gatewayState.online, true);
+  });
+
+  it('sync while the gateway is still gone reports what is not stored, at once', async () => {
+    const c = await start({ writeBack: true, timeouts: { retryDelaysMs: [1, 1, 1], probeEveryMs: 60_000 } });
+    await fake.unreachable();
+    try {
+      await bounded(c.fs.release('/waiting.txt', await writeFile(c.fs, '/waiting.txt', 'not yet')), 'close');
+      const report = await bounded(c.fs.sync(), 'sync');
+      assert.deepEqual(report.failed.map((f) => f.path), ['/waiting.txt']);
+    } finally {
+      await fake.reachable();
+    }
+  });
 });
