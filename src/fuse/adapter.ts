@@ -6,7 +6,7 @@ import { constants } from 'node:os';
 import { FsError, isExpected, loggedElsewhere, toErrno } from '../errors.js';
 import type { Attr, ChangeKind, Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
-import { OPS, type NativeAttr, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from './lowlevel.js';
+import { opKinds, type NativeAttr, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from './lowlevel.js';
 import { Node, NodeTable } from './nodes.js';
 
 /** Largest read and write per FUSE request: the kernel's max_pages (256 pages). */
@@ -80,6 +80,8 @@ export class FuseAdapter {
   private passthrough = false;
   private session: NativeSession | undefined;
   private goneListener: (() => void) | undefined;
+  /** Request kinds by number, from the binding (checked against OpKind as it loads). */
+  private readonly kinds = opKinds();
 
   constructor(
     private readonly ops: Ops,
@@ -111,7 +113,7 @@ export class FuseAdapter {
 
   /** The binding's request handler: never throws (the binding would leave the request unanswered). */
   readonly handle = (opIndex: number, req: number, args: RequestArgs): void => {
-    const op = OPS[opIndex];
+    const op = this.kinds[opIndex];
     try {
       if (op === 'gone') {
         this.goneListener?.();
