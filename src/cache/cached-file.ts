@@ -129,12 +129,6 @@ export class CachedFile {
     );
   }
 
-  /** Reads [position, position+length) clipped to the file, waiting only until those bytes are present. */
-  async read(position: number, length: number): Promise<Buffer> {
-    const buffer = Buffer.allocUnsafe(this.sizeFinal ? Math.max(0, Math.min(this.size, position + length) - position) : length);
-    return buffer.subarray(0, await this.readInto(buffer, position));
-  }
-
   /**
    * Waits until [position, position+length) clipped to the file is present in the data file; returns how many
    * bytes from `position` that is (0 past the end). Only those may be read from `dataPath`.

@@ -1,7 +1,7 @@
 // The command line (option names of the original Tahoe FUSE frontend), parsed with commander, and its fstab
 // form: mount(8) runs us through mount.fuse3 as `blackmatch SOURCE MOUNTPOINT -o OPTIONS` (see
-// expandMountOptions).
-import { Command, InvalidArgumentError, Option } from 'commander';
+// expandMountOptions). `blackmatch sync` and `blackmatch status` have commander parsers of their own here too.
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../cache/content-cache.js';
@@ -153,6 +153,57 @@ export function parseArgs(argv: string[], version: string): Args {
 }
 
 export class UsageError extends Error {}
+
+/** `blackmatch sync` waits this long at most by default (uploads of large files on a slow link take long). */
+export const SYNC_TIMEOUT_S = 3600;
+
+export interface SyncArgs {
+  timeoutMs: number;
+  mountpoint: string | undefined;
+}
+
+export interface StatusArgs {
+  json: boolean;
+  mountpoint: string | undefined;
+}
+
+function wholeSeconds(value: string): number {
+  if (!/^[0-9]+$/.test(value.trim())) throw new InvalidArgumentError('expected a whole number of seconds');
+  return Number(value);
+}
+
+/** `blackmatch sync [--timeout SECONDS] [MOUNTPOINT]`; throws a CommanderError carrying the exit code (see subcommand). */
+export function parseSyncArgs(argv: string[]): SyncArgs {
+  const cmd = subcommand('sync', 'waits until everything written to the mount before now is stored in the grid (every mount of yours without MOUNTPOINT);\nprints what is not, and exits 1 if anything is not')
+    .option('--timeout <SECONDS>', 'wait at most this long', wholeSeconds, SYNC_TIMEOUT_S);
+  cmd.parse(argv, { from: 'user' });
+  return { timeoutMs: cmd.opts<{ timeout: number }>().timeout * 1000, mountpoint: cmd.args[0] };
+}
+
+/** `blackmatch status [--json] [MOUNTPOINT]`; throws a CommanderError carrying the exit code (see subcommand). */
+export function parseStatusArgs(argv: string[]): StatusArgs {
+  const cmd = subcommand('status', 'shows every blackmatch mount on this machine (or one): mode, root, gateway and grid, uploads, writes not stored, cache, recent problems')
+    .option('--json', 'the same as JSON');
+  cmd.parse(argv, { from: 'user' });
+  return { json: cmd.opts<{ json?: boolean }>().json === true, mountpoint: cmd.args[0] };
+}
+
+/**
+ * A subcommand's parser: its help exits 0, and any usage error 2 (as before commander parsed these; commander's
+ * own default is 1, which sync and status use for "not everything stored" and "a mount did not answer").
+ */
+function subcommand(name: string, description: string): Command {
+  return new Command(`blackmatch ${name}`)
+    .description(description)
+    .argument('[MOUNTPOINT]', 'the mount (default: every blackmatch mount)')
+    .allowExcessArguments(false)
+    .showHelpAfterError(`(run blackmatch ${name} --help for usage)`)
+    .configureOutput({ writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `blackmatch: ${s}` : s) })
+    .exitOverride((e) => {
+      if (e.exitCode === 0) throw e;
+      throw new CommanderError(2, e.code, e.message);
+    });
+}
 
 /**
  * A cap in fstab would be readable by every user: fstab is world-readable, and so are the mount units systemd

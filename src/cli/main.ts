@@ -21,13 +21,13 @@ import type { SyncReport } from '../fs/sync.js';
 import { isAlive, selfIdentity } from '../process/alive.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
-import { argvForChild, parseArgs, titleFor, type Args } from './args.js';
+import { argvForChild, parseArgs, parseSyncArgs, titleFor, type Args, type SyncArgs } from './args.js';
 import { checkMountpoint, logFile, resolveConfig, type MountConfig } from './config.js';
 
 /** Bound for the background child to mount and report: covers listing the root through a slow gateway. */
 const DETACHED_START_TIMEOUT_MS = 90_000;
-/** `blackmatch sync` waits this long at most by default (uploads of large files on a slow link take long). */
-const SYNC_TIMEOUT_S = 3600;
+/** `blackmatch sync` waits this much past its --timeout: the mount, bounded by it, says what is not stored. */
+const SYNC_ANSWER_MARGIN_MS = 10_000;
 /** `blackmatch status` asks the gateway how the grid looks, this long at most. */
 const GATEWAY_STATUS_TIMEOUT_MS = 2000;
 /** A server whose client never connects its keepalive exits after this long. */
@@ -210,7 +210,8 @@ function controlHandlers(core: TahoeFs, mountpoint: string, args: Args, config: 
       ...(await core.status()),
       recentProblems: recentProblems(),
     }),
-    sync: async () => ({ mountpoint, ...(await core.sync()) }),
+    // TODO(core): pass params.timeoutMs (core.sync takes no bound yet).
+    sync: async (params: { timeoutMs?: number }) => ({ mountpoint, ...(await core.sync()) }),
   };
 }
 
@@ -219,30 +220,25 @@ function controlHandlers(core: TahoeFs, mountpoint: string, args: Args, config: 
  * blackmatch mount of this user without MOUNTPOINT) before it is stored in the grid; exits 1 if anything is not.
  */
 async function syncCommand(argv: string[]): Promise<number> {
-  let timeoutMs = SYNC_TIMEOUT_S * 1000;
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--timeout' && argv[i + 1] !== undefined && /^[0-9]+$/.test(argv[i + 1]!)) timeoutMs = Number(argv[++i]) * 1000;
-    else if (argv[i] === '--help' || argv[i] === '-h') {
-      process.stdout.write('usage: blackmatch sync [--timeout SECONDS] [MOUNTPOINT]\n  waits until everything written to the mount before now is stored in the grid (every mount of yours without MOUNTPOINT);\n  prints what is not, and exits 1 if anything is not\n');
-      return 0;
-    } else rest.push(argv[i]!);
+  let parsed: SyncArgs;
+  try {
+    parsed = parseSyncArgs(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode; // commander printed the help or the error
+    throw e;
   }
-  if (rest.length > 1 || rest[0]?.startsWith('-')) {
-    process.stderr.write('blackmatch: usage: blackmatch sync [--timeout SECONDS] [MOUNTPOINT]\n');
-    return 2;
-  }
-  const sockets = rest[0] ? [controlSocketPath(await canonicalMountpoint(rest[0]))] : await listControlSockets();
+  const { timeoutMs, mountpoint: named } = parsed;
+  const sockets = named ? [controlSocketPath(await canonicalMountpoint(named))] : await listControlSockets();
   let failures = 0;
   for (const socket of sockets) {
     try {
-      const r = (await askControl(socket, 'sync', timeoutMs)) as SyncReport & { mountpoint: string };
+      const r = (await askControl(socket, { op: 'sync', timeoutMs }, timeoutMs + SYNC_ANSWER_MARGIN_MS)) as SyncReport & { mountpoint: string };
       for (const f of r.failed) process.stdout.write(`${r.mountpoint}: NOT STORED ${f.path}: ${f.error}\n`);
       process.stdout.write(`${r.mountpoint}: ${r.failed.length === 0 ? 'everything stored' : `${r.failed.length} not stored`} (${r.stored} waited for)\n`);
       failures += r.failed.length;
     } catch (e) {
-      if (!rest[0] && e instanceof NoMountError) continue; // a socket left by a mount that is gone
-      process.stderr.write(`blackmatch: sync ${rest[0] ?? socket}: ${(e as Error).message}\n`);
+      if (!named && e instanceof NoMountError) continue; // a socket left by a mount that is gone
+      process.stderr.write(`blackmatch: sync ${named ?? socket}: ${(e as Error).message}\n`);
       failures++;
     }
   }

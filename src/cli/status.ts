@@ -3,8 +3,10 @@
 // the gateway and its storage servers, uploads with their progress, writes waiting, failed or kept, the cache
 // and its hit rate, recent warnings and errors. Each question is bounded: a busy or hung mount is reported as
 // not answering, never waited for.
+import { CommanderError } from 'commander';
 import { readFile } from 'node:fs/promises';
 import type { CoreStatus } from '../fs/tahoe-fs.js';
+import { parseStatusArgs, type StatusArgs } from './args.js';
 import type { Problem } from '../log.js';
 import { askControl, canonicalMountpoint, controlSocketPath, listControlSockets, NoMountError } from '../process/control.js';
 import type { GridHealth } from '../tahoe/grid-health.js';
@@ -26,20 +28,17 @@ type Answer = MountStatus | { mountpoint: string; error: string };
 
 /** Bound for one mount's answer (its process asks the gateway for at most 2 s of it). */
 const ASK_TIMEOUT_MS = 5000;
-const USAGE = 'usage: blackmatch status [--json] [MOUNTPOINT]';
 
 export async function statusCommand(argv: string[]): Promise<number> {
-  const json = argv.includes('--json');
-  const rest = argv.filter((a) => a !== '--json');
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${USAGE}\n  shows every blackmatch mount on this machine (or one): mode, root, gateway and grid, uploads, writes not stored, cache, recent problems\n`);
-    return 0;
+  let parsed: StatusArgs;
+  try {
+    parsed = parseStatusArgs(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode; // commander printed the help or the error
+    throw e;
   }
-  if (rest.length > 1 || rest[0]?.startsWith('-')) {
-    process.stderr.write(`blackmatch: ${USAGE}\n`);
-    return 2;
-  }
-  const answers = rest[0] ? [await askOne(await canonicalMountpoint(rest[0]))] : await askAll();
+  const { json, mountpoint } = parsed;
+  const answers = mountpoint ? [await askOne(await canonicalMountpoint(mountpoint))] : await askAll();
   if (json) process.stdout.write(`${JSON.stringify(answers, null, 2)}\n`);
   else if (answers.length === 0) process.stdout.write('no blackmatch mount on this machine\n');
   else process.stdout.write(answers.map(describe).join('\n'));
@@ -48,7 +47,7 @@ export async function statusCommand(argv: string[]): Promise<number> {
 
 async function askOne(mountpoint: string): Promise<Answer> {
   try {
-    return (await askControl(controlSocketPath(mountpoint), 'status', ASK_TIMEOUT_MS)) as MountStatus;
+    return (await askControl(controlSocketPath(mountpoint), { op: 'status' }, ASK_TIMEOUT_MS)) as MountStatus;
   } catch (e) {
     const mounted = (await blackmatchMounts()).includes(mountpoint);
     const why = e instanceof NoMountError ? (mounted ? 'mounted, but its process does not answer (another user\'s mount, or its process is gone)' : 'not a blackmatch mount') : (e as Error).message;
@@ -61,7 +60,7 @@ async function askAll(): Promise<Answer[]> {
   const answers: Answer[] = [];
   for (const socket of await listControlSockets()) {
     try {
-      answers.push((await askControl(socket, 'status', ASK_TIMEOUT_MS)) as MountStatus);
+      answers.push((await askControl(socket, { op: 'status' }, ASK_TIMEOUT_MS)) as MountStatus);
     } catch (e) {
       if (!(e instanceof NoMountError)) answers.push({ mountpoint: `(socket ${socket})`, error: (e as Error).message });
     }

@@ -162,15 +162,15 @@ type KindsOf<P extends readonly unknown[]> = { readonly [I in keyof P]: KindOf<P
 export interface OpSpec<K extends OpName = OpName> {
   /** Argument kinds in the method's order: the RPC server checks requests against them. */
   readonly args: KindsOf<Parameters<Ops[K]>>;
-  /** May upload or download a whole file (a close() uploads it): the long deadlines, in the RPC and the binding. */
+  /** May upload or download a whole file (a close() uploads it): the long deadlines (src/deadlines.ts), in the RPC and the FUSE adapter. */
   readonly long: boolean;
   /** The result is bytes, sent raw rather than as JSON. */
   readonly result: Awaited<ReturnType<Ops[K]>> extends Buffer ? 'data' : 'json';
 }
 
 /**
- * The one table of ops: every other list of op names (RPC methods, argument checks, deadlines, the binding's
- * timeouts) derives from it. An op added to Ops without a row here, or a row that does not fit its signature,
+ * The one table of ops: every other list of op names (RPC methods, argument checks, the RPC's deadlines and
+ * the FUSE adapter's backstops) derives from it. An op added to Ops without a row here, or a row that does not fit its signature,
  * does not compile.
  */
 export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {

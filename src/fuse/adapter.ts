@@ -3,20 +3,45 @@
 // errors errno numbers, here and nowhere else. Mounting and the mount's life are mount.ts.
 import { open as openFile } from 'node:fs/promises';
 import { constants } from 'node:os';
+import { BACKSTOP_MS, backstopMs } from '../deadlines.js';
 import { FsError, isExpected, loggedElsewhere, toErrno } from '../errors.js';
-import type { Attr, ChangeKind, Ops } from '../fs/ops.js';
+import { isOpName, type Attr, type ChangeKind, type OpName, type Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
-import { OPS, type NativeAttr, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from './lowlevel.js';
+import { opKinds, type NativeAttr, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from './lowlevel.js';
 import { Node, NodeTable } from './nodes.js';
 
 /** Largest read and write per FUSE request: the kernel's max_pages (256 pages). */
 export const FUSE_MAX_IO = 1024 * 1024;
 
 const { ENOSYS, EINVAL, EEXIST, ERANGE } = constants.errno;
-/** How long a request may go unanswered before the edge answers EIO itself; data ops may move a whole file. */
-const BACKSTOP_MS = 180_000;
-const LONG_BACKSTOP_MS = 3_600_000;
-const LONG_OPS: ReadonlySet<OpKind> = new Set(['open', 'create', 'read', 'write', 'flush', 'release', 'fsync', 'setattr', 'link']);
+/**
+ * The core ops a kernel request calls, where they are not just the one of its own name: the request's backstop
+ * is the longest of theirs (src/deadlines.ts), so that the op table alone says which requests are long.
+ */
+const CALLS: { readonly [K in OpKind]?: readonly OpName[] } = {
+  lookup: ['getattr'],
+  getattr: ['getattr', 'fgetattr'],
+  setattr: ['chmod', 'chown', 'truncate', 'ftruncate', 'utimens', 'getattr', 'fgetattr'],
+  mkdir: ['mkdir', 'getattr'],
+  symlink: ['symlink', 'getattr'],
+  mknod: ['mknod', 'getattr'],
+  link: ['link', 'getattr'],
+  rename: ['rename', 'getattr'],
+  create: ['create', 'fgetattr', 'release'],
+  open: ['open', 'backingFile'],
+  readdir: ['readdir', 'readdirplus'],
+  readdirplus: ['readdir', 'readdirplus'],
+  // The binding answers these itself, or the adapter does without the core.
+  opendir: [],
+  releasedir: [],
+  forget: [],
+  gone: [],
+};
+
+function requestBackstopMs(op: OpKind): number {
+  const calls = CALLS[op] ?? (isOpName(op) ? [op] : []);
+  return Math.max(BACKSTOP_MS, ...calls.map(backstopMs));
+}
 const S_IFMT = 0o170000;
 const O_RDONLY = 0;
 /** Linux's mask for the access mode bits of open flags. */
@@ -80,6 +105,8 @@ export class FuseAdapter {
   private passthrough = false;
   private session: NativeSession | undefined;
   private goneListener: (() => void) | undefined;
+  /** Request kinds by number, from the binding (checked against OpKind as it loads). */
+  private readonly kinds = opKinds();
 
   constructor(
     private readonly ops: Ops,
@@ -111,7 +138,7 @@ export class FuseAdapter {
 
   /** The binding's request handler: never throws (the binding would leave the request unanswered). */
   readonly handle = (opIndex: number, req: number, args: RequestArgs): void => {
-    const op = OPS[opIndex];
+    const op = this.kinds[opIndex];
     try {
       if (op === 'gone') {
         this.goneListener?.();
@@ -143,11 +170,12 @@ export class FuseAdapter {
     } catch (e) {
       work = Promise.reject(e);
     }
-    // A backstop: the core bounds every wait of its own, but a request never answered would hang its program.
-    const backstopMs = LONG_OPS.has(op) ? LONG_BACKSTOP_MS : BACKSTOP_MS;
+    // A backstop: the core and the RPC bound every wait of their own, but a request never answered would hang
+    // its program. It fires after theirs (src/deadlines.ts), so their clearer error comes back first.
+    const limitMs = requestBackstopMs(op);
     let timer: NodeJS.Timeout | undefined;
     const backstop = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FsError('EIO', `${op}: no answer within ${backstopMs / 1000} s`)), backstopMs);
+      timer = setTimeout(() => reject(new FsError('EIO', `${op}: no answer within ${limitMs / 1000} s`)), limitMs);
       timer.unref();
     });
     Promise.race([work, backstop]).then(

@@ -3,13 +3,17 @@
 import { createRequire } from 'node:module';
 import type { Timestamp } from '../fs/ops.js';
 
-/** Request kinds, in the order of `enum Op` in native/fuse3/src/session.cc. */
-export const OPS = [
-  'lookup', 'forget', 'getattr', 'setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename',
-  'link', 'open', 'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'statfs',
-  'access', 'create', 'readdirplus', 'getxattr', 'setxattr', 'listxattr', 'removexattr', 'gone',
-] as const;
-export type OpKind = (typeof OPS)[number];
+/**
+ * The request kinds this side answers, as a set. Their numbers are the addon's: `ops` (session.cc's kOpNames)
+ * names each, the one list of them; fuse3() checks at load that it names exactly these.
+ */
+const KNOWN_OPS = {
+  lookup: true, forget: true, getattr: true, setattr: true, readlink: true, mknod: true, mkdir: true, unlink: true,
+  rmdir: true, symlink: true, rename: true, link: true, open: true, read: true, write: true, flush: true,
+  release: true, fsync: true, opendir: true, readdir: true, releasedir: true, statfs: true, access: true,
+  create: true, readdirplus: true, getxattr: true, setxattr: true, listxattr: true, removexattr: true, gone: true,
+} as const;
+export type OpKind = keyof typeof KNOWN_OPS;
 
 /** What a request carries; which fields are set depends on its kind (see Deliver in session.cc). */
 export interface RequestArgs {
@@ -106,6 +110,8 @@ export interface NativeSession {
 
 interface Addon {
   Session: new (handler: (op: number, req: number, args: RequestArgs) => void) => NativeSession;
+  /** The name of each request kind, by the number the handler gets. */
+  ops: readonly OpKind[];
   /** libfuse's version as major * 100 + minor (314 for 3.14). */
   libfuseVersion: number;
   /** Whether the addon was built against a libfuse with passthrough (3.16 and later). */
@@ -118,13 +124,37 @@ let addon: Addon | undefined;
 export function fuse3(): Addon {
   if (!addon) {
     const require = createRequire(import.meta.url);
+    let loaded: Addon;
     try {
-      addon = require('../../../native/fuse3/build/Release/blackmatch_fuse3.node') as Addon;
+      loaded = require('../../../native/fuse3/build/Release/blackmatch_fuse3.node') as Addon;
     } catch (e) {
       throw new Error(`the FUSE binding is not built (run npm run setup): ${(e as Error).message}`, { cause: e });
     }
+    checkOps(loaded.ops);
+    addon = loaded;
   }
   return addon;
+}
+
+/** The name of each request kind, by its number: the addon's list. */
+export function opKinds(): readonly OpKind[] {
+  return fuse3().ops;
+}
+
+/**
+ * A binding whose request kinds are not exactly OpKind (built from other sources than this build, or an Op
+ * added on one side only) would have requests answered as the wrong op: refuse to run with it.
+ */
+function checkOps(ops: unknown): void {
+  const names: unknown[] = Array.isArray(ops) ? ops : [];
+  const unknown = names.filter((n) => typeof n !== 'string' || !Object.hasOwn(KNOWN_OPS, n));
+  const missing = Object.keys(KNOWN_OPS).filter((n) => !names.includes(n));
+  if (!Array.isArray(ops) || unknown.length > 0 || missing.length > 0 || new Set(names).size !== names.length) {
+    throw new Error(
+      `the FUSE binding's request kinds do not match src/fuse/lowlevel.ts (unknown: ${unknown.join(', ') || 'none'}; ` +
+        `missing: ${missing.join(', ') || 'none'}): rebuild it (npm run setup)`,
+    );
+  }
 }
 
 export function libfuseVersionText(): string {

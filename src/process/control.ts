@@ -1,11 +1,11 @@
-// The control socket of a mount: how `blackmatch sync` (and later `status`) reaches the process that holds the
+// The control socket of a mount: how `blackmatch sync` and `blackmatch status` reach the process that holds the
 // filesystem core of a mount (the server in split mode, the one process with --no-split), found from nothing
 // but the mountpoint. One socket per mount, named by a hash of the mountpoint, in a folder only this user can
 // enter ($XDG_RUNTIME_DIR/blackmatch, else /tmp/blackmatch-UID, checked to be ours and 0700: a socket there
 // cannot be reached, or replaced, by another user).
 //
-// Protocol: one JSON line asking (`{"op":"sync"}`), one JSON line answering (`{"ok":true,"result":...}` or
-// `{"ok":false,"error":"..."}`). No caps ever cross it.
+// Protocol: one JSON line asking, the op and its parameters (`{"op":"sync","timeoutMs":60000}`), one JSON line
+// answering (`{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`). No caps ever cross it.
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, readdir, realpath, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
@@ -13,9 +13,16 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Logger } from '../log.js';
 
-export interface ControlHandlers {
-  [op: string]: () => Promise<unknown>;
+/** Each request's parameters: checked here (checkParams) before its handler sees them. */
+export interface ControlRequests {
+  info: Record<never, never>;
+  status: Record<never, never>;
+  /** `timeoutMs`: how long the asker waits for the answer, so that the mount can answer within it. */
+  sync: { timeoutMs?: number };
 }
+export type ControlOp = keyof ControlRequests;
+export type ControlRequest = { [K in ControlOp]: { op: K } & ControlRequests[K] }[ControlOp];
+export type ControlHandlers = { [K in ControlOp]: (params: ControlRequests[K]) => Promise<unknown> };
 
 /** A request line longer than this is refused (they are a few bytes). */
 const MAX_REQUEST_BYTES = 4096;
@@ -95,9 +102,8 @@ function serveOne(socket: Socket, handlers: ControlHandlers, log: Logger): void 
     void (async () => {
       let reply: unknown;
       try {
-        const { op } = JSON.parse(input.slice(0, newline)) as { op?: unknown };
-        const handler = typeof op === 'string' && Object.hasOwn(handlers, op) ? handlers[op] : undefined;
-        reply = handler ? { ok: true, result: await handler() } : { ok: false, error: `unknown request ${JSON.stringify(op)}` };
+        const request: unknown = JSON.parse(input.slice(0, newline));
+        reply = { ok: true, result: await dispatch(handlers, request) };
       } catch (e) {
         log.warn({ err: (e as Error).message }, 'control request failed');
         reply = { ok: false, error: (e as Error).message };
@@ -105,6 +111,25 @@ function serveOne(socket: Socket, handlers: ControlHandlers, log: Logger): void 
       socket.end(`${JSON.stringify(reply)}\n`);
     })();
   });
+}
+
+/** Hands a request's parameters to its handler, once they are what the handler takes. */
+function dispatch(handlers: ControlHandlers, request: unknown): Promise<unknown> {
+  const { op, ...params } = (typeof request === 'object' && request !== null ? request : {}) as { op?: unknown; [param: string]: unknown };
+  switch (op) {
+    case 'info':
+    case 'status':
+      return handlers[op]({});
+    case 'sync': {
+      const { timeoutMs } = params;
+      if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0)) {
+        throw new Error(`sync: bad timeoutMs ${JSON.stringify(timeoutMs)}`);
+      }
+      return handlers.sync(timeoutMs === undefined ? {} : { timeoutMs });
+    }
+    default:
+      throw new Error(`unknown request ${JSON.stringify(op)}`);
+  }
 }
 
 /** Nobody answers at that socket (a mount that is gone, or none): `code` tells it apart from a failure. */
@@ -116,7 +141,7 @@ export class NoMountError extends Error {
  * Asks the mount's process; rejects with a message fit for the user when it cannot, or after `timeoutMs`. The
  * folder is checked first: a socket in a folder another user could write to may be theirs.
  */
-export async function askControl(socketPath: string, op: string, timeoutMs: number): Promise<unknown> {
+export async function askControl(socketPath: string, request: ControlRequest, timeoutMs: number): Promise<unknown> {
   await checkPrivate(dirname(socketPath));
   return new Promise((resolveAsk, reject) => {
     const socket = createConnection(socketPath);
@@ -126,7 +151,7 @@ export async function askControl(socketPath: string, op: string, timeoutMs: numb
       reject(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`));
     }, timeoutMs);
     socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(`${JSON.stringify({ op })}\n`));
+    socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
     socket.on('data', (chunk: string) => (output += chunk));
     socket.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);

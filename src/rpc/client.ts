@@ -6,6 +6,7 @@
 // (local-files.ts); read and write with bytes remain for a literal file and as a fallback.
 import { constants } from 'node:fs';
 import { connect } from 'node:net';
+import { CALL_DEADLINE_MS, DATA_CALL_DEADLINE_MS } from '../deadlines.js';
 import { fromLocalFs, FsError, RemoteFsError } from '../errors.js';
 import { OP_NAMES, OP_TABLE, type ChangeListener, type OpName, type Ops, type ReadSource } from '../fs/ops.js';
 import { readFully } from '../util/file-io.js';
@@ -18,13 +19,6 @@ const FALLBACK_CODES = new Set(['ENOENT', 'ENOSPC', 'EDQUOT']);
 const { O_RDONLY } = constants;
 /** Linux's mask for the access mode bits of open flags (Node does not export it). */
 const O_ACCMODE = 0o3;
-
-/**
- * Deadline for one call: a backstop above the server's own bounds (a rename may make several requests of up to
- * 60 s each, with retries). Data ops may upload a whole file.
- */
-const CALL_DEADLINE_MS = 900_000;
-const DATA_CALL_DEADLINE_MS = 3_600_000;
 
 interface Pending {
   resolve: (value: { result: unknown; data: Buffer | undefined }) => void;

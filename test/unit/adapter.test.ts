@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino, type Logger } from 'pino';
 import { FsError } from '../../src/errors.js';
 import { FuseAdapter } from '../../src/fuse/adapter.js';
-import { OPS, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from '../../src/fuse/lowlevel.js';
+import { opKinds, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from '../../src/fuse/lowlevel.js';
 import { ROOT_INO } from '../../src/fuse/nodes.js';
 import type { Attr, Ops } from '../../src/fs/ops.js';
 import { silentLogger } from '../../src/log.js';
@@ -66,7 +66,7 @@ class FakeSession {
   call(op: OpKind, args: Partial<RequestArgs> & { ino: number }): Promise<Reply> {
     const req = this.nextReq++;
     const done = new Promise<Reply>((resolve) => this.waiters.set(req, resolve));
-    this.adapter.handle(OPS.indexOf(op), req, { uid: 0, gid: 0, pid: 1, ...args });
+    this.adapter.handle(opKinds().indexOf(op), req, { uid: 0, gid: 0, pid: 1, ...args });
     return done;
   }
 
@@ -219,7 +219,7 @@ describe('FUSE adapter: readdirplus', () => {
     // The kernel forgets the entries it was given: their nodes go.
     const ids = [...(first.values[1] as NativeEntry[]), ...(rest.values[1] as NativeEntry[])].filter((e) => e.ino > 0).map((e) => e.ino);
     assert.equal(ids.length, 3);
-    session.adapter.handle(OPS.indexOf('forget'), 0, { ino: 0, uid: 0, gid: 0, pid: 0, forgets: ids.flatMap((i) => [i, 1]) });
+    session.adapter.handle(opKinds().indexOf('forget'), 0, { ino: 0, uid: 0, gid: 0, pid: 0, forgets: ids.flatMap((i) => [i, 1]) });
     assert.equal(adapter.nodes.size, before);
     // A forgotten node leaves the name table too.
     assert.equal(adapter.nodes.child(adapter.nodes.get(d), 'a'), undefined);

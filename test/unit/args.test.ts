@@ -4,7 +4,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { CommanderError } from 'commander';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../../src/cache/content-cache.js';
-import { DEFAULT_CACHE_TIMEOUT_S, parseArgs, parseSize, UsageError } from '../../src/cli/args.js';
+import { DEFAULT_CACHE_TIMEOUT_S, parseArgs, parseSize, parseStatusArgs, parseSyncArgs, SYNC_TIMEOUT_S, UsageError } from '../../src/cli/args.js';
 
 const VERSION = '0.0.0-test';
 const parse = (argv: string[]) => parseArgs(argv, VERSION);
@@ -206,5 +206,40 @@ describe('parseArgs: the fstab form, as mount.fuse3 runs it (blackmatch SOURCE M
   it('leaves an option\'s value alone even when it reads "-o", and refuses drop_privileges\' /dev/fd mountpoint', () => {
     assert.equal(parse(['--node-directory', '-o', 'mnt']).nodeDirectory, '-o');
     usageError(['tahoe:', '/dev/fd/3', '-o', 'rw'], /drop_privileges is not supported/);
+  });
+});
+
+describe('parseSyncArgs and parseStatusArgs', () => {
+  /** Commander's exit code for a command line (it prints its message or help too, which is fine here). */
+  function exitCode(parse: () => unknown): number {
+    try {
+      parse();
+    } catch (e) {
+      if (e instanceof CommanderError) return e.exitCode;
+      throw e;
+    }
+    return -1;
+  }
+
+  it('parses sync --timeout in seconds, and MOUNTPOINT', () => {
+    assert.deepEqual(parseSyncArgs([]), { timeoutMs: SYNC_TIMEOUT_S * 1000, mountpoint: undefined });
+    assert.deepEqual(parseSyncArgs(['--timeout', '30', '/mnt/x']), { timeoutMs: 30_000, mountpoint: '/mnt/x' });
+    assert.deepEqual(parseSyncArgs(['/mnt/x', '--timeout=0']), { timeoutMs: 0, mountpoint: '/mnt/x' });
+  });
+
+  it('parses status --json and MOUNTPOINT', () => {
+    assert.deepEqual(parseStatusArgs([]), { json: false, mountpoint: undefined });
+    assert.deepEqual(parseStatusArgs(['--json', '/mnt/x']), { json: true, mountpoint: '/mnt/x' });
+  });
+
+  it('exits 2 on a usage error and 0 on --help', () => {
+    assert.equal(exitCode(() => parseSyncArgs(['--bogus'])), 2);
+    assert.equal(exitCode(() => parseSyncArgs(['--timeout', 'soon'])), 2);
+    assert.equal(exitCode(() => parseSyncArgs(['--timeout'])), 2);
+    assert.equal(exitCode(() => parseSyncArgs(['/a', '/b'])), 2);
+    assert.equal(exitCode(() => parseStatusArgs(['--bogus'])), 2);
+    assert.equal(exitCode(() => parseStatusArgs(['/a', '/b'])), 2);
+    assert.equal(exitCode(() => parseSyncArgs(['--help'])), 0);
+    assert.equal(exitCode(() => parseStatusArgs(['-h'])), 0);
   });
 });

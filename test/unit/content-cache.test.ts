@@ -28,6 +28,12 @@ const MiB = 1024 * 1024;
 /** Bound for every test that streams: a hang fails the test instead of the run. */
 const BOUND = { timeout: 30_000 };
 
+/** Reads as the product does (readInto into the caller's buffer): the bytes present at [position, position+length). */
+async function readAt(file: CachedFile, position: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.alloc(length);
+  return buffer.subarray(0, await file.readInto(buffer, position));
+}
+
 const mode = async (path: string) => (await stat(path)).mode & 0o777;
 const exists = (path: string) => access(path).then(
   () => true,
@@ -86,7 +92,7 @@ describe('ContentCache', () => {
 
   /** Reads and checks [position, position+length) (clipped to the file). */
   async function readChecked(file: CachedFile, f: Served, position: number, length: number): Promise<void> {
-    const got = await file.read(position, length);
+    const got = await readAt(file, position, length);
     const want = f.content.subarray(position, Math.min(f.content.length, position + length));
     assert.equal(got.length, want.length, `length of read at ${position}`);
     assert.ok(got.equals(want), `bytes of read at ${position}+${length}`);
@@ -240,8 +246,8 @@ describe('ContentCache', () => {
     it('reads within the file only: past the end is empty, a read at the end costs nothing', BOUND, async () => {
       const f = serve(200 * KiB);
       const file = await cache.open(f.cap);
-      assert.equal((await file.read(f.content.length, 100)).length, 0);
-      assert.equal((await file.read(f.content.length + 5000, 100)).length, 0);
+      assert.equal((await readAt(file, f.content.length, 100)).length, 0);
+      assert.equal((await readAt(file, f.content.length + 5000, 100)).length, 0);
       assert.equal(api.requests.length, 0);
       await readChecked(file, f, f.content.length - 1, 100);
       await cache.release(file);
@@ -295,7 +301,7 @@ describe('ContentCache', () => {
       behave = () => ({ chunkSize: 32 * KiB, failAfter: failAt });
       const file = await cache.open(f.cap);
       const early = readChecked(file, f, 0, 1000);
-      const late = rejectsFs(file.read(600_000, 1000), 'EIO');
+      const late = rejectsFs(readAt(file, 600_000, 1000), 'EIO');
       await early;
       await late;
       const frontier = file.ranges.firstMissing(0);
@@ -326,7 +332,7 @@ describe('ContentCache', () => {
       await readChecked(file, f, 0, 100);
       await until(() => file.ranges.firstMissing(0) === held);
       const near = readChecked(file, f, 1 * MiB, 1000); // waits on the held stream
-      await rejectsFs(file.read(STREAM_WINDOW + MiB + 50 * KiB, 1000), 'EIO'); // a Range request that breaks
+      await rejectsFs(readAt(file, STREAM_WINDOW + MiB + 50 * KiB, 1000), 'EIO'); // a Range request that breaks
       failRanges = false;
       await readChecked(file, f, STREAM_WINDOW + MiB + 50 * KiB, 1000); // tried again, on a new Range request
       assert.equal(api.requests.length, 3);
@@ -340,7 +346,7 @@ describe('ContentCache', () => {
       const f = serve(400 * KiB);
       behave = () => ({ failAfter: 0 });
       const file = await cache.open(f.cap);
-      await rejectsFs(file.read(1000, 1000), 'EIO');
+      await rejectsFs(readAt(file, 1000, 1000), 'EIO');
       behave = () => ({});
       await readChecked(file, f, 0, f.content.length);
       // A connection broken before the answer is transient: the client retried it before giving up.
@@ -355,7 +361,7 @@ describe('ContentCache', () => {
         res.end('NoSharesError');
       });
       const file = await cache.open(f.cap);
-      await rejectsFs(file.read(0, 100), 'EIO', /HTTP 410/);
+      await rejectsFs(readAt(file, 0, 100), 'EIO', /HTTP 410/);
       assert.equal(file.ranges.bytes, 0);
       api.handle(fileServer(files));
       await readChecked(file, f, 0, f.content.length);
@@ -372,7 +378,7 @@ describe('ContentCache', () => {
       });
       const file = await cache.open(f.cap);
       const early = readChecked(file, f, 0, 100);
-      const late = rejectsFs(file.read(100_000, 100), 'EIO', /too few/); // waits on the same download, which stops short
+      const late = rejectsFs(readAt(file, 100_000, 100), 'EIO', /too few/); // waits on the same download, which stops short
       await early;
       await late;
       assert.deepEqual(file.ranges.toJSON(), [[0, short]]);
@@ -391,7 +397,7 @@ describe('ContentCache', () => {
         behave = () => ({ holdAfter: 10 * KiB });
         const file = await c.open(f.cap);
         await readChecked(file, f, 0, 1000);
-        await rejectsFs(file.read(100 * KiB, 1000), 'EIO');
+        await rejectsFs(readAt(file, 100 * KiB, 1000), 'EIO');
         behave = () => ({});
         await readChecked(file, f, 0, f.content.length);
         await c.release(file);
@@ -609,13 +615,13 @@ describe('ContentCache', () => {
       const file = await cache.openMutable(MDMF, content.length);
       try {
         assert.ok(file.dataPath.startsWith(cache.tmpDir + '/'));
-        assert.ok((await file.read(1000, 4096)).equals(content.subarray(1000, 5096)));
-        const late = file.read(500 * KiB, 4096); // waits for the one GET, never a request of its own
+        assert.ok((await readAt(file, 1000, 4096)).equals(content.subarray(1000, 5096)));
+        const late = readAt(file, 500 * KiB, 4096); // waits for the one GET, never a request of its own
         assert.equal(await mode(file.dataPath), 0o600);
         assert.equal(cache.usedBytes, file.ranges.bytes, 'counted while it lives');
         resume();
         assert.ok((await late).equals(content.subarray(500 * KiB, 500 * KiB + 4096)));
-        assert.ok((await file.read(0, content.length)).equals(content));
+        assert.ok((await readAt(file, 0, content.length)).equals(content));
         assert.deepEqual(snapshotRequests().map((r) => requestedRange(r)), [undefined], 'one GET, no Range');
         assert.equal(cache.usedBytes, content.length);
       } finally {
@@ -629,14 +635,14 @@ describe('ContentCache', () => {
     it('each open is a snapshot of its own', BOUND, async () => {
       serveMutable(Buffer.from('version one'));
       const one = await cache.openMutable(MDMF, 11);
-      assert.equal((await one.read(0, 100)).toString(), 'version one');
+      assert.equal((await readAt(one, 0, 100)).toString(), 'version one');
       serveMutable(Buffer.from('version two'));
       const two = await cache.openMutable(MDMF, 11);
-      assert.equal((await two.read(0, 100)).toString(), 'version two');
-      assert.equal((await one.read(0, 100)).toString(), 'version one');
+      assert.equal((await readAt(two, 0, 100)).toString(), 'version two');
+      assert.equal((await readAt(one, 0, 100)).toString(), 'version one');
       assert.notEqual(one.dataPath, two.dataPath);
       await cache.release(one);
-      assert.equal((await two.read(0, 100)).toString(), 'version two');
+      assert.equal((await readAt(two, 0, 100)).toString(), 'version two');
       await cache.release(two);
       assert.deepEqual(await readdir(cache.tmpDir), []);
     });
@@ -644,12 +650,12 @@ describe('ContentCache', () => {
     it('a stale listing size: the file ends where the GET ends, and nothing hangs', BOUND, async () => {
       serveMutable(Buffer.from('short now'));
       const shorter = await cache.openMutable(MDMF, 100 * KiB);
-      assert.equal((await shorter.read(50 * KiB, 10)).length, 0, 'past the real end: end of file');
-      assert.equal((await shorter.read(0, 100 * KiB)).toString(), 'short now');
+      assert.equal((await readAt(shorter, 50 * KiB, 10)).length, 0, 'past the real end: end of file');
+      assert.equal((await readAt(shorter, 0, 100 * KiB)).toString(), 'short now');
       assert.equal(shorter.size, 9);
       await cache.release(shorter);
       const longer = await cache.openMutable(MDMF, 5);
-      assert.equal((await longer.read(0, 100)).toString(), 'short now', 'a read up to the listed end waits for the real end');
+      assert.equal((await readAt(longer, 0, 100)).toString(), 'short now', 'a read up to the listed end waits for the real end');
       assert.equal(longer.size, 9);
       await cache.release(longer);
       assert.equal(cache.usedBytes, 0);
@@ -661,8 +667,8 @@ describe('ContentCache', () => {
         res.end('NoSharesError');
       });
       const file = await cache.openMutable(MDMF, 100);
-      await rejectsFs(file.read(0, 10), 'EIO');
-      await rejectsFs(file.read(0, 10), 'EIO');
+      await rejectsFs(readAt(file, 0, 10), 'EIO');
+      await rejectsFs(readAt(file, 0, 10), 'EIO');
       assert.equal(api.requests.length, 1);
       await cache.release(file);
       assert.deepEqual(await readdir(cache.tmpDir), []);
@@ -675,7 +681,7 @@ describe('ContentCache', () => {
       const content = patternedContent(200 * KiB, 9);
       serveMutable(content);
       const file = await c.openMutable(MDMF, content.length);
-      assert.ok((await file.read(0, content.length)).equals(content));
+      assert.ok((await readAt(file, 0, content.length)).equals(content));
       await until(async () => !(await exists(dataPath(c, a))));
       assert.equal(c.usedBytes, content.length);
       await c.release(file);
@@ -733,7 +739,7 @@ describe('ContentCache', () => {
       assert.equal(c.usedBytes, await sumOverFiles(c, [fb]));
       files.set(MDMF.text, patternedContent(100 * KiB, 3));
       const snap = await c.openMutable(MDMF, 100 * KiB);
-      await snap.read(0, 100 * KiB);
+      await readAt(snap, 0, 100 * KiB);
       const fd = await c.open(d.cap);
       await readChecked(fd, d, 0, d.content.length); // over the limit: a goes
       await until(async () => !(await exists(dataPath(c, a))));

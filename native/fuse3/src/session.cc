@@ -33,7 +33,8 @@
 
 namespace {
 
-// Request kinds, in the order of the `OPS` list in src/fuse/lowlevel.ts.
+// Request kinds. JavaScript gets each request's kind as its number here and reads its name from the addon's
+// `ops` export (kOpNames): the one list of them.
 enum Op : uint32_t {
   LOOKUP, FORGET, GETATTR, SETATTR, READLINK, MKNOD, MKDIR, UNLINK, RMDIR, SYMLINK, RENAME, LINK, OPEN, READ,
   WRITE, FLUSH, RELEASE, FSYNC, OPENDIR, READDIR, RELEASEDIR, STATFS, ACCESS, CREATE, READDIRPLUS, GETXATTR,
@@ -41,6 +42,15 @@ enum Op : uint32_t {
   // Not a request: the kernel ended the session (unmounted), sent once when the loop returns.
   GONE,
 };
+
+// The name of each Op, in the enum's order: exported as `ops`.
+const char* const kOpNames[] = {
+    "lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir", "symlink",
+    "rename", "link", "open", "read", "write", "flush", "release", "fsync", "opendir", "readdir",
+    "releasedir", "statfs", "access", "create", "readdirplus", "getxattr", "setxattr", "listxattr",
+    "removexattr", "gone",
+};
+static_assert(sizeof(kOpNames) / sizeof(kOpNames[0]) == GONE + 1, "one name per Op");
 
 struct Request {
   Op op;
@@ -898,6 +908,11 @@ Napi::Value Session::Info(const Napi::CallbackInfo& info) {
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("Session", Session::Init(env));
   exports.Set("libfuseVersion", Napi::Number::New(env, fuse_version()));
+  // ops[n] is the name of request kind n, as the handler gets it.
+  auto ops = Napi::Array::New(env, GONE + 1);
+  for (uint32_t i = 0; i <= GONE; i++) ops.Set(i, Napi::String::New(env, kOpNames[i]));
+  ops.Freeze();
+  exports.Set("ops", ops);
 #ifdef FUSE_CAP_PASSTHROUGH
   exports.Set("passthroughBuilt", Napi::Boolean::New(env, true));
 #else
