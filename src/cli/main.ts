@@ -210,8 +210,8 @@ function controlHandlers(core: TahoeFs, mountpoint: string, args: Args, config: 
       ...(await core.status()),
       recentProblems: recentProblems(),
     }),
-    // TODO(core): pass params.timeoutMs (core.sync takes no bound yet).
-    sync: async (params: { timeoutMs?: number }) => ({ mountpoint, ...(await core.sync()) }),
+    // Bounded by the caller's --timeout: the report comes back before the command stops waiting for it.
+    sync: async (params: { timeoutMs?: number }) => ({ mountpoint, ...(await core.sync(params.timeoutMs)) }),
   };
 }
 
