@@ -69,7 +69,11 @@ export class Recovery {
     await this.pass.idle();
   }
 
-  /** Whether a record is for recovery to store: this root, not in use here, and no other live mount's. */
+  /**
+   * Whether a record is for recovery to store: this root, not in use here, and no other live mount's. The root
+   * lock (process/root-lock.ts) does not make the liveness check redundant: it is keyed by the root's name, so
+   * one cap mounted under two aliases has two holders, and a holder that let go of it may still be draining.
+   */
   async isOurs(stagingPath: string, r: StagedRecord): Promise<boolean> {
     const { files, pendingDirs, rootId, owner, isAlive } = this.opts;
     if (r.root !== rootId || files.isActiveStaging(stagingPath) || pendingDirs.has(stagingPath)) return false;
