@@ -7,8 +7,9 @@ import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
+import { describe, it } from 'node:test';
+import { mkdirCap, type Grid } from '../support/grid.js';
+import { withOwnGrid } from '../support/own-grid.js';
 import { eventually, expectErrno, MODES, runCli, TestMount } from '../support/mount.js';
 
 const MiB = 1024 * 1024;
@@ -22,12 +23,7 @@ async function stagedFiles(m: TestMount): Promise<string[]> {
 
 describe('faults', () => {
   let grid: Grid;
-  before(async () => {
-    grid = await startGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
+  withOwnGrid((g) => (grid = g));
 
   for (const mode of MODES) {
     it(`with a storage node down, reads work; a write fails at close() with EIO, stays staged, and is stored when the node returns (${mode})`, async () => {

@@ -8,8 +8,9 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
+import { describe, it } from 'node:test';
+import { mkdirCap, type Grid } from '../support/grid.js';
+import { withOwnGrid } from '../support/own-grid.js';
 import { eventually, expectErrno, MODES, runCli, TestMount, type Mode } from '../support/mount.js';
 
 const run = promisify(execFile);
@@ -23,12 +24,7 @@ const CACHE_TIMEOUT_S = 0;
 
 describe('offline reads', () => {
   let grid: Grid;
-  before(async () => {
-    grid = await startGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
+  withOwnGrid((g) => (grid = g));
 
   /** A root made by another client: docs/cached.bin, docs/uncached.bin, docs/sub/note.txt. */
   async function makeRoot(cached: Buffer, uncached: Buffer): Promise<string> {

@@ -6,9 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { MountStatus } from '../../src/cli/status.js';
-import { startGrid, type Grid } from '../support/grid.js';
+import type { Grid } from '../support/grid.js';
+import { withOwnGrid } from '../support/own-grid.js';
 import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
 
 type Answer = MountStatus | { mountpoint: string; error: string };
@@ -28,12 +29,7 @@ async function statusOf(m: TestMount): Promise<MountStatus> {
 
 describe('blackmatch status', () => {
   let grid: Grid;
-  before(async () => {
-    grid = await startGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
+  withOwnGrid((g) => (grid = g));
 
   for (const mode of MODES) {
     it(`reports the mount: mode, root fingerprint, the grid's servers, cache and hit rate, and never a cap (${mode})`, { timeout: 300_000 }, async () => {

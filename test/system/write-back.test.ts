@@ -6,20 +6,16 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
+import { describe, it } from 'node:test';
+import { mkdirCap, type Grid } from '../support/grid.js';
+import { withOwnGrid } from '../support/own-grid.js';
 import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
 
 const run = promisify(execFile);
 
 describe('write-back mode', () => {
   let grid: Grid;
-  before(async () => {
-    grid = await startGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
+  withOwnGrid((g) => (grid = g));
 
   for (const mode of MODES) {
     const mountArgs = ['--write-back', ...(mode === 'no-split' ? ['--no-split'] : [])];
