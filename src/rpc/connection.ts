@@ -42,10 +42,6 @@ export class FramedConnection {
 
   private closeReason: string | undefined;
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
   send(json: unknown, data?: Buffer): void {
     if (this.closed) return;
     const parts = encodeFrame(json, data);

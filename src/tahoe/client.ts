@@ -188,12 +188,6 @@ export class TahoeClient {
     return cap.trim();
   }
 
-  /** PUT /uri/$DIRCAP/NAME: uploads an immutable file and links it in one request; returns its cap. */
-  async putChild(dirCap: string, name: string, body: Body, size: number): Promise<string> {
-    const path = `uri/${encodeURIComponent(dirCap)}/${encodeURIComponent(name)}?replace=true`;
-    return (await this.text('PUT', path, `upload into ${redact(dirCap)}`, { body, size, upload: true, idempotent: true })).trim();
-  }
-
   /** PUT /uri/$FILECAP: replaces the contents of a mutable file in place (its cap stays the same). */
   async overwriteMutable(fileCap: string, body: Body, size: number): Promise<void> {
     await this.text('PUT', `uri/${encodeURIComponent(fileCap)}`, `overwrite ${redact(fileCap)}`, { body, size, upload: true, idempotent: true });
