@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { crc32 } from '@node-rs/crc32';
 import { encodeFrame, HEADER_BYTES, MAGIC } from '../../src/rpc/frame.js';
-import { mkdirCap } from '../support/grid.js';
-import { MODES, TestMount, useGrid } from '../support/mount.js';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { MODES, TestMount } from '../../grid/mount.js';
+import { useGrid } from '../support/test-grid.js';
 import { rng } from '../support/random.js';
 
 

@@ -7,7 +7,8 @@ import { chmod, lstat, mkdir, readFile, readlink, realpath, stat, writeFile } fr
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BootScratch, execLine, mountEntry, parseUnit, STANDARD_PATH } from '../support/boot.js';
-import { blackmatchProcesses, encodePath, eventually, isMountpoint, MODES, REPO_ROOT, useGrid } from '../support/mount.js';
+import { blackmatchProcesses, encodePath, eventually, isMountpoint, MODES, REPO_ROOT } from '../../grid/mount.js';
+import { useGrid } from '../support/test-grid.js';
 import { mustRun, openPathToOthers, runChild } from '../support/posix.js';
 
 /** A user every Debian has: setuid= takes a name. */

@@ -7,8 +7,10 @@ import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { redact } from '../../src/tahoe/caps.js';
-import { mkdirCap } from '../support/grid.js';
-import { eventually, exists, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { exists } from '../support/assert-fs.js';
+import { useGrid } from '../support/test-grid.js';
 
 const MiB = 1024 * 1024;
 

@@ -8,8 +8,9 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startGrid, type Grid } from '../support/grid.js';
-import { eventually, exists, MODES, runCli, TestMount } from '../support/mount.js';
+import { startGrid, type Grid } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { exists } from '../support/assert-fs.js';
 
 const MiB = 1024 * 1024;
 const DELAY_MS = 15; // each way: a 30 ms round trip

@@ -8,8 +8,9 @@ import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
-import { eventually, expectErrno, MODES, runCli, TestMount } from '../support/mount.js';
+import { mkdirCap, startGrid, type Grid } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { expectErrno } from '../support/assert-fs.js';
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);

@@ -10,7 +10,9 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, exists, expectErrno, type Mode, TestMount, useGrid } from '../support/mount.js';
+import { eventually, type Mode, TestMount } from '../../grid/mount.js';
+import { exists, expectErrno } from '../support/assert-fs.js';
+import { useGrid } from '../support/test-grid.js';
 
 const MiB = 1024 * 1024;
 

@@ -12,8 +12,10 @@ import { chmod, chown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink,
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { tahoeCli } from '../support/grid.js';
-import { encodePath, eventually, exists, expectErrno, MODES, TestMount, useGrid } from '../support/mount.js';
+import { tahoeCli } from '../../grid/local-grid.js';
+import { encodePath, eventually, MODES, TestMount } from '../../grid/mount.js';
+import { exists, expectErrno } from '../support/assert-fs.js';
+import { useGrid } from '../support/test-grid.js';
 import {
   getfattrDump, getxattr, getxattrText, listxattr, mustRun, openPathToOthers, py, py1, removexattr, runChild, setxattr, snapshots,
   type NodeSnapshot,

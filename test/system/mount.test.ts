@@ -9,8 +9,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { encodeBase32 } from '../../src/tahoe/base32.js';
-import { mkdirCap } from '../support/grid.js';
-import { blackmatchProcesses, eventually, expectErrno, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { blackmatchProcesses, eventually, isMountpoint, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { expectErrno } from '../support/assert-fs.js';
+import { useGrid } from '../support/test-grid.js';
 
 const execFileP = promisify(execFile);
 

@@ -9,8 +9,9 @@ import { execFile } from 'node:child_process';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
-import { eventually, expectErrno, MODES, runCli, TestMount, type Mode } from '../support/mount.js';
+import { mkdirCap, startGrid, type Grid } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount, type Mode } from '../../grid/mount.js';
+import { expectErrno } from '../support/assert-fs.js';
 
 const run = promisify(execFile);
 /** Generous bounds for what must fail fast: a failure, not a hang, is what is checked (never a duration). */

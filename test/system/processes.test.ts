@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { eventually, isMountpoint, runCli, TestMount, useGrid } from '../support/mount.js';
+import { eventually, isMountpoint, runCli, TestMount } from '../../grid/mount.js';
+import { useGrid } from '../support/test-grid.js';
 
 const run = promisify(execFile);
 

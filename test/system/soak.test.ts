@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { FD_SLACK, formatReport, RSS_SLACK_KIB, soak } from '../soak/soak.js';
-import { MODES, TestMount, useGrid } from '../support/mount.js';
+import { MODES, TestMount } from '../../grid/mount.js';
+import { useGrid } from '../support/test-grid.js';
 
 const SECONDS = Number(process.env.BLACKMATCH_SOAK_SECONDS ?? 8);
 

@@ -8,8 +8,8 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { MountStatus } from '../../src/cli/status.js';
-import { startGrid, type Grid } from '../support/grid.js';
-import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
+import { startGrid, type Grid } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
 
 type Answer = MountStatus | { mountpoint: string; error: string };
 

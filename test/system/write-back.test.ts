@@ -7,8 +7,8 @@ import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../support/grid.js';
-import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
+import { mkdirCap, startGrid, type Grid } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
 
 const run = promisify(execFile);
 
