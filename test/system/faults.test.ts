@@ -7,9 +7,10 @@ import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../../grid/local-grid.js';
+import { it } from 'node:test';
+import { mkdirCap } from '../../grid/local-grid.js';
 import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 import { expectErrno } from '../support/assert-fs.js';
 
 const MiB = 1024 * 1024;
@@ -21,15 +22,7 @@ async function stagedFiles(m: TestMount): Promise<string[]> {
   return (await readdir(dir)).filter((n) => !n.endsWith('.json') && !n.endsWith('.tmp')).map((n) => join(dir, n));
 }
 
-describe('faults', () => {
-  let grid: Grid;
-  before(async () => {
-    grid = await startGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
-
+describeWithGrid('faults', { own: true }, (grid) => {
   for (const mode of MODES) {
     it(`with a storage node down, reads work; a write fails at close() with EIO, stays staged, and is stored when the node returns (${mode})`, async () => {
       const before = randomBytes(1_000_000);

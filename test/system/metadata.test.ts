@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { tahoeCli } from '../../grid/local-grid.js';
 import { encodePath, eventually, MODES, TestMount } from '../../grid/mount.js';
 import { exists, expectErrno } from '../support/assert-fs.js';
-import { useGrid } from '../support/test-grid.js';
+import { describeWithGrid } from '../support/test-grid.js';
 import {
   getfattrDump, getxattr, getxattrText, listxattr, mustRun, openPathToOthers, py, py1, removexattr, runChild, setxattr, snapshots,
   type NodeSnapshot,
@@ -119,15 +119,12 @@ async function tarDifference(a: string, b: string): Promise<string> {
   return `members (- source archive, + archive of the mount):\n${diff(la, lb)}\ntar --xattrs -tvv:\n${diff(ta, tb)}`;
 }
 
-describe('metadata', () => {
-  let grid: Awaited<ReturnType<typeof useGrid>>;
+describeWithGrid('metadata', (grid) => {
   let savedUmask: number;
-  before(async () => {
+  before(() => {
     savedUmask = process.umask(0o022); // the creation modes below assume it
-    grid = await useGrid();
   });
-  after(async () => {
-    await grid?.stop();
+  after(() => {
     process.umask(savedUmask);
   });
 

@@ -6,10 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { it } from 'node:test';
 import type { MountStatus } from '../../src/cli/status.js';
-import { startGrid, type Grid } from '../../grid/local-grid.js';
 import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 type Answer = MountStatus | { mountpoint: string; error: string };
 
@@ -26,15 +26,7 @@ async function statusOf(m: TestMount): Promise<MountStatus> {
   return answer;
 }
 
-describe('blackmatch status', () => {
-  let grid: Grid;
-  before(async () => {
-    grid = await startGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
-
+describeWithGrid('blackmatch status', { own: true }, (grid) => {
   for (const mode of MODES) {
     it(`reports the mount: mode, root fingerprint, the grid's servers, cache and hit rate, and never a cap (${mode})`, { timeout: 300_000 }, async () => {
       const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });

@@ -6,21 +6,14 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
-import { mkdirCap, startGrid, type Grid } from '../../grid/local-grid.js';
+import { it } from 'node:test';
+import { mkdirCap } from '../../grid/local-grid.js';
 import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 const run = promisify(execFile);
 
-describe('write-back mode', () => {
-  let grid: Grid;
-  before(async () => {
-    grid = await startGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
-
+describeWithGrid('write-back mode', { own: true }, (grid) => {
   for (const mode of MODES) {
     const mountArgs = ['--write-back', ...(mode === 'no-split' ? ['--no-split'] : [])];
 
