@@ -119,6 +119,13 @@ async function tarDifference(a: string, b: string): Promise<string> {
   return `members (- source archive, + archive of the mount):\n${diff(la, lb)}\ntar --xattrs -tvv:\n${diff(ta, tb)}`;
 }
 
+/** A file holding content and a directory, made through the mount: most attributes are checked on both kinds. */
+async function fileAndDir(file: string, content: string, dir: string): Promise<[string, string]> {
+  await writeFile(file, content);
+  await mkdir(dir);
+  return [file, dir];
+}
+
 describeWithGrid('metadata', (grid) => {
   let savedUmask: number;
   before(() => {
@@ -221,10 +228,7 @@ describeWithGrid('metadata', (grid) => {
         });
 
         it('caps cannot be set or removed (EPERM), and are not listed: getfattr -d and cp -a see only stored user.* xattrs', T, async () => {
-          const f = join(dir, 'guarded.txt');
-          await writeFile(f, 'guarded');
-          const d = join(dir, 'guarded-dir');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'guarded.txt'), 'guarded', join(dir, 'guarded-dir'));
           for (const args of [['-n', 'user.tahoe.readcap', '-v', 'x', f], ['-x', 'user.tahoe.readcap', f]]) {
             const r = await runChild('setfattr', args);
             assert.notEqual(r.code, 0, `setfattr ${args.join(' ')} succeeded`);
@@ -283,10 +287,7 @@ describeWithGrid('metadata', (grid) => {
         const binary = Buffer.from([0, 1, 2, 0, 255, 0x80, 0, 10, 0]);
 
         it('set, get, list, replace and remove on a file and a directory; binary and empty values come back exact', T, async () => {
-          const f = join(dir, 'f.txt');
-          await writeFile(f, 'content');
-          const d = join(dir, 'd');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'f.txt'), 'content', join(dir, 'd'));
           for (const p of [f, d]) {
             await setxattr(p, 'user.color', 'blue');
             await setxattr(p, 'user.binary', binary);
@@ -351,10 +352,7 @@ describeWithGrid('metadata', (grid) => {
         });
 
         it('are stored in the link metadata as "xattrs", values in base64, for other clients', T, async () => {
-          const f = join(dir, 'stored.txt');
-          await writeFile(f, 'x');
-          const d = join(dir, 'stored-dir');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'stored.txt'), 'x', join(dir, 'stored-dir'));
           await setxattr(f, 'user.color', 'blue');
           await setxattr(f, 'user.binary', binary);
           await setxattr(d, 'user.kind', 'box');
@@ -583,10 +581,7 @@ describeWithGrid('metadata', (grid) => {
         });
 
         it('without allow_other every file shows the mounting user, even after root chowns it; no owner is stored', T, async () => {
-          const f = join(dir, 'chowned');
-          await writeFile(f, 'x');
-          const d = join(dir, 'chowned-dir');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'chowned'), 'x', join(dir, 'chowned-dir'));
           for (const p of [f, d]) {
             await chown(p, 5000, 5000);
             const st = await stat(p);
