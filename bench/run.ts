@@ -11,8 +11,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { unmountPath } from '../src/fuse/mount.js';
-import { mkdirCap, startGrid, type Grid } from '../test/support/grid.js';
-import { runCli, TestMount, type Mode } from '../test/support/mount.js';
+import { mkdirCap, startGrid, type Grid } from '../grid/local-grid.js';
+import { runCli, TestMount, type Mode } from '../grid/mount.js';
 import { mountSftpPeer, type SftpMount } from './sftp-peer.js';
 
 const run = promisify(execFile);
@@ -445,7 +445,7 @@ function section(r: GridResults): string[] {
     far ? `## Far grid (storage nodes ${2 * r.storageDelayMs} ms round trip away)` : '## Loopback grid',
     '',
     far
-      ? `Each storage node behind a delay proxy holding every chunk ${r.storageDelayMs} ms each way (test/support/delay-proxy.ts);\nthe gateway and the introducer local. Measured in ${r.minutes.toFixed(1)} min.`
+      ? `Each storage node behind a delay proxy holding every chunk ${r.storageDelayMs} ms each way (grid/delay-proxy.ts);\nthe gateway and the introducer local. Measured in ${r.minutes.toFixed(1)} min.`
       : `Every node on 127.0.0.1, nothing in between. Measured in ${r.minutes.toFixed(1)} min.`,
     ...r.notes.map((n) => `${n}.`),
     '',

@@ -10,8 +10,8 @@ import { chmod, mkdir, mkdtemp, readFile, rm, rmdir, stat, writeFile, appendFile
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { freePorts, onLastChance, tahoeRoot, type Grid } from '../test/support/grid.js';
-import { abortConnection } from '../test/support/mount.js';
+import { freePorts, onLastChance, tahoeRoot, type Grid } from '../grid/local-grid.js';
+import { abortConnection } from '../grid/mount.js';
 
 export interface SftpMount {
   /** Host path where the files are visible. */

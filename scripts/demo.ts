@@ -4,8 +4,8 @@ import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { startGrid } from '../test/support/grid.js';
-import { CLI, isMountpoint } from '../test/support/mount.js';
+import { startGrid } from '../grid/local-grid.js';
+import { CLI, isMountpoint } from '../grid/mount.js';
 
 const run = promisify(execFile);
 const once = process.argv.includes('--once');

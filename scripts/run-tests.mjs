@@ -1,7 +1,7 @@
 // npm test: starts one real Tahoe grid for the whole run, runs every test file (unit, then system) with
 // Node's test runner against it, and stops the grid however the run ends.
 import { spawn } from 'node:child_process';
-import { startGrid } from '../dist/test/support/grid.js';
+import { startGrid } from '../dist/grid/local-grid.js';
 
 const files = process.argv.slice(2);
 const targets = files.length > 0 ? files : ['dist/test/unit/', 'native/fuse3/test/', 'dist/test/system/'];

@@ -4,7 +4,7 @@
 import { mkdir, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { encodePath } from '../support/mount.js';
+import { encodePath } from '../../grid/mount.js';
 import { rng } from '../support/random.js';
 import {
   between, changeAt, encodeHeader, expectedBytes, headerFor, HEADER_BYTES, MAX_CHUNK, MAX_POSSIBLE, MAX_VERSIONS, MiB, mismatch, mix32,

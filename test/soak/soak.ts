@@ -9,8 +9,8 @@
 import { fork } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { startGrid, type Grid } from '../support/grid.js';
-import { MODES, TestMount, type Mode } from '../support/mount.js';
+import { startGrid, type Grid } from '../../grid/local-grid.js';
+import { MODES, TestMount, type Mode } from '../../grid/mount.js';
 import { KiB, MiB } from './content.js';
 import { emptyCounts, LOAD_CHILD_ARG, sleep, type FromChild, type LoadConfig, type LoadCounts, type LoadResult, type ToChild } from './load.js';
 

@@ -6,8 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createNodeDir } from './grid.js';
-import { abortConnection, blackmatchProcesses, CLI, eventually, isMountpoint } from './mount.js';
+import { createNodeDir } from '../../grid/local-grid.js';
+import { abortConnection, blackmatchProcesses, CLI, eventually, isMountpoint } from '../../grid/mount.js';
 import { mustRun, runChild, type ChildResult } from './posix.js';
 
 /**

@@ -4,11 +4,12 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { it } from 'node:test';
 import { crc32 } from '@node-rs/crc32';
 import { encodeFrame, HEADER_BYTES, MAGIC } from '../../src/rpc/frame.js';
-import { mkdirCap } from '../support/grid.js';
-import { MODES, TestMount, useGrid } from '../support/mount.js';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { MODES, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 import { rng } from '../support/random.js';
 
 
@@ -26,15 +27,7 @@ function sendAndDrop(socketPath: string, bytes: Buffer | undefined, linger = fal
   });
 }
 
-describe('bad input', () => {
-  let grid: Awaited<ReturnType<typeof useGrid>>;
-  before(async () => {
-    grid = await useGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
-
+describeWithGrid('bad input', (grid) => {
   it('the server survives a fuzzed RPC socket and keeps serving the mount', async () => {
     const m = await TestMount.start({ mode: 'split', gatewayUrl: grid.gatewayUrl });
     try {

@@ -5,24 +5,22 @@
 import assert from 'node:assert/strict';
 import { chmod, lstat, mkdir, readFile, readlink, realpath, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { BootScratch, execLine, mountEntry, parseUnit, STANDARD_PATH } from '../support/boot.js';
-import { blackmatchProcesses, encodePath, eventually, isMountpoint, MODES, REPO_ROOT, useGrid } from '../support/mount.js';
+import { blackmatchProcesses, encodePath, eventually, isMountpoint, MODES, REPO_ROOT } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 import { mustRun, openPathToOthers, runChild } from '../support/posix.js';
 
 /** A user every Debian has: setuid= takes a name. */
 const NOBODY = { uid: 65534, gid: 65534 };
 
-describe('mount at boot', () => {
-  let grid: Awaited<ReturnType<typeof useGrid>>;
+describeWithGrid('mount at boot', (grid) => {
   let scratch: BootScratch;
   before(async () => {
-    grid = await useGrid();
     scratch = await BootScratch.create();
   });
   after(async () => {
     await scratch?.cleanup();
-    await grid?.stop();
   });
 
   const processesOf = async (mountpoint: string) => (await blackmatchProcesses()).filter((p) => p.args.includes(mountpoint));

@@ -5,10 +5,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { it } from 'node:test';
 import { redact } from '../../src/tahoe/caps.js';
-import { mkdirCap } from '../support/grid.js';
-import { eventually, exists, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { exists } from '../support/assert-fs.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 const MiB = 1024 * 1024;
 
@@ -24,15 +26,7 @@ async function readAt(path: string, position: number, length: number): Promise<B
 }
 
 for (const mode of MODES) {
-  describe(`reads and the cache (${mode})`, () => {
-    let grid: Awaited<ReturnType<typeof useGrid>>;
-    before(async () => {
-      grid = await useGrid();
-    });
-    after(async () => {
-      await grid?.stop();
-    });
-
+  describeWithGrid(`reads and the cache (${mode})`, (grid) => {
     /** Puts a file through the web API (as another client would) and returns its read cap. */
     async function putForeign(m: TestMount, rel: string, data: Buffer): Promise<string> {
       await m.webPut(rel, data);

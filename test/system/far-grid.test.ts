@@ -8,21 +8,20 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startGrid, type Grid } from '../support/grid.js';
-import { eventually, exists, MODES, runCli, TestMount } from '../support/mount.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
+import { exists } from '../support/assert-fs.js';
 
 const MiB = 1024 * 1024;
 const DELAY_MS = 15; // each way: a 30 ms round trip
 const DIRS = 6;
 const FILES_PER_DIR = 5;
 
-describe(`a far grid (storage nodes ${2 * DELAY_MS} ms round trip away)`, () => {
-  let grid: Grid;
+describeWithGrid(`a far grid (storage nodes ${2 * DELAY_MS} ms round trip away)`, { own: true, storageDelayMs: DELAY_MS }, (grid) => {
   let work: string;
   let tree: string;
   let archive: string;
   before(async () => {
-    grid = await startGrid({ storageDelayMs: DELAY_MS });
     work = await mkdtemp(join(tmpdir(), 'bm-far-'));
     // A small source tree and its tar archive, made locally once.
     tree = join(work, 'tree');
@@ -36,7 +35,6 @@ describe(`a far grid (storage nodes ${2 * DELAY_MS} ms round trip away)`, () => 
     );
   });
   after(async () => {
-    await grid?.stop();
     if (work) await rm(work, { recursive: true, force: true });
   });
 

@@ -7,10 +7,11 @@ import { execFile } from 'node:child_process';
 import { mkdir, open, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { describe, it } from 'node:test';
-import { mkdirCap, type Grid } from '../support/grid.js';
-import { withOwnGrid } from '../support/own-grid.js';
-import { eventually, expectErrno, MODES, runCli, TestMount } from '../support/mount.js';
+import { it } from 'node:test';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
+import { expectErrno } from '../support/assert-fs.js';
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);
@@ -21,10 +22,7 @@ async function stagedFiles(m: TestMount): Promise<string[]> {
   return (await readdir(dir)).filter((n) => !n.endsWith('.json') && !n.endsWith('.tmp')).map((n) => join(dir, n));
 }
 
-describe('faults', () => {
-  let grid: Grid;
-  withOwnGrid((g) => (grid = g));
-
+describeWithGrid('faults', { own: true }, (grid) => {
   for (const mode of MODES) {
     it(`with a storage node down, reads work; a write fails at close() with EIO, stays staged, and is stored when the node returns (${mode})`, async () => {
       const before = randomBytes(1_000_000);

@@ -10,7 +10,9 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { eventually, exists, expectErrno, type Mode, TestMount, useGrid } from '../support/mount.js';
+import { eventually, type Mode, TestMount } from '../../grid/mount.js';
+import { exists, expectErrno } from '../support/assert-fs.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 const MiB = 1024 * 1024;
 
@@ -28,19 +30,16 @@ function shuffled<T>(items: T[], seed: number): T[] {
 }
 
 export function fsSuite(mode: Mode): void {
-  describe(`filesystem (${mode})`, () => {
-    let grid: Awaited<ReturnType<typeof useGrid>>;
+  describeWithGrid(`filesystem (${mode})`, (grid) => {
     let m: TestMount;
     const rel = (abs: string) => relative(m.mountpoint, abs);
 
     before(async () => {
-      grid = await useGrid();
       m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, cacheTimeout: 1 });
     });
 
     after(async () => {
       await m?.cleanup();
-      await grid?.stop();
     });
 
     describe('read', () => {

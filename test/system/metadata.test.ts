@@ -12,8 +12,10 @@ import { chmod, chown, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink,
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { tahoeCli } from '../support/grid.js';
-import { encodePath, eventually, exists, expectErrno, MODES, TestMount, useGrid } from '../support/mount.js';
+import { tahoeCli } from '../../grid/local-grid.js';
+import { encodePath, eventually, MODES, TestMount } from '../../grid/mount.js';
+import { exists, expectErrno } from '../support/assert-fs.js';
+import { describeWithGrid } from '../support/test-grid.js';
 import {
   getfattrDump, getxattr, getxattrText, listxattr, mustRun, openPathToOthers, py, py1, removexattr, runChild, setxattr, snapshots,
   type NodeSnapshot,
@@ -117,15 +119,19 @@ async function tarDifference(a: string, b: string): Promise<string> {
   return `members (- source archive, + archive of the mount):\n${diff(la, lb)}\ntar --xattrs -tvv:\n${diff(ta, tb)}`;
 }
 
-describe('metadata', () => {
-  let grid: Awaited<ReturnType<typeof useGrid>>;
+/** A file holding content and a directory, made through the mount: most attributes are checked on both kinds. */
+async function fileAndDir(file: string, content: string, dir: string): Promise<[string, string]> {
+  await writeFile(file, content);
+  await mkdir(dir);
+  return [file, dir];
+}
+
+describeWithGrid('metadata', (grid) => {
   let savedUmask: number;
-  before(async () => {
+  before(() => {
     savedUmask = process.umask(0o022); // the creation modes below assume it
-    grid = await useGrid();
   });
-  after(async () => {
-    await grid?.stop();
+  after(() => {
     process.umask(savedUmask);
   });
 
@@ -222,10 +228,7 @@ describe('metadata', () => {
         });
 
         it('caps cannot be set or removed (EPERM), and are not listed: getfattr -d and cp -a see only stored user.* xattrs', T, async () => {
-          const f = join(dir, 'guarded.txt');
-          await writeFile(f, 'guarded');
-          const d = join(dir, 'guarded-dir');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'guarded.txt'), 'guarded', join(dir, 'guarded-dir'));
           for (const args of [['-n', 'user.tahoe.readcap', '-v', 'x', f], ['-x', 'user.tahoe.readcap', f]]) {
             const r = await runChild('setfattr', args);
             assert.notEqual(r.code, 0, `setfattr ${args.join(' ')} succeeded`);
@@ -284,10 +287,7 @@ describe('metadata', () => {
         const binary = Buffer.from([0, 1, 2, 0, 255, 0x80, 0, 10, 0]);
 
         it('set, get, list, replace and remove on a file and a directory; binary and empty values come back exact', T, async () => {
-          const f = join(dir, 'f.txt');
-          await writeFile(f, 'content');
-          const d = join(dir, 'd');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'f.txt'), 'content', join(dir, 'd'));
           for (const p of [f, d]) {
             await setxattr(p, 'user.color', 'blue');
             await setxattr(p, 'user.binary', binary);
@@ -352,10 +352,7 @@ describe('metadata', () => {
         });
 
         it('are stored in the link metadata as "xattrs", values in base64, for other clients', T, async () => {
-          const f = join(dir, 'stored.txt');
-          await writeFile(f, 'x');
-          const d = join(dir, 'stored-dir');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'stored.txt'), 'x', join(dir, 'stored-dir'));
           await setxattr(f, 'user.color', 'blue');
           await setxattr(f, 'user.binary', binary);
           await setxattr(d, 'user.kind', 'box');
@@ -584,10 +581,7 @@ describe('metadata', () => {
         });
 
         it('without allow_other every file shows the mounting user, even after root chowns it; no owner is stored', T, async () => {
-          const f = join(dir, 'chowned');
-          await writeFile(f, 'x');
-          const d = join(dir, 'chowned-dir');
-          await mkdir(d);
+          const [f, d] = await fileAndDir(join(dir, 'chowned'), 'x', join(dir, 'chowned-dir'));
           for (const p of [f, d]) {
             await chown(p, 5000, 5000);
             const st = await stat(p);

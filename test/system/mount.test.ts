@@ -9,8 +9,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { encodeBase32 } from '../../src/tahoe/base32.js';
-import { mkdirCap } from '../support/grid.js';
-import { blackmatchProcesses, eventually, expectErrno, isMountpoint, MODES, runCli, TestMount, useGrid } from '../support/mount.js';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { blackmatchProcesses, eventually, isMountpoint, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { expectErrno } from '../support/assert-fs.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 const execFileP = promisify(execFile);
 
@@ -20,16 +22,13 @@ function randomDirCap(): string {
   return `URI:DIR2:${encodeBase32(randomBytes(16))}:${encodeBase32(randomBytes(32))}`;
 }
 
-describe('mount lifecycle', () => {
-  let grid: Awaited<ReturnType<typeof useGrid>>;
+describeWithGrid('mount lifecycle', (grid) => {
   let work: string;
   before(async () => {
-    grid = await useGrid();
     work = await mkdtemp(join(tmpdir(), 'bm-cli-'));
   });
   after(async () => {
     await rm(work, { recursive: true, force: true });
-    await grid?.stop();
   });
 
   async function nodeDir(aliases: string): Promise<string> {

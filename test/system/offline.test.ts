@@ -8,10 +8,11 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { describe, it } from 'node:test';
-import { mkdirCap, type Grid } from '../support/grid.js';
-import { withOwnGrid } from '../support/own-grid.js';
-import { eventually, expectErrno, MODES, runCli, TestMount, type Mode } from '../support/mount.js';
+import { it } from 'node:test';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount, type Mode } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
+import { expectErrno } from '../support/assert-fs.js';
 
 const run = promisify(execFile);
 /** Generous bounds for what must fail fast: a failure, not a hang, is what is checked (never a duration). */
@@ -22,10 +23,7 @@ const FAIL_BOUND_MS = 60_000;
  */
 const CACHE_TIMEOUT_S = 0;
 
-describe('offline reads', () => {
-  let grid: Grid;
-  withOwnGrid((g) => (grid = g));
-
+describeWithGrid('offline reads', { own: true }, (grid) => {
   /** A root made by another client: docs/cached.bin, docs/uncached.bin, docs/sub/note.txt. */
   async function makeRoot(cached: Buffer, uncached: Buffer): Promise<string> {
     const root = await mkdirCap(grid.gatewayUrl);

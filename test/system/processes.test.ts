@@ -5,9 +5,10 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { it } from 'node:test';
 import { promisify } from 'node:util';
-import { eventually, isMountpoint, runCli, TestMount, useGrid } from '../support/mount.js';
+import { eventually, isMountpoint, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 const run = promisify(execFile);
 
@@ -19,15 +20,7 @@ async function clientPid(m: TestMount): Promise<number> {
   return others[0]!;
 }
 
-describe('split-mode processes', () => {
-  let grid: Awaited<ReturnType<typeof useGrid>>;
-  before(async () => {
-    grid = await useGrid();
-  });
-  after(async () => {
-    await grid?.stop();
-  });
-
+describeWithGrid('split-mode processes', (grid) => {
   it('the server exits soon after the client is SIGKILLed, and the mountpoint can be mounted again', async () => {
     const m = await TestMount.start({ mode: 'split', gatewayUrl: grid.gatewayUrl });
     try {

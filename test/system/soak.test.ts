@@ -2,22 +2,15 @@
 // 8) with every byte checked, then the mount's processes back to their baseline of open files and memory.
 // `npm run soak` runs the long one (60 s).
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { it } from 'node:test';
 import { FD_SLACK, formatReport, RSS_SLACK_KIB, soak } from '../soak/soak.js';
-import { MODES, TestMount, useGrid } from '../support/mount.js';
+import { MODES, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 const SECONDS = Number(process.env.BLACKMATCH_SOAK_SECONDS ?? 8);
 
 for (const mode of MODES) {
-  describe(`soak (${mode})`, () => {
-    let grid: Awaited<ReturnType<typeof useGrid>>;
-    before(async () => {
-      grid = await useGrid();
-    });
-    after(async () => {
-      await grid?.stop();
-    });
-
+  describeWithGrid(`soak (${mode})`, (grid) => {
     it(`${SECONDS} s of 8 writers and 8 readers: every byte right, no error, handles and memory back`, async (t) => {
       const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });
       try {

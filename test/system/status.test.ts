@@ -6,11 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { it } from 'node:test';
 import type { MountStatus } from '../../src/cli/status.js';
-import type { Grid } from '../support/grid.js';
-import { withOwnGrid } from '../support/own-grid.js';
-import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 type Answer = MountStatus | { mountpoint: string; error: string };
 
@@ -27,10 +26,7 @@ async function statusOf(m: TestMount): Promise<MountStatus> {
   return answer;
 }
 
-describe('blackmatch status', () => {
-  let grid: Grid;
-  withOwnGrid((g) => (grid = g));
-
+describeWithGrid('blackmatch status', { own: true }, (grid) => {
   for (const mode of MODES) {
     it(`reports the mount: mode, root fingerprint, the grid's servers, cache and hit rate, and never a cap (${mode})`, { timeout: 300_000 }, async () => {
       const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl });

@@ -6,17 +6,14 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { describe, it } from 'node:test';
-import { mkdirCap, type Grid } from '../support/grid.js';
-import { withOwnGrid } from '../support/own-grid.js';
-import { eventually, MODES, runCli, TestMount } from '../support/mount.js';
+import { it } from 'node:test';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { eventually, MODES, runCli, TestMount } from '../../grid/mount.js';
+import { describeWithGrid } from '../support/test-grid.js';
 
 const run = promisify(execFile);
 
-describe('write-back mode', () => {
-  let grid: Grid;
-  withOwnGrid((g) => (grid = g));
-
+describeWithGrid('write-back mode', { own: true }, (grid) => {
   for (const mode of MODES) {
     const mountArgs = ['--write-back', ...(mode === 'no-split' ? ['--no-split'] : [])];
 

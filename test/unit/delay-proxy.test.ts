@@ -1,10 +1,10 @@
-// The delay proxy (test/support/delay-proxy.ts) over real loopback sockets: bytes intact and in order both ways,
+// The delay proxy (grid/delay-proxy.ts) over real loopback sockets: bytes intact and in order both ways,
 // nothing delivered before its delay, half-close, resets, backpressure, and close() freeing its port.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterEach, describe, it } from 'node:test';
-import { startDelayProxy, type DelayProxy } from '../support/delay-proxy.js';
+import { startDelayProxy, type DelayProxy } from '../../grid/delay-proxy.js';
 
 const MiB = 1024 * 1024;
 

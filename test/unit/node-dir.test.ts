@@ -1,9 +1,9 @@
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, normalizeNodeUrl, parseAliases, readNodeUrl, resolveAlias } from '../../src/tahoe/node-dir.js';
+import { tempDirPerSuite } from '../support/temp-dir.js';
 
 const DIR = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
 const DIR_RO = 'URI:DIR2-RO:623cdgjqua7r4vzitgpqf3rvli:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
@@ -67,12 +67,7 @@ describe('normalizeNodeUrl', () => {
 
 describe('node directory files', () => {
   let root: string;
-  before(async () => {
-    root = await mkdtemp(join(tmpdir(), 'bm-unit-nodedir-'));
-  });
-  after(async () => {
-    await rm(root, { recursive: true, force: true });
-  });
+  tempDirPerSuite('bm-unit-nodedir-', (d) => (root = d));
 
   /** A fresh node directory with the given files (relative path -> content). */
   async function nodeDir(name: string, files: Record<string, string>): Promise<string> {

@@ -93,28 +93,17 @@ describe('RangeSet', () => {
 
   it('firstMissing: the first absent byte at or after a position', () => {
     const s = set([10, 20], [30, 40]);
-    assert.equal(s.firstMissing(0), 0);
-    assert.equal(s.firstMissing(9), 9);
-    assert.equal(s.firstMissing(10), 20);
-    assert.equal(s.firstMissing(19), 20);
-    assert.equal(s.firstMissing(20), 20);
-    assert.equal(s.firstMissing(25), 25);
-    assert.equal(s.firstMissing(30), 40);
-    assert.equal(s.firstMissing(40), 40);
-    assert.equal(s.firstMissing(100), 100);
+    for (const [at, want] of [[0, 0], [9, 9], [10, 20], [19, 20], [20, 20], [25, 25], [30, 40], [40, 40], [100, 100]] as const) {
+      assert.equal(s.firstMissing(at), want, `firstMissing(${at})`);
+    }
     assert.equal(new RangeSet().firstMissing(7), 7);
   });
 
   it('nextPresent: the first present byte at or after a position, Infinity when none', () => {
     const s = set([10, 20], [30, 40]);
-    assert.equal(s.nextPresent(0), 10);
-    assert.equal(s.nextPresent(10), 10);
-    assert.equal(s.nextPresent(15), 15);
-    assert.equal(s.nextPresent(19), 19);
-    assert.equal(s.nextPresent(20), 30);
-    assert.equal(s.nextPresent(25), 30);
-    assert.equal(s.nextPresent(39), 39);
-    assert.equal(s.nextPresent(40), Infinity);
+    for (const [at, want] of [[0, 10], [10, 10], [15, 15], [19, 19], [20, 30], [25, 30], [39, 39], [40, Infinity]] as const) {
+      assert.equal(s.nextPresent(at), want, `nextPresent(${at})`);
+    }
     assert.equal(new RangeSet().nextPresent(0), Infinity);
   });
 

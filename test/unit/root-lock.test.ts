@@ -1,13 +1,13 @@
 // The root lock (src/process/root-lock.ts): one owner at a time, freed by the kernel when its owner dies, and
 // the lock file beside it only information.
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { selfIdentity } from '../../src/process/alive.js';
 import { lockInfoPath, lockRoot } from '../../src/process/root-lock.js';
 import { exitOf, kill, lockTaker, strangerWithMainJs, type LockTaker } from '../support/processes.js';
+import { tempDirPerSuite } from '../support/temp-dir.js';
 
 const TAKERS = 8;
 const ROUNDS = 3;
@@ -17,12 +17,7 @@ describe('lockRoot', () => {
   let n = 0;
   /** A fresh socket directory, named as the program names it. */
   const socketDir = async (): Promise<string> => join(await mkdtemp(join(base, `n${n++}-`)), 'tfuse.sockets');
-  before(async () => {
-    base = await mkdtemp(join(tmpdir(), 'bm-lock-'));
-  });
-  after(async () => {
-    await rm(base, { recursive: true, force: true });
-  });
+  tempDirPerSuite('bm-lock-', (d) => (base = d));
 
   async function race(dir: string, before?: () => Promise<void>): Promise<string[]> {
     const takers: LockTaker[] = [];

@@ -4,11 +4,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { StagingJournal, type StagedRecord } from '../../src/cache/staging-journal.js';
 import { argvForChild, titleFor } from '../../src/cli/args.js';
 import { silentLogger } from '../../src/log.js';
 import { redact } from '../../src/tahoe/caps.js';
+import { tempDirPerSuite } from '../support/temp-dir.js';
 
 const DIR = 'URI:DIR2:3nmylhjqubpdykuwdzv3oeci4m:w5n36mp6mty4gznls6xiaoppmcrv5t2o3auuigzwnlkcpm7es2ea';
 
@@ -18,12 +19,7 @@ const record = (over: Partial<StagedRecord> = {}): StagedRecord => ({
 
 describe('StagingJournal', () => {
   let dir: string;
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'bm-journal-'));
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  tempDirPerSuite('bm-journal-', (d) => (dir = d));
 
   it('writes, lists and removes records, durable or not, with mode 0600', async () => {
     const journal = new StagingJournal(dir, silentLogger());

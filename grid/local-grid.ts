@@ -69,7 +69,7 @@ interface Runner {
 let runnerPromise: Promise<Runner> | null = null;
 
 function findRepoRoot(): string {
-  // Works from both test/support (ts) and dist/test/support (js).
+  // Works from both grid/ (ts) and dist/grid/ (js).
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     if (existsSync(join(dir, 'scripts', 'tahoe-root.sh'))) return dir;

@@ -1,17 +1,18 @@
-// Mounting blackmatch for a system test: a real mount, started through the real command line, with a watchdog
-// that aborts the FUSE connection if the filesystem stops answering, and a cleanup that leaves nothing behind.
-import assert from 'node:assert/strict';
+// Mounting blackmatch over a local grid (for the system tests, the demo and the bench): a real mount, started
+// through the real command line, with a watchdog that aborts the FUSE connection if the filesystem stops
+// answering, and a cleanup that leaves nothing behind.
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { mkdirCap, startGrid, type Grid } from './grid.js';
+import { mkdirCap } from './local-grid.js';
 
 const run = promisify(execFile);
 
-export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+// From dist/grid/mount.js.
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
 
 export type Mode = 'split' | 'no-split';
@@ -299,13 +300,6 @@ export async function abortConnection(mountpoint: string): Promise<void> {
   }
 }
 
-export async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 /** Waits until check() is true, polling; a bounded wait for something another client did, not a timing assertion. */
 export async function eventually(what: string, check: () => Promise<boolean>, boundMs = 60_000): Promise<void> {
   const deadline = Date.now() + boundMs;
@@ -313,17 +307,6 @@ export async function eventually(what: string, check: () => Promise<boolean>, bo
     if (Date.now() > deadline) throw new Error(`${what}: not seen within ${boundMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 250));
   }
-}
-
-/**
- * The grid for a test file: the one scripts/run-tests.mjs started (BLACKMATCH_TEST_GATEWAY), or a grid of the
- * file's own when it is run alone.
- */
-export async function useGrid(): Promise<{ gatewayUrl: string; grid: Grid | undefined; stop(): Promise<void> }> {
-  const url = process.env.BLACKMATCH_TEST_GATEWAY;
-  if (url) return { gatewayUrl: url, grid: undefined, stop: async () => undefined };
-  const grid = await startGrid();
-  return { gatewayUrl: grid.gatewayUrl, grid, stop: () => grid.stop() };
 }
 
 /**
@@ -339,12 +322,4 @@ export async function blackmatchProcesses(): Promise<Array<{ pid: number; args: 
     if (args[0] === 'blackmatch' || args.some((a) => a.endsWith('/main.js'))) found.push({ pid: Number(entry), args });
   }
   return found;
-}
-
-/** Awaits a filesystem call that must fail with exactly this errno. */
-export async function expectErrno(what: Promise<unknown>, code: string): Promise<void> {
-  await assert.rejects(what, (e: NodeJS.ErrnoException) => {
-    assert.equal(e.code, code, `expected ${code}, got ${e.code}: ${e.message}`);
-    return true;
-  });
 }
