@@ -60,6 +60,8 @@ export class OpenFiles {
   private nextHandle = 1;
   /** Staging files some open file still uses (open or closing): recovery leaves them alone. */
   private readonly activeStaging = new Set<string>();
+  /** Closes dropping their local state now: a write that finds the disk full waits for them (see withRoom). */
+  private readonly closing = new Set<Promise<void>>();
 
   constructor(private readonly opts: OpenFilesOptions) {}
 
@@ -374,7 +376,10 @@ export class OpenFiles {
     try {
       return await work();
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || !(await this.opts.cache.makeRoom(bytes))) throw fromLocalFs(e, what);
+      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw fromLocalFs(e, what);
+      // A file closed just before (close(2) returns before its release) leaves cached bytes that can give way.
+      await Promise.all(this.closing);
+      if (!(await this.opts.cache.makeRoom(bytes))) throw fromLocalFs(e, what);
     }
     try {
       return await work();
@@ -383,14 +388,18 @@ export class OpenFiles {
     }
   }
 
-  // ---- closing ----------------------------------------------------------------------------------------------
-
   /**
    * After the last handle: drops the local state. `stored` says whether the staged bytes reached the grid
    * (or need not: unlinked); if not, they stay with their record for the retry pass. What we uploaded becomes
    * the cached content of its new cap, so reading it back costs no download.
    */
-  async close(file: OpenFile, stored: boolean): Promise<void> {
+  close(file: OpenFile, stored: boolean): Promise<void> {
+    const closing = this.dropLocalState(file, stored).finally(() => this.closing.delete(closing));
+    this.closing.add(closing);
+    return closing;
+  }
+
+  private async dropLocalState(file: OpenFile, stored: boolean): Promise<void> {
     // Reopened while it was stored, or closed already by a later last close (reopened and closed again).
     if (!file.close(stored)) return;
     const staging = file.staging;
