@@ -182,9 +182,6 @@ export class OpenFile {
   get base(): string | null {
     return this._base;
   }
-  get state(): Content {
-    return this._content;
-  }
   /** Changes not stored yet (a conflict's too: they are kept). */
   get dirty(): boolean {
     return this._content.kind === 'dirty' || this._content.kind === 'conflict';
@@ -260,9 +257,9 @@ export class OpenFile {
     this._path = path;
   }
 
-  /** namespace.ts, under `linkLock`: renamed; not in the grid yet, it is to replace the entry it was moved over. */
+  /** namespace.ts, under `linkLock`: renamed while not in the grid, it is to replace the entry it was moved over. */
   replaces(entry: ChildInfo | undefined): void {
-    if (!this._child) this._base = heldCap(entry);
+    this._base = heldCap(entry);
   }
 
   /** namespace.ts, under `linkLock`: its name is gone; `path` keeps it reachable for its handles (a hidden name). */
