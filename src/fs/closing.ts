@@ -9,7 +9,6 @@
 // included; one at a time per file) and `queue` (its tries).
 import type { Logger } from '../log.js';
 import { RetryQueue } from '../util/retry-queue.js';
-import { settledWithin } from '../util/once.js';
 import type { Commits } from './commits.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
 import type { Recovery } from './recovery.js';
@@ -93,11 +92,10 @@ export class Closing {
     this.queue.wakeAll();
   }
 
-  /** At unmount: every background store gets one more try, bounded; what is left stays staged for the next mount. */
-  async drain(boundMs: number): Promise<void> {
-    const until = Date.now() + boundMs;
-    await this.queue.drain(boundMs);
-    await settledWithin(Promise.all(this.background.values()), until - Date.now());
+  /** At unmount: every background store gets one more try; what is left stays staged for the next mount. */
+  async drain(): Promise<void> {
+    await this.queue.drain();
+    await Promise.all(this.background.values());
   }
 
   /** At unmount, after every handle is dropped: files still open (a lazy unmount) are stored now, or kept staged. */

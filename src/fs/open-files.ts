@@ -157,13 +157,14 @@ export class OpenFiles {
         this.opts.directories.unpin(file.parent.cap);
         this.opts.directories.pin(toParent.cap);
         file.moveTo(toParent, toName, to);
-        moved.push(file);
       } else if (path.startsWith(from + '/')) {
         file.moveTo(file.parent, file.name, to + path.slice(from.length));
-        moved.push(file);
+      } else {
+        continue;
       }
+      moved.push(file);
+      this.byPath.delete(path); // deleting the entry being visited is safe; new keys are set after the walk
     }
-    for (const [path, file] of [...this.byPath]) if (moved.includes(file)) this.byPath.delete(path);
     for (const file of moved) this.byPath.set(file.path, file);
     // Where the bytes go is in the record: a crash after the rename must store them under the new name.
     for (const file of moved) if (file.staging) await this.saveRecord(file);

@@ -128,9 +128,9 @@ export class PendingDirectories {
     this.queue.wakeAll();
   }
 
-  /** At unmount: one more try each, bounded; what is left is linked by the next mount (recoverLink). */
-  drain(boundMs: number): Promise<void> {
-    return this.queue.drain(boundMs);
+  /** At unmount: one more try each; what is left is linked by the next mount (recoverLink). */
+  drain(): Promise<void> {
+    return this.queue.drain();
   }
 
   /** Recovery: a directory a dead process made, whose link it left pending; linked (under another name if taken). */

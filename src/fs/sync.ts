@@ -81,11 +81,13 @@ export class Sync {
     ]);
     for (const path of dirsLeft) report.failed.push({ path, error: 'new directory not linked (will retry)' });
     // What earlier runs, or stores that failed before, left in the journal: one more pass, then what is left.
+    let left: Array<{ path: string; conflict: boolean }> = [];
     await this.untilGatewayGivesUp(deadline, async () => {
       await recovery.run();
-      return (await this.journalLeft()).length === 0;
+      left = await this.journalLeft();
+      return left.length === 0;
     });
-    for (const { path, conflict } of await this.journalLeft()) {
+    for (const { path, conflict } of left) {
       if (report.failed.some((f) => f.path === path)) continue;
       report.failed.push({ path, error: conflict ? KEPT_CONFLICT : 'not stored yet (will retry)' });
     }
@@ -146,6 +148,6 @@ export class Sync {
   /** At unmount: every pending store gets one more try at once, all bounded together; the rest stays in the journal. */
   async drain(boundMs = DEFAULT_DRAIN_MS): Promise<void> {
     const { closing, pendingDirs, store } = this.opts;
-    await settledWithin(Promise.all([closing.drain(boundMs), pendingDirs.drain(boundMs), store.relinksDone()]), boundMs);
+    await settledWithin(Promise.all([closing.drain(), pendingDirs.drain(), store.relinksDone()]), boundMs);
   }
 }

@@ -71,14 +71,11 @@ export class RetryQueue<K> {
     for (const job of this.jobs.values()) job.wake?.();
   }
 
-  /** At unmount: every job gets one more try now and then ends; resolves when all have, or after `boundMs`. */
-  async drain(boundMs: number): Promise<void> {
+  /** At unmount: every job gets one more try now and then ends; resolves when all have (the caller bounds it). */
+  async drain(): Promise<void> {
     this.draining = true;
     this.wakeAll();
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, boundMs)));
-    await Promise.race([Promise.all([...this.jobs.values()].map((j) => j.done)), bound]);
-    clearTimeout(timer);
+    await Promise.all([...this.jobs.values()].map((j) => j.done));
   }
 
   private async loop(job: Job): Promise<void> {
