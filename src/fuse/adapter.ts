@@ -38,9 +38,17 @@ const CALLS: { readonly [K in OpKind]?: readonly OpName[] } = {
   gone: [],
 };
 
+/** Worked out once per request kind: every request asks. */
+const requestBackstops = new Map<OpKind, number>();
+
 function requestBackstopMs(op: OpKind): number {
-  const calls = CALLS[op] ?? (isOpName(op) ? [op] : []);
-  return Math.max(BACKSTOP_MS, ...calls.map(backstopMs));
+  let ms = requestBackstops.get(op);
+  if (ms === undefined) {
+    const calls = CALLS[op] ?? (isOpName(op) ? [op] : []);
+    ms = Math.max(BACKSTOP_MS, ...calls.map(backstopMs));
+    requestBackstops.set(op, ms);
+  }
+  return ms;
 }
 const S_IFMT = 0o170000;
 const O_RDONLY = 0;
