@@ -190,7 +190,8 @@ describeWithGrid('mount at boot', (grid) => {
 
   it('npm pack, then npm install -g of the tarball, puts blackmatch on PATH with its run bit; the installed copy mounts', async () => {
     const npmDir = join(scratch.workDir, 'npm');
-    const prefix = join(npmDir, 'prefix');
+    // "-I" in the path: flags split out of pkg-config's answer must not cut it (a temp name once held "-I").
+    const prefix = join(npmDir, 'pre-Ifix');
     await mkdir(npmDir);
     // dist is already built for this run; pack's prepare script would only build it again under the running suite.
     await mustRun('npm', ['pack', '--ignore-scripts', '--pack-destination', npmDir], { cwd: REPO_ROOT, timeoutMs: 120_000 });
