@@ -1,65 +1,24 @@
 // The thin FUSE edge: turns kernel requests from our libfuse 3 binding (lowlevel.ts) into calls of any Ops (the
 // core itself, or the RPC client in split mode). Node ids become paths here (nodes.ts), names Unicode NFC, and
-// errors errno numbers, here and nowhere else. Mounting and the mount's life are mount.ts.
+// core results the kernel's attributes and entries. Each request's backstop, errno reply and log line are
+// requests.ts; directory handles and readdir(plus) replies, readdir.ts; mounting and the mount's life, mount.ts.
 import { open as openFile } from 'node:fs/promises';
 import { constants } from 'node:os';
-import { BACKSTOP_MS, backstopMs } from '../deadlines.js';
-import { FsError, isExpected, loggedElsewhere, toErrno } from '../errors.js';
-import { isOpName, type Attr, type ChangeKind, type OpName, type Ops } from '../fs/ops.js';
+import { FsError } from '../errors.js';
+import type { Attr, ChangeKind, Ops } from '../fs/ops.js';
 import type { Logger } from '../log.js';
 import { opKinds, type NativeAttr, type NativeEntry, type NativeSession, type OpKind, type RequestArgs } from './lowlevel.js';
-import { Node, NodeTable } from './nodes.js';
+import { livePath, Node, NodeTable } from './nodes.js';
+import { DirReader } from './readdir.js';
+import { RequestRunner } from './requests.js';
 
 /** Largest read and write per FUSE request: the kernel's max_pages (256 pages). */
 export const FUSE_MAX_IO = 1024 * 1024;
 
 const { ENOSYS, EINVAL, EEXIST, ERANGE } = constants.errno;
-/**
- * The core ops a kernel request calls, where they are not just the one of its own name: the request's backstop
- * is the longest of theirs (src/deadlines.ts), so that the op table alone says which requests are long.
- */
-const CALLS: { readonly [K in OpKind]?: readonly OpName[] } = {
-  lookup: ['getattr'],
-  getattr: ['getattr', 'fgetattr'],
-  setattr: ['chmod', 'chown', 'truncate', 'ftruncate', 'utimens', 'getattr', 'fgetattr'],
-  mkdir: ['mkdir', 'getattr'],
-  symlink: ['symlink', 'getattr'],
-  mknod: ['mknod', 'getattr'],
-  link: ['link', 'getattr'],
-  rename: ['rename', 'getattr'],
-  create: ['create', 'fgetattr', 'release'],
-  open: ['open', 'backingFile'],
-  readdir: ['readdir', 'readdirplus'],
-  readdirplus: ['readdir', 'readdirplus'],
-  // The binding answers these itself, or the adapter does without the core.
-  opendir: [],
-  releasedir: [],
-  forget: [],
-  gone: [],
-};
-
-/** Worked out once per request kind: every request asks. */
-const requestBackstops = new Map<OpKind, number>();
-
-function requestBackstopMs(op: OpKind): number {
-  let ms = requestBackstops.get(op);
-  if (ms === undefined) {
-    const calls = CALLS[op] ?? (isOpName(op) ? [op] : []);
-    ms = Math.max(BACKSTOP_MS, ...calls.map(backstopMs));
-    requestBackstops.set(op, ms);
-  }
-  return ms;
-}
-const S_IFMT = 0o170000;
 const O_RDONLY = 0;
 /** Linux's mask for the access mode bits of open flags. */
 const O_ACCMODE = 0o3;
-const S_IFDIR = 0o040000;
-/** What readdir reports as an entry's inode number when it has no node (libfuse's FUSE_UNKNOWN_INO). */
-const UNKNOWN_INO = 0xffffffff;
-/** The smallest entry of a readdir reply (struct fuse_dirent with a 1-byte name, padded) and of readdirplus (plus fuse_entry_out). */
-const MIN_ENTRY_BYTES = 32;
-const MIN_PLUS_ENTRY_BYTES = 32 + 128;
 // setattr's to_set bits (fuse_lowlevel.h).
 const SET_MODE = 1 << 0;
 const SET_UID = 1 << 1;
@@ -91,11 +50,6 @@ function nsOf(t: { sec: number; nsec: number }): string {
   return (BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec)).toString();
 }
 
-/** A directory handle: the listing taken at its first read, served in pieces as the kernel asks. */
-interface DirHandle {
-  entries: Array<{ name: string; attr: Attr | undefined }> | undefined;
-}
-
 export interface AdapterOptions {
   /** How long the kernel may trust names and attributes (the directory cache's timeout). */
   kernelCacheSeconds: number;
@@ -105,9 +59,8 @@ export interface AdapterOptions {
 /** Answers every kernel request of one session with the Ops below it. */
 export class FuseAdapter {
   readonly nodes = new NodeTable();
-  private readonly dirHandles = new Map<number, DirHandle>();
-  private nextDirHandle = 1;
-  private seq = 0;
+  private readonly dirs: DirReader;
+  private readonly requests: RequestRunner;
   private featuresLogged = false;
   /** Whether the kernel agreed to passthrough: read from the binding once, at the first request (logFeatures). */
   private passthrough = false;
@@ -119,7 +72,10 @@ export class FuseAdapter {
   constructor(
     private readonly ops: Ops,
     private readonly opts: AdapterOptions,
-  ) {}
+  ) {
+    this.requests = new RequestRunner(opts.log, (args) => this.describe(args));
+    this.dirs = new DirReader(ops, this.nodes, (node, attr) => this.entry(node, attr));
+  }
 
   attach(session: NativeSession, onGone: () => void): void {
     this.session = session;
@@ -158,54 +114,13 @@ export class FuseAdapter {
         }
       } else if (op !== undefined) {
         if (!this.featuresLogged) this.logFeatures();
-        this.run(op, req, args);
+        const session = this.session!;
+        this.requests.run(session, op, req, args, () => this.answer(op, req, args, session));
       }
     } catch (e) {
       this.opts.log.error({ op, err: e instanceof Error ? e.stack : String(e) }, 'FUSE request handler failed');
     }
   };
-
-  private run(op: OpKind, req: number, args: RequestArgs): void {
-    const session = this.session!;
-    const id = ++this.seq;
-    const started = performance.now();
-    const log = this.opts.log;
-    // The path as the op saw it, for the log (read before the op's own rename or unlink changes it).
-    const path = log.isLevelEnabled('debug') ? this.describe(args) : undefined;
-    let work: Promise<void>;
-    try {
-      work = this.answer(op, req, args, session);
-    } catch (e) {
-      work = Promise.reject(e);
-    }
-    // A backstop: the core and the RPC bound every wait of their own, but a request never answered would hang
-    // its program. It fires after theirs (src/deadlines.ts), so their clearer error comes back first.
-    const limitMs = requestBackstopMs(op);
-    let timer: NodeJS.Timeout | undefined;
-    const backstop = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new FsError('EIO', `${op}: no answer within ${limitMs / 1000} s`)), limitMs);
-      timer.unref();
-    });
-    Promise.race([work, backstop]).then(
-      () => {
-        clearTimeout(timer);
-        if (path !== undefined) log.debug({ id, op, path, bytes: args.data?.length ?? args.size, set: args.toSet, ms: +(performance.now() - started).toFixed(2) }, 'ok');
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        const errno = toErrno(err);
-        const where = { id, op, path: path ?? this.describe(args) };
-        // A failure in the server was logged there, with its stack: a failure is logged once, where it happened.
-        if (isExpected(err) || loggedElsewhere(err)) log.debug({ ...where, errno, reason: (err as Error).message }, 'failed');
-        else log.error({ ...where, errno, err: err instanceof Error ? err.stack : String(err) }, 'failed');
-        try {
-          session.replyErr(req, errno);
-        } catch {
-          // answered already (a reply that threw after sending), or the session ended
-        }
-      },
-    );
-  }
 
   /** Once, at the first request (libfuse has answered the kernel's INIT by then): what the kernel agreed to. */
   private logFeatures(): void {
@@ -268,19 +183,13 @@ export class FuseAdapter {
   private async replyAttr(req: number, node: Node, fh: number | undefined): Promise<void> {
     // The kernel sends no handle with fstat(2); an unlinked file has only its handles to answer it.
     if (fh === undefined && node.detached) fh = node.handles.values().next().value;
-    const attr = fh !== undefined ? await this.ops.fgetattr(node.path, fh) : await this.ops.getattr(this.livePath(node));
+    const attr = fh !== undefined ? await this.ops.fgetattr(node.path, fh) : await this.ops.getattr(livePath(node));
     node.seenStamp = stamp(attr);
     this.session!.replyAttr(req, this.native(node, attr), this.opts.kernelCacheSeconds);
   }
 
-  /** A node's path for ops that need its name to exist: a detached node has none. */
-  private livePath(node: Node): string {
-    if (node.detached) throw new FsError('ENOENT', `no longer linked: ${node.path}`);
-    return node.path;
-  }
-
   private async lookupReply(req: number, parent: Node, name: string): Promise<void> {
-    const attr = await this.ops.getattr(join(this.livePath(parent), name));
+    const attr = await this.ops.getattr(join(livePath(parent), name));
     this.session!.replyEntry(req, this.entry(this.nodes.remember(parent, name), attr));
   }
 
@@ -296,23 +205,23 @@ export class FuseAdapter {
         return this.setattr(req, node, a);
       case 'mkdir': {
         const name = nameOf(a.name);
-        await ops.mkdir(join(this.livePath(node), name), a.mode! & ~a.umask!, a.uid, a.gid);
+        await ops.mkdir(join(livePath(node), name), a.mode! & ~a.umask!, a.uid, a.gid);
         return this.lookupReply(req, node, name);
       }
       case 'symlink': {
         const name = nameOf(a.name);
-        await ops.symlink(a.target!.toString('utf8'), join(this.livePath(node), name), a.uid, a.gid);
+        await ops.symlink(a.target!.toString('utf8'), join(livePath(node), name), a.uid, a.gid);
         return this.lookupReply(req, node, name);
       }
       case 'mknod': {
         const name = nameOf(a.name);
-        await ops.mknod(join(this.livePath(node), name), a.mode! & ~a.umask!, a.rdev ?? 0, a.uid, a.gid);
+        await ops.mknod(join(livePath(node), name), a.mode! & ~a.umask!, a.rdev ?? 0, a.uid, a.gid);
         return this.lookupReply(req, node, name);
       }
       case 'unlink':
       case 'rmdir': {
         const name = nameOf(a.name);
-        await ops[op](join(this.livePath(node), name));
+        await ops[op](join(livePath(node), name));
         this.nodes.detach(node, name);
         return s.replyErr(req, 0);
       }
@@ -321,12 +230,12 @@ export class FuseAdapter {
       case 'link': {
         const parent = this.nodes.get(a.newParent!);
         const name = nameOf(a.newName);
-        await ops.link(this.livePath(node), join(this.livePath(parent), name));
+        await ops.link(livePath(node), join(livePath(parent), name));
         return this.lookupReply(req, parent, name);
       }
       case 'create': {
         const name = nameOf(a.name);
-        const path = join(this.livePath(node), name);
+        const path = join(livePath(node), name);
         const fh = await ops.create(path, a.mode! & ~a.umask!, a.uid, a.gid);
         let attr: Attr;
         try {
@@ -367,25 +276,22 @@ export class FuseAdapter {
       case 'fsync':
         await ops.fsync(node.path, a.fh!, a.mode === 1);
         return s.replyErr(req, 0);
-      case 'opendir': {
-        const fh = this.nextDirHandle++;
-        this.dirHandles.set(fh, { entries: undefined });
-        s.replyOpen(req, { fh });
+      case 'opendir':
+        s.replyOpen(req, { fh: this.dirs.open() });
         return;
-      }
       case 'readdir':
       case 'readdirplus':
-        return this.readdir(req, node, a, op === 'readdirplus');
+        return this.dirs.read(s, req, node, a.fh!, a.offset!, a.size!, op === 'readdirplus');
       case 'releasedir':
-        this.dirHandles.delete(a.fh!);
+        this.dirs.release(a.fh!);
         return s.replyErr(req, 0);
       case 'statfs':
         return s.replyStatfs(req, { ...(await ops.statfs(node.path)) });
       case 'access':
-        await ops.access(this.livePath(node), a.mode!);
+        await ops.access(livePath(node), a.mode!);
         return s.replyErr(req, 0);
       case 'readlink':
-        return s.replyReadlink(req, Buffer.from(await ops.readlink(this.livePath(node))));
+        return s.replyReadlink(req, Buffer.from(await ops.readlink(livePath(node))));
       case 'getxattr':
       case 'listxattr':
       case 'setxattr':
@@ -401,12 +307,12 @@ export class FuseAdapter {
     const s = this.session!;
     const name = a.name?.toString('utf8') ?? '';
     if (op === 'listxattr') {
-      const names = await this.ops.listxattr(this.livePath(node));
+      const names = await this.ops.listxattr(livePath(node));
       return this.replyXattr(req, Buffer.concat(names.map((n) => Buffer.from(n + '\0'))), a.size!);
     }
-    if (op === 'getxattr') return this.replyXattr(req, await this.ops.getxattr(this.livePath(node), name), a.size!);
-    if (op === 'setxattr') await this.ops.setxattr(this.livePath(node), name, a.data ?? Buffer.alloc(0), a.flags ?? 0);
-    else await this.ops.removexattr(this.livePath(node), name);
+    if (op === 'getxattr') return this.replyXattr(req, await this.ops.getxattr(livePath(node), name), a.size!);
+    if (op === 'setxattr') await this.ops.setxattr(livePath(node), name, a.data ?? Buffer.alloc(0), a.flags ?? 0);
+    else await this.ops.removexattr(livePath(node), name);
     s.replyErr(req, 0);
   }
 
@@ -428,7 +334,7 @@ export class FuseAdapter {
     if (set & (SET_UID | SET_GID) && !node.detached) await ops.chown(path, set & SET_UID ? attr.uid : -1, set & SET_GID ? attr.gid : -1);
     if (set & SET_SIZE) {
       if (a.fh !== undefined) await ops.ftruncate(path, a.fh, attr.size);
-      else await ops.truncate(this.livePath(node), attr.size);
+      else await ops.truncate(livePath(node), attr.size);
     }
     // Tahoe keeps no access time: only a change of mtime reaches the core.
     if (set & (SET_MTIME | SET_MTIME_NOW)) {
@@ -436,7 +342,7 @@ export class FuseAdapter {
       const nowTs = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
       const mtime = set & SET_MTIME_NOW ? nowTs : attr.mtime;
       const atime = set & SET_ATIME_NOW ? nowTs : set & SET_ATIME ? attr.atime : mtime;
-      await ops.utimens(this.livePath(node), nsOf(atime), nsOf(mtime));
+      await ops.utimens(livePath(node), nsOf(atime), nsOf(mtime));
     }
     await this.replyAttr(req, node, a.fh);
   }
@@ -448,7 +354,7 @@ export class FuseAdapter {
     const name = nameOf(a.name);
     const newParent = this.nodes.get(a.newParent!);
     const newName = nameOf(a.newName);
-    const to = join(this.livePath(newParent), newName);
+    const to = join(livePath(newParent), newName);
     if (flags & RENAME_NOREPLACE) {
       const exists = await this.ops.getattr(to).then(
         () => true,
@@ -456,49 +362,9 @@ export class FuseAdapter {
       );
       if (exists) return this.session!.replyErr(req, EEXIST);
     }
-    await this.ops.rename(join(this.livePath(node), name), to);
+    await this.ops.rename(join(livePath(node), name), to);
     this.nodes.rename(node, name, newParent, newName);
     this.session!.replyErr(req, 0);
-  }
-
-  private async readdir(req: number, node: Node, a: RequestArgs, plus: boolean): Promise<void> {
-    let handle = this.dirHandles.get(a.fh!);
-    if (!handle) this.dirHandles.set(a.fh!, (handle = { entries: undefined }));
-    const offset = a.offset!;
-    // A listing is taken at the first read (and again on rewinddir), then served in pieces.
-    if (!handle.entries || offset === 0) handle.entries = await this.listing(node, plus);
-    // Only what can fit: a reply of `size` bytes holds at most size / (smallest entry) entries.
-    const rest = handle.entries.slice(offset, offset + Math.ceil(a.size! / (plus ? MIN_PLUS_ENTRY_BYTES : MIN_ENTRY_BYTES)));
-    if (!plus) {
-      const out = rest.map(({ name, attr }) => ({ name: Buffer.from(name), ino: UNKNOWN_INO, mode: (attr?.mode ?? 0) & S_IFMT }));
-      this.session!.replyDirectory(req, a.size!, offset, out, false);
-      return;
-    }
-    // Each entry that reaches the kernel counts as a lookup of its node (but '.' and '..'): nodes are made
-    // before the reply, and those whose entries did not fit are given back after it.
-    const made: Array<Node | undefined> = [];
-    const out = rest.map(({ name, attr }) => {
-      const nameBytes = Buffer.from(name);
-      if (name === '.' || name === '..' || !attr) {
-        made.push(undefined);
-        const dirAttr = { ino: node.ino, mode: S_IFDIR } as NativeAttr;
-        return { name: nameBytes, ino: 0, generation: 0, attr: dirAttr, entryTimeout: 0, attrTimeout: 0 };
-      }
-      const child = this.nodes.remember(node, name);
-      made.push(child);
-      return { name: nameBytes, ...this.entry(child, attr) };
-    });
-    const fitted = this.session!.replyDirectory(req, a.size!, offset, out, true);
-    for (let i = fitted; i < made.length; i++) if (made[i]) this.nodes.forget(made[i]!.ino, 1);
-  }
-
-  private async listing(node: Node, plus: boolean): Promise<Array<{ name: string; attr: Attr | undefined }>> {
-    const path = this.livePath(node);
-    if (plus) {
-      const entries = await this.ops.readdirplus(path);
-      return [{ name: '.', attr: undefined }, { name: '..', attr: undefined }, ...entries];
-    }
-    return (await this.ops.readdir(path)).map((name) => ({ name, attr: undefined }));
   }
 }
 

@@ -3,8 +3,8 @@
 // the one it has now, after renames of it or of any directory above it. Lookup counts follow the kernel's:
 // a node leaves the table when the kernel forgets it.
 //
-// One event loop; only the adapter changes the table, synchronously, right after the op it mirrors succeeded
-// (a rename or unlink) or as the reply to a lookup is sent.
+// One event loop; only the FUSE edge (adapter.ts, and readdir.ts for readdirplus entries) changes the table,
+// synchronously, right after the op it mirrors succeeded (a rename or unlink) or as the reply to a lookup is sent.
 import { FsError } from '../errors.js';
 
 export const ROOT_INO = 1;
@@ -44,6 +44,12 @@ export class Node {
     for (let n: Node | undefined = this; n && n.parent; n = n.parent) parts.push(n.name);
     return '/' + parts.reverse().join('/');
   }
+}
+
+/** A node's path for ops that need its name to exist: a detached node has none. */
+export function livePath(node: Node): string {
+  if (node.detached) throw new FsError('ENOENT', `no longer linked: ${node.path}`);
+  return node.path;
 }
 
 export class NodeTable {
