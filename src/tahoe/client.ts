@@ -1,13 +1,15 @@
 // Tahoe web-API client (docs/frontends/webapi.rst). Every request has a bound; every failure becomes an FsError.
 //
-// State: whether the gateway answers (`offlineSince`, `stateSince`), the probe that looks again (`probing`,
-// `lastProbeAt`, `probeTimer`, `probeDelayMs`) and who hears of a change (`listeners`): changed only here, by
-// the requests' outcomes and the probes, never across an await of another owner.
+// State: whether the gateway answers lives in `gateway` (gateway-state.ts), told by the requests' outcomes here;
+// the client holds no other state across an await.
 import { Readable } from 'node:stream';
 import { Agent, request, errors as undiciErrors, type Dispatcher } from 'undici';
 import { FsError, type ErrnoName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from './caps.js';
+import { GatewayWatch, type GatewayState } from './gateway-state.js';
+
+export { PROBE_EVERY_MS, PROBE_TIMEOUT_MS, type GatewayState } from './gateway-state.js';
 
 export interface TahoeTimeouts {
   /** Bound for small requests (listings, links, mkdir): the whole request. */
@@ -23,7 +25,7 @@ export interface TahoeTimeouts {
   retryDelaysMs: number[];
   /**
    * While the gateway is unreachable: a request looks again (a probe) when the last look is this old; a timer
-   * looks too, from this interval doubling up to PROBE_IDLE_MAX_MS (default PROBE_EVERY_MS; 0: every request).
+   * looks too, from this interval doubling up to 30 s (gateway-state.ts; default PROBE_EVERY_MS; 0: every request).
    */
   probeEveryMs?: number;
   /** Bound of one probe (default PROBE_TIMEOUT_MS). */
@@ -31,21 +33,6 @@ export interface TahoeTimeouts {
 }
 
 export const DEFAULT_TIMEOUTS: TahoeTimeouts = { requestMs: 60_000, idleMs: 60_000, uploadAnswerMs: 600_000, retryDelaysMs: [250, 1_000, 3_000] };
-
-/** Often enough that a gateway back is noticed within a couple of seconds of the next use; a probe is one small GET. */
-export const PROBE_EVERY_MS = 2_000;
-/** A gateway on this machine or the LAN answers its front page well within this, busy or not. */
-export const PROBE_TIMEOUT_MS = 3_000;
-/** How long a request waits for a probe's answer before it fails anyway. */
-const PROBE_WAIT_MS = 500;
-/** With nothing asking, the timer's probes slow down to this: an outage of days costs a request a half-minute. */
-const PROBE_IDLE_MAX_MS = 30_000;
-
-/** Whether the gateway answers, and since when (ms since the epoch): for `blackmatch status` and the log. */
-export interface GatewayState {
-  online: boolean;
-  since: number;
-}
 
 /** A request body, or a way to make it again (a stream can be sent once: retries need a fresh one). */
 export type Body = Buffer | Readable | (() => Buffer | Readable);
@@ -100,15 +87,7 @@ export interface LinkTarget {
 export class TahoeClient {
   readonly base: string;
   private readonly agent: Agent;
-  /** Set once an idempotent request got no answer through all its tries; cleared by any answer. */
-  private offlineSince: number | undefined;
-  private stateSince = Date.now();
-  private probing: Promise<void> | undefined;
-  private lastProbeAt = 0;
-  private probeTimer: NodeJS.Timeout | undefined;
-  private probeDelayMs = 0;
-  private readonly listeners: Array<(state: GatewayState) => void> = [];
-  private closed = false;
+  private readonly gateway: GatewayWatch;
 
   constructor(
     nodeUrl: string,
@@ -118,17 +97,18 @@ export class TahoeClient {
   ) {
     this.base = nodeUrl.endsWith('/') ? nodeUrl : nodeUrl + '/';
     this.agent = new Agent({ connections: 32, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
+    const { probeEveryMs, probeTimeoutMs } = timeouts;
+    this.gateway = new GatewayWatch({ base: this.base, look: (signal) => this.look(signal), probeEveryMs, probeTimeoutMs, log });
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.probeTimer);
+    this.gateway.close();
     await this.agent.close();
   }
 
   /** Whether the gateway answers (as far as the last requests and probes tell), and since when. */
   get gatewayState(): GatewayState {
-    return { online: this.offlineSince === undefined, since: this.stateSince };
+    return this.gateway.state;
   }
 
   /**
@@ -137,13 +117,12 @@ export class TahoeClient {
    * is no reason to give up.
    */
   async probeGateway(): Promise<boolean> {
-    if (this.offlineSince !== undefined) await this.probe();
-    return this.offlineSince === undefined;
+    return this.gateway.probeNow();
   }
 
   /** Calls `listener` on each change of gatewayState (a throw is the listener's own problem: caught and ignored). */
   onGatewayState(listener: (state: GatewayState) => void): void {
-    this.listeners.push(listener);
+    this.gateway.onChange(listener);
   }
 
   /** GET /uri/$DIRCAP?t=json: one request for a whole directory, sizes and metadata included. */
@@ -298,7 +277,7 @@ export class TahoeClient {
         const delays = this.timeouts.retryDelaysMs;
         const again = idempotent && i < delays.length && e instanceof FsError && transient.has(e);
         if (!again) {
-          if (idempotent && isUnreachable(e)) this.markOffline(e as FsError);
+          if (idempotent && isUnreachable(e)) this.gateway.unreachable(e as FsError);
           throw e;
         }
         this.log?.warn({ what, attempt: i + 1, err: e.message }, 'transient gateway error: retrying');
@@ -309,90 +288,17 @@ export class TahoeClient {
 
   /** Lets a request go on unless the gateway is unreachable; then looks again first if a look is due. */
   private async gate(what: string): Promise<void> {
-    if (this.offlineSince === undefined) return;
-    if (Date.now() - this.lastProbeAt >= this.probeEveryMs || this.probing) {
-      // A gateway that is back answers a probe in milliseconds; one that is gone (no refusal, only silence)
-      // must not hold requests for the probe's whole bound: they fail, and the probe goes on without them.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.probe(), new Promise<void>((r) => (timer = setTimeout(r, PROBE_WAIT_MS)))]);
-      clearTimeout(timer);
-    }
-    const since = this.offlineSince;
+    const since = await this.gateway.gate();
     if (since === undefined) return;
     const err = new FsError('EIO', `${what}: gateway unreachable: not reachable at ${this.base} since ${new Date(since).toISOString()} (failing fast until it answers)`);
     noAnswer.add(err);
     throw err;
   }
 
-  private get probeEveryMs(): number {
-    return this.timeouts.probeEveryMs ?? PROBE_EVERY_MS;
-  }
-
-  /** One small GET of the gateway's front page, shared by whoever asks meanwhile; any HTTP answer means it is back. */
-  private probe(): Promise<void> {
-    this.probing ??= (async () => {
-      this.lastProbeAt = Date.now();
-      try {
-        const res = await request(this.base + '?t=json', {
-          method: 'GET',
-          dispatcher: this.agent,
-          signal: AbortSignal.timeout(this.timeouts.probeTimeoutMs ?? PROBE_TIMEOUT_MS),
-        });
-        res.body.resume();
-        this.markOnline();
-      } catch {
-        // still unreachable (or too slow to count as back): the timer looks again later
-      } finally {
-        this.probing = undefined;
-        this.lastProbeAt = Date.now();
-      }
-    })();
-    return this.probing;
-  }
-
-  private markOffline(err: FsError): void {
-    this.lastProbeAt = Date.now(); // this failure was a look: the next is due a probe interval later
-    if (this.offlineSince !== undefined) return;
-    this.offlineSince = this.stateSince = Date.now();
-    this.log?.warn({ gateway: this.base, err: err.message }, 'gateway unreachable: requests fail at once until it answers again');
-    this.probeDelayMs = Math.max(this.probeEveryMs, 100);
-    this.scheduleProbe();
-    this.tell();
-  }
-
-  /** A response came (any status): the gateway answers. */
-  private markOnline(): void {
-    if (this.offlineSince === undefined) return;
-    const downMs = Date.now() - this.offlineSince;
-    this.offlineSince = undefined;
-    this.stateSince = Date.now();
-    clearTimeout(this.probeTimer);
-    this.probeTimer = undefined;
-    this.log?.info({ gateway: this.base, downMs }, 'gateway answers again');
-    this.tell();
-  }
-
-  /** While unreachable, a probe now and then even when nothing asks (so that waiting work resumes on its own). */
-  private scheduleProbe(): void {
-    if (this.closed || this.offlineSince === undefined || this.probeTimer) return;
-    this.probeTimer = setTimeout(() => {
-      this.probeTimer = undefined;
-      void this.probe().then(() => {
-        this.probeDelayMs = Math.min(this.probeDelayMs * 2, PROBE_IDLE_MAX_MS);
-        this.scheduleProbe();
-      });
-    }, this.probeDelayMs).unref(); // the mount keeps the process alive, not a probe
-  }
-
-  private tell(): void {
-    const state = this.gatewayState;
-    for (const listener of this.listeners) {
-      try {
-        listener(state);
-      } catch {
-        // a listener's failure is its own
-      }
-    }
+  /** A probe: one small GET of the gateway's front page; any HTTP answer means it is back. */
+  private async look(signal: AbortSignal): Promise<void> {
+    const res = await request(this.base + '?t=json', { method: 'GET', dispatcher: this.agent, signal });
+    res.body.resume();
   }
 
   private async send(
@@ -421,7 +327,7 @@ export class TahoeClient {
     } catch (e) {
       throw transportError(e, what, this.base);
     }
-    this.markOnline(); // an answer, whatever its status: a request in flight from before an outage counts too
+    this.gateway.answered(); // an answer, whatever its status: a request in flight from before an outage counts too
     return res;
   }
 }
