@@ -21,6 +21,12 @@ export interface NodeDir {
 export interface Grid {
   /** Gateway web API, with trailing slash, e.g. http://127.0.0.1:PORT/ */
   readonly gatewayUrl: string;
+  /**
+   * Every gateway's web API, the first being gatewayUrl: with `gateways: 2`, a second client node of the same
+   * introducer, as a second machine sharing the grid has. Only the first is stopped, frozen or killed by the
+   * calls below.
+   */
+  readonly gatewayUrls: readonly string[];
   /** Host path of the directory holding all node directories and logs. */
   readonly baseDir: string;
   /** Host path of the gateway's node directory. */
@@ -56,6 +62,8 @@ export interface StartGridOptions {
    * reaches storage only across the delay (15 = a 30 ms round trip). Introducer and gateway stay local.
    */
   storageDelayMs?: number;
+  /** Client nodes with a web API of their own (default 1): several machines' gateways to one grid. */
+  gateways?: number;
 }
 
 const STORAGE_NODES = 3;
@@ -144,6 +152,9 @@ export async function freePorts(n: number): Promise<number[]> {
     await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 }
+
+/** The first gateway keeps the plain name its callers and logs know. */
+const gatewayName = (i: number) => (i === 0 ? 'gateway' : `gateway${i}`);
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -270,6 +281,7 @@ function keepByEnv(): boolean {
 
 class GridImpl implements Grid {
   readonly gatewayUrl: string;
+  readonly gatewayUrls: readonly string[];
   readonly gatewayDir: string;
   introducerFurl = '';
   private readonly nodes: NodeProc[] = [];
@@ -282,12 +294,13 @@ class GridImpl implements Grid {
     readonly baseDir: string,
     private readonly innerBase: string,
     /** proxies: the ports storage nodes announce, when far (else each node announces its own port). */
-    private readonly ports: { introducer: number; storage: number[]; web: number; proxies?: number[] },
+    private readonly ports: { introducer: number; storage: number[]; web: number[]; proxies?: number[] },
     readonly storageDelayMs: number,
     private readonly log: (msg: string) => void,
   ) {
-    this.gatewayUrl = `http://127.0.0.1:${ports.web}/`;
-    for (const name of ['introducer', ...ports.storage.map((_, i) => `storage${i}`), 'gateway']) {
+    this.gatewayUrls = ports.web.map((port) => `http://127.0.0.1:${port}/`);
+    this.gatewayUrl = this.gatewayUrls[0]!;
+    for (const name of ['introducer', ...ports.storage.map((_, i) => `storage${i}`), ...ports.web.map((_, i) => gatewayName(i))]) {
       this.nodes.push({
         name,
         hostDir: join(baseDir, name),
@@ -354,18 +367,21 @@ class GridImpl implements Grid {
         ]),
       ),
       // create-client makes a node with storage disabled and no listening tub.
-      runTahoe(this.runner, [
-        'create-client',
-        '--nickname=gateway',
-        furl,
-        `--webport=tcp:${this.ports.web}:interface=127.0.0.1`,
-        ...SHARES,
-        this.node('gateway').innerDir,
-      ]),
+      ...this.ports.web.map((port, i) =>
+        runTahoe(this.runner, [
+          'create-client',
+          `--nickname=${gatewayName(i)}`,
+          furl,
+          `--webport=tcp:${port}:interface=127.0.0.1`,
+          ...SHARES,
+          this.node(gatewayName(i)).innerDir,
+        ]),
+      ),
     ]);
     for (let i = 0; i < STORAGE_NODES; i++) this.startNode(this.storage(i));
-    this.startNode(this.node('gateway'));
+    for (let i = 0; i < this.ports.web.length; i++) this.startNode(this.node(gatewayName(i)));
     await this.waitConnected(deadline);
+    for (let i = 1; i < this.ports.web.length; i++) await this.waitConnected(deadline, i);
   }
 
   private spawnNode(n: NodeProc): void {
@@ -409,22 +425,22 @@ class GridImpl implements Grid {
     }
   }
 
-  /** Waits until the gateway reports every running storage node as connected. */
-  private async waitConnected(deadline: number): Promise<void> {
-    const gw = this.node('gateway');
+  /** Waits until gateway i reports every running storage node as connected. */
+  private async waitConnected(deadline: number, i = 0): Promise<void> {
+    const gw = this.node(gatewayName(i));
     if (!gw.child) return;
     let last = 'gateway web port not answering';
     for (;;) {
       if (this.stopped) throw new Error('grid: stopped while waiting for storage servers to connect');
       const want = this.nodes.filter((n) => n.name.startsWith('storage') && n.child).map((n) => n.name);
-      const statuses = await serverStatuses(this.gatewayUrl);
+      const statuses = await serverStatuses(this.gatewayUrls[i]!);
       if (statuses) {
         // 1.20 reports "connected" (HTTP storage protocol); older foolscap-only versions "Connected to ...".
         const ok = want.filter((name) =>
           statuses.some((s) => s.nickname === name && s.status.toLowerCase().startsWith('connected')),
         );
         if (ok.length === want.length) {
-          this.log(`grid: gateway connected to ${want.length} storage node(s)`);
+          this.log(`grid: ${gw.name} connected to ${want.length} storage node(s)`);
           return;
         }
         last = statuses.map((s) => `${s.nickname}: ${s.status.split('\n')[0]?.slice(0, 200)}`).join('; ') || 'no servers known';
@@ -584,10 +600,13 @@ export async function startGrid(opts: StartGridOptions = {}): Promise<Grid> {
   const delay = opts.storageDelayMs ?? 0;
   if (!(delay >= 0)) throw new Error(`grid: bad storageDelayMs ${delay}`);
   const far = delay > 0;
-  const [introducer, web, ...rest] = await freePorts(2 + STORAGE_NODES * (far ? 2 : 1));
-  if (introducer === undefined || web === undefined) throw new Error('grid: no free ports');
-  const storage = rest.slice(0, STORAGE_NODES);
-  const proxies = far ? rest.slice(STORAGE_NODES) : undefined;
+  const gateways = opts.gateways ?? 1;
+  if (!Number.isInteger(gateways) || gateways < 1) throw new Error(`grid: bad gateways ${gateways}`);
+  const [introducer, ...rest] = await freePorts(1 + gateways + STORAGE_NODES * (far ? 2 : 1));
+  if (introducer === undefined) throw new Error('grid: no free ports');
+  const web = rest.slice(0, gateways);
+  const storage = rest.slice(gateways, gateways + STORAGE_NODES);
+  const proxies = far ? rest.slice(gateways + STORAGE_NODES) : undefined;
   const grid = new GridImpl(runner, baseDir, innerBase, { introducer, storage, web, proxies }, delay, log);
   liveGrids.add(grid);
   installHandlers();

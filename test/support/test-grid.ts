@@ -13,6 +13,8 @@ export interface OwnGridOptions {
   own: true;
   /** A far grid (see startGrid). */
   storageDelayMs?: number;
+  /** Gateways, as several machines sharing the grid have (see startGrid). */
+  gateways?: number;
 }
 
 /**
@@ -34,7 +36,8 @@ export function describeWithGrid(name: string, ...rest: [(grid: SharedGrid) => v
         gatewayUrl = shared;
         return;
       }
-      started = await startGrid(opts?.storageDelayMs === undefined ? {} : { storageDelayMs: opts.storageDelayMs });
+      const { own: _own, ...gridOpts } = opts ?? {};
+      started = await startGrid(gridOpts);
       gatewayUrl = started.gatewayUrl;
     });
     if (opts?.own) {
