@@ -148,7 +148,8 @@ interface Target {
 /** Resolves once every write to the mount is stored: nothing to wait for after a durable close, `blackmatch sync` after a write-back one. */
 async function syncMount(m: TestMount, writeBack: boolean): Promise<void> {
   if (!writeBack) return;
-  const r = await runCli(['sync', m.mountpoint], COMMAND_BOUND_MS);
+  // Until stored, as before the ledger: its checks come a quiet period later, in the background.
+  const r = await runCli(['sync', '--stored-only', m.mountpoint], COMMAND_BOUND_MS);
   if (r.code !== 0) throw new Error(`blackmatch sync failed: ${r.stdout}${r.stderr}`);
 }
 
@@ -338,7 +339,7 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
       const mode: Mode = config.startsWith('split') ? 'split' : 'no-split';
       const writeBack = config.endsWith('wb');
       const root = await prepareRoot(grid, ENTRIES);
-      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: root, cacheTimeout: 60, extraArgs: ['--log-level', 'info', ...(writeBack ? ['--write-back'] : [])] });
+      const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: root, cacheTimeout: 60, settleTime: 'default', extraArgs: ['--log-level', 'info', ...(writeBack ? ['--write-back'] : [])] });
       try {
         if (throughput) {
           log(`${config}: cached ${BIG / MiB} MiB read and write`);

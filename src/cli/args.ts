@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../cache/content-cache.js';
 import { DEFAULT_TRANSFERS } from '../fs/store.js';
+import { DEFAULT_SETTLE_MS } from '../fs/ledger.js';
 
 export interface Args {
   mountpoint: string | undefined;
@@ -29,6 +30,8 @@ export interface Args {
   serverStartTimeout: number;
   /** close() returns once the bytes are on the local disk; uploads run in the background. */
   writeBack: boolean;
+  /** See --settle-time (ms). */
+  settleMs: number;
   /** Uploads at once. */
   transfers: number;
   /** listxattr names the computed user.tahoe.* caps too. */
@@ -76,6 +79,7 @@ export function buildCommand(version: string): Command {
     .option('--cache-min-free <SIZE>', 'free space to leave on the cache\'s filesystem, evicting cached content for it (default 1G; 0 = no minimum)', parseSize, DEFAULT_MIN_FREE_BYTES)
     .option('--write-back', 'close() returns once the written bytes are safe on the local disk; they are uploaded in the background (fsync and `blackmatch sync` wait for them)')
     .option('--transfers <N>', 'uploads at once', positiveInt, DEFAULT_TRANSFERS)
+    .option('--settle-time <SECONDS>', 'how long a directory must be quiet before this mount checks that its changes to it are still there (other machines\' gateways can undo them; see the README); 0 = no other machine writes these directories', seconds, DEFAULT_SETTLE_MS / 1000)
     .option('--list-cap-xattrs', 'list the user.tahoe.* attributes (caps) in listxattr, so that getfattr -d shows them; off by default, so that cp -a, rsync -X and tar --xattrs do not copy caps around')
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
     .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other; any long option above too, as in fstab: -o cache-size=1G,write-back', collect, [])
@@ -110,6 +114,7 @@ export function parseArgs(argv: string[], version: string): Args {
     serverStartTimeout: number;
     writeBack?: boolean;
     transfers: number;
+    settleTime: number;
     listCapXattrs?: boolean;
   }>();
   if (!['error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(o.logLevel)) {
@@ -147,6 +152,7 @@ export function parseArgs(argv: string[], version: string): Args {
     serverShutdown: o.serverShutdown === true,
     serverStartTimeout: o.serverStartTimeout,
     writeBack: o.writeBack === true,
+    settleMs: o.settleTime * 1000,
     transfers: o.transfers,
     listCapXattrs: o.listCapXattrs === true,
   };
@@ -159,6 +165,8 @@ export const SYNC_TIMEOUT_S = 3600;
 
 export interface SyncArgs {
   timeoutMs: number;
+  /** Not waiting for the directory checks (ledger): only until everything is stored. */
+  storedOnly: boolean;
   mountpoint: string | undefined;
 }
 
@@ -175,9 +183,11 @@ function wholeSeconds(value: string): number {
 /** `blackmatch sync [--timeout SECONDS] [MOUNTPOINT]`; throws a CommanderError carrying the exit code (see subcommand). */
 export function parseSyncArgs(argv: string[]): SyncArgs {
   const cmd = subcommand('sync', 'waits until everything written to the mount before now is stored in the grid (every mount of yours without MOUNTPOINT);\nprints what is not, and exits 1 if anything is not')
-    .option('--timeout <SECONDS>', 'wait at most this long', wholeSeconds, SYNC_TIMEOUT_S);
+    .option('--timeout <SECONDS>', 'wait at most this long', wholeSeconds, SYNC_TIMEOUT_S)
+    .option('--stored-only', 'wait until everything is stored, not also until the directory changes are seen in place after --settle-time (another machine\'s gateway can still undo them until then)');
   cmd.parse(argv, { from: 'user' });
-  return { timeoutMs: cmd.opts<{ timeout: number }>().timeout * 1000, mountpoint: cmd.args[0] };
+  const o = cmd.opts<{ timeout: number; storedOnly?: boolean }>();
+  return { timeoutMs: o.timeout * 1000, storedOnly: o.storedOnly === true, mountpoint: cmd.args[0] };
 }
 
 /** `blackmatch status [--json] [MOUNTPOINT]`; throws a CommanderError carrying the exit code (see subcommand). */

@@ -78,7 +78,7 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
   const journal = new StagingJournal(cache.stagingDir, log);
   const core = new TahoeFs({
     client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log,
-    owner: selfIdentity(), isAlive, writeBack: args.writeBack, transfers: args.transfers,
+    owner: selfIdentity(), isAlive, writeBack: args.writeBack, transfers: args.transfers, settleMs: args.settleMs,
     // Other local users see the mount: entries keep their owners (and the kernel checks permissions).
     owners: args.fuseOptions.includes('allow_other'), listCapXattrs: args.listCapXattrs,
   });
@@ -211,7 +211,7 @@ function controlHandlers(core: TahoeFs, mountpoint: string, args: Args, config: 
       recentProblems: recentProblems(),
     }),
     // Bounded by the caller's --timeout: the report comes back before the command stops waiting for it.
-    sync: async (params: { timeoutMs?: number }) => ({ mountpoint, ...(await core.sync(params.timeoutMs)) }),
+    sync: async (params: { timeoutMs?: number; storedOnly?: boolean }) => ({ mountpoint, ...(await core.sync(params.timeoutMs, { storedOnly: params.storedOnly === true })) }),
   };
 }
 
@@ -227,15 +227,17 @@ async function syncCommand(argv: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode; // commander printed the help or the error
     throw e;
   }
-  const { timeoutMs, mountpoint: named } = parsed;
+  const { timeoutMs, storedOnly, mountpoint: named } = parsed;
   const sockets = named ? [controlSocketPath(await canonicalMountpoint(named))] : await listControlSockets();
   let failures = 0;
   for (const socket of sockets) {
     try {
-      const r = (await askControl(socket, { op: 'sync', timeoutMs }, timeoutMs + SYNC_ANSWER_MARGIN_MS)) as SyncReport & { mountpoint: string };
+      const r = (await askControl(socket, { op: 'sync', timeoutMs, storedOnly }, timeoutMs + SYNC_ANSWER_MARGIN_MS)) as SyncReport & { mountpoint: string };
       for (const f of r.failed) process.stdout.write(`${r.mountpoint}: NOT STORED ${f.path}: ${f.error}\n`);
+      for (const c of r.conflicts) process.stdout.write(`${r.mountpoint}: CONFLICT ${c.path}: another machine wrote it at the same time; this mount's version is kept as ${c.keptAs}\n`);
+      if (r.unchecked > 0) process.stdout.write(`${r.mountpoint}: NOT CHECKED ${r.unchecked} directory change(s): not yet seen in place after their directory was quiet (still being checked)\n`);
       process.stdout.write(`${r.mountpoint}: ${r.failed.length === 0 ? 'everything stored' : `${r.failed.length} not stored`} (${r.stored} waited for)\n`);
-      failures += r.failed.length;
+      failures += r.failed.length + (r.unchecked > 0 ? 1 : 0);
     } catch (e) {
       if (!named && e instanceof NoMountError) continue; // a socket left by a mount that is gone
       process.stderr.write(`blackmatch: sync ${named ?? socket}: ${(e as Error).message}\n`);

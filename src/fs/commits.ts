@@ -112,6 +112,8 @@ export class Commits {
       file.conflictFound(result.reason);
       throw conflictError(file);
     }
+    // Kept beside: the name is another machine's version now; this file's bytes are stored under keptAs.
+    if (result.outcome === 'keptBeside') this.log.warn({ path: file.path, keptAs: result.keptAs }, 'stored beside the entry another machine wrote meanwhile');
     const child = result.outcome === 'linked' ? result.child : undefined;
     if (child) this.log.debug({ path: file.path, bytes: file.size, ms: Date.now() - started, cap: redact(capTextOf(child) ?? '') }, 'uploaded');
     file.stored(generation, child);

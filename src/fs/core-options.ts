@@ -50,6 +50,11 @@ export interface TahoeFsOptions {
    * stored, stat shows both. Otherwise every entry is the mounting user's.
    */
   owners?: boolean;
+  /**
+   * How long a directory must be quiet before this mount's changes to it are checked against a fresh listing
+   * (ledger.ts); 0: this mount is the directory's only writer, nothing is checked.
+   */
+  settleMs?: number;
   /** listxattr names the computed user.tahoe.* attributes too (so that `getfattr -d` shows them). */
   listCapXattrs?: boolean;
 }

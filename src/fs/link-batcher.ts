@@ -12,12 +12,17 @@
 // State: `queues` and `flushing`, changed only here; one flush per directory at a time.
 import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import { heldCap } from '../tahoe/links.js';
+import type { DirectoryUpdates } from './dir-updates.js';
 
 export interface LinkRequest {
   name: string;
   target: LinkTarget;
   /** Link only over an entry holding this cap (null: only where there is no entry). Undefined: always. */
   expect?: string | null;
+  /** Path in the mount, for messages (the name when not given). */
+  path?: string;
+  /** The cap the name held as we last saw it (null: none), when there is no guard to say it. */
+  replaced?: string | null;
 }
 
 export type LinkOutcome = { linked: true } | { linked: false; reason: string };
@@ -42,7 +47,10 @@ export class LinkBatcher {
   private readonly queues = new Map<string, Queued[]>();
   private readonly flushing = new Set<string>();
 
-  constructor(private readonly client: TahoeClient) {}
+  constructor(
+    private readonly client: TahoeClient,
+    private readonly updates: DirectoryUpdates,
+  ) {}
 
   /** Links one entry into `dirCap`; resolves once the update that carried it is done (or the guard refused it). */
   link(dirCap: string, request: LinkRequest): Promise<LinkOutcome> {
@@ -90,7 +98,16 @@ export class LinkBatcher {
         else if (expect !== undefined && !entryIsBase(entry, expect)) q.resolve({ linked: false, reason: ENTRY_CHANGED });
         else go.push(q);
       }
-      if (go.length > 0) await this.client.setChildren(dirCap, go.map((q) => [q.request.name, q.request.target]), true);
+      if (go.length > 0) {
+        await this.updates.setChildren(
+          dirCap,
+          go.map(({ request: { name, target, expect, path, replaced } }) => {
+            const before = current?.get(name);
+            return { name, target, path: path ?? name, replaced: expect !== undefined ? expect : current ? heldCap(before) : replaced, replacedMetadata: before?.metadata };
+          }),
+          true,
+        );
+      }
       for (const q of go) q.resolve({ linked: true });
     } catch (e) {
       for (const q of batch) q.reject(e);

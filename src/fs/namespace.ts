@@ -9,11 +9,12 @@
 import { FsError } from '../errors.js';
 import { encodeBase32 } from '../tahoe/base32.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
-import { linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
+import { heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
 import { constants } from 'node:fs';
 import { ownMetadataOf, splitDev, SYMLINK_MAX, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { withLocks } from '../util/once.js';
 import type { Commits } from './commits.js';
+import type { DirectoryUpdates } from './dir-updates.js';
 import { dirRefOf, type DirRef, type Directories } from './directories.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
 import type { PendingDirectories } from './pending-dirs.js';
@@ -21,6 +22,8 @@ import type { Store } from './store.js';
 
 export interface NamespaceOptions {
   client: TahoeClient;
+  /** Every change of a directory goes through here (and into the ledger). */
+  updates: DirectoryUpdates;
   dirs: Directories;
   files: OpenFiles;
   commits: Commits;
@@ -35,11 +38,13 @@ export class Namespace {
   private readonly making = new Set<string>();
 
   private readonly client: TahoeClient;
+  private readonly updates: DirectoryUpdates;
   private readonly dirs: Directories;
   private readonly files: OpenFiles;
 
   constructor(private readonly opts: NamespaceOptions) {
     this.client = opts.client;
+    this.updates = opts.updates;
     this.dirs = opts.dirs;
     this.files = opts.files;
   }
@@ -65,11 +70,11 @@ export class Namespace {
     }
     let cap: string;
     if (Object.keys(own).length === 0) {
-      cap = await this.client.mkdir(parent.cap, name);
+      cap = await this.updates.mkdir(parent.cap, name, path);
     } else {
       // t=mkdir links with no metadata: made unlinked, then linked with it (the same two mutable writes).
       cap = await this.client.createDirectory();
-      await this.client.setChild(parent.cap, name, { type: 'dir', rwUri: cap, metadata: userMetadata(metadata) }, false);
+      await this.updates.setChild(parent.cap, { name, path, target: { type: 'dir', rwUri: cap, metadata: userMetadata(metadata) }, replaced: null }, false);
     }
     this.dirs.seedEmpty(cap);
     this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
@@ -91,7 +96,7 @@ export class Namespace {
     // Always ask the grid: another client may have added an entry since we last looked.
     const listing = await this.dirs.listing(dir, true);
     if (listing.children.size > 0 || this.files.hasOpenUnder(path)) throw new FsError('ENOTEMPTY', `not empty: ${path}`);
-    await this.client.unlink(parent.cap, name);
+    await this.updates.unlink(parent.cap, name, path, heldCap(child));
     this.dirs.patch(parent.cap, name, undefined);
     this.dirs.forget(dir.cap);
   }
@@ -133,7 +138,7 @@ export class Namespace {
       if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
       requireWritable(parent, path);
       if (child) {
-        await this.client.unlink(parent.cap, name);
+        await this.updates.unlink(parent.cap, name, path, heldCap(child));
         this.dirs.patch(parent.cap, name, undefined);
       }
       // Under the lock: an upload finishing now links nothing.
@@ -169,10 +174,11 @@ export class Namespace {
         // Tahoe strips whitespace around names in relink (web/directory.py _POST_relink), so such names
         // are moved by linking the same caps at the new name, then unlinking the old one.
         if (src.name.trim() === src.name && dst.name.trim() === dst.name) {
-          await this.client.relink(src.parent.cap, src.name, dst.parent.cap, dst.name, true);
+          const place = { dirCap: dst.parent.cap, name: dst.name, path: to, replaced: heldCap(dst.child) };
+          await this.updates.relink({ dirCap: src.parent.cap, name: src.name, path: from }, place, linkTargetOf(src.child));
         } else {
-          await this.client.setChild(dst.parent.cap, dst.name, linkTargetOf(src.child), true);
-          await this.client.unlink(src.parent.cap, src.name);
+          await this.updates.setChild(dst.parent.cap, { name: dst.name, path: to, target: linkTargetOf(src.child), replaced: heldCap(dst.child) }, true);
+          await this.updates.unlink(src.parent.cap, src.name, from, heldCap(src.child));
         }
         this.dirs.patch(src.parent.cap, src.name, undefined);
         this.dirs.patch(dst.parent.cap, dst.name, { ...src.child, name: dst.name });
@@ -199,7 +205,7 @@ export class Namespace {
     const dst = await this.dirs.lookup(to);
     requireWritable(dst.parent, to);
     if (dst.child || this.files.get(to)) throw new FsError('EEXIST', `exists: ${to}`);
-    await this.client.setChild(dst.parent.cap, dst.name, linkTargetOf(child), false);
+    await this.updates.setChild(dst.parent.cap, { name: dst.name, path: to, target: linkTargetOf(child), replaced: null }, false);
     this.dirs.patch(dst.parent.cap, dst.name, { ...child, name: dst.name });
   }
 
@@ -243,7 +249,8 @@ export class Namespace {
       if (this.opts.deferred && !open) {
         updated = this.opts.store.relinkLater(parent.cap, child, metadata, path);
       } else {
-        await this.client.setChild(parent.cap, name, { ...linkTargetOf(child), metadata }, true);
+        const target = { ...linkTargetOf(child), metadata };
+        await this.updates.setChild(parent.cap, { name, path, target, replaced: heldCap(child), replacedMetadata: userMetadata(child.metadata) }, true);
         updated = { ...child, metadata: touchedMetadata(child.metadata, metadata) };
       }
       this.dirs.patch(parent.cap, name, updated);
@@ -276,7 +283,7 @@ export class Namespace {
     const cap = content.length <= LIT_MAX_BYTES ? `URI:LIT:${encodeBase32(content)}` : await this.client.upload(content, content.length);
     const metadata = withOwnMetadata(withMtime({}, nowTimestamp()), own);
     if (this.opts.deferred) await this.opts.store.linkNew(parent.cap, name, { type: 'file', roUri: cap, metadata }, path);
-    else await this.client.setChild(parent.cap, name, { type: 'file', roUri: cap, metadata }, false);
+    else await this.updates.setChild(parent.cap, { name, path, target: { type: 'file', roUri: cap, metadata }, replaced: null }, false);
     this.dirs.patch(parent.cap, name, { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata({}, metadata) });
   }
 }

@@ -128,7 +128,7 @@ export class Recovery {
         await journal.write(stagingPath, { ...record, conflict: true }, true);
         return true;
       }
-      const cap = result.outcome === 'linked' ? tryParseCap(result.child.roUri) : undefined;
+      const cap = result.outcome === 'linked' || result.outcome === 'keptBeside' ? tryParseCap(result.child.roUri) : undefined;
       const adopted = cap?.immutable && cap.storageIndex ? await cache.adopt(stagingPath, cap) : false;
       if (!adopted) await rm(stagingPath, { force: true });
       await journal.remove(stagingPath);

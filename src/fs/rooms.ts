@@ -2,6 +2,7 @@
 // tahoe-fs.ts, only hands ops to them). Arrows run one way: closing → commits → store → link batcher;
 // recovery → store and pending directories; sync asks all of them.
 import { join } from 'node:path';
+import { LedgerFile } from '../cache/ledger-file.js';
 import { ListingStore } from '../cache/listing-store.js';
 import { redact } from '../tahoe/caps.js';
 import { nowTimestamp } from '../tahoe/links.js';
@@ -9,7 +10,10 @@ import { Attributes } from './attributes.js';
 import { Closing } from './closing.js';
 import { Commits } from './commits.js';
 import type { TahoeFsOptions } from './core-options.js';
+import { DirectoryUpdates } from './dir-updates.js';
+import type { LinkBatcher } from './link-batcher.js';
 import { Directories } from './directories.js';
+import { DEFAULT_SETTLE_MS, Ledger } from './ledger.js';
 import { FileReads } from './file-reads.js';
 import { Namespace } from './namespace.js';
 import { OpenFiles } from './open-files.js';
@@ -21,6 +25,7 @@ import { ExtendedAttributes } from './xattrs.js';
 
 export interface Rooms {
   listingStore: ListingStore;
+  ledger: Ledger;
   dirs: Directories;
   files: OpenFiles;
   reads: FileReads;
@@ -46,14 +51,19 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
     store: listingStore, log,
   });
   const files = new OpenFiles({ cache, journal, directories: dirs, rootId, owner, writeHoldMs: opts.writeHoldMs, log });
-  const store = new Store(client, dirs, log, opts.transfers);
+  const ledger: Ledger = new Ledger({
+    client, dirs, log, links: (): LinkBatcher => store.links, settleMs: opts.settleMs ?? DEFAULT_SETTLE_MS,
+    file: new LedgerFile(join(cache.root, 'ledger.jsonl'), log),
+  });
+  const updates = new DirectoryUpdates(client, ledger);
+  const store = new Store(client, updates, dirs, log, opts.transfers);
   // Enough for a burst of mkdirs (an unpacked tree) while the pool refills behind it.
   const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize: 2 * store.transferLimit });
   const recovery = new Recovery({ store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
   const commits = new Commits(store, files, log, deferred);
   const closing = new Closing(files, commits, recovery, log, deferred);
-  const syncs = new Sync({ client, files, commits, closing, pendingDirs, store, recovery, journal });
-  const names = new Namespace({ client, dirs, files, commits, store, pendingDirs, deferred });
+  const syncs = new Sync({ client, files, commits, closing, pendingDirs, store, recovery, journal, ledger });
+  const names = new Namespace({ client, updates, dirs, files, commits, store, pendingDirs, deferred });
   const owners = opts.owners === true;
   const attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), owners);
   // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.
@@ -64,7 +74,7 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
     recovery.now();
   });
   return {
-    listingStore, dirs, files, reads: new FileReads(cache), store, pendingDirs, recovery, commits, closing, syncs, names, attrs,
+    listingStore, ledger, dirs, files, reads: new FileReads(cache), store, pendingDirs, recovery, commits, closing, syncs, names, attrs,
     xattrs: new ExtendedAttributes(dirs, files, names, opts.listCapXattrs === true),
   };
 }

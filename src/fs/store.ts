@@ -12,6 +12,8 @@ import { createReadStream, type ReadStream } from 'node:fs';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
+import type { DirectoryUpdates } from './dir-updates.js';
+import { conflictName } from './ledger.js';
 import { heldCap, linkTargetOf, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
 import { withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
 import { Semaphore, withLocks, type Mutex } from '../util/once.js';
@@ -53,7 +55,9 @@ export interface StoreRequest {
 export type StoreResult =
   | { outcome: 'linked'; child: ChildInfo; destination: Destination }
   | { outcome: 'unlinked' }
-  | { outcome: 'conflict'; reason: string };
+  | { outcome: 'conflict'; reason: string }
+  /** Linked beside the entry, which another machine changed meanwhile: `keptAs` is the path it is at. */
+  | { outcome: 'keptBeside'; child: ChildInfo; destination: Destination; keptAs: string };
 
 interface Upload {
   path: string;
@@ -71,37 +75,41 @@ export class Store {
 
   constructor(
     private readonly client: TahoeClient,
+    private readonly updates: DirectoryUpdates,
     private readonly directories: Directories,
     private readonly log: Logger,
     transfers = DEFAULT_TRANSFERS,
   ) {
     this.transfers = new Semaphore(Math.max(1, transfers));
-    this.links = new LinkBatcher(client);
+    this.links = new LinkBatcher(client, updates);
   }
 
   get transferLimit(): number {
     return this.transfers.limit;
   }
 
-  /** Uploads staged bytes and links them (see the top of this file). */
+  /**
+   * Uploads staged bytes and links them (see the top of this file). Bytes whose entry changed meanwhile (another
+   * machine wrote the name) are linked beside it, as `NAME (conflict DATE TIME HOST)`, and reported.
+   */
   async storeStaged(req: StoreRequest): Promise<StoreResult> {
     let previous = req.previous;
+    let beside = false;
     if (req.checkFirst) {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' };
       const current = await this.entryAt(where);
-      if (!entryIsBase(current, req.base?.() ?? null)) return { outcome: 'conflict', reason: ENTRY_CHANGED };
       // A mutable file keeps its cap when another client changes it: nothing shows whether it did.
-      if (current?.mutable) return { outcome: 'conflict', reason: 'a mutable file may have changed meanwhile' };
-      previous = current;
+      if (!entryIsBase(current, req.base?.() ?? null) || current?.mutable) beside = true;
+      else previous = current;
     }
     if (!req.destination()) return { outcome: 'unlinked' };
-    const mutable = previous?.type === 'file' && previous.mutable && previous.rwUri ? previous : undefined;
+    let mutable = previous?.type === 'file' && previous.mutable && previous.rwUri && !beside ? previous : undefined;
     if (mutable && req.base) {
       // A mutable file is overwritten in place before its link: its guard is checked before that.
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' };
-      if (!entryIsBase(await this.entryAt(where), req.base())) return { outcome: 'conflict', reason: ENTRY_CHANGED };
+      if (!entryIsBase(await this.entryAt(where), req.base())) [beside, mutable] = [true, undefined];
     }
     const uploaded = await this.upload(req, mutable);
     return withLocks([req.lock], async () => {
@@ -110,16 +118,33 @@ export class Store {
       const timed = withMtime(previous?.metadata ?? {}, req.mtime);
       const metadata = req.own ? withOwnMetadata(timed, req.own) : timed;
       const target: LinkTarget = mutable ? { ...linkTargetOf(mutable), metadata } : { type: 'file', roUri: uploaded, metadata };
-      // Tahoe has no compare-and-swap: a guarded link looks at the entry again right before linking.
-      const outcome = await this.links.link(where.parentCap, { name: where.name, target, expect: req.base?.() });
-      if (!outcome.linked) return { outcome: 'conflict', reason: outcome.reason } as const;
-      const touched = touchedMetadata(previous?.metadata ?? {}, metadata);
-      const child: ChildInfo = mutable
-        ? { ...mutable, name: where.name, size: req.size, metadata: touched }
-        : { name: where.name, type: 'file', roUri: uploaded, size: req.size, mutable: false, metadata: touched };
-      this.directories.patch(where.parentCap, where.name, child);
-      return { outcome: 'linked', child, destination: where } as const;
+      if (!beside) {
+        // Tahoe has no compare-and-swap: a guarded link looks at the entry again right before linking.
+        const outcome = await this.links.link(where.parentCap, { name: where.name, target, expect: req.base?.(), path: req.path, replaced: heldCap(previous) });
+        if (outcome.linked) {
+          const touched = touchedMetadata(previous?.metadata ?? {}, metadata);
+          const child: ChildInfo = mutable
+            ? { ...mutable, name: where.name, size: req.size, metadata: touched }
+            : { name: where.name, type: 'file', roUri: uploaded, size: req.size, mutable: false, metadata: touched };
+          this.directories.patch(where.parentCap, where.name, child);
+          return { outcome: 'linked', child, destination: where } as const;
+        }
+        if (outcome.reason !== ENTRY_CHANGED || mutable) return { outcome: 'conflict', reason: outcome.reason } as const;
+      }
+      return this.keepBeside(req, where, target);
     });
+  }
+
+  /** The entry changed since our bytes were based on it: it keeps its name, and ours are linked beside it. */
+  private async keepBeside(req: StoreRequest, where: Destination, target: LinkTarget): Promise<StoreResult> {
+    const name = conflictName(where.name, new Date());
+    const outcome = await this.links.link(where.parentCap, { name, target, expect: null, path: req.path });
+    if (!outcome.linked) return { outcome: 'conflict', reason: ENTRY_CHANGED };
+    const child: ChildInfo = { name, type: 'file', roUri: target.roUri, size: req.size, mutable: false, metadata: touchedMetadata({}, target.metadata ?? {}) };
+    this.directories.patch(where.parentCap, name, child);
+    const keptAs = req.path.slice(0, req.path.length - where.name.length) + name;
+    this.updates.conflictKept({ path: req.path, keptAs, at: Date.now() });
+    return { outcome: 'keptBeside', child, destination: { parentCap: where.parentCap, name }, keptAs };
   }
 
   /** A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file. */

@@ -8,6 +8,7 @@ import { settledWithin } from '../util/once.js';
 import type { Closing } from './closing.js';
 import type { Commits } from './commits.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
+import type { Conflict, Ledger, LedgerStatus } from './ledger.js';
 import type { PendingDirectories } from './pending-dirs.js';
 import type { Recovery } from './recovery.js';
 import type { Store } from './store.js';
@@ -23,6 +24,10 @@ const SYNC_ROUNDS = 4;
 export interface SyncReport {
   stored: number;
   failed: Array<{ path: string; error: string }>;
+  /** Names another machine wrote at the same time: its version keeps the name, ours is kept beside it. */
+  conflicts: Conflict[];
+  /** Directory changes still waiting for their check when the bound ran out (ledger.ts). */
+  unchecked: number;
 }
 
 /** What status() reports (sizes in bytes). */
@@ -37,6 +42,8 @@ export interface WriteStatus {
   kept: Array<{ path: string; error: string }>;
   /** Metadata changes (times, modes, xattrs) on their way in write-back mode. */
   metadataUpdates: number;
+  /** This mount's directory changes waiting to be seen in place, repairs made, conflicts kept (ledger.ts). */
+  directoryChanges: LedgerStatus;
 }
 
 const KEPT_CONFLICT = 'kept, not stored: its directory entry changed meanwhile';
@@ -50,6 +57,7 @@ export interface SyncOptions {
   store: Store;
   recovery: Recovery;
   journal: StagingJournal;
+  ledger: Ledger;
 }
 
 export class Sync {
@@ -61,10 +69,11 @@ export class Sync {
    * while the gateway was gone is tried again as soon as it answers (bounded by `timeoutMs`), never reported
    * as failed while it could land now.
    */
-  async sync(timeoutMs = DEFAULT_SYNC_MS): Promise<SyncReport> {
+  async sync(timeoutMs = DEFAULT_SYNC_MS, { storedOnly = false } = {}): Promise<SyncReport> {
     const { files, pendingDirs, closing, store, recovery } = this.opts;
     const deadline = Date.now() + timeoutMs;
-    const report: SyncReport = { stored: 0, failed: [] };
+    const report: SyncReport = { stored: 0, failed: [], conflicts: [], unchecked: 0 };
+    const conflictsBefore = new Set(this.opts.ledger.status().conflicts);
     closing.wakeAll();
     pendingDirs.wakeAll();
     const dirty = files.all().filter((f) => f.needsStore);
@@ -91,6 +100,10 @@ export class Sync {
       if (report.failed.some((f) => f.path === path)) continue;
       report.failed.push({ path, error: conflict ? KEPT_CONFLICT : 'not stored yet (will retry)' });
     }
+    // Stored is not yet kept: another gateway's late update may still undo ours (ledger.ts). Waited for too.
+    // Not while the gateway is gone: no check can be made then, and sync says so rather than wait.
+    if (!storedOnly) report.unchecked = await this.opts.ledger.settled(deadline, () => !this.opts.client.gatewayState.online);
+    report.conflicts = this.opts.ledger.status().conflicts.filter((c) => !conflictsBefore.has(c));
     return report;
   }
 
@@ -142,7 +155,7 @@ export class Sync {
       if (record.conflict) kept.push({ path: record.path, error: KEPT_CONFLICT });
       else if (!files.all().some((f) => f.staging?.path === stagingPath)) kept.push({ path: record.path, error: 'staged, not stored yet (will retry)' });
     }
-    return { ...store.status(), waiting, failed, kept };
+    return { ...store.status(), waiting, failed, kept, directoryChanges: this.opts.ledger.status() };
   }
 
   /** At unmount: every pending store gets one more try at once, all bounded together; the rest stays in the journal. */

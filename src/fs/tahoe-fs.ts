@@ -84,6 +84,8 @@ export class TahoeFs implements Ops {
       this.opts.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
     if (this.closing.deferred) this.rooms.pendingDirs.fillPool();
+    // What an earlier run changed and did not see in place yet: checked once its directories are quiet.
+    await this.rooms.ledger.start().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'ledger: cannot read what the last run left to check'));
   }
 
   /**
@@ -106,6 +108,7 @@ export class TahoeFs implements Ops {
     const { syncs, recovery } = this.rooms;
     await syncs.drain(this.opts.drainMs);
     await recovery.stop();
+    await this.rooms.ledger.stop(); // what is not checked yet stays in the ledger file for the next mount
     this.files.dropAllHandles();
     await this.closing.closeAll();
     await this.dirs.flushStore().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'could not keep directory listings on disk'));
@@ -113,8 +116,8 @@ export class TahoeFs implements Ops {
   }
 
   /** Waits until everything written before the call is stored (bounded); reports what is not (`blackmatch sync`). */
-  sync(timeoutMs?: number): Promise<SyncReport> {
-    return this.rooms.syncs.sync(timeoutMs);
+  sync(timeoutMs?: number, opts?: { storedOnly?: boolean }): Promise<SyncReport> {
+    return this.rooms.syncs.sync(timeoutMs, opts);
   }
 
   /** What is on its way, stuck, and cached, for `blackmatch status`: from memory, never waiting on the grid. */

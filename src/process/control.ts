@@ -18,7 +18,7 @@ export interface ControlRequests {
   info: Record<never, never>;
   status: Record<never, never>;
   /** `timeoutMs`: how long the asker waits for the answer, so that the mount can answer within it. */
-  sync: { timeoutMs?: number };
+  sync: { timeoutMs?: number; storedOnly?: boolean };
 }
 export type ControlOp = keyof ControlRequests;
 export type ControlRequest = { [K in ControlOp]: { op: K } & ControlRequests[K] }[ControlOp];
@@ -125,7 +125,8 @@ function dispatch(handlers: ControlHandlers, request: unknown): Promise<unknown>
       if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0)) {
         throw new Error(`sync: bad timeoutMs ${JSON.stringify(timeoutMs)}`);
       }
-      return handlers.sync(timeoutMs === undefined ? {} : { timeoutMs });
+      const storedOnly = params.storedOnly === true;
+      return handlers.sync({ ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(storedOnly ? { storedOnly } : {}) });
     }
     default:
       throw new Error(`unknown request ${JSON.stringify(op)}`);

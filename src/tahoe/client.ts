@@ -45,6 +45,16 @@ const transient = new WeakSet<FsError>();
  */
 const noAnswer = new WeakSet<FsError>();
 
+/**
+ * Whether a failed request may still have done what it asked: a 5xx or 410 answer (a mutable update that met
+ * another writer answers 500 UncoordinatedWriteError, yet its version may be the one that stays:
+ * docs/specifications/mutable.rst) or an answer lost after the request went out. Not a refused connection.
+ */
+export function outcomeUnknown(e: unknown): boolean {
+  return e instanceof FsError && (mayHaveApplied.has(e) || (transient.has(e) && !noAnswer.has(e)));
+}
+const mayHaveApplied = new WeakSet<FsError>();
+
 /** Whether a request failed because the gateway could not be reached (now, or in a row until it was given up on). */
 export function isUnreachable(e: unknown): boolean {
   return e instanceof FsError && noAnswer.has(e);
@@ -350,6 +360,7 @@ async function httpError(res: Dispatcher.ResponseData, what: string): Promise<Fs
   const text = scrubCaps(detail.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ')).trim().slice(0, 200);
   const err = new FsError(errnoForStatus(res.statusCode, detail), `${what}: HTTP ${res.statusCode} ${text}`.trim());
   if (res.statusCode >= 500 && err.code === 'EIO') transient.add(err);
+  if (res.statusCode >= 500 || res.statusCode === 410) mayHaveApplied.add(err);
   return err;
 }
 
@@ -403,6 +414,7 @@ function transportError(e: unknown, what: string, base: string): FsError {
   }
   const err = new FsError('EIO', `${what}: ${reason}`, { cause: e });
   if (retry) transient.add(err);
+  if (reason === 'timed out') mayHaveApplied.add(err);
   if (NO_ANSWER_CODES.has(code) || NO_ANSWER_CODES.has(cause)) noAnswer.add(err);
   return err;
 }

@@ -46,6 +46,8 @@ export interface StartCoreOptions {
   writeHoldMs?: number;
   owners?: boolean;
   listCapXattrs?: boolean;
+  /** The ledger's quiet period (default 0: no ledger; its own tests set one). */
+  settleMs?: number;
   /** The client's bounds beyond the defaults here (no retries). */
   timeouts?: Partial<TahoeTimeouts>;
 }
@@ -61,7 +63,7 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
     owner: opts.owner ?? me,
     isAlive: async (o) => o.pid === me.pid && o.start === me.start,
     maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, drainMs: opts.drainMs, writeHoldMs: opts.writeHoldMs,
-    owners: opts.owners, listCapXattrs: opts.listCapXattrs,
+    owners: opts.owners, listCapXattrs: opts.listCapXattrs, settleMs: opts.settleMs ?? 0,
   });
   await fs.start();
   let stopped = false;

@@ -39,6 +39,7 @@ describe('parseArgs', () => {
       serverStartTimeout: 8,
       writeBack: false,
       transfers: 8,
+      settleMs: 45_000,
       listCapXattrs: false,
     });
   });
@@ -222,9 +223,10 @@ describe('parseSyncArgs and parseStatusArgs', () => {
   }
 
   it('parses sync --timeout in seconds, and MOUNTPOINT', () => {
-    assert.deepEqual(parseSyncArgs([]), { timeoutMs: SYNC_TIMEOUT_S * 1000, mountpoint: undefined });
-    assert.deepEqual(parseSyncArgs(['--timeout', '30', '/mnt/x']), { timeoutMs: 30_000, mountpoint: '/mnt/x' });
-    assert.deepEqual(parseSyncArgs(['/mnt/x', '--timeout=0']), { timeoutMs: 0, mountpoint: '/mnt/x' });
+    assert.deepEqual(parseSyncArgs([]), { timeoutMs: SYNC_TIMEOUT_S * 1000, storedOnly: false, mountpoint: undefined });
+    assert.deepEqual(parseSyncArgs(['--timeout', '30', '/mnt/x']), { timeoutMs: 30_000, storedOnly: false, mountpoint: '/mnt/x' });
+    assert.deepEqual(parseSyncArgs(['/mnt/x', '--timeout=0']), { timeoutMs: 0, storedOnly: false, mountpoint: '/mnt/x' });
+    assert.deepEqual(parseSyncArgs(['--stored-only', '/mnt/x']), { timeoutMs: SYNC_TIMEOUT_S * 1000, storedOnly: true, mountpoint: '/mnt/x' });
   });
 
   it('parses status --json and MOUNTPOINT', () => {

@@ -28,7 +28,7 @@ describe('core in write-back mode', () => {
     assert.equal(await readAll(c.fs, '/a'), 'written');
     assert.ok((await c.fs.readdir('/')).includes('a'));
     held.release();
-    assert.deepEqual(await bounded(c.fs.sync(), 'sync'), { stored: 1, failed: [] });
+    assert.deepEqual(await bounded(c.fs.sync(), 'sync'), { stored: 1, failed: [], conflicts: [], unchecked: 0 });
     assert.equal(storedText(fake, 'a'), 'written');
     assert.deepEqual(await pendingRecords(c), []);
   });
@@ -86,7 +86,7 @@ describe('core in write-back mode', () => {
     assert.equal(mtimeOf('sent'), '3000000000789');
   });
 
-  it('an entry another client changed meanwhile is never overwritten: the bytes are kept and reported', async () => {
+  it('an entry another client changed meanwhile is never overwritten: the bytes are stored beside it and reported', async () => {
     const c = await start();
     const held = fake.hold(isUpload);
     await c.fs.release('/a', await writeFile(c.fs, '/a', 'ours'));
@@ -95,11 +95,12 @@ describe('core in write-back mode', () => {
     fake.link(fake.rootCap, 'a', theirs);
     held.release();
     const report = await bounded(c.fs.sync(), 'sync');
-    assert.equal(report.failed.length, 1);
-    assert.match(report.failed[0]!.error, /kept, not stored/);
+    assert.deepEqual(report.failed, []);
+    assert.equal(report.conflicts.length, 1);
+    assert.match(report.conflicts[0]!.keptAs, /^\/a \(conflict \d{4}-\d\d-\d\d \d{4} .+\)$/);
     assert.equal(storedText(fake, 'a'), 'theirs');
-    const kept = (await new StagingJournal(c.cache.stagingDir, log).list()).filter((s) => s.record.conflict);
-    assert.equal(kept.length, 1);
+    assert.equal(storedText(fake, report.conflicts[0]!.keptAs.slice(1)), 'ours');
+    assert.deepEqual((await new StagingJournal(c.cache.stagingDir, log).list()).filter((s) => s.record.dirty), [], 'nothing left to store');
   });
 
   it('the latest content of a name wins, even when the first upload is still on its way', async () => {
@@ -259,9 +260,10 @@ describe('core in write-back mode: names and conflicts', () => {
     fake.link(fake.rootCap, 'm', other);
     held.release();
     const report = await bounded(c.fs.sync(), 'sync');
-    assert.match(report.failed[0]?.error ?? '', /kept, not stored/);
+    assert.deepEqual(report.failed, []);
     assert.equal(fake.bytes(mutableCap)?.toString(), 'mutable v1', 'the mutable file was not overwritten');
     assert.equal(storedText(fake, 'm'), 'replaced by another client');
+    assert.equal(storedText(fake, report.conflicts[0]!.keptAs.slice(1)), 'OURSble v1', 'ours is stored beside it');
   });
 
   it('truncate of a closed file whose store is on its way: the truncated content is what is stored and read', async () => {

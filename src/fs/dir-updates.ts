@@ -1,0 +1,106 @@
+// Every change this mount makes to a directory goes through here (the namespace's ops, the link batcher): the
+// web-API request, then its record in the ledger (ledger.ts), which checks it stays. A failure whose outcome is
+// unknown (a 5xx or 410, an answer lost: tahoe/client.ts outcomeUnknown) is not taken as "not applied": a fresh
+// listing says whether the change is there, and if it is, the op succeeded. A link over a version we know
+// carries that version's fingerprint (REPLACES_KEY), so that another machine's ledger sees it was replaced on
+// purpose, not lost. No state of its own.
+import type { LinkTarget, TahoeClient } from '../tahoe/client.js';
+import { outcomeUnknown } from '../tahoe/client.js';
+import { redact } from '../tahoe/caps.js';
+import { heldCap } from '../tahoe/links.js';
+import { metadataJson, REPLACES_KEY, type Conflict, type Ledger } from './ledger.js';
+
+export interface NewLink {
+  name: string;
+  target: LinkTarget;
+  /** Path in the mount, for messages. */
+  path: string;
+  /** The cap the name held before (null: nothing; undefined: not known). */
+  replaced?: string | null;
+  /** For a change of metadata on the same cap: the metadata it replaces. */
+  replacedMetadata?: Record<string, unknown>;
+}
+
+const capOf = (t: LinkTarget) => t.rwUri ?? t.roUri;
+
+export class DirectoryUpdates {
+  constructor(
+    private readonly client: TahoeClient,
+    private readonly ledger: Ledger,
+  ) {}
+
+  /** Bytes kept beside a name another machine wrote meanwhile: reported with the ledger's conflicts. */
+  conflictKept(conflict: Conflict): void {
+    this.ledger.noteConflict(conflict);
+  }
+
+  /** POST t=mkdir&name=: a new directory linked at name (EEXIST if taken). */
+  async mkdir(parentCap: string, name: string, path: string): Promise<string> {
+    const cap = await this.client.mkdir(parentCap, name);
+    this.ledger.record({ dirCap: parentCap, name, path, target: { type: 'dir', rwUri: cap }, replaced: [null] });
+    return cap;
+  }
+
+  async setChild(dirCap: string, link: NewLink, replace: boolean): Promise<void> {
+    await this.setChildren(dirCap, [link], replace);
+  }
+
+  /** One update linking every one of `links`. */
+  async setChildren(dirCap: string, links: NewLink[], replace: boolean): Promise<void> {
+    const sent = links.map((l) => [l.name, marked(l)] as [string, LinkTarget]);
+    try {
+      await this.client.setChildren(dirCap, sent, replace);
+    } catch (e) {
+      if (!outcomeUnknown(e)) throw e;
+      const listing = await this.client.listDir(dirCap);
+      if (!links.every((l) => heldCap(listing.children.get(l.name)) === (capOf(l.target) ?? null))) throw e;
+    }
+    for (const [i, l] of links.entries()) {
+      const sameCap = l.replaced !== undefined && l.replaced === capOf(l.target);
+      this.ledger.record({
+        dirCap, name: l.name, path: l.path, target: sent[i]![1],
+        replaced: l.replaced === undefined || sameCap ? [] : [l.replaced],
+        ...(sameCap && l.replacedMetadata ? { metadata: metadataJson(l.target.metadata), replacedMetadata: [metadataJson(l.replacedMetadata)] } : {}),
+      });
+    }
+  }
+
+  /** DELETE of one link; `removed` is the cap it held. */
+  async unlink(dirCap: string, name: string, path: string, removed: string | null): Promise<void> {
+    try {
+      await this.client.unlink(dirCap, name);
+    } catch (e) {
+      if (!outcomeUnknown(e)) throw e;
+      if ((await this.client.listDir(dirCap)).children.has(name)) throw e;
+    }
+    this.ledger.record({ dirCap, name, path, replaced: removed === null ? [] : [removed] });
+  }
+
+  /** t=relink: moves the link `moved` (its cap and metadata as listed) to another name or directory. */
+  async relink(from: Place, to: Place & { replaced?: string | null }, moved: LinkTarget): Promise<void> {
+    try {
+      await this.client.relink(from.dirCap, from.name, to.dirCap, to.name, true);
+    } catch (e) {
+      if (!outcomeUnknown(e)) throw e;
+      const after = await this.client.listDir(to.dirCap);
+      if (heldCap(after.children.get(to.name)) !== (capOf(moved) ?? null)) throw e;
+    }
+    const cap = capOf(moved) ?? null;
+    this.ledger.record({ ...from, replaced: [cap] });
+    this.ledger.record({ ...placeOf(to), target: moved, replaced: to.replaced === undefined || to.replaced === cap ? [] : [to.replaced] });
+  }
+}
+
+export interface Place {
+  dirCap: string;
+  name: string;
+  path: string;
+}
+
+const placeOf = ({ dirCap, name, path }: Place): Place => ({ dirCap, name, path });
+
+/** The target as sent: over a version we know, its link says which one it replaced. */
+function marked(link: NewLink): LinkTarget {
+  if (link.replaced === undefined || link.replaced === null || link.replaced === capOf(link.target)) return link.target;
+  return { ...link.target, metadata: { ...(link.target.metadata ?? {}), [REPLACES_KEY]: redact(link.replaced) } };
+}

@@ -1,0 +1,298 @@
+// The directory-update ledger: every change this mount made to a directory (a link, a removal, a new metadata)
+// is kept here until a fresh listing, fetched once that directory has been quiet for `settleMs`, shows it in
+// place. Tahoe's gateways lose each other's updates of one directory (README, "Several machines, one
+// directory"): another gateway's update that began before ours can land up to about 40 s after ours, built on
+// the directory as it was before ours, and undo it. So a change that a listing shows undone is made again, and
+// checked again after another quiet period, until it holds:
+//
+// - our link gone, or the name back at a cap our change replaced: linked again (a removal by another machine
+//   within the window cannot be told apart from a loss, and keeping data wins);
+// - the name removed by us back at the cap we removed: removed again; at another cap: someone else's new file, kept;
+// - the name at a cap we never saw, whose link does not say it replaced ours: a conflict. The grid's version
+//   keeps the name and ours is linked beside it, as `NAME (conflict DATE TIME HOST)`, and reported.
+//
+// Entries live in memory and in the ledger file (cache/ledger-file.ts), so a crash keeps them. State: `entries`,
+// `quietUntil`, `conflicts`, `repairs` change only here; one check per directory at a time (`checking`).
+import { hostname } from 'node:os';
+import type { LedgerFile } from '../cache/ledger-file.js';
+import { FsError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { redact } from '../tahoe/caps.js';
+import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
+import { heldCap, userMetadata } from '../tahoe/links.js';
+import type { Directories } from './directories.js';
+import type { LinkBatcher } from './link-batcher.js';
+
+/** What one of our changes left at a name, and what it replaced there. */
+export interface Change {
+  dirCap: string;
+  name: string;
+  /** Path in the mount when made, for messages. */
+  path: string;
+  /** The link the name must hold (undefined: the name must be absent). */
+  target?: LinkTarget;
+  /** What the name held before our changes (null: no entry): seen there again means ours was undone. */
+  replaced: Array<string | null>;
+  /** Our link metadata (without Tahoe's key), when the change was one of metadata on the same cap. */
+  metadata?: string;
+  /** The metadata that change replaced: seen again means it was undone. */
+  replacedMetadata?: string[];
+}
+
+interface Entry extends Change {
+  /** Times made again after a listing showed it undone. */
+  repairs: number;
+}
+
+export interface Conflict {
+  path: string;
+  keptAs: string;
+  at: number;
+}
+
+export interface LedgerStatus {
+  /** Changes waiting for their directory's quiet period and check. */
+  checking: number;
+  directories: number;
+  /** Changes made again since the mount started (each was undone by another writer). */
+  repaired: number;
+  conflicts: Conflict[];
+}
+
+/** The metadata key by which a link says which version it replaced (a fingerprint, never the cap). */
+export const REPLACES_KEY = 'replaces';
+
+/** Our view of an entry's metadata: without Tahoe's own key and the replaced-version marker. */
+export function metadataJson(metadata: Record<string, unknown> | undefined): string {
+  const { [REPLACES_KEY]: _marker, ...rest } = userMetadata(metadata ?? {});
+  return JSON.stringify(rest);
+}
+
+/**
+ * How long after our update another gateway's stale retry can still land: Tahoe's modify() retries after about
+ * e, e^2 and e^3 s (30 s in all, with 12% jitter per step; mutable/filenode.py BackoffAgent, lines 37-57), each
+ * try a servermap update, a download and a publish: 45 s covers that on a loopback or a far grid.
+ */
+export const DEFAULT_SETTLE_MS = 45_000;
+
+const keyOf = (dirCap: string, name: string) => `${dirCap}\n${name}`;
+const capOfTarget = (t: LinkTarget | undefined) => t?.rwUri ?? t?.roUri;
+/** A check that could not list the directory is tried again this soon (or after the quiet period, if shorter). */
+const RETRY_CHECK_MS = 10_000;
+
+export interface LedgerOptions {
+  client: TahoeClient;
+  /** The batcher repairs go through (after our own updates of the name): made after the ledger. */
+  links: () => LinkBatcher;
+  dirs: Directories;
+  file: LedgerFile<Change & { repairs: number }>;
+  log: Logger;
+  /** How long a directory must be quiet before its changes are checked. */
+  settleMs: number;
+}
+
+export class Ledger {
+  private readonly entries = new Map<string, Entry>();
+  /** Per directory cap: when its quiet period ends (our last write to it, plus settleMs). */
+  private readonly quietUntil = new Map<string, number>();
+  private readonly checking = new Set<string>();
+  private readonly conflicts: Conflict[] = [];
+  private repaired = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private stopped = false;
+  /** Woken whenever an entry leaves (sync waits on it). */
+  private waiters = new Set<() => void>();
+
+  constructor(private readonly opts: LedgerOptions) {}
+
+  /** Reads back what an earlier process left unchecked; its directories are checked after a quiet period. */
+  async start(): Promise<void> {
+    const now = Date.now();
+    for (const [key, entry] of await this.opts.file.load()) {
+      this.entries.set(key, entry);
+      this.quietUntil.set(entry.dirCap, now + this.opts.settleMs);
+    }
+    if (this.entries.size > 0) this.opts.log.info({ changes: this.entries.size }, 'ledger: checking directory changes left by the last run');
+    this.schedule();
+  }
+
+  /** Records a change just made (its request answered, or a listing showed it landed). */
+  record(change: Change): void {
+    if (this.opts.settleMs <= 0) return;
+    const key = keyOf(change.dirCap, change.name);
+    const earlier = this.entries.get(key);
+    const replaced = new Set(change.replaced);
+    if (earlier) {
+      for (const c of earlier.replaced) replaced.add(c);
+      replaced.add(capOfTarget(earlier.target) ?? null);
+    }
+    replaced.delete(capOfTarget(change.target) ?? null);
+    const entry: Entry = { ...change, replaced: [...replaced], repairs: earlier?.repairs ?? 0 };
+    this.entries.set(key, entry);
+    this.opts.file.set(key, entry);
+    this.quietUntil.set(change.dirCap, Date.now() + this.opts.settleMs);
+    this.schedule();
+  }
+
+  /** A name both machines wrote: reported by status and sync (kept here for the mount's life). */
+  noteConflict(conflict: Conflict): void {
+    this.conflicts.push(conflict);
+    this.opts.log.warn({ path: conflict.path, keptAs: conflict.keptAs }, 'another machine wrote the same name at the same time: ours is kept beside it');
+  }
+
+  status(): LedgerStatus {
+    const dirs = new Set([...this.entries.values()].map((e) => e.dirCap));
+    return { checking: this.entries.size, directories: dirs.size, repaired: this.repaired, conflicts: [...this.conflicts] };
+  }
+
+  /**
+   * Waits until every change recorded so far has been seen in place (or until the deadline). Resolves with
+   * how many are still being checked.
+   */
+  async settled(deadline: number, givingUp: () => boolean = () => false): Promise<number> {
+    // A newer change to one of these names is waited for too: it carries the older one with it.
+    const waitingFor = [...this.entries.keys()];
+    const pending = () => waitingFor.filter((key) => this.entries.has(key)).length;
+    for (;;) {
+      const left = pending();
+      if (left === 0 || Date.now() >= deadline || this.stopped || givingUp()) return left;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(t);
+          this.waiters.delete(wake);
+          resolve();
+        };
+        const t = setTimeout(wake, Math.max(0, Math.min(deadline - Date.now(), 1_000)));
+        this.waiters.add(wake);
+      });
+    }
+  }
+
+  /** Stops checking (the entries stay on disk for the next start). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    for (const wake of [...this.waiters]) wake();
+    await this.opts.file.flushed();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    let next = Infinity;
+    for (const [dirCap, at] of this.quietUntil) if (!this.checking.has(dirCap)) next = Math.min(next, at);
+    if (next === Infinity || next >= this.timerAt) return;
+    clearTimeout(this.timer);
+    this.timerAt = next;
+    this.timer = setTimeout(() => {
+      this.timerAt = Infinity;
+      this.timer = undefined;
+      this.checkDue();
+    }, Math.max(0, next - Date.now()));
+    this.timer.unref();
+  }
+
+  private checkDue(): void {
+    const now = Date.now();
+    for (const [dirCap, at] of this.quietUntil) {
+      if (at <= now && !this.checking.has(dirCap)) void this.check(dirCap);
+    }
+    this.schedule();
+  }
+
+  /** One fresh listing of the directory; each of our changes in it is seen in place, made again, or a conflict. */
+  private async check(dirCap: string): Promise<void> {
+    this.checking.add(dirCap);
+    this.quietUntil.delete(dirCap);
+    try {
+      const listing = await this.opts.client.listDir(dirCap);
+      for (const [key, entry] of [...this.entries]) {
+        if (entry.dirCap !== dirCap || this.stopped) continue;
+        await this.settle(key, entry, listing.children.get(entry.name));
+      }
+    } catch (e) {
+      if (this.stopped) return;
+      this.opts.log.warn({ dir: redact(dirCap), err: (e as Error).message }, 'ledger: cannot check a directory now; will try again');
+      this.quietUntil.set(dirCap, Date.now() + Math.min(RETRY_CHECK_MS, Math.max(this.opts.settleMs, 1_000)));
+    } finally {
+      this.checking.delete(dirCap);
+      const left = [...this.entries.values()].some((e) => e.dirCap === dirCap);
+      if (left && !this.quietUntil.has(dirCap)) this.quietUntil.set(dirCap, Date.now() + this.opts.settleMs);
+      this.schedule();
+    }
+  }
+
+  private async settle(key: string, entry: Entry, current: ChildInfo | undefined): Promise<void> {
+    const held = heldCap(current);
+    const ours = capOfTarget(entry.target);
+    if (ours === undefined) {
+      // A removal: only our own removed version coming back undoes it; anything else there is someone's new file.
+      if (held !== null && entry.replaced.includes(held)) return this.repair(key, entry, current);
+      return this.done(key, entry);
+    }
+    if (held === ours) {
+      const undoneMetadata = entry.metadata !== undefined && current && entry.replacedMetadata?.includes(metadataJson(current.metadata));
+      return undoneMetadata ? this.repair(key, entry, current) : this.done(key, entry);
+    }
+    if (held === null || entry.replaced.includes(held)) return this.repair(key, entry, current);
+    // A version we never saw. It replaced ours on purpose if its link says so; otherwise both were written at once.
+    if (current?.metadata?.[REPLACES_KEY] === redact(ours)) return this.done(key, entry);
+    await this.keepBeside(key, entry, current!);
+  }
+
+  /** Our change was undone: made again, through the batcher (after our own updates of the name), guarded. */
+  private async repair(key: string, entry: Entry, current: ChildInfo | undefined): Promise<void> {
+    const held = heldCap(current);
+    if (entry.target) {
+      const outcome = await this.opts.links().link(entry.dirCap, { name: entry.name, target: entry.target, expect: held });
+      if (!outcome.linked) return; // changed again meanwhile: the next check sees it
+    } else {
+      try {
+        await this.opts.client.unlink(entry.dirCap, entry.name);
+      } catch (e) {
+        if (!(e instanceof FsError && e.code === 'ENOENT')) throw e;
+      }
+    }
+    // The link went through the updates, which recorded it anew: count the repair on that entry.
+    const now = this.entries.get(key);
+    if (!now || capOfTarget(now.target) !== capOfTarget(entry.target)) return; // a newer change of ours: checked in its own right
+    now.repairs = entry.repairs + 1;
+    this.repaired++;
+    this.opts.file.set(key, now);
+    this.quietUntil.set(entry.dirCap, Date.now() + this.opts.settleMs);
+    this.opts.dirs.patch(entry.dirCap, entry.name, entry.target ? childOf(entry.name, entry.target) : undefined);
+    this.opts.log.warn({ path: entry.path, dir: redact(entry.dirCap), repairs: now.repairs }, 'ledger: repaired a lost directory update');
+  }
+
+  /** Both machines wrote the name: the grid's version keeps it; ours is linked beside it, and reported. */
+  private async keepBeside(key: string, entry: Entry, theirs: ChildInfo): Promise<void> {
+    const keptAs = conflictName(entry.name, new Date());
+    const outcome = await this.opts.links().link(entry.dirCap, { name: keptAs, target: entry.target!, expect: null });
+    if (!outcome.linked) return; // the conflict name is taken: the next check picks another minute
+    const path = entry.path.slice(0, entry.path.length - entry.name.length) + keptAs;
+    this.opts.dirs.patch(entry.dirCap, entry.name, theirs);
+    this.opts.dirs.patch(entry.dirCap, keptAs, childOf(keptAs, entry.target!));
+    this.noteConflict({ path: entry.path, keptAs: path, at: Date.now() });
+    this.done(key, entry);
+    this.record({ dirCap: entry.dirCap, name: keptAs, path, target: entry.target, replaced: [null] });
+  }
+
+  private done(key: string, entry: Entry): void {
+    if (this.entries.get(key) !== entry) return;
+    this.entries.delete(key);
+    this.opts.file.delete(key);
+    for (const wake of [...this.waiters]) wake();
+  }
+}
+
+function childOf(name: string, target: LinkTarget): ChildInfo {
+  return { name, type: target.type, rwUri: target.rwUri, roUri: target.roUri, mutable: target.rwUri !== undefined, metadata: target.metadata ?? {} };
+}
+
+/** `NAME (conflict 2026-12-03 1342 HOST)`: sorts beside NAME, and says when and where the other version came from. */
+export function conflictName(name: string, at: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const when = `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ${pad(at.getHours())}${pad(at.getMinutes())}`;
+  const host = hostname().replace(/[/\s()]/g, '-') || 'host';
+  return `${name} (conflict ${when} ${host})`;
+}
