@@ -5,8 +5,8 @@
 //   {"set": KEY, "entry": {...}}   a change to check (a later line for the same key replaces it)
 //   {"del": KEY}                   that change was seen in place, or given up
 //
-// The file is written whole again at load (only what is still live), so it never grows past what the ledger
-// holds plus what happened since the last start. State: `writing`, the chain of appends, changed only here.
+// The file is written whole again at load and now and then (rewrite: only what is still live), so it never
+// grows far past what the ledger holds. State: `writing`, the chain of writes, changed only here.
 import { appendFile, readFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import { replaceFile } from '../util/durable-file.js';
@@ -48,6 +48,14 @@ export class LedgerFile<T> {
 
   delete(key: string): void {
     this.append(JSON.stringify({ del: key }) + '\n');
+  }
+
+  /** Writes the file anew with just these entries (after what was asked before; appends asked later follow it). */
+  rewrite(live: Array<[string, T]>): void {
+    const text = live.map(([key, entry]) => JSON.stringify({ set: key, entry }) + '\n').join('');
+    this.writing = this.writing
+      .then(() => replaceFile(this.path, text, { flush: false }))
+      .catch((e: unknown) => this.log.warn({ err: (e as Error).message }, 'ledger: cannot write the ledger file'));
   }
 
   /** Resolves once every line asked for so far is written. */

@@ -1,6 +1,7 @@
 // `blackmatch status [--json] [MOUNTPOINT]`: every blackmatch mount on this machine (or one), each asked over its
 // control socket (process/control.ts) for what the process holding its core knows: mode, root (a fingerprint),
-// the gateway and its storage servers, uploads with their progress, writes waiting, failed or kept, the cache
+// the gateway and its storage servers, uploads with their progress, writes waiting, failed or kept, directory
+// changes being checked, repaired or kept beside as conflicts (fs/ledger.ts), the cache
 // and its hit rate, recent warnings and errors. Each question is bounded: a busy or hung mount is reported as
 // not answering, never waited for.
 import { CommanderError } from 'commander';
@@ -95,11 +96,19 @@ function describe(a: Answer): string {
   if (waiting.length > 0 || metadataUpdates > 0) row('waiting', `${waiting.length} closed or new, not stored yet (${size(waiting.reduce((n, w) => n + w.bytes, 0))})${metadataUpdates > 0 ? `; ${metadataUpdates} metadata changes` : ''}`);
   if (failed.length > 0) list('failed', failed.map((f) => `${f.path}: ${f.error} (will retry)`));
   if (kept.length > 0) list('staged', kept.map((k) => `${k.path}: ${k.error}`));
+  const d = a.writes.directoryChanges;
+  if (d.checking > 0) row('checking', `${d.checking} directory change(s) in ${d.directories} director${d.directories === 1 ? 'y' : 'ies'}: to be seen in place once each is quiet`);
+  if (d.repaired > 0) list('repaired', d.repairs.slice(-5).map((r) => `${clock(r.at)} ${r.path} (directory ${r.dir}): another gateway's update had undone it${d.repaired > 5 ? `; ${d.repaired} in all` : ''}`));
+  if (d.conflicts.length > 0) list('conflict', d.conflicts.map((c) => `${clock(c.at)} ${c.path}: written on another machine at the same time; this mount's version is ${c.keptAs}`));
   const { usedBytes, maxBytes, hits, misses } = a.cache;
   const reads = hits + misses;
   row('cache', `${size(usedBytes)} of ${size(maxBytes)}; ${reads === 0 ? 'no reads yet' : `${percent(hits, reads)} of reads from the cache (${hits} of ${reads})`}; ${a.openFiles} open files`);
   list('problems', a.recentProblems.slice(-5).map((p) => `${p.time.slice(11, 19)} ${p.level} ${p.message}${p.path ? ` ${p.path}` : ''}${p.reason ? `: ${p.reason}` : ''}`));
   return lines.join('\n') + '\n';
+}
+
+function clock(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 19);
 }
 
 function size(bytes: number): string {

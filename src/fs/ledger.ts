@@ -11,8 +11,10 @@
 // - the name at a cap we never saw, whose link does not say it replaced ours: a conflict. The grid's version
 //   keeps the name and ours is linked beside it, as `NAME (conflict DATE TIME HOST)`, and reported.
 //
-// Entries live in memory and in the ledger file (cache/ledger-file.ts), so a crash keeps them. State: `entries`,
-// `quietUntil`, `conflicts`, `repairs` change only here; one check per directory at a time (`checking`).
+// Entries live in memory and in the ledger file (cache/ledger-file.ts), so a crash keeps them. The checks cost
+// one listing per directory per quiet period, a few at a time, off the path of every op. State: `byDir`,
+// `quietUntil`, `failures`, `conflicts`, `repairs` change only here; one check per directory at a time
+// (`checking`).
 import { hostname } from 'node:os';
 import type { LedgerFile } from '../cache/ledger-file.js';
 import { FsError } from '../errors.js';
@@ -20,6 +22,7 @@ import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import { heldCap, userMetadata } from '../tahoe/links.js';
+import { Semaphore } from '../util/once.js';
 import type { Directories } from './directories.js';
 import type { LinkBatcher } from './link-batcher.js';
 
@@ -50,12 +53,21 @@ export interface Conflict {
   at: number;
 }
 
+export interface Repair {
+  path: string;
+  /** The directory's fingerprint (never its cap). */
+  dir: string;
+  at: number;
+}
+
 export interface LedgerStatus {
   /** Changes waiting for their directory's quiet period and check. */
   checking: number;
   directories: number;
   /** Changes made again since the mount started (each was undone by another writer). */
   repaired: number;
+  /** The latest of those (at most REPAIRS_KEPT). */
+  repairs: Repair[];
   conflicts: Conflict[];
 }
 
@@ -77,8 +89,14 @@ export const DEFAULT_SETTLE_MS = 45_000;
 
 const keyOf = (dirCap: string, name: string) => `${dirCap}\n${name}`;
 const capOfTarget = (t: LinkTarget | undefined) => t?.rwUri ?? t?.roUri;
-/** A check that could not list the directory is tried again this soon (or after the quiet period, if shorter). */
-const RETRY_CHECK_MS = 10_000;
+/** A check that could not list its directory is tried again after this, doubling per failure up to the most. */
+const RETRY_CHECK_MS = 5_000;
+const MOST_RETRY_CHECK_MS = 300_000;
+/** Listings at once for the checks: a burst of directories (an unpacked tree) is checked a few at a time. */
+const CHECKS_AT_ONCE = 4;
+const REPAIRS_KEPT = 100;
+/** The ledger file is written anew when it holds this many lines more than 4 per live entry. */
+const COMPACT_SLACK_LINES = 10_000;
 
 export interface LedgerOptions {
   client: TahoeClient;
@@ -92,12 +110,19 @@ export interface LedgerOptions {
 }
 
 export class Ledger {
-  private readonly entries = new Map<string, Entry>();
+  /** Per directory cap, its names' entries. */
+  private readonly byDir = new Map<string, Map<string, Entry>>();
   /** Per directory cap: when its quiet period ends (our last write to it, plus settleMs). */
   private readonly quietUntil = new Map<string, number>();
   private readonly checking = new Set<string>();
+  /** Per directory cap: checks in a row that could not list it. */
+  private readonly failures = new Map<string, number>();
+  private readonly checks = new Semaphore(CHECKS_AT_ONCE);
   private readonly conflicts: Conflict[] = [];
+  private readonly repairs: Repair[] = [];
   private repaired = 0;
+  private size = 0;
+  private linesWritten = 0;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private stopped = false;
@@ -109,19 +134,18 @@ export class Ledger {
   /** Reads back what an earlier process left unchecked; its directories are checked after a quiet period. */
   async start(): Promise<void> {
     const now = Date.now();
-    for (const [key, entry] of await this.opts.file.load()) {
-      this.entries.set(key, entry);
+    for (const entry of (await this.opts.file.load()).values()) {
+      this.put(entry);
       this.quietUntil.set(entry.dirCap, now + this.opts.settleMs);
     }
-    if (this.entries.size > 0) this.opts.log.info({ changes: this.entries.size }, 'ledger: checking directory changes left by the last run');
+    if (this.size > 0) this.opts.log.info({ changes: this.size }, 'ledger: checking directory changes left by the last run');
     this.schedule();
   }
 
   /** Records a change just made (its request answered, or a listing showed it landed). */
   record(change: Change): void {
     if (this.opts.settleMs <= 0) return;
-    const key = keyOf(change.dirCap, change.name);
-    const earlier = this.entries.get(key);
+    const earlier = this.get(change.dirCap, change.name);
     const replaced = new Set(change.replaced);
     if (earlier) {
       for (const c of earlier.replaced) replaced.add(c);
@@ -129,8 +153,8 @@ export class Ledger {
     }
     replaced.delete(capOfTarget(change.target) ?? null);
     const entry: Entry = { ...change, replaced: [...replaced], repairs: earlier?.repairs ?? 0 };
-    this.entries.set(key, entry);
-    this.opts.file.set(key, entry);
+    this.put(entry);
+    this.write(entry);
     this.quietUntil.set(change.dirCap, Date.now() + this.opts.settleMs);
     this.schedule();
   }
@@ -142,8 +166,7 @@ export class Ledger {
   }
 
   status(): LedgerStatus {
-    const dirs = new Set([...this.entries.values()].map((e) => e.dirCap));
-    return { checking: this.entries.size, directories: dirs.size, repaired: this.repaired, conflicts: [...this.conflicts] };
+    return { checking: this.size, directories: this.byDir.size, repaired: this.repaired, repairs: [...this.repairs], conflicts: [...this.conflicts] };
   }
 
   /**
@@ -152,8 +175,8 @@ export class Ledger {
    */
   async settled(deadline: number, givingUp: () => boolean = () => false): Promise<number> {
     // A newer change to one of these names is waited for too: it carries the older one with it.
-    const waitingFor = [...this.entries.keys()];
-    const pending = () => waitingFor.filter((key) => this.entries.has(key)).length;
+    const waitingFor = [...this.byDir].flatMap(([dirCap, names]) => [...names.keys()].map((name) => [dirCap, name] as const));
+    const pending = () => waitingFor.filter(([dirCap, name]) => this.get(dirCap, name)).length;
     for (;;) {
       const left = pending();
       if (left === 0 || Date.now() >= deadline || this.stopped || givingUp()) return left;
@@ -205,43 +228,49 @@ export class Ledger {
     this.checking.add(dirCap);
     this.quietUntil.delete(dirCap);
     try {
-      const listing = await this.opts.client.listDir(dirCap);
-      for (const [key, entry] of [...this.entries]) {
-        if (entry.dirCap !== dirCap || this.stopped) continue;
-        await this.settle(key, entry, listing.children.get(entry.name));
-      }
+      await this.checks.run(async () => {
+        if (this.stopped) return;
+        const listing = await this.opts.client.listDir(dirCap);
+        this.failures.delete(dirCap);
+        for (const entry of [...(this.byDir.get(dirCap)?.values() ?? [])]) {
+          if (this.stopped) return;
+          await this.settle(entry, listing.children.get(entry.name));
+        }
+      });
     } catch (e) {
       if (this.stopped) return;
+      const failures = (this.failures.get(dirCap) ?? 0) + 1;
+      this.failures.set(dirCap, failures);
       this.opts.log.warn({ dir: redact(dirCap), err: (e as Error).message }, 'ledger: cannot check a directory now; will try again');
-      this.quietUntil.set(dirCap, Date.now() + Math.min(RETRY_CHECK_MS, Math.max(this.opts.settleMs, 1_000)));
+      this.quietUntil.set(dirCap, Date.now() + Math.min(MOST_RETRY_CHECK_MS, RETRY_CHECK_MS * 2 ** (failures - 1)));
     } finally {
       this.checking.delete(dirCap);
-      const left = [...this.entries.values()].some((e) => e.dirCap === dirCap);
-      if (left && !this.quietUntil.has(dirCap)) this.quietUntil.set(dirCap, Date.now() + this.opts.settleMs);
+      if (this.byDir.has(dirCap) && !this.quietUntil.has(dirCap)) this.quietUntil.set(dirCap, Date.now() + this.opts.settleMs);
+      if (!this.byDir.has(dirCap)) this.failures.delete(dirCap);
       this.schedule();
     }
   }
 
-  private async settle(key: string, entry: Entry, current: ChildInfo | undefined): Promise<void> {
+  private async settle(entry: Entry, current: ChildInfo | undefined): Promise<void> {
     const held = heldCap(current);
     const ours = capOfTarget(entry.target);
     if (ours === undefined) {
       // A removal: only our own removed version coming back undoes it; anything else there is someone's new file.
-      if (held !== null && entry.replaced.includes(held)) return this.repair(key, entry, current);
-      return this.done(key, entry);
+      if (held !== null && entry.replaced.includes(held)) return this.repair(entry, current);
+      return this.done(entry);
     }
     if (held === ours) {
       const undoneMetadata = entry.metadata !== undefined && current && entry.replacedMetadata?.includes(metadataJson(current.metadata));
-      return undoneMetadata ? this.repair(key, entry, current) : this.done(key, entry);
+      return undoneMetadata ? this.repair(entry, current) : this.done(entry);
     }
-    if (held === null || entry.replaced.includes(held)) return this.repair(key, entry, current);
+    if (held === null || entry.replaced.includes(held)) return this.repair(entry, current);
     // A version we never saw. It replaced ours on purpose if its link says so; otherwise both were written at once.
-    if (current?.metadata?.[REPLACES_KEY] === redact(ours)) return this.done(key, entry);
-    await this.keepBeside(key, entry, current!);
+    if (current?.metadata?.[REPLACES_KEY] === redact(ours)) return this.done(entry);
+    await this.keepBeside(entry, current!);
   }
 
   /** Our change was undone: made again, through the batcher (after our own updates of the name), guarded. */
-  private async repair(key: string, entry: Entry, current: ChildInfo | undefined): Promise<void> {
+  private async repair(entry: Entry, current: ChildInfo | undefined): Promise<void> {
     const held = heldCap(current);
     if (entry.target) {
       const outcome = await this.opts.links().link(entry.dirCap, { name: entry.name, target: entry.target, expect: held });
@@ -254,18 +283,20 @@ export class Ledger {
       }
     }
     // The link went through the updates, which recorded it anew: count the repair on that entry.
-    const now = this.entries.get(key);
+    const now = this.get(entry.dirCap, entry.name);
     if (!now || capOfTarget(now.target) !== capOfTarget(entry.target)) return; // a newer change of ours: checked in its own right
     now.repairs = entry.repairs + 1;
     this.repaired++;
-    this.opts.file.set(key, now);
+    this.repairs.push({ path: entry.path, dir: redact(entry.dirCap), at: Date.now() });
+    if (this.repairs.length > REPAIRS_KEPT) this.repairs.shift();
+    this.write(now);
     this.quietUntil.set(entry.dirCap, Date.now() + this.opts.settleMs);
     this.opts.dirs.patch(entry.dirCap, entry.name, entry.target ? childOf(entry.name, entry.target) : undefined);
     this.opts.log.warn({ path: entry.path, dir: redact(entry.dirCap), repairs: now.repairs }, 'ledger: repaired a lost directory update');
   }
 
   /** Both machines wrote the name: the grid's version keeps it; ours is linked beside it, and reported. */
-  private async keepBeside(key: string, entry: Entry, theirs: ChildInfo): Promise<void> {
+  private async keepBeside(entry: Entry, theirs: ChildInfo): Promise<void> {
     const keptAs = conflictName(entry.name, new Date());
     const outcome = await this.opts.links().link(entry.dirCap, { name: keptAs, target: entry.target!, expect: null });
     if (!outcome.linked) return; // the conflict name is taken: the next check picks another minute
@@ -273,15 +304,43 @@ export class Ledger {
     this.opts.dirs.patch(entry.dirCap, entry.name, theirs);
     this.opts.dirs.patch(entry.dirCap, keptAs, childOf(keptAs, entry.target!));
     this.noteConflict({ path: entry.path, keptAs: path, at: Date.now() });
-    this.done(key, entry);
+    this.done(entry);
     this.record({ dirCap: entry.dirCap, name: keptAs, path, target: entry.target, replaced: [null] });
   }
 
-  private done(key: string, entry: Entry): void {
-    if (this.entries.get(key) !== entry) return;
-    this.entries.delete(key);
-    this.opts.file.delete(key);
+  private done(entry: Entry): void {
+    const names = this.byDir.get(entry.dirCap);
+    if (names?.get(entry.name) !== entry) return;
+    names.delete(entry.name);
+    if (names.size === 0) this.byDir.delete(entry.dirCap);
+    this.size--;
+    this.opts.file.delete(keyOf(entry.dirCap, entry.name));
+    this.wrote();
     for (const wake of [...this.waiters]) wake();
+  }
+
+  private get(dirCap: string, name: string): Entry | undefined {
+    return this.byDir.get(dirCap)?.get(name);
+  }
+
+  private put(entry: Entry): void {
+    let names = this.byDir.get(entry.dirCap);
+    if (!names) this.byDir.set(entry.dirCap, (names = new Map()));
+    if (!names.has(entry.name)) this.size++;
+    names.set(entry.name, entry);
+  }
+
+  private write(entry: Entry): void {
+    this.opts.file.set(keyOf(entry.dirCap, entry.name), entry);
+    this.wrote();
+  }
+
+  /** A long-lived mount appends without end: the file is written anew, with only the live entries, now and then. */
+  private wrote(): void {
+    if (++this.linesWritten < 4 * this.size + COMPACT_SLACK_LINES) return;
+    this.linesWritten = 0;
+    const live = [...this.byDir].flatMap(([dirCap, names]) => [...names].map(([name, e]) => [keyOf(dirCap, name), e] as [string, Entry]));
+    this.opts.file.rewrite(live);
   }
 }
 

@@ -2,8 +2,10 @@
 // mount does in the shared directory, what each of its calls answered, and the check, through a gateway's web
 // API, that the directory holds every file a close() called stored and none that a mount removed.
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { mkdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { mkdirCap } from '../../grid/local-grid.js';
+import { eventually, runCli, TestMount, type Mode } from '../../grid/mount.js';
 
 export interface WorkloadResult {
   tag: string;
@@ -125,4 +127,52 @@ export async function checkShared(gatewayUrl: string, rootCap: string, dirName: 
     if (want && !kept.has(want) && !replacedOnPurpose) problems.push(`${CONTESTED} as ${r.tag} stored it: lost`);
   }
   return problems;
+}
+
+export interface SharedMount {
+  mode: Mode;
+  writeBack: boolean;
+}
+
+export interface RoundResult {
+  /** What the directory, listed through each gateway after both syncs, breaks of what the mounts were told. */
+  problems: string[];
+  /** Calls that failed (and said so): allowed. */
+  failures: string[];
+  /** Each mount's sync: exit code and output. */
+  syncs: Array<{ code: number; output: string }>;
+  /** From the start of the load until both syncs returned (stored and checked). */
+  ms: number;
+}
+
+const SYNC_BOUND_S = 300;
+
+/**
+ * One round of two machines, one directory: a fresh directory cap mounted twice, mount i through gatewayUrls[i],
+ * the load on both at once, `blackmatch sync` on both, then the check through every gateway. Unmounts both.
+ */
+export async function sharedRound(gatewayUrls: readonly string[], mounts: [SharedMount, SharedMount], settleTime: number | 'default' = 'default'): Promise<RoundResult> {
+  const rootCap = await mkdirCap(gatewayUrls[0]!);
+  const live: TestMount[] = [];
+  try {
+    for (const [i, x] of mounts.entries()) {
+      live.push(await TestMount.start({ mode: x.mode, gatewayUrl: gatewayUrls[i]!, rootCap, settleTime, extraArgs: x.writeBack ? ['--write-back'] : [] }));
+    }
+    await live[0]!.watch('mkdir of the shared directory', () => mkdir(live[0]!.path('shared')));
+    await eventually('the other mount sees the shared directory', () => stat(live[1]!.path('shared')).then(() => true, () => false));
+    const started = Date.now();
+    const results = await Promise.all(live.map((m, i) => m.watch(`the load of mount ${i}`, () => sharedWorkload(m.path('shared'), `m${i}`), 600_000)));
+    const syncs = await Promise.all(
+      live.map(async (m) => {
+        const r = await runCli(['sync', '--timeout', String(SYNC_BOUND_S), m.mountpoint], (SYNC_BOUND_S + 30) * 1000);
+        return { code: r.code, output: r.stdout + r.stderr };
+      }),
+    );
+    const ms = Date.now() - started;
+    const problems: string[] = [];
+    for (const url of gatewayUrls) for (const p of await checkShared(url, rootCap, 'shared', results)) problems.push(`through ${url}: ${p}`);
+    return { problems, failures: results.flatMap((r) => r.failures.map((f) => `${r.tag}: ${f}`)), syncs, ms };
+  } finally {
+    await Promise.all(live.map((m) => m.cleanup()));
+  }
 }

@@ -2,10 +2,14 @@
 // ours is simulated by changing the fake's directory behind the mount's back, after our change was answered.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LedgerFile } from '../../src/cache/ledger-file.js';
 import { redact } from '../../src/tahoe/caps.js';
 import { REPLACES_KEY } from '../../src/fs/ledger.js';
 import { target, type FakeTahoe } from '../support/fake-tahoe.js';
-import { bounded, coresPerTest, storedText, writeFile } from '../support/core.js';
+import { bounded, coresPerTest, log, storedText, writeFile } from '../support/core.js';
 
 const SETTLE_MS = 100;
 const isSetChildren = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'set_children';
@@ -114,5 +118,32 @@ describe('the directory-update ledger across a restart, and unknown outcomes', (
     held.fail(500, 'UncoordinatedWriteError');
     await bounded(closing, 'close');
     assert.equal(storedText(fake, 'landed'), 'ours');
+  });
+});
+
+describe('the ledger file', () => {
+  it('keeps what was set and not deleted across a reload, skips a torn last line, and is 0600', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bm-ledger-'));
+    try {
+      const path = join(dir, 'ledger.jsonl');
+      const file = new LedgerFile<{ n: number }>(path, log);
+      await file.load();
+      file.set('a', { n: 1 });
+      file.set('b', { n: 2 });
+      file.set('a', { n: 3 });
+      file.delete('b');
+      await file.flushed();
+      await appendFile(path, '{"set":"c","entr'); // a crash in the middle of an append
+      const again = new LedgerFile<{ n: number }>(path, log);
+      assert.deepEqual([...(await again.load())], [['a', { n: 3 }]]);
+      assert.equal((await readFile(path, 'utf8')).split('\n').filter(Boolean).length, 1, 'written anew with the live entries only');
+      assert.equal((await stat(path)).mode & 0o777, 0o600);
+      again.rewrite([['z', { n: 9 }]]);
+      again.set('y', { n: 8 });
+      await again.flushed();
+      assert.deepEqual([...(await new LedgerFile<{ n: number }>(path, log).load())], [['z', { n: 9 }], ['y', { n: 8 }]]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,0 +1,52 @@
+// npm run soak:shared: ROUNDS (default 20) rounds of "two machines, one directory" in each pairing of modes
+// (test/support/shared-load.ts: two mounts through two gateways of one grid loading one directory at once, sync
+// on both, then every file checked through both gateways). Prints each round and a summary: files lost after
+// close() returned 0, names that came back after a mount removed them, conflicts kept; exits 1 if any round
+// lost or resurrected anything, or a sync failed.
+import { startGrid } from '../../grid/local-grid.js';
+import { sharedRound, type SharedMount } from '../support/shared-load.js';
+
+const PAIRS: Array<[SharedMount, SharedMount]> = [
+  [{ mode: 'split', writeBack: false }, { mode: 'split', writeBack: false }],
+  [{ mode: 'no-split', writeBack: false }, { mode: 'no-split', writeBack: false }],
+  [{ mode: 'split', writeBack: true }, { mode: 'no-split', writeBack: true }],
+];
+
+async function main(): Promise<number> {
+  const rounds = Number(process.env.ROUNDS ?? 20);
+  const grid = await startGrid({ gateways: 2, log: (m) => process.stderr.write(`${m}\n`) });
+  let lost = 0;
+  let resurrected = 0;
+  let syncFailures = 0;
+  let conflicts = 0;
+  try {
+    for (const pair of PAIRS) {
+      const what = pair.map((x) => `${x.mode}${x.writeBack ? ' --write-back' : ''}`).join(' + ');
+      for (let i = 1; i <= rounds; i++) {
+        const r = await sharedRound(grid.gatewayUrls, pair);
+        const l = r.problems.filter((p) => / lost/.test(p)).length;
+        const b = r.problems.filter((p) => /back after/.test(p)).length;
+        const c = r.syncs.reduce((n, s) => n + (s.output.match(/CONFLICT /g)?.length ?? 0), 0);
+        const bad = r.syncs.filter((s) => s.code !== 0);
+        lost += l;
+        resurrected += b;
+        conflicts += c;
+        syncFailures += bad.length;
+        process.stdout.write(`${what}, round ${i}: ${l} lost, ${b} back after removal, ${c} conflicts kept, ${r.failures.length} calls failed (reported), stored and checked in ${(r.ms / 1000).toFixed(1)} s${bad.length ? `; sync failed: ${bad.map((s) => s.output.trim()).join(' | ')}` : ''}\n`);
+        for (const p of r.problems) process.stdout.write(`  ${p}\n`);
+      }
+    }
+  } finally {
+    await grid.stop();
+  }
+  process.stdout.write(`\n${PAIRS.length * rounds} rounds: ${lost} files lost, ${resurrected} removed names back, ${conflicts} conflicts kept and reported, ${syncFailures} syncs failed\n`);
+  return lost + resurrected + syncFailures > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`soak:shared: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);
