@@ -5,14 +5,14 @@
 // users use today). Prints the tables and writes them as markdown to bench/results.md. A benchmark, not a test.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { unmountPath } from '../src/fuse/mount.js';
 import { mkdirCap, startGrid, type Grid } from '../grid/local-grid.js';
-import { runCli, TestMount, type Mode } from '../grid/mount.js';
+import { eventually, runCli, TestMount, type Mode } from '../grid/mount.js';
 import { mountSftpPeer, type SftpMount } from './sftp-peer.js';
 
 const run = promisify(execFile);
@@ -207,6 +207,11 @@ interface IssueFigures {
   /** `git clone --no-hardlinks` of the 5-commit repository into the mount, the same two times, ms. */
   clone: Partial<Record<Config, number>>;
   cloneStored: Partial<Record<Config, number>>;
+  /** Two machines, one directory (split --write-back): one mount unpacking the tree, then two through two gateways at once, until stored and checked, ms. */
+  sharedAlone?: number;
+  sharedTogether?: number;
+  /** Files missing or wrong afterwards, through either gateway (must be 0). */
+  sharedLost?: number;
 }
 
 interface GridResults {
@@ -302,6 +307,67 @@ async function measureCommands(m: TestMount, config: Config, inputs: Inputs, iss
   if (Number(stdout.trim()) !== REPO_COMMITS) throw new Error(`the clone has ${stdout.trim()} commits, not ${REPO_COMMITS}`);
 }
 
+/** The tree unpacked under `name` into `dir` of the mount (tar's --transform renames its top directory). */
+async function untar(inputs: Inputs, dir: string, name: string): Promise<void> {
+  await run('tar', ['xf', inputs.archive, '-C', dir, '--transform', `s,^tree,${name},`], { timeout: COMMAND_BOUND_MS });
+}
+
+/** Until everything is stored and the ledger has seen every directory change in place (its quiet period included). */
+async function syncChecked(m: TestMount): Promise<void> {
+  const r = await runCli(['sync', m.mountpoint], COMMAND_BOUND_MS);
+  if (r.code !== 0) throw new Error(`blackmatch sync failed: ${r.stdout}${r.stderr}`);
+}
+
+/**
+ * Two machines, one directory: one split --write-back mount unpacks the tree into a shared directory, then two
+ * mounts of one root, through two gateways, unpack one tree each into it at once; each timed until stored and
+ * checked. Then every file is looked up through both gateways.
+ */
+async function measureShared(grid: Grid, inputs: Inputs, issue: IssueFigures): Promise<void> {
+  log('two machines, one directory: tar x on one mount, then on two through two gateways at once');
+  // Listings trusted for 1 s, as machines sharing a directory want (each sees the other's entries soon).
+  const mountArgs = { mode: 'split' as Mode, cacheTimeout: 1, settleTime: 'default' as const, extraArgs: ['--log-level', 'info', '--write-back'] };
+  const aloneRoot = await mkdirCap(grid.gatewayUrl);
+  const alone = await TestMount.start({ ...mountArgs, gatewayUrl: grid.gatewayUrl, rootCap: aloneRoot });
+  try {
+    await mkdir(alone.path('shared'));
+    await syncChecked(alone);
+    const t0 = performance.now();
+    await untar(inputs, alone.path('shared'), 'tree-A');
+    await syncChecked(alone);
+    issue.sharedAlone = performance.now() - t0;
+  } finally {
+    await alone.cleanup();
+  }
+  const root = await mkdirCap(grid.gatewayUrl);
+  const mounts: TestMount[] = [];
+  try {
+    for (const url of grid.gatewayUrls.slice(0, 2)) mounts.push(await TestMount.start({ ...mountArgs, gatewayUrl: url, rootCap: root }));
+    await mkdir(mounts[0]!.path('shared'));
+    await syncChecked(mounts[0]!);
+    await eventually('the second mount sees the shared directory', () => stat(mounts[1]!.path('shared')).then(() => true, () => false));
+    const t0 = performance.now();
+    await Promise.all(mounts.map(async (m, i) => {
+      await untar(inputs, m.path('shared'), `tree-${'AB'[i]}`);
+      await syncChecked(m);
+    }));
+    issue.sharedTogether = performance.now() - t0;
+  } finally {
+    await Promise.all(mounts.map((m) => m.cleanup()));
+  }
+  let lost = 0;
+  for (const url of grid.gatewayUrls.slice(0, 2)) {
+    for (const tree of ['tree-A', 'tree-B']) {
+      for (let d = 0; d < TAR_DIRS; d++) {
+        const res = await fetch(`${url}uri/${encodeURIComponent(root)}/shared/${tree}/dir-${d}?t=json`, { signal: AbortSignal.timeout(60_000) });
+        const names = res.ok ? Object.keys(((await res.json()) as [string, { children: Record<string, unknown> }])[1].children) : [];
+        for (let f = 0; f < TAR_FILES_PER_DIR; f++) if (!names.includes(`file-${f}.bin`)) lost++;
+      }
+    }
+  }
+  issue.sharedLost = lost;
+}
+
 /**
  * Every figure on one grid: the web API's own, then blackmatch in both modes, then sshfs. On the far grid the
  * cached 256 MiB throughput table is skipped: cached data never touches the grid, and its write + close would
@@ -316,7 +382,8 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
   const notes: string[] = [];
   set(figures, 'warm sequential read 64 MiB, MB/s', 'reference', nullCeiling.read);
 
-  const grid = await startGrid({ log, storageDelayMs });
+  // A second gateway, idle but for the two-machine row: another machine's node on the same grid.
+  const grid = await startGrid({ log, storageDelayMs, gateways: 2 });
   try {
     // The grid's own speed, straight through its web API.
     log(`${far ? 'far' : 'loopback'} grid: web API references`);
@@ -362,6 +429,15 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
         await measureCommands(m, config, inputs, issue);
       } finally {
         await m.cleanup();
+      }
+    }
+
+    if (!far) {
+      try {
+        await measureShared(grid, inputs, issue);
+      } catch (e) {
+        log(`two machines, one directory not measured: ${(e as Error).message}`);
+        notes.push(`two machines, one directory not measured: ${(e as Error).message.split('\n')[0]}`);
       }
     }
 
@@ -513,6 +589,21 @@ function section(r: GridResults): string[] {
     `| the same, until every file is stored, s | - | ${CONFIGS.map((c) => secs(i.cloneStored[c])).join(' | ')} |`,
     '',
   );
+  if (i.sharedAlone !== undefined && i.sharedTogether !== undefined) {
+    lines.push(
+      '### Two machines, one directory',
+      '',
+      `\`tar x\` of the ${TAR_DIRS * TAR_FILES_PER_DIR}-file tree into one shared directory, split --write-back, until \`blackmatch sync\` returns: everything stored, and every`,
+      'directory change seen in place after its quiet period (--settle-time, 45 s). One mount alone, then two mounts of one',
+      'root through two gateways (two machines) unpacking one tree each at once, every file then looked up through both.',
+      '',
+      '| what | one mount alone | two mounts at once |',
+      '| --- | ---: | ---: |',
+      `| until stored and checked, s | ${secs(i.sharedAlone)} | ${secs(i.sharedTogether)} (${(i.sharedTogether / i.sharedAlone).toFixed(2)}x) |`,
+      `| files missing afterwards | - | ${i.sharedLost ?? '-'} |`,
+      '',
+    );
+  }
   return lines;
 }
 

@@ -28,7 +28,7 @@ export interface MountOptions {
   /** Mount by --root-uri instead of by alias. */
   byRootUri?: boolean;
   /**
-   * --settle-time, the ledger's quiet period: 2 s unless given, so that the tests go through the directory checks
+   * --settle-time, the ledger's quiet period: 1 s unless given, so that the tests go through the directory checks
    * without each sync waiting the default 45 s; 'default' leaves blackmatch's own.
    */
   settleTime?: number | 'default';
@@ -99,7 +99,7 @@ export class TestMount {
       '--cache-timeout', String(opts.cacheTimeout ?? 1),
       '--log-level', 'debug',
       ...(opts.mode === 'no-split' ? ['--no-split'] : []),
-      ...(opts.settleTime === 'default' ? [] : ['--settle-time', String(opts.settleTime ?? 2)]),
+      ...(opts.settleTime === 'default' ? [] : ['--settle-time', String(opts.settleTime ?? 1)]),
       ...(opts.extraArgs ?? []),
       mountpoint,
     ];

@@ -24,7 +24,6 @@ import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import { heldCap, userMetadata } from '../tahoe/links.js';
 import { Semaphore } from '../util/once.js';
 import type { Directories } from './directories.js';
-import type { LinkBatcher } from './link-batcher.js';
 
 /** What one of our changes left at a name, and what it replaced there. */
 export interface Change {
@@ -98,10 +97,15 @@ const REPAIRS_KEPT = 100;
 /** The ledger file is written anew when it holds this many lines more than 4 per live entry. */
 const COMPACT_SLACK_LINES = 10_000;
 
+/** The guarded link of the link batcher (link-batcher.ts), which repairs go through. */
+export interface GuardedLinks {
+  link(dirCap: string, request: { name: string; target: LinkTarget; expect: string | null; path?: string }): Promise<{ linked: boolean }>;
+}
+
 export interface LedgerOptions {
   client: TahoeClient;
   /** The batcher repairs go through (after our own updates of the name): made after the ledger. */
-  links: () => LinkBatcher;
+  links: () => GuardedLinks;
   dirs: Directories;
   file: LedgerFile<Change & { repairs: number }>;
   log: Logger;
@@ -232,10 +236,11 @@ export class Ledger {
         if (this.stopped) return;
         const listing = await this.opts.client.listDir(dirCap);
         this.failures.delete(dirCap);
-        for (const entry of [...(this.byDir.get(dirCap)?.values() ?? [])]) {
-          if (this.stopped) return;
-          await this.settle(entry, listing.children.get(entry.name));
-        }
+        // All at once: the repairs of one directory then go out in one batched update.
+        const entries = [...(this.byDir.get(dirCap)?.values() ?? [])];
+        const settled = await Promise.allSettled(entries.map((entry) => this.settle(entry, listing.children.get(entry.name))));
+        const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
       });
     } catch (e) {
       if (this.stopped) return;

@@ -132,7 +132,8 @@ export class Recovery {
       const adopted = cap?.immutable && cap.storageIndex ? await cache.adopt(stagingPath, cap) : false;
       if (!adopted) await rm(stagingPath, { force: true });
       await journal.remove(stagingPath);
-      log.info({ bytes: info.size }, 'staged write recovered: uploaded and linked');
+      if (result.outcome === 'keptBeside') log.warn({ bytes: info.size, keptAs: result.keptAs }, 'staged write recovered: its entry changed meanwhile, so it is stored beside it');
+      else log.info({ bytes: info.size }, 'staged write recovered: uploaded and linked');
       return true;
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'staged write not stored yet: will retry');

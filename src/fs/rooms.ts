@@ -11,9 +11,8 @@ import { Closing } from './closing.js';
 import { Commits } from './commits.js';
 import type { TahoeFsOptions } from './core-options.js';
 import { DirectoryUpdates } from './dir-updates.js';
-import type { LinkBatcher } from './link-batcher.js';
 import { Directories } from './directories.js';
-import { DEFAULT_SETTLE_MS, Ledger } from './ledger.js';
+import { DEFAULT_SETTLE_MS, Ledger, type GuardedLinks } from './ledger.js';
 import { FileReads } from './file-reads.js';
 import { Namespace } from './namespace.js';
 import { OpenFiles } from './open-files.js';
@@ -52,7 +51,7 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
   });
   const files = new OpenFiles({ cache, journal, directories: dirs, rootId, owner, writeHoldMs: opts.writeHoldMs, log });
   const ledger: Ledger = new Ledger({
-    client, dirs, log, links: (): LinkBatcher => store.links, settleMs: opts.settleMs ?? DEFAULT_SETTLE_MS,
+    client, dirs, log, links: (): GuardedLinks => store.links, settleMs: opts.settleMs ?? DEFAULT_SETTLE_MS,
     file: new LedgerFile(join(cache.root, 'ledger.jsonl'), log),
   });
   const updates = new DirectoryUpdates(client, ledger);

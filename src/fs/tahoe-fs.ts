@@ -84,8 +84,7 @@ export class TahoeFs implements Ops {
       this.opts.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
     if (this.closing.deferred) this.rooms.pendingDirs.fillPool();
-    // What an earlier run changed and did not see in place yet: checked once its directories are quiet.
-    await this.rooms.ledger.start().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'ledger: cannot read what the last run left to check'));
+    await this.rooms.ledger.start().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'ledger: cannot read what the last run left'));
   }
 
   /**
@@ -105,17 +104,16 @@ export class TahoeFs implements Ops {
    * journal for the next mount, and every local file is closed.
    */
   async shutdown(): Promise<void> {
-    const { syncs, recovery } = this.rooms;
+    const { syncs, recovery, ledger } = this.rooms;
     await syncs.drain(this.opts.drainMs);
-    await recovery.stop();
-    await this.rooms.ledger.stop(); // what is not checked yet stays in the ledger file for the next mount
+    await Promise.all([recovery.stop(), ledger.stop()]); // what the ledger did not check yet, the next mount does
     this.files.dropAllHandles();
     await this.closing.closeAll();
     await this.dirs.flushStore().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'could not keep directory listings on disk'));
     await this.opts.cache.shutdown();
   }
 
-  /** Waits until everything written before the call is stored (bounded); reports what is not (`blackmatch sync`). */
+  /** Waits until everything written before the call is stored and checked (bounded); reports what is not (`blackmatch sync`). */
   sync(timeoutMs?: number, opts?: { storedOnly?: boolean }): Promise<SyncReport> {
     return this.rooms.syncs.sync(timeoutMs, opts);
   }
