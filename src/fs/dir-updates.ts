@@ -4,11 +4,11 @@
 // listing says whether the change is there, and if it is, the op succeeded. A link over a version we know
 // carries that version's fingerprint (REPLACES_KEY), so that another machine's ledger sees it was replaced on
 // purpose, not lost. No state of its own.
-import type { LinkTarget, TahoeClient } from '../tahoe/client.js';
+import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import { outcomeUnknown } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
 import { heldCap } from '../tahoe/links.js';
-import { metadataJson, REPLACES_KEY, type Conflict, type Ledger } from './ledger.js';
+import { metadataJson, REPLACES_KEY, type Ledger } from './ledger.js';
 
 export interface NewLink {
   name: string;
@@ -29,9 +29,9 @@ export class DirectoryUpdates {
     private readonly ledger: Ledger,
   ) {}
 
-  /** Bytes kept beside a name another machine wrote meanwhile: reported with the ledger's conflicts. */
-  conflictKept(conflict: Conflict): void {
-    this.ledger.noteConflict(conflict);
+  /** Bytes whose name another machine wrote meanwhile, linked beside it and reported (Ledger.linkBeside). */
+  linkBeside(dirCap: string, name: string, path: string, target: LinkTarget, size: number): Promise<{ child: ChildInfo; keptAs: string } | undefined> {
+    return this.ledger.linkBeside(dirCap, name, path, target, size);
   }
 
   /** POST t=mkdir&name=: a new directory linked at name (EEXIST if taken). */

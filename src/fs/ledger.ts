@@ -91,6 +91,8 @@ const capOfTarget = (t: LinkTarget | undefined) => t?.rwUri ?? t?.roUri;
 /** A check that could not list its directory is tried again after this, doubling per failure up to the most. */
 const RETRY_CHECK_MS = 5_000;
 const MOST_RETRY_CHECK_MS = 300_000;
+/** Failed checks of a directory in a row after which sync no longer waits for it. */
+const CHECK_TRIES = 3;
 /** Listings at once for the checks: a burst of directories (an unpacked tree) is checked a few at a time. */
 const CHECKS_AT_ONCE = 4;
 const REPAIRS_KEPT = 100;
@@ -180,10 +182,12 @@ export class Ledger {
   async settled(deadline: number, givingUp: () => boolean = () => false): Promise<number> {
     // A newer change to one of these names is waited for too: it carries the older one with it.
     const waitingFor = [...this.byDir].flatMap(([dirCap, names]) => [...names.keys()].map((name) => [dirCap, name] as const));
-    const pending = () => waitingFor.filter(([dirCap, name]) => this.get(dirCap, name)).length;
+    const pending = () => waitingFor.filter(([dirCap, name]) => this.get(dirCap, name));
     for (;;) {
       const left = pending();
-      if (left === 0 || Date.now() >= deadline || this.stopped || givingUp()) return left;
+      // A directory that could not be listed CHECK_TRIES times in a row is not waited for (it stays checked).
+      const hopeful = left.filter(([dirCap]) => (this.failures.get(dirCap) ?? 0) < CHECK_TRIES);
+      if (hopeful.length === 0 || Date.now() >= deadline || this.stopped || givingUp()) return left.length;
       await new Promise<void>((resolve) => {
         const wake = () => {
           clearTimeout(t);
@@ -302,15 +306,24 @@ export class Ledger {
 
   /** Both machines wrote the name: the grid's version keeps it; ours is linked beside it, and reported. */
   private async keepBeside(entry: Entry, theirs: ChildInfo): Promise<void> {
-    const keptAs = conflictName(entry.name, new Date());
-    const outcome = await this.opts.links().link(entry.dirCap, { name: keptAs, target: entry.target!, expect: null });
-    if (!outcome.linked) return; // the conflict name is taken: the next check picks another minute
-    const path = entry.path.slice(0, entry.path.length - entry.name.length) + keptAs;
+    if (!(await this.linkBeside(entry.dirCap, entry.name, entry.path, entry.target!))) return; // taken: the next check tries again
     this.opts.dirs.patch(entry.dirCap, entry.name, theirs);
-    this.opts.dirs.patch(entry.dirCap, keptAs, childOf(keptAs, entry.target!));
-    this.noteConflict({ path: entry.path, keptAs: path, at: Date.now() });
     this.done(entry);
-    this.record({ dirCap: entry.dirCap, name: keptAs, path, target: entry.target, replaced: [null] });
+  }
+
+  /**
+   * Links `target` beside `name`, as `NAME (conflict DATE TIME HOST)`, where nothing is yet, and reports the
+   * conflict; undefined when that name is taken. Also for a store whose entry changed before its link (store.ts).
+   */
+  async linkBeside(dirCap: string, name: string, path: string, target: LinkTarget, size?: number): Promise<{ child: ChildInfo; keptAs: string } | undefined> {
+    const beside = conflictName(name, new Date());
+    const outcome = await this.opts.links().link(dirCap, { name: beside, target, expect: null, path });
+    if (!outcome.linked) return undefined;
+    const child = { ...childOf(beside, target), size };
+    this.opts.dirs.patch(dirCap, beside, child);
+    const keptAs = path.slice(0, path.length - name.length) + beside;
+    this.noteConflict({ path, keptAs, at: Date.now() });
+    return { child, keptAs };
   }
 
   private done(entry: Entry): void {

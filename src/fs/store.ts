@@ -13,7 +13,6 @@ import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import type { DirectoryUpdates } from './dir-updates.js';
-import { conflictName } from './ledger.js';
 import { heldCap, linkTargetOf, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
 import { withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
 import { Semaphore, withLocks, type Mutex } from '../util/once.js';
@@ -131,20 +130,11 @@ export class Store {
         }
         if (outcome.reason !== ENTRY_CHANGED || mutable) return { outcome: 'conflict', reason: outcome.reason } as const;
       }
-      return this.keepBeside(req, where, target);
+      // The entry changed since our bytes were based on it: it keeps its name, and ours are linked beside it.
+      const kept = await this.updates.linkBeside(where.parentCap, where.name, req.path, target, req.size);
+      if (!kept) return { outcome: 'conflict', reason: ENTRY_CHANGED } as const;
+      return { outcome: 'keptBeside', child: kept.child, destination: { parentCap: where.parentCap, name: kept.child.name }, keptAs: kept.keptAs } as const;
     });
-  }
-
-  /** The entry changed since our bytes were based on it: it keeps its name, and ours are linked beside it. */
-  private async keepBeside(req: StoreRequest, where: Destination, target: LinkTarget): Promise<StoreResult> {
-    const name = conflictName(where.name, new Date());
-    const outcome = await this.links.link(where.parentCap, { name, target, expect: null, path: req.path });
-    if (!outcome.linked) return { outcome: 'conflict', reason: ENTRY_CHANGED };
-    const child: ChildInfo = { name, type: 'file', roUri: target.roUri, size: req.size, mutable: false, metadata: touchedMetadata({}, target.metadata ?? {}) };
-    this.directories.patch(where.parentCap, name, child);
-    const keptAs = req.path.slice(0, req.path.length - where.name.length) + name;
-    this.updates.conflictKept({ path: req.path, keptAs, at: Date.now() });
-    return { outcome: 'keptBeside', child, destination: { parentCap: where.parentCap, name }, keptAs };
   }
 
   /** A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file. */

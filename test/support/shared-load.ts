@@ -143,6 +143,8 @@ export interface RoundResult {
   syncs: Array<{ code: number; output: string }>;
   /** From the start of the load until both syncs returned (stored and checked). */
   ms: number;
+  /** Directory changes the mounts' ledgers made again (each one another gateway had undone). */
+  repaired: number;
 }
 
 const SYNC_BOUND_S = 300;
@@ -169,9 +171,15 @@ export async function sharedRound(gatewayUrls: readonly string[], mounts: [Share
       }),
     );
     const ms = Date.now() - started;
+    let repaired = 0;
+    for (const m of live) {
+      const s = await runCli(['status', '--json', m.mountpoint]);
+      const [answer] = JSON.parse(s.stdout || '[]') as Array<{ writes?: { directoryChanges?: { repaired: number } } }>;
+      repaired += answer?.writes?.directoryChanges?.repaired ?? 0;
+    }
     const problems: string[] = [];
     for (const url of gatewayUrls) for (const p of await checkShared(url, rootCap, 'shared', results)) problems.push(`through ${url}: ${p}`);
-    return { problems, failures: results.flatMap((r) => r.failures.map((f) => `${r.tag}: ${f}`)), syncs, ms };
+    return { problems, failures: results.flatMap((r) => r.failures.map((f) => `${r.tag}: ${f}`)), syncs, ms, repaired };
   } finally {
     await Promise.all(live.map((m) => m.cleanup()));
   }
