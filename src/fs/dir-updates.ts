@@ -1,9 +1,9 @@
 // Every change this mount makes to a directory goes through here (the namespace's ops, the link batcher): the
 // web-API request, then its record in the ledger (ledger.ts), which checks it stays. A failure whose outcome is
 // unknown (a 5xx or 410, an answer lost: tahoe/client.ts outcomeUnknown) is not taken as "not applied": a fresh
-// listing says whether the change is there, and if it is, the op succeeded. A link over a version we know
-// carries that version's fingerprint (REPLACES_KEY), so that another machine's ledger sees it was replaced on
-// purpose, not lost. No state of its own.
+// listing says whether the change is there, and if it is, the op succeeded (an unlink or a rename that did not
+// land is tried again, twice). A link over a version we know carries that version's fingerprint (REPLACES_KEY),
+// so that another machine's ledger sees it was replaced on purpose, not lost. No state of its own.
 import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import { outcomeUnknown } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
@@ -22,6 +22,8 @@ export interface NewLink {
 }
 
 const capOf = (t: LinkTarget) => t.rwUri ?? t.roUri;
+/** Pauses before trying again an unlink or a rename whose answer was unknown and that did not land. */
+const UNKNOWN_RETRY_DELAYS_MS = [1_000, 3_000];
 
 export class DirectoryUpdates {
   constructor(
@@ -67,24 +69,38 @@ export class DirectoryUpdates {
 
   /** DELETE of one link; `removed` is the cap it held. */
   async unlink(dirCap: string, name: string, path: string, removed: string | null): Promise<void> {
-    try {
-      await this.client.unlink(dirCap, name);
-    } catch (e) {
-      if (!outcomeUnknown(e)) throw e;
-      if ((await this.client.listDir(dirCap)).children.has(name)) throw e;
-    }
+    await this.checked(
+      () => this.client.unlink(dirCap, name),
+      async () => !(await this.client.listDir(dirCap)).children.has(name),
+    );
     this.ledger.record({ dirCap, name, path, replaced: removed === null ? [] : [removed] });
+  }
+
+  /**
+   * Runs a directory update that is not safe to repeat blindly. When its outcome is unknown, a listing says
+   * whether it landed; if it did not, it is tried again after each of UNKNOWN_RETRY_DELAYS_MS (Tahoe gives up
+   * on a contended update after 4 tries of its own, and a moment later it usually goes through).
+   */
+  private async checked(attempt: () => Promise<void>, landed: () => Promise<boolean>): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        return await attempt();
+      } catch (e) {
+        if (!outcomeUnknown(e)) throw e;
+        if (await landed()) return;
+        const delay = UNKNOWN_RETRY_DELAYS_MS[i];
+        if (delay === undefined) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   /** t=relink: moves the link `moved` (its cap and metadata as listed) to another name or directory. */
   async relink(from: Place, to: Place & { replaced?: string | null }, moved: LinkTarget): Promise<void> {
-    try {
-      await this.client.relink(from.dirCap, from.name, to.dirCap, to.name, true);
-    } catch (e) {
-      if (!outcomeUnknown(e)) throw e;
-      const after = await this.client.listDir(to.dirCap);
-      if (heldCap(after.children.get(to.name)) !== (capOf(moved) ?? null)) throw e;
-    }
+    await this.checked(
+      () => this.client.relink(from.dirCap, from.name, to.dirCap, to.name, true),
+      async () => heldCap((await this.client.listDir(to.dirCap)).children.get(to.name)) === (capOf(moved) ?? null),
+    );
     const cap = capOf(moved) ?? null;
     this.ledger.record({ ...from, replaced: [cap] });
     this.ledger.record({ ...placeOf(to), target: moved, replaced: to.replaced === undefined || to.replaced === cap ? [] : [to.replaced] });

@@ -147,3 +147,32 @@ describe('the ledger file', () => {
     }
   });
 });
+
+describe('directory updates whose answer is unknown', () => {
+  let fake: FakeTahoe;
+  const { start } = coresPerTest((f) => (fake = f));
+  const isDelete = (req: { method: string }) => req.method === 'DELETE';
+
+  it('an unlink answered 500 that did not land is tried again, and succeeds', async () => {
+    const c = await start({ settleMs: SETTLE_MS });
+    await c.fs.release('/x', await writeFile(c.fs, '/x', 'x'));
+    const held = fake.hold(isDelete);
+    const unlinking = c.fs.unlink('/x');
+    await held.arrived;
+    held.fail(500, 'UncoordinatedWriteError'); // not applied: the name is still there
+    await bounded(unlinking, 'unlink');
+    assert.equal(fake.entry(fake.rootCap, 'x'), undefined);
+    assert.equal(fake.requests.filter(isDelete).length, 2, 'tried once more');
+  });
+
+  it('an unlink answered 404 is no unknown: ENOENT at once', async () => {
+    const c = await start({ settleMs: SETTLE_MS });
+    await c.fs.release('/y', await writeFile(c.fs, '/y', 'y'));
+    const held = fake.hold(isDelete);
+    const unlinking = c.fs.unlink('/y');
+    await held.arrived;
+    held.fail(404, 'No such child');
+    await assert.rejects(bounded(unlinking, 'unlink'), { code: 'ENOENT' });
+    assert.equal(fake.requests.filter(isDelete).length, 1);
+  });
+});
