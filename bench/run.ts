@@ -147,9 +147,12 @@ interface Target {
 
 /** Resolves once every write to the mount is stored: nothing to wait for after a durable close, `blackmatch sync` after a write-back one. */
 async function syncMount(m: TestMount, writeBack: boolean): Promise<void> {
-  if (!writeBack) return;
   // Until stored, as before the ledger: its checks come a quiet period later, in the background.
-  const r = await runCli(['sync', '--stored-only', m.mountpoint], COMMAND_BOUND_MS);
+  if (writeBack) await runSync(m, ['--stored-only']);
+}
+
+async function runSync(m: TestMount, flags: string[]): Promise<void> {
+  const r = await runCli(['sync', ...flags, m.mountpoint], COMMAND_BOUND_MS);
   if (r.code !== 0) throw new Error(`blackmatch sync failed: ${r.stdout}${r.stderr}`);
 }
 
@@ -313,10 +316,7 @@ async function untar(inputs: Inputs, dir: string, name: string): Promise<void> {
 }
 
 /** Until everything is stored and the ledger has seen every directory change in place (its quiet period included). */
-async function syncChecked(m: TestMount): Promise<void> {
-  const r = await runCli(['sync', m.mountpoint], COMMAND_BOUND_MS);
-  if (r.code !== 0) throw new Error(`blackmatch sync failed: ${r.stdout}${r.stderr}`);
-}
+const syncChecked = (m: TestMount) => runSync(m, []);
 
 /**
  * Two machines, one directory: one split --write-back mount unpacks the tree into a shared directory, then two

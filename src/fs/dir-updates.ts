@@ -21,7 +21,6 @@ export interface NewLink {
   replacedMetadata?: Record<string, unknown>;
 }
 
-const capOf = (t: LinkTarget) => t.rwUri ?? t.roUri;
 /** Pauses before trying again an unlink or a rename whose answer was unknown and that did not land. */
 const UNKNOWN_RETRY_DELAYS_MS = [1_000, 3_000];
 
@@ -55,13 +54,13 @@ export class DirectoryUpdates {
     } catch (e) {
       if (!outcomeUnknown(e)) throw e;
       const listing = await this.client.listDir(dirCap);
-      if (!links.every((l) => heldCap(listing.children.get(l.name)) === (capOf(l.target) ?? null))) throw e;
+      if (!links.every((l) => heldCap(listing.children.get(l.name)) === heldCap(l.target))) throw e;
     }
     for (const [i, l] of links.entries()) {
-      const sameCap = l.replaced !== undefined && l.replaced === capOf(l.target);
+      const sameCap = l.replaced !== undefined && l.replaced === heldCap(l.target);
       this.ledger.record({
         dirCap, name: l.name, path: l.path, target: sent[i]![1],
-        replaced: l.replaced === undefined || sameCap ? [] : [l.replaced],
+        replaced: l.replaced === undefined ? [] : [l.replaced],
         ...(sameCap && l.replacedMetadata ? { metadata: metadataJson(l.target.metadata), replacedMetadata: [metadataJson(l.replacedMetadata)] } : {}),
       });
     }
@@ -73,7 +72,7 @@ export class DirectoryUpdates {
       () => this.client.unlink(dirCap, name),
       async () => !(await this.client.listDir(dirCap)).children.has(name),
     );
-    this.ledger.record({ dirCap, name, path, replaced: removed === null ? [] : [removed] });
+    this.ledger.record({ dirCap, name, path, replaced: [removed] });
   }
 
   /**
@@ -99,11 +98,11 @@ export class DirectoryUpdates {
   async relink(from: Place, to: Place & { replaced?: string | null }, moved: LinkTarget): Promise<void> {
     await this.checked(
       () => this.client.relink(from.dirCap, from.name, to.dirCap, to.name, true),
-      async () => heldCap((await this.client.listDir(to.dirCap)).children.get(to.name)) === (capOf(moved) ?? null),
+      async () => heldCap((await this.client.listDir(to.dirCap)).children.get(to.name)) === heldCap(moved),
     );
-    const cap = capOf(moved) ?? null;
+    const cap = heldCap(moved);
     this.ledger.record({ ...from, replaced: [cap] });
-    this.ledger.record({ ...placeOf(to), target: moved, replaced: to.replaced === undefined || to.replaced === cap ? [] : [to.replaced] });
+    this.ledger.record({ ...placeOf(to), target: moved, replaced: to.replaced === undefined ? [] : [to.replaced] });
   }
 }
 
@@ -117,6 +116,6 @@ const placeOf = ({ dirCap, name, path }: Place): Place => ({ dirCap, name, path 
 
 /** The target as sent: over a version we know, its link says which one it replaced. */
 function marked(link: NewLink): LinkTarget {
-  if (link.replaced === undefined || link.replaced === null || link.replaced === capOf(link.target)) return link.target;
+  if (link.replaced === undefined || link.replaced === null || link.replaced === heldCap(link.target)) return link.target;
   return { ...link.target, metadata: { ...(link.target.metadata ?? {}), [REPLACES_KEY]: redact(link.replaced) } };
 }

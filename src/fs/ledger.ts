@@ -21,7 +21,7 @@ import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { ChildInfo, LinkTarget, TahoeClient } from '../tahoe/client.js';
-import { heldCap, userMetadata } from '../tahoe/links.js';
+import { capTextOf, heldCap, userMetadata } from '../tahoe/links.js';
 import { Semaphore } from '../util/once.js';
 import type { Directories } from './directories.js';
 
@@ -87,7 +87,6 @@ export function metadataJson(metadata: Record<string, unknown> | undefined): str
 export const DEFAULT_SETTLE_MS = 45_000;
 
 const keyOf = (dirCap: string, name: string) => `${dirCap}\n${name}`;
-const capOfTarget = (t: LinkTarget | undefined) => t?.rwUri ?? t?.roUri;
 /** A check that could not list its directory is tried again after this, doubling per failure up to the most. */
 const RETRY_CHECK_MS = 5_000;
 const MOST_RETRY_CHECK_MS = 300_000;
@@ -148,21 +147,26 @@ export class Ledger {
     this.schedule();
   }
 
-  /** Records a change just made (its request answered, or a listing showed it landed). */
+  /**
+   * Records a change just made (its request answered, or a listing showed it landed). What the change itself
+   * leaves at the name is dropped from `replaced` here, so callers may pass what they saw there as it was.
+   */
   record(change: Change): void {
     if (this.opts.settleMs <= 0) return;
     const earlier = this.get(change.dirCap, change.name);
     const replaced = new Set(change.replaced);
     if (earlier) {
       for (const c of earlier.replaced) replaced.add(c);
-      replaced.add(capOfTarget(earlier.target) ?? null);
+      replaced.add(heldCap(earlier.target));
     }
-    replaced.delete(capOfTarget(change.target) ?? null);
+    replaced.delete(heldCap(change.target));
     const entry: Entry = { ...change, replaced: [...replaced], repairs: earlier?.repairs ?? 0 };
     this.put(entry);
     this.write(entry);
-    this.quietUntil.set(change.dirCap, Date.now() + this.opts.settleMs);
-    this.schedule();
+    const due = Date.now() + this.opts.settleMs;
+    this.quietUntil.set(change.dirCap, due);
+    // On every op's path: a later due than the timer's needs no walk of every directory (checkDue does it).
+    if (due < this.timerAt) this.schedule();
   }
 
   /** A name both machines wrote: reported by status and sync (kept here for the mount's life). */
@@ -262,7 +266,7 @@ export class Ledger {
 
   private async settle(entry: Entry, current: ChildInfo | undefined): Promise<void> {
     const held = heldCap(current);
-    const ours = capOfTarget(entry.target);
+    const ours = entry.target && capTextOf(entry.target);
     if (ours === undefined) {
       // A removal: only our own removed version coming back undoes it; anything else there is someone's new file.
       if (held !== null && entry.replaced.includes(held)) return this.repair(entry, current);
@@ -293,7 +297,7 @@ export class Ledger {
     }
     // The link went through the updates, which recorded it anew: count the repair on that entry.
     const now = this.get(entry.dirCap, entry.name);
-    if (!now || capOfTarget(now.target) !== capOfTarget(entry.target)) return; // a newer change of ours: checked in its own right
+    if (!now || heldCap(now.target) !== heldCap(entry.target)) return; // a newer change of ours: checked in its own right
     now.repairs = entry.repairs + 1;
     this.repaired++;
     this.repairs.push({ path: entry.path, dir: redact(entry.dirCap), at: Date.now() });

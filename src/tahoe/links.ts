@@ -14,13 +14,16 @@ export interface Timestamp {
   nsec: number;
 }
 
-/** The cap an entry names: the write cap when we hold one. */
-export function capTextOf(child: ChildInfo): string | undefined {
+/** The caps of a listing entry or of a link to make. */
+type Caps = Pick<ChildInfo, 'rwUri' | 'roUri'>;
+
+/** The cap an entry (or a link) names: the write cap when we hold one. */
+export function capTextOf(child: Caps): string | undefined {
   return child.rwUri ?? child.roUri;
 }
 
 /** The cap an entry holds, null for no entry at all: what a store's guard compares against its base. */
-export function heldCap(entry: ChildInfo | undefined): string | null {
+export function heldCap(entry: Caps | undefined): string | null {
   return entry ? (capTextOf(entry) ?? null) : null;
 }
 
