@@ -14,6 +14,8 @@ const CASES: Case[] = [
   { name: 'size57-2of3', needed: 2, total: 3, happy: 3, size: 57 },
   { name: 'oneseg-1of1', needed: 1, total: 1, happy: 1, segsize: 4096, size: 3000 },
   { name: 'twoseg-2of3', needed: 2, total: 3, happy: 3, segsize: 4096, size: 8192 },
+  { name: 'twoseg-plus1-2of3', needed: 2, total: 3, happy: 3, segsize: 4096, size: 8193 },
+  // 3-of-5 rounds the segment to 4098 (a multiple of k): the second segment starts off a 16-byte AES block.
   { name: 'twoseg-plus1-3of5', needed: 3, total: 5, happy: 3, segsize: 4096, size: 8193 },
   { name: 'many-2of3', needed: 2, total: 3, happy: 3, segsize: 4096, size: 36 * 4096 + 1000 },
 ];

@@ -171,6 +171,44 @@ function uebHash32(fields: Map<string, Buffer>, key: string): Buffer {
 
 const nextMultiple = (n: number, k: number): number => Math.ceil(n / k) * k;
 
+type Offsets = Pick<ShareLayout, 'blockSizeField' | 'dataSizeField' | 'plaintextHashTreeOffset' | 'crypttextHashTreeOffset' | 'blockHashesOffset' | 'shareHashesOffset' | 'uebOffset'>;
+
+/** The offsets an honest writer makes for a file (layout.py:152-200 WriteBucketProxy._create_offsets). */
+function expectedOffsets(dataOffset: number, size: number, k: number, segmentSize: number, shareHashCount: number): Offsets {
+  const numSegments = Math.ceil(size / segmentSize);
+  const blockSize = segmentSize / k;
+  const tailBlockSize = nextMultiple(size % segmentSize || segmentSize, k) / k;
+  const dataSize = blockSize * (numSegments - 1) + tailBlockSize;
+  const treeBytes = treeNodeCount(numSegments) * HASH_SIZE;
+  const pht = dataOffset + dataSize;
+  return {
+    blockSizeField: blockSize, dataSizeField: dataSize, plaintextHashTreeOffset: pht,
+    crypttextHashTreeOffset: pht + treeBytes, blockHashesOffset: pht + 2 * treeBytes, shareHashesOffset: pht + 3 * treeBytes,
+    uebOffset: pht + 3 * treeBytes + shareHashCount * (2 + HASH_SIZE),
+  };
+}
+
+function checkOffsets(layout: ShareLayout, expect: Offsets): void {
+  for (const key of Object.keys(expect) as Array<keyof Offsets>) {
+    if (layout[key] !== expect[key]) throw new ShareFormatError(`share header ${key} does not fit the file`);
+  }
+}
+
+/**
+ * Before any read past the header, and before the UEB is known: checks that the header's offsets are exactly
+ * those a writer of this cap's file makes for this share number, with the segment size the header's block size
+ * implies (block size * k; the UEB must later agree, share() checks). So hashRegion() never names a range larger
+ * than an honest share's: the data is ceil(size/k) bytes whatever the segment size, and the trees grow with the
+ * number of segments, which the block size fixes.
+ */
+export function checkLayoutForCap(layout: ShareLayout, cap: ChkCapParts, shareNum: number): void {
+  if (!Number.isInteger(shareNum) || shareNum < 0 || shareNum >= cap.total) throw new ShareFormatError(`share number ${shareNum} out of range`);
+  if (layout.blockSizeField < 1) throw new ShareFormatError('share header block size is zero');
+  const segmentSize = layout.blockSizeField * cap.needed;
+  if (!Number.isSafeInteger(segmentSize)) throw new ShareFormatError('share header block size out of range');
+  checkOffsets(layout, expectedOffsets(layout.dataOffset, cap.size, cap.needed, segmentSize, neededForLeaf(cap.total, shareNum).length));
+}
+
 export interface ShareBlocks {
   readonly shareNum: number;
   /** [offset, offset+length) of the segment's block in the share (layout.py:223 put_block). */
@@ -250,21 +288,8 @@ export class ChkFile {
   share(shareNum: number, layout: ShareLayout, regionBytes: Buffer): ShareBlocks {
     const u = this.ueb;
     if (!Number.isInteger(shareNum) || shareNum < 0 || shareNum >= u.total) throw new ShareFormatError(`share number ${shareNum} out of range`);
-    // The offsets an honest writer makes for this file (layout.py:152-200 WriteBucketProxy._create_offsets).
-    const dataSize = u.blockSize * (u.numSegments - 1) + u.tailBlockSize;
-    const treeBytes = treeNodeCount(u.numSegments) * HASH_SIZE;
     const needed = neededForLeaf(u.total, shareNum);
-    const expect = {
-      blockSizeField: u.blockSize, dataSizeField: dataSize,
-      plaintextHashTreeOffset: layout.dataOffset + dataSize,
-      crypttextHashTreeOffset: layout.dataOffset + dataSize + treeBytes,
-      blockHashesOffset: layout.dataOffset + dataSize + 2 * treeBytes,
-      shareHashesOffset: layout.dataOffset + dataSize + 3 * treeBytes,
-      uebOffset: layout.dataOffset + dataSize + 3 * treeBytes + needed.length * (2 + HASH_SIZE),
-    };
-    for (const [key, value] of Object.entries(expect)) {
-      if (layout[key as keyof typeof expect] !== value) throw new ShareFormatError(`share header ${key} does not fit the UEB`);
-    }
+    checkOffsets(layout, expectedOffsets(layout.dataOffset, u.size, u.needed, u.segmentSize, needed.length));
     if (!uebFromRegion(layout, regionBytes).equals(this.uebBytes)) throw new ShareFormatError('share UEB differs from the file\'s');
 
     const base = layout.crypttextHashTreeOffset;

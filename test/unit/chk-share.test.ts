@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { encodeBase32 } from '../../src/tahoe/base32.js';
 import {
-  ChkFile, chkCapParts, HEADER_BYTES, hashRegion, parseShareHeader, parseUebLength, ShareFormatError, uebFromRegion,
+  ChkFile, checkLayoutForCap, chkCapParts, HEADER_BYTES, hashRegion, parseShareHeader, parseUebLength, ShareFormatError, uebFromRegion,
   uebLengthRange, type ShareLayout,
 } from '../../src/storage/chk-share.js';
 
@@ -16,9 +16,10 @@ const FIXTURES: Fixture[] = readdirSync(DIR).filter((f) => f.endsWith('.json') &
 
 interface Opened { layout: ShareLayout; region: Buffer; share: Buffer }
 
-/** What a reader does with a share: header, then the UEB length, then the hash region. */
-function open(share: Buffer): Opened {
+/** What a reader does with a share: header (checked against the cap), then the UEB length, then the hash region. */
+function open(share: Buffer, cap?: { cap: string; shareNum: number }): Opened {
   const layout = parseShareHeader(share.subarray(0, HEADER_BYTES));
+  if (cap) checkLayoutForCap(layout, chkCapParts(cap.cap), cap.shareNum);
   const lr = uebLengthRange(layout);
   const r = hashRegion(layout, parseUebLength(layout, share.subarray(lr.start, lr.end)));
   return { layout, region: share.subarray(r.start, r.end), share };
@@ -37,7 +38,7 @@ function decodeAll(fx: Fixture, shares: Map<number, Buffer>): Buffer {
   const chk = fileOf(fx, shares);
   const k = chk.ueb.needed;
   const verifiers = [...Array(k).keys()].map((s) => {
-    const o = open(shares.get(s)!);
+    const o = open(shares.get(s)!, { cap: fx.cap, shareNum: s });
     return { blocks: chk.share(s, o.layout, o.region), bytes: o.share };
   });
   const out: Buffer[] = [];
@@ -103,6 +104,12 @@ describe('chk-share: real grid shares', () => {
           const headerSize = o.layout.dataOffset;
           for (let i = 0; i < headerSize; i++) {
             const bad = flip(bytes, i);
+            // Caught from the cap alone, before anything past the header is read (but for the block size field:
+            // a near block size can give the same offsets; the UEB pins it)...
+            const blockSizeField = i >= 4 && i < 4 + o.layout.fieldSize;
+            if (!blockSizeField) assert.throws(() => checkLayoutForCap(parseShareHeader(bad), chkCapParts(fx.cap), shareNum), isFormatError,
+              `header byte ${i} of share ${shareNum} (cap)`);
+            // ...and by share() for a reader that skipped that.
             assert.throws(() => {
               const b = open(bad);
               chk.share(shareNum, b.layout, b.region);
@@ -118,6 +125,7 @@ describe('chk-share: real grid shares', () => {
             assert.throws(() => chk.share(shareNum, o.layout, o.region.subarray(0, o.region.length - cut)), isFormatError);
           }
           assert.throws(() => chk.share(shareNum, o.layout, Buffer.concat([o.region, Buffer.alloc(1)])), isFormatError);
+          checkLayoutForCap(o.layout, chkCapParts(fx.cap), shareNum);
           // A share checked as another share number.
           assert.throws(() => chk.share((shareNum + 1) % chk.ueb.total || 1, o.layout, o.region), isFormatError);
         }
@@ -165,8 +173,8 @@ describe('chk-share: real grid shares', () => {
             const r = v.blockRange(seg);
             blocks.set(v.shareNum, shares.get(v.shareNum)!.subarray(r.offset, r.offset + r.length));
           });
-          const last = k - 1;
-          blocks.set(last, flip(blocks.get(last)!, 0));
+          // Share 0's first byte is always real data (a tail block of a later share may be all padding).
+          blocks.set(0, flip(blocks.get(0)!, 0));
           assert.throws(() => chk.decodeSegment(seg, blocks), isFormatError);
         }
       });
@@ -187,6 +195,13 @@ describe('chk-share: headers', () => {
     assert.throws(() => parseShareHeader(swapped), isFormatError);
     assert.throws(() => parseShareHeader(share.subarray(0, 0x23)), isFormatError);
     assert.throws(() => parseShareHeader(toV2(share).subarray(0, 0x43)), isFormatError);
+  });
+  it('a header claiming a huge hash region is refused from the cap alone', () => {
+    const bad = Buffer.from(share);
+    bad.writeUInt32BE(bad.readUInt32BE(0x1c) + 34 * 100_000_000, 0x20); // uri_extension offset: a 3.4 GB region
+    const layout = parseShareHeader(bad);
+    assert.throws(() => checkLayoutForCap(layout, chkCapParts(fx.cap), 0), isFormatError);
+    assert.throws(() => checkLayoutForCap(parseShareHeader(share), chkCapParts(fx.cap), 99), isFormatError);
   });
   it('v2: 8-byte fields beyond 2^53 are refused, the UEB length field is 8 bytes', () => {
     const v2 = toV2(share);
