@@ -312,8 +312,11 @@ export class ChkFile {
     if (!chain.get(leafIndex(u.total, shareNum))!.equals(blockTree[0]!)) throw new ShareFormatError('share hash chain leaf is not the block hash tree root');
     if (!chainRoot(u.total, shareNum, chain)?.equals(u.shareRootHash)) throw new ShareFormatError('share hash chain does not lead to the UEB share root');
 
-    this.crypttextLeaves ??= crypttextTree.slice(nodeCount - (nodeCount + 1) / 2, nodeCount - (nodeCount + 1) / 2 + u.numSegments).map((b) => Buffer.from(b));
-    const blockLeaves = blockTree.slice((nodeCount - 1) / 2, (nodeCount - 1) / 2 + u.numSegments).map((b) => Buffer.from(b));
+    // Every share carries the same crypttext tree (all checked against one root): keep the first one's leaves.
+    const firstLeaf = leafIndex(u.numSegments, 0);
+    const leaves = (tree: Buffer[]): Buffer[] => tree.slice(firstLeaf, firstLeaf + u.numSegments).map((b) => Buffer.from(b));
+    this.crypttextLeaves ??= leaves(crypttextTree);
+    const blockLeaves = leaves(blockTree);
     const dataOffset = layout.dataOffset;
     return {
       shareNum,
