@@ -7,6 +7,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGrid } from '../grid/local-grid.js';
 import { parseCap } from '../src/tahoe/caps.js';
+import { plaintextFor } from '../test/support/chk-plaintext.js';
 
 interface Case { name: string; needed: number; total: number; happy: number; segsize?: number; size: number }
 
@@ -19,15 +20,6 @@ const CASES: Case[] = [
   { name: 'twoseg-plus1-3of5', needed: 3, total: 5, happy: 3, segsize: 4096, size: 8193 },
   { name: 'many-2of3', needed: 2, total: 3, happy: 3, segsize: 4096, size: 36 * 4096 + 1000 },
 ];
-
-/** The fixture's plaintext: a SHA-256 counter stream of the case name, so it need not be stored. */
-export function plaintextFor(name: string, size: number): Buffer {
-  const out = Buffer.alloc(size);
-  for (let i = 0, off = 0; off < size; i++, off += 32) {
-    createHash('sha256').update(`${name}:${i}`).digest().copy(out, off);
-  }
-  return out;
-}
 
 function setClientOptions(cfgPath: string, opts: Record<string, string>): void {
   let lines = readFileSync(cfgPath, 'utf8').split('\n');

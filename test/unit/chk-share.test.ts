@@ -1,8 +1,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { encodeBase32 } from '../../src/tahoe/base32.js';
+import { blockHash, crypttextHash, crypttextSegmentHash } from '../../src/tahoe/hashes.js';
+import { plaintextFor } from '../support/chk-plaintext.js';
+import { buildTree, HASH_SIZE } from '../../src/storage/hash-tree.js';
 import {
   ChkFile, checkLayoutForCap, chkCapParts, HEADER_BYTES, hashRegion, parseShareHeader, parseUebLength, ShareFormatError, uebFromRegion,
   uebLengthRange, type ShareLayout,
@@ -89,6 +92,39 @@ describe('chk-share: real grid shares', () => {
 
       it('decodes to the plaintext with the primaries', () => {
         assert.equal(sha(decodeAll(fx, shares)), fx.plaintextSha256);
+      });
+
+      it('our trees are Tahoe\'s: block trees rebuilt from the blocks, the share tree from their roots', () => {
+        const chk = fileOf(fx, shares);
+        const roots: Buffer[] = [];
+        for (let shareNum = 0; shareNum < chk.ueb.total; shareNum++) {
+          const o = open(shares.get(shareNum)!);
+          const blocks = chk.share(shareNum, o.layout, o.region);
+          const leaves = [...Array(chk.ueb.numSegments).keys()].map((seg) => {
+            const r = blocks.blockRange(seg);
+            return blockHash(o.share.subarray(r.offset, r.offset + r.length));
+          });
+          const tree = buildTree(leaves);
+          const stored = o.share.subarray(o.layout.blockHashesOffset, o.layout.shareHashesOffset);
+          assert.ok(Buffer.concat(tree).equals(stored), `block hash tree of share ${shareNum}`);
+          roots.push(tree[0]!);
+        }
+        assert.ok(buildTree(roots)[0]!.equals(chk.ueb.shareRootHash));
+        assert.equal(HASH_SIZE, 32);
+      });
+
+      it('crypttext hash tree and crypttext hash from the plaintext encrypted here (AES-128-CTR, zero IV)', () => {
+        const chk = fileOf(fx, shares);
+        const plain = plaintextFor(fx.name, chk.ueb.size);
+        assert.equal(sha(plain), fx.plaintextSha256);
+        const cipher = createCipheriv('aes-128-ctr', chkCapParts(fx.cap).key, Buffer.alloc(16));
+        const crypttext = Buffer.concat([cipher.update(plain), cipher.final()]);
+        const leaves = [...Array(chk.ueb.numSegments).keys()].map((seg) => {
+          const r = chk.segmentRange(seg);
+          return crypttextSegmentHash(crypttext.subarray(r.offset, r.offset + r.length));
+        });
+        assert.ok(buildTree(leaves)[0]!.equals(chk.ueb.crypttextRootHash));
+        assert.ok(crypttextHash(crypttext).equals(chk.ueb.crypttextHash!));
       });
 
       it('decodes the v2 layout of the same shares', () => {
