@@ -1,6 +1,7 @@
 // Parsing and validation of Tahoe capabilities (allmydata/uri.py). Caps are secrets: use redact() to log one.
 import { createHash } from 'node:crypto';
 import { decodeBase32, encodeBase32 } from './base32.js';
+import { MUTABLE_READKEY_TAG, MUTABLE_STORAGEINDEX_TAG, storageIndexHash, taggedHash } from './hashes.js';
 
 export type CapKind =
   | 'CHK' | 'LIT' | 'SSK' | 'SSK-RO' | 'MDMF' | 'MDMF-RO'
@@ -41,15 +42,6 @@ const PATTERNS: Array<[CapKind, RegExp]> = [
   ['DIR2-MDMF-RO', new RegExp(`^URI:DIR2-MDMF-RO:(${B32}):(${B32})(?::.*)?$`)],
 ];
 
-const STORAGE_INDEX_TAG = 'allmydata_immutable_key_to_storage_index_v1';
-const MUTABLE_READKEY_TAG = 'allmydata_mutable_writekey_to_readkey_v1';
-const MUTABLE_STORAGEINDEX_TAG = 'allmydata_mutable_readkey_to_storage_index_v1';
-
-/** Tahoe's tagged hash: SHA-256d over netstring(tag) + value, truncated (allmydata/util/hashutil.py). */
-function taggedHash(tag: string, value: Buffer, truncateTo: number): Buffer {
-  const first = createHash('sha256').update(`${Buffer.byteLength(tag)}:${tag},`).update(value).digest();
-  return createHash('sha256').update(first).digest().subarray(0, truncateTo);
-}
 
 function key128(b32: string, what: string): Buffer {
   const key = decodeBase32(b32);
@@ -96,7 +88,7 @@ export function parseCap(text: string): Cap {
         checkHash256(m[2]!);
         const [k, n, size] = [Number(m[3]), Number(m[4]), Number(m[5])];
         if (!(k >= 1 && k <= n && n <= 256) || !Number.isSafeInteger(size)) throw new CapError('malformed CHK parameters');
-        const si = encodeBase32(taggedHash(STORAGE_INDEX_TAG, key, 16));
+        const si = encodeBase32(storageIndexHash(key));
         return { ...base, writable: false, immutable: true, storageIndex: si, size };
       }
       default: {
