@@ -37,10 +37,10 @@ function fileOf(fx: Fixture, shares: Map<number, Buffer>): ChkFile {
   return ChkFile.fromUeb(uebFromRegion(first.layout, first.region), chkCapParts(fx.cap));
 }
 
-function decodeAll(fx: Fixture, shares: Map<number, Buffer>): Buffer {
+function decodeAll(fx: Fixture, shares: Map<number, Buffer>, use?: number[]): Buffer {
   const chk = fileOf(fx, shares);
   const k = chk.ueb.needed;
-  const verifiers = [...Array(k).keys()].map((s) => {
+  const verifiers = (use ?? [...Array(k).keys()]).map((s) => {
     const o = open(shares.get(s)!, { cap: fx.cap, shareNum: s });
     return { blocks: chk.share(s, o.layout, o.region), bytes: o.share };
   });
@@ -92,6 +92,18 @@ describe('chk-share: real grid shares', () => {
 
       it('decodes to the plaintext with the primaries', () => {
         assert.equal(sha(decodeAll(fx, shares)), fx.plaintextSha256);
+      });
+
+      it('decodes to the plaintext from every other k of its shares (zfec)', () => {
+        const chk = fileOf(fx, shares);
+        const { needed: k, total: n } = chk.ueb;
+        const subsets: number[][] = [];
+        const pick = (from: number, chosen: number[]): void => {
+          if (chosen.length === k) return void subsets.push(chosen);
+          for (let s = from; s < n; s++) pick(s + 1, [...chosen, s]);
+        };
+        pick(0, []);
+        for (const subset of subsets) assert.equal(sha(decodeAll(fx, shares, subset)), fx.plaintextSha256, `shares ${subset.join(',')}`);
       });
 
       it('our trees are Tahoe\'s: block trees rebuilt from the blocks, the share tree from their roots', () => {

@@ -1,0 +1,271 @@
+// One immutable (CHK) file read straight from the storage servers: finding k shares in the file's permuted
+// server order, reading and checking their hash regions once, then fetching, checking and decoding segments.
+// Owns the file's chosen shares and the servers it will not ask again (`shares`, `badServers`: changed only by
+// this file's own reads, each change whole before its next await). Every byte goes through chk-share.ts's
+// checks before it leaves: a server that sent anything that does not check out is dropped for this file and
+// another share is used, or the read fails with DirectReadError (the caller then reads through the gateway).
+import {
+  checkLayoutForCap,
+  ChkFile,
+  HEADER_BYTES,
+  parseShareHeader,
+  parseUebLength,
+  ShareFormatError,
+  uebFromRegion,
+  type ChkCapParts,
+  type ShareBlocks,
+  type ShareLayout,
+} from './chk-share.js';
+import { StorageServerError } from './gbs-client.js';
+import type { KnownServer, StorageServers } from './servers.js';
+
+/** Why a direct read cannot serve a file (status counts them; the log names the server, never a secret). */
+export class DirectReadError extends Error {
+  constructor(
+    message: string,
+    readonly reason: 'no-servers' | 'not-found' | 'unreachable' | 'bad-data' | 'refused',
+  ) {
+    super(message);
+  }
+}
+
+/** Servers asked at once for their share lists (Tahoe's ShareFinder asks 10: immutable/downloader/finder.py). */
+const ASK_AT_ONCE = 10;
+/** Bytes read past the UEB length field in the first region read: a UEB is a few hundred bytes. */
+const UEB_GUESS = 2048;
+/** Hash trees of 64 Ki segments (64 GiB of 1 MiB segments) fit; a larger region is a lie. */
+const MAX_REGION_BYTES = 16 * 1024 * 1024;
+
+interface Holder {
+  readonly server: KnownServer;
+  readonly shareNum: number;
+}
+
+interface ReadyShare {
+  readonly holder: Holder;
+  readonly blocks: ShareBlocks;
+}
+
+export class ChkDownload {
+  private file: ChkFile | undefined;
+  /** The k shares segments are read from, by share number. */
+  private readonly shares = new Map<number, ReadyShare>();
+  /** Shares found but not (yet) in use: spares for a share whose server fails. */
+  private spares: Holder[] = [];
+  private readonly badServers = new Set<string>();
+  private opening: Promise<void> | undefined;
+
+  constructor(
+    private readonly cap: ChkCapParts,
+    /** The storage index in base32, as URLs carry it. */
+    private readonly storageIndex: string,
+    private readonly servers: StorageServers,
+    /** Names a server that misbehaved, once per file. */
+    private readonly onBadServer: (server: string, why: string) => void,
+  ) {}
+
+  get segmentCount(): number {
+    return this.file?.ueb.numSegments ?? 0;
+  }
+
+  /** Finds and checks k shares; safe to call again after a failure (it starts over). */
+  open(): Promise<void> {
+    this.opening ??= this.locate().catch((e: unknown) => {
+      this.opening = undefined;
+      throw e;
+    });
+    return this.opening;
+  }
+
+  /** The segment that holds byte `offset` of the file. */
+  segmentAt(offset: number): number {
+    const size = this.file!.ueb.segmentSize;
+    return Math.min(Math.floor(offset / size), this.file!.ueb.numSegments - 1);
+  }
+
+  segmentRange(segment: number): { offset: number; length: number } {
+    return this.file!.segmentRange(segment);
+  }
+
+  /**
+   * The plaintext of segments [first, first+count), fetched in one Range request per share; a share whose
+   * server fails or lies is swapped for a spare and the batch is fetched again from the replacement.
+   */
+  async segments(first: number, count: number, signal?: AbortSignal): Promise<Buffer[]> {
+    await this.open();
+    const file = this.file!;
+    for (;;) {
+      if (signal?.aborted) throw new DirectReadError('read stopped', 'unreachable');
+      const shares = [...this.shares.values()];
+      const results = await Promise.allSettled(shares.map((s) => this.fetchBlocks(s, first, count)));
+      const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ share: shares[i]!, err: r.reason as unknown }] : []));
+      if (failed.length === 0) {
+        const blocksOf = results.map((r) => (r as PromiseFulfilledResult<Buffer[]>).value);
+        const out: Buffer[] = [];
+        for (let j = 0; j < count; j++) {
+          const blocks = new Map<number, Buffer>();
+          shares.forEach((s, i) => blocks.set(s.holder.shareNum, blocksOf[i]![j]!));
+          try {
+            out.push(file.decodeSegment(first + j, blocks));
+          } catch (e) {
+            // Every block checked out against its own share's tree, and the shares' trees against the UEB: a
+            // crypttext mismatch means the UEB itself lied, which no other share of this file can mend.
+            throw new DirectReadError(`segment ${first + j} does not check out: ${(e as Error).message}`, 'bad-data');
+          }
+        }
+        return out;
+      }
+      for (const { share, err } of failed) {
+        this.drop(share, err);
+        await this.replace();
+      }
+    }
+  }
+
+  private async fetchBlocks(share: ReadyShare, first: number, count: number): Promise<Buffer[]> {
+    const ranges = Array.from({ length: count }, (_, j) => share.blocks.blockRange(first + j));
+    const start = ranges[0]!.offset;
+    const last = ranges[count - 1]!;
+    const length = last.offset + last.length - start;
+    const bytes = await share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length);
+    if (bytes.length !== length) throw new ShareFormatError(`share ${share.holder.shareNum} ended inside its blocks`);
+    return ranges.map((r, j) => {
+      if (r.offset - start + r.length > bytes.length) throw new ShareFormatError('blocks not contiguous');
+      const block = bytes.subarray(r.offset - start, r.offset - start + r.length);
+      share.blocks.verifyBlock(first + j, block);
+      return block;
+    });
+  }
+
+  /** A share whose server failed or lied leaves; a lying server is not asked again for this file. */
+  private drop(share: ReadyShare, err: unknown): void {
+    this.shares.delete(share.holder.shareNum);
+    const name = share.holder.server.client.name;
+    if (err instanceof ShareFormatError) {
+      this.badServers.add(share.holder.server.serverId);
+      this.spares = this.spares.filter((h) => h.server.serverId !== share.holder.server.serverId);
+      this.onBadServer(name, `share ${share.holder.shareNum}: ${err.message}`);
+    } else if (err instanceof StorageServerError) {
+      if (err.kind === 'unreachable') this.servers.unreachable(share.holder.server.serverId);
+      this.spares = this.spares.filter((h) => h.server.serverId !== share.holder.server.serverId);
+      this.onBadServer(name, err.message);
+    } else {
+      throw err;
+    }
+  }
+
+  /** Brings the set back to k shares from the spares; fails when none is left. */
+  private async replace(): Promise<void> {
+    while (this.shares.size < this.cap.needed) {
+      const next = this.spares.shift();
+      if (!next) throw new DirectReadError(`fewer than ${this.cap.needed} good shares left`, 'not-found');
+      if (this.shares.has(next.shareNum) || this.badServers.has(next.server.serverId)) continue;
+      try {
+        await this.readShareHashes(next);
+      } catch (e) {
+        if (e instanceof ShareFormatError) {
+          this.badServers.add(next.server.serverId);
+          this.onBadServer(next.server.client.name, `share ${next.shareNum}: ${e.message}`);
+        } else if (e instanceof StorageServerError) {
+          this.onBadServer(next.server.client.name, e.message);
+        } else throw e;
+      }
+    }
+  }
+
+  /** Asks servers in permuted order which shares they hold, until k distinct ones are checked and ready. */
+  private async locate(): Promise<void> {
+    const servers = (await this.servers.forFile(this.cap.storageIndex)).filter((s) => !this.badServers.has(s.serverId));
+    if (servers.length === 0) throw new DirectReadError('no storage server announces an HTTP storage NURL', 'no-servers');
+    const found: Holder[] = [];
+    let unreachable = 0;
+    let refused = 0;
+    for (let i = 0; i < servers.length; i += ASK_AT_ONCE) {
+      const batch = servers.slice(i, i + ASK_AT_ONCE);
+      const answers = await Promise.allSettled(batch.map((s) => s.client.immutableShares(this.storageIndex)));
+      answers.forEach((a, j) => {
+        const server = batch[j]!;
+        if (a.status === 'fulfilled') {
+          this.servers.reachable(server.serverId);
+          for (const shareNum of a.value) if (shareNum < this.cap.total) found.push({ server, shareNum });
+        } else {
+          const err = a.reason as unknown;
+          if (err instanceof StorageServerError && err.kind === 'refused') refused++;
+          else {
+            unreachable++;
+            this.servers.unreachable(server.serverId);
+          }
+        }
+      });
+      if (new Set(found.map((h) => h.shareNum)).size >= this.cap.needed) break;
+    }
+    if (new Set(found.map((h) => h.shareNum)).size < this.cap.needed) {
+      const why = refused ? 'refused' : unreachable ? 'unreachable' : 'not-found';
+      throw new DirectReadError(`${new Set(found.map((h) => h.shareNum)).size} of ${this.cap.needed} shares found (${unreachable} servers unreachable, ${refused} refused)`, why);
+    }
+    // Primaries first (with them decoding is only interleaving), each share from a different server if it can be.
+    found.sort((a, b) => Number(a.shareNum >= this.cap.needed) - Number(b.shareNum >= this.cap.needed) || a.shareNum - b.shareNum);
+    const chosen: Holder[] = [];
+    const usedServers = new Set<string>();
+    for (const pass of [true, false]) {
+      for (const h of found) {
+        if (chosen.length >= this.cap.needed) break;
+        if (chosen.some((c) => c.shareNum === h.shareNum) || (pass && usedServers.has(h.server.serverId))) continue;
+        chosen.push(h);
+        usedServers.add(h.server.serverId);
+      }
+    }
+    this.spares = found.filter((h) => !chosen.includes(h));
+    const results = await Promise.allSettled(chosen.map((h) => this.readShareHashes(h)));
+    for (const [i, r] of results.entries()) {
+      if (r.status === 'fulfilled') continue;
+      const h = chosen[i]!;
+      const err = r.reason as unknown;
+      if (err instanceof ShareFormatError) {
+        this.badServers.add(h.server.serverId);
+        this.onBadServer(h.server.client.name, `share ${h.shareNum}: ${err.message}`);
+      } else if (err instanceof StorageServerError) {
+        this.onBadServer(h.server.client.name, err.message);
+      } else if (!(err instanceof DirectReadError)) throw err;
+    }
+    this.spares = this.spares.filter((h) => !this.badServers.has(h.server.serverId));
+    await this.replace();
+  }
+
+  /** Reads a share's header and hash region, checks them (and the UEB, the first time), and makes it ready. */
+  private async readShareHashes(holder: Holder): Promise<void> {
+    const client = holder.server.client;
+    const head = await client.readShare(this.storageIndex, holder.shareNum, 0, HEADER_BYTES);
+    const layout: ShareLayout = parseShareHeader(head);
+    checkLayoutForCap(layout, this.cap, holder.shareNum);
+    const region = await this.readRegion(holder, layout);
+    this.file ??= ChkFile.fromUeb(uebFromRegion(layout, region.bytes), this.cap);
+    const blocks = this.file.share(holder.shareNum, layout, region.bytes);
+    this.shares.set(holder.shareNum, { holder, blocks });
+  }
+
+  /** Everything after the data: hash trees, share hashes, the UEB; one request unless the UEB is unusually long. */
+  private async readRegion(holder: Holder, layout: ShareLayout): Promise<{ start: number; bytes: Buffer }> {
+    const client = holder.server.client;
+    const start = layout.crypttextHashTreeOffset;
+    const lengthField = layout.fieldSize;
+    // The offsets are the server's word until the UEB is checked (ChkFile.share then checks them exactly):
+    // bound what they can make us read.
+    if (layout.uebOffset - start > MAX_REGION_BYTES) throw new ShareFormatError(`hash region of ${layout.uebOffset - start} bytes`);
+    let bytes = await client.readShare(this.storageIndex, holder.shareNum, start, layout.uebOffset + lengthField + UEB_GUESS - start);
+    const uebLength = readUebLength(layout, start, bytes);
+    const end = layout.uebOffset + lengthField + uebLength;
+    if (end - start > bytes.length) {
+      const more = await client.readShare(this.storageIndex, holder.shareNum, start + bytes.length, end - start - bytes.length);
+      bytes = Buffer.concat([bytes, more]);
+    }
+    if (end - start > bytes.length) throw new ShareFormatError('share ends inside its URI extension block');
+    return { start, bytes: bytes.subarray(0, end - start) };
+  }
+}
+
+function readUebLength(layout: ShareLayout, start: number, bytes: Buffer): number {
+  const at = layout.uebOffset - start;
+  if (at < 0 || at + layout.fieldSize > bytes.length) throw new ShareFormatError('share ends before its URI extension block');
+  return parseUebLength(layout, bytes.subarray(at, at + layout.fieldSize));
+}

@@ -1,0 +1,163 @@
+// Where the content cache's downloads come from: immutable (CHK) files straight from the storage servers,
+// everything else (and any CHK read that cannot go direct) through the gateway's web API. Owns the per-file
+// downloads (an LRU by storage index), the files given up on for direct reads, the read window's growth and the
+// counts status shows. Changed only here; a download's state is its own (chk-download.ts).
+import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from '../log.js';
+import { parseCap, redact } from '../tahoe/caps.js';
+import { chkCapParts } from './chk-share.js';
+import { ChkDownload, DirectReadError } from './chk-download.js';
+import type { StorageServers } from './servers.js';
+
+/** What the content cache reads from: the gateway's client has this shape, and so has DirectReads. */
+export interface ContentSource {
+  /** What went direct and what did not (DirectReads only). */
+  readonly stats?: DirectReadStats;
+  download(capText: string, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable>;
+}
+
+export interface DirectReadStats {
+  /** Downloads served straight from the storage servers, start to end. */
+  direct: number;
+  /** Downloads (or their rest) that went through the gateway, by reason. */
+  viaGateway: Record<string, number>;
+  /** Bytes of verified plaintext read straight from the servers. */
+  directBytes: number;
+}
+
+/** Segments in one Range request per share, at first and at most: grows while the reader keeps up. */
+const FIRST_BATCH = 1;
+const MAX_BATCH = 4;
+/** Batches in flight at once per download (the window is MAX_IN_FLIGHT x batch segments). */
+const MAX_IN_FLIGHT = 6;
+/** A file given up on for direct reads is tried again after this long (a server may be back). */
+const GIVE_UP_MS = 5 * 60_000;
+
+export class DirectReads implements ContentSource {
+  readonly stats: DirectReadStats = { direct: 0, viaGateway: {}, directBytes: 0 };
+  private readonly downloads = new LRUCache<string, ChkDownload>({ max: 256 });
+  /** Files whose direct read failed: key storage index, value until when the gateway serves them. */
+  private readonly givenUp = new LRUCache<string, number>({ max: 4096 });
+  private saidNoServers = false;
+
+  constructor(
+    private readonly gateway: ContentSource,
+    /** undefined: direct reads are off (--direct-reads off, or no announcements); all goes to the gateway. */
+    private readonly servers: StorageServers | undefined,
+    private readonly log: Logger,
+  ) {}
+
+  async download(capText: string, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
+    const why = this.cannotGoDirect(capText);
+    if (why) {
+      if (why !== 'not-chk') this.count(why);
+      return this.gateway.download(capText, range, signal);
+    }
+    const cap = chkCapParts(capText);
+    const size = cap.size;
+    const start = range?.start ?? 0;
+    const end = Math.min(range?.end ?? size, size);
+    const si = parseCap(capText).storageIndex!;
+    if (!(await this.servers!.any())) {
+      if (!this.saidNoServers) this.log.info('no storage announcements with HTTP storage NURLs in the node directory: reading through the gateway');
+      this.saidNoServers = true;
+      this.count('no-servers');
+      return this.gateway.download(capText, range, signal);
+    }
+    this.saidNoServers = false;
+    let download = this.downloads.get(si);
+    if (!download) {
+      download = new ChkDownload(cap, si, this.servers!, (server, reason) =>
+        this.log.warn({ file: redact(capText), server, reason }, 'storage server not used for this file'),
+      );
+      this.downloads.set(si, download);
+    }
+    try {
+      await download.open();
+    } catch (e) {
+      return this.fallBack(capText, si, e, { start, end }, signal);
+    }
+    return Readable.from(this.stream(capText, si, download, start, end, signal), { objectMode: false });
+  }
+
+  /** Verified plaintext of [start, end) segment by segment; on a failure, the rest through the gateway. */
+  private async *stream(capText: string, si: string, download: ChkDownload, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    let pos = start;
+    if (pos >= end) return;
+    let next = download.segmentAt(pos);
+    const last = download.segmentAt(end - 1);
+    let batch = FIRST_BATCH;
+    const inFlight: Array<Promise<Buffer[]>> = [];
+    const launch = (): void => {
+      while (inFlight.length < MAX_IN_FLIGHT && next <= last) {
+        const count = Math.min(batch, last - next + 1);
+        const p = download.segments(next, count, signal);
+        p.catch(() => {}); // awaited in order below; a later batch's failure must not go unhandled meanwhile
+        inFlight.push(p);
+        next += count;
+        batch = Math.min(MAX_BATCH, batch * 2);
+      }
+    };
+    try {
+      launch();
+      while (inFlight.length > 0) {
+        const segments = await inFlight.shift()!;
+        launch();
+        for (const plain of segments) {
+          const seg = download.segmentAt(pos);
+          const range = download.segmentRange(seg);
+          const from = pos - range.offset;
+          const to = Math.min(plain.length, end - range.offset);
+          if (to > from) {
+            const out = plain.subarray(from, to);
+            pos += out.length;
+            this.stats.directBytes += out.length;
+            yield out;
+          }
+        }
+      }
+      this.stats.direct++;
+      this.log.debug({ file: redact(capText), start, end }, 'read straight from the storage servers');
+      return;
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      const rest = await this.fallBack(capText, si, e, { start: pos, end }, signal);
+      yield* rest as AsyncIterable<Buffer>;
+    }
+  }
+
+  private async fallBack(capText: string, si: string, e: unknown, range: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
+    if (!(e instanceof DirectReadError)) {
+      // A bug of ours must not cost a read: the gateway still serves it, and the log says what happened.
+      this.log.error({ file: redact(capText), err: (e as Error).stack }, 'direct read failed unexpectedly; reading through the gateway');
+    } else {
+      this.log.warn({ file: redact(capText), reason: e.reason, err: e.message }, 'reading this file through the gateway');
+    }
+    this.count(e instanceof DirectReadError ? e.reason : 'internal');
+    this.downloads.delete(si);
+    this.givenUp.set(si, Date.now() + GIVE_UP_MS);
+    return this.gateway.download(capText, range, signal);
+  }
+
+  private cannotGoDirect(capText: string): string | undefined {
+    if (!capText.startsWith('URI:CHK:')) return 'not-chk';
+    if (!this.servers) return 'off';
+    const si = parseCap(capText).storageIndex!;
+    const until = this.givenUp.get(si);
+    if (until !== undefined) {
+      if (until > Date.now()) return 'given-up';
+      this.givenUp.delete(si);
+    }
+    return undefined;
+  }
+
+  private count(reason: string): void {
+    this.stats.viaGateway[reason] = (this.stats.viaGateway[reason] ?? 0) + 1;
+  }
+
+  async close(): Promise<void> {
+    this.downloads.clear();
+    await this.servers?.close();
+  }
+}
