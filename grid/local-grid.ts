@@ -4,7 +4,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -50,6 +50,15 @@ export interface Grid {
   killGateway(): Promise<void>;
   /** Restarts the gateway (same dir and port); waits until it sees every running storage node. */
   startGateway(): Promise<void>;
+  /**
+   * Sets [client] keys of the gateway's tahoe.cfg (shares.needed, shares.total, shares.happy,
+   * shares._max_immutable_segment_size_for_testing) and restarts it: later uploads use them.
+   */
+  configureGateway(client: Record<string, string | number>): Promise<void>;
+  /** Host path of storage node i's share file of a storage index (12-byte container header, then the share). */
+  shareFile(i: number, storageIndex: string, shareNum: number): string;
+  /** The share numbers storage node i holds of a storage index. */
+  sharesOn(i: number, storageIndex: string): Promise<number[]>;
 }
 
 export interface StartGridOptions {
@@ -514,6 +523,36 @@ class GridImpl implements Grid {
   async startGateway(): Promise<void> {
     this.startNode(this.node('gateway'));
     await this.waitConnected(Date.now() + 60_000);
+  }
+
+  async configureGateway(client: Record<string, string | number>): Promise<void> {
+    const cfgPath = join(this.gatewayDir, 'tahoe.cfg');
+    const lines = (await readFile(cfgPath, 'utf8')).split('\n');
+    const start = lines.findIndex((l) => l.trim() === '[client]');
+    if (start < 0) throw new Error('grid: gateway tahoe.cfg has no [client] section');
+    let end = lines.findIndex((l, i) => i > start && l.startsWith('['));
+    if (end < 0) end = lines.length;
+    for (const [key, value] of Object.entries(client)) {
+      const at = lines.findIndex((l, i) => i > start && i < end && l.split('=')[0]!.trim() === key);
+      if (at >= 0) lines[at] = `${key} = ${value}`;
+      else {
+        lines.splice(start + 1, 0, `${key} = ${value}`);
+        end++;
+      }
+    }
+    await this.stopGateway();
+    await writeFile(cfgPath, lines.join('\n'));
+    await this.startGateway();
+  }
+
+  shareFile(i: number, storageIndex: string, shareNum: number): string {
+    return join(this.storage(i).hostDir, 'storage', 'shares', storageIndex.slice(0, 2), storageIndex, String(shareNum));
+  }
+
+  async sharesOn(i: number, storageIndex: string): Promise<number[]> {
+    const dir = join(this.storage(i).hostDir, 'storage', 'shares', storageIndex.slice(0, 2), storageIndex);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    return names.filter((n) => /^[0-9]+$/.test(n)).map(Number).sort((a, b) => a - b);
   }
 
   createNodeDir(hostDir: string, alias?: string): Promise<NodeDir> {

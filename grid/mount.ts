@@ -34,6 +34,12 @@ export interface MountOptions {
   settleTime?: number | 'default';
   /** Puts the node directory (cache, staging, logs) on a tmpfs of this many MiB: a small disk (needs root). */
   nodeDirMiB?: number;
+  /**
+   * A gateway's node directory whose storage announcements (private/introducer_*_cache.yaml) are copied into
+   * the mount's, as a user's own node directory holds them: then immutable files are read straight from the
+   * storage servers. Without it the mount's node directory has none and every read goes through the gateway.
+   */
+  announcementsFrom?: string;
 }
 
 /** Runs the CLI to completion (it returns once the mount is live), bounded. */
@@ -61,6 +67,13 @@ process.on('exit', () => {
   for (const mountpoint of liveMounts) spawnSync('fusermount', ['-uz', mountpoint], { stdio: 'ignore', timeout: 5_000 });
   if (!process.env.BLACKMATCH_KEEP_TEST_DIRS) for (const dir of smallDisks) spawnSync('umount', ['-l', dir], { stdio: 'ignore', timeout: 5_000 });
 });
+
+/** Copies a node directory's storage announcements into another's private/ (see MountOptions.announcementsFrom). */
+export async function copyAnnouncements(fromNodeDir: string, toNodeDir: string): Promise<void> {
+  const names = (await readdir(join(fromNodeDir, 'private'))).filter((n) => /^introducer_.+_cache\.yaml$/.test(n));
+  if (names.length === 0) throw new Error(`no introducer cache in ${fromNodeDir}/private`);
+  for (const n of names) await writeFile(join(toNodeDir, 'private', n), await readFile(join(fromNodeDir, 'private', n)));
+}
 
 export class TestMount {
   private watchdogs = new Set<NodeJS.Timeout>();
@@ -91,6 +104,7 @@ export class TestMount {
     const rootCap = opts.rootCap ?? (await mkdirCap(opts.gatewayUrl));
     await writeFile(join(nodeDir, 'node.url'), opts.gatewayUrl + '\n');
     await writeFile(join(nodeDir, 'private', 'aliases'), `tahoe: ${rootCap}\n`);
+    if (opts.announcementsFrom) await copyAnnouncements(opts.announcementsFrom, nodeDir);
     const m = new TestMount(opts.mode, opts.gatewayUrl, rootCap, nodeDir, mountpoint, workDir);
     liveMounts.add(mountpoint);
     const args = [

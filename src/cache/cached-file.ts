@@ -18,7 +18,7 @@ import type { Readable } from 'node:stream';
 import { fromLocalFs, FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
-import type { TahoeClient } from '../tahoe/client.js';
+import type { ContentSource } from '../storage/direct-reads.js';
 import { replaceFile } from '../util/durable-file.js';
 import { readFully, writeFully } from '../util/file-io.js';
 import { SharedPromise } from '../util/once.js';
@@ -88,7 +88,7 @@ export class CachedFile {
     /** Where the ranges record goes; undefined for a snapshot of a mutable file (never persisted). */
     private readonly metaPath: string | undefined,
     meta: CachedFileMeta | undefined,
-    private readonly client: TahoeClient,
+    private readonly client: ContentSource,
     private readonly log: Logger,
     /** Called with the number of bytes newly present, for the cache's size accounting. */
     private readonly onGrow: (bytes: number) => void,

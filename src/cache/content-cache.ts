@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact, type Cap } from '../tahoe/caps.js';
-import type { TahoeClient } from '../tahoe/client.js';
+import type { ContentSource } from '../storage/direct-reads.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
 import { Coalesced, InFlight } from '../util/once.js';
 import { CachedFile, type CachedFileMeta } from './cached-file.js';
@@ -70,7 +70,7 @@ export class ContentCache {
 
   constructor(
     readonly root: string,
-    private readonly client: TahoeClient,
+    readonly source: ContentSource,
     private readonly log: Logger,
     options: ContentCacheOptions = {},
   ) {
@@ -111,7 +111,7 @@ export class ContentCache {
         // Out of `resting` before the first await, so that an eviction running meanwhile leaves it alone.
         this.dropResting(key);
         return this.readMeta(key, size).then((meta) => {
-          const f: CachedFile = new CachedFile(key, cap.text, size, join(this.filesDir, key), join(this.filesDir, `${key}.meta`), meta, this.client, this.log, (bytes) => {
+          const f: CachedFile = new CachedFile(key, cap.text, size, join(this.filesDir, key), join(this.filesDir, `${key}.meta`), meta, this.source, this.log, (bytes) => {
             if (this.live.get(key) === f) this.grew(bytes);
           });
           this.live.set(key, f);
@@ -132,7 +132,7 @@ export class ContentCache {
   async openMutable(cap: Cap, size: number): Promise<CachedFile> {
     if (cap.immutable) throw new FsError('EIO', `not a mutable file cap: ${redact(cap.text)}`);
     const id = `mutable-${randomBytes(8).toString('hex')}`;
-    const file: CachedFile = new CachedFile(id, cap.text, size, join(this.tmpDir, id), undefined, undefined, this.client, this.log, (bytes) => {
+    const file: CachedFile = new CachedFile(id, cap.text, size, join(this.tmpDir, id), undefined, undefined, this.source, this.log, (bytes) => {
       if (this.snapshots.has(file)) this.grew(bytes);
     });
     this.snapshots.add(file);

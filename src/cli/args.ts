@@ -36,6 +36,8 @@ export interface Args {
   transfers: number;
   /** listxattr names the computed user.tahoe.* caps too. */
   listCapXattrs: boolean;
+  /** Read immutable files straight from the storage servers (HTTPS), not through the gateway. */
+  directReads: boolean;
 }
 
 export const DEFAULT_CACHE_TIMEOUT_S = 10;
@@ -81,6 +83,7 @@ export function buildCommand(version: string): Command {
     .option('--transfers <N>', 'uploads at once', positiveInt, DEFAULT_TRANSFERS)
     .option('--settle-time <SECONDS>', 'how long a directory must be quiet before this mount checks that its changes to it are still there (other machines\' gateways can undo them; see the README); 0 = no other machine writes these directories', seconds, DEFAULT_SETTLE_MS / 1000)
     .option('--list-cap-xattrs', 'list the user.tahoe.* attributes (caps) in listxattr, so that getfattr -d shows them; off by default, so that cp -a, rsync -X and tar --xattrs do not copy caps around')
+    .option('--direct-reads <on|off>', 'read immutable files straight from the storage servers over Tahoe\'s HTTPS storage protocol, checked as Tahoe checks them (NODEDIR/private must hold the gateway\'s storage announcements); off = every read through the gateway', onOff, true)
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
     .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other; any long option above too, as in fstab: -o cache-size=1G,write-back', collect, [])
     .option('-f', 'stay in the foreground (logs still go to the log file)')
@@ -116,6 +119,7 @@ export function parseArgs(argv: string[], version: string): Args {
     transfers: number;
     settleTime: number;
     listCapXattrs?: boolean;
+    directReads: boolean;
   }>();
   if (!['error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(o.logLevel)) {
     throw new UsageError(`unknown log level "${o.logLevel}"`);
@@ -155,6 +159,7 @@ export function parseArgs(argv: string[], version: string): Args {
     settleMs: o.settleTime * 1000,
     transfers: o.transfers,
     listCapXattrs: o.listCapXattrs === true,
+    directReads: o.directReads,
   };
 }
 
@@ -309,4 +314,10 @@ export function argvForChild(argv: string[], rootUri: string | undefined): { arg
 /** The command line as shown in `ps`: any root cap replaced by its fingerprint. */
 export function titleFor(argv: string[], redactCap: (cap: string) => string): string {
   return ['blackmatch', ...argv.map((a) => a.replace(/URI:[A-Za-z0-9-]+:[A-Za-z0-9:_-]+/g, (cap) => redactCap(cap)))].join(' ');
+}
+
+function onOff(value: string): boolean {
+  if (value === 'on' || value === 'yes' || value === 'true') return true;
+  if (value === 'off' || value === 'no' || value === 'false') return false;
+  throw new InvalidArgumentError(`"${value}" is not on or off`);
 }

@@ -19,6 +19,8 @@ import { lockRoot } from '../process/root-lock.js';
 import { askControl, canonicalMountpoint, NoMountError, controlSocketPath, listControlSockets, serveControl, type ControlHandlers } from '../process/control.js';
 import type { SyncReport } from '../fs/sync.js';
 import { isAlive, selfIdentity } from '../process/alive.js';
+import { DirectReads } from '../storage/direct-reads.js';
+import { StorageServers } from '../storage/servers.js';
 import { DEFAULT_TIMEOUTS, scrubCaps, TahoeClient } from '../tahoe/client.js';
 import { redact } from '../tahoe/caps.js';
 import { argvForChild, parseArgs, parseSyncArgs, titleFor, type Args, type SyncArgs } from './args.js';
@@ -70,10 +72,11 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** The filesystem core with its cache, as both the unsplit process and the server run it. */
-async function startCore(args: Args, config: MountConfig, log: Logger): Promise<{ core: TahoeFs; client: TahoeClient }> {
+async function startCore(args: Args, config: MountConfig, log: Logger): Promise<{ core: TahoeFs; client: TahoeClient; reads: DirectReads }> {
   log.info({ root: redact(config.rootCap.text), rootName: config.rootName, nodeUrl: config.nodeUrl }, 'starting');
   const client = new TahoeClient(config.nodeUrl, DEFAULT_TIMEOUTS, log);
-  const cache = new ContentCache(config.cacheDir, client, log, { maxBytes: args.cacheSize, minFreeBytes: args.cacheMinFree });
+  const reads = new DirectReads(client, args.directReads ? new StorageServers(config.nodeDir) : undefined, log);
+  const cache = new ContentCache(config.cacheDir, reads, log, { maxBytes: args.cacheSize, minFreeBytes: args.cacheMinFree });
   await cache.init();
   const journal = new StagingJournal(cache.stagingDir, log);
   const core = new TahoeFs({
@@ -83,14 +86,14 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
     owners: args.fuseOptions.includes('allow_other'), listCapXattrs: args.listCapXattrs,
   });
   await core.start();
-  return { core, client };
+  return { core, client, reads };
 }
 
 /** --no-split: the whole filesystem in this process, the FUSE adapter directly over the core. */
 async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): Promise<number> {
   const log = createLogger(logFile(config, 'unsplit'), args.logLevel);
   const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
-  const { core, client } = await startCore(args, config, log);
+  const { core, client, reads } = await startCore(args, config, log);
   const control = await serveControlOrWarn(mountpoint, controlHandlers(core, mountpoint, args, config), log);
   const mounted = await mount(mountpoint, core, { fsname: fsname(args, config), options: args.fuseOptions, kernelCacheSeconds: args.cacheTimeout, log });
   log.info({ mountpoint }, 'mounted');
@@ -101,6 +104,7 @@ async function runUnsplit(args: Args, config: MountConfig, mountpoint: string): 
   log.info('unmounted; finishing uploads');
   await core.shutdown();
   await control.close();
+  await reads.close();
   await client.close();
   await lock.release();
   log.info('exiting');
@@ -142,7 +146,7 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
   const log = createLogger(logFile(config, 'server'), args.logLevel);
   const socketPath = socketPathFor(config.socketDir, config.rootName);
   const lock = await lockRoot(config.socketDir, config.rootName, mountpoint);
-  const { core, client } = await startCore(args, config, log);
+  const { core, client, reads } = await startCore(args, config, log);
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((r) => (resolveExit = r));
   let finishing = false;
@@ -154,7 +158,8 @@ async function runServer(args: Args, config: MountConfig, mountpoint: string): P
     await server.close();
     await core.shutdown();
     for (const cleanup of cleanups) await cleanup();
-    await client.close();
+    await reads.close();
+  await client.close();
     await lock.release();
     log.info('exiting');
     await flushLog(log);

@@ -103,9 +103,28 @@ function describe(a: Answer): string {
   const { usedBytes, maxBytes, hits, misses } = a.cache;
   const reads = hits + misses;
   row('cache', `${size(usedBytes)} of ${size(maxBytes)}; ${reads === 0 ? 'no reads yet' : `${percent(hits, reads)} of reads from the cache (${hits} of ${reads})`}; ${a.openFiles} open files`);
+  if (a.directReads) row('direct', directLine(a.directReads));
   list('problems', a.recentProblems.slice(-5).map((p) => `${p.time.slice(11, 19)} ${p.level} ${p.message}${p.path ? ` ${p.path}` : ''}${p.reason ? `: ${p.reason}` : ''}`));
   return lines.join('\n') + '\n';
 }
+
+/** Downloads straight from the servers, and the reasons any others went through the gateway. */
+function directLine(d: NonNullable<MountStatus['directReads']>): string {
+  const via = Object.entries(d.viaGateway).filter(([, n]) => n > 0);
+  const viaText = via.length === 0 ? '' : `; through the gateway: ${via.map(([why, n]) => `${n} (${DIRECT_REASONS[why] ?? why})`).join(', ')}`;
+  return `${d.direct} download(s) straight from the storage servers (${size(d.directBytes)})${viaText}`;
+}
+
+const DIRECT_REASONS: Record<string, string> = {
+  off: '--direct-reads off',
+  'no-servers': 'no storage announcements in the node directory',
+  'not-found': 'shares not found on the announced servers',
+  unreachable: 'servers unreachable',
+  refused: 'servers refused',
+  'bad-data': 'a server sent data that did not check out',
+  'given-up': 'a recent direct read of the file failed',
+  internal: 'an internal error, see the log',
+};
 
 function clock(ms: number): string {
   return new Date(ms).toISOString().slice(11, 19);

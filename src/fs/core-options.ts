@@ -1,4 +1,5 @@
 // What the filesystem core is given at start (TahoeFsOptions) and what it reports for status (CoreStatus).
+import type { DirectReadStats } from '../storage/direct-reads.js';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { StagingJournal } from '../cache/staging-journal.js';
 import type { Logger } from '../log.js';
@@ -14,6 +15,8 @@ export interface CoreStatus {
   openFiles: number;
   /** Whether requests reach the gateway, as this mount saw it last (offline: served from what is kept). */
   gatewayState: GatewayState;
+  /** Downloads straight from the storage servers, and why any went through the gateway. */
+  directReads?: DirectReadStats;
 }
 
 export interface TahoeFsOptions {

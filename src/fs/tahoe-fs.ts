@@ -127,6 +127,7 @@ export class TahoeFs implements Ops {
       cache: { usedBytes: cache.usedBytes, maxBytes: cache.maxBytes, hits, misses },
       openFiles: this.files.all().filter((f) => !f.closed).length,
       gatewayState: client.gatewayState,
+      directReads: cache.source.stats,
     };
   }
 

@@ -41,6 +41,7 @@ describe('parseArgs', () => {
       transfers: 8,
       settleMs: 45_000,
       listCapXattrs: false,
+      directReads: true,
     });
   });
 
@@ -174,6 +175,8 @@ describe('parseArgs: the fstab form, as mount.fuse3 runs it (blackmatch SOURCE M
       [['--write-back'], 'write_back'],
       [['--transfers', '3'], 'transfers=3'],
       [['--list-cap-xattrs'], 'list_cap_xattrs'],
+      [['--direct-reads', 'off'], 'direct-reads=off'],
+      [['--direct-reads', 'no'], 'direct_reads=no'],
       [['--no-split'], 'no-split'],
       [['--no-split'], 'no_split'],
       [['--log-level', 'debug'], 'log-level=debug'],
