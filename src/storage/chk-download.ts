@@ -97,7 +97,8 @@ export class ChkDownload {
     for (;;) {
       if (signal?.aborted) throw new DirectReadError('read stopped', 'unreachable');
       const shares = [...this.shares.values()];
-      const results = await Promise.allSettled(shares.map((s) => this.fetchBlocks(s, first, count)));
+      const results = await Promise.allSettled(shares.map((s) => this.fetchBlocks(s, first, count, signal)));
+      if (signal?.aborted) throw new DirectReadError('read stopped', 'unreachable');
       const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ share: shares[i]!, err: r.reason as unknown }] : []));
       if (failed.length === 0) {
         const blocksOf = results.map((r) => (r as PromiseFulfilledResult<Buffer[]>).value);
@@ -122,12 +123,12 @@ export class ChkDownload {
     }
   }
 
-  private async fetchBlocks(share: ReadyShare, first: number, count: number): Promise<Buffer[]> {
+  private async fetchBlocks(share: ReadyShare, first: number, count: number, signal?: AbortSignal): Promise<Buffer[]> {
     const ranges = Array.from({ length: count }, (_, j) => share.blocks.blockRange(first + j));
     const start = ranges[0]!.offset;
     const last = ranges[count - 1]!;
     const length = last.offset + last.length - start;
-    const bytes = await share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length);
+    const bytes = await share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length, signal);
     if (bytes.length !== length) throw new ShareFormatError(`share ${share.holder.shareNum} ended inside its blocks`);
     return ranges.map((r, j) => {
       if (r.offset - start + r.length > bytes.length) throw new ShareFormatError('blocks not contiguous');
@@ -141,7 +142,7 @@ export class ChkDownload {
   private drop(share: ReadyShare, err: unknown): void {
     this.shares.delete(share.holder.shareNum);
     const name = share.holder.server.client.name;
-    if (err instanceof ShareFormatError) {
+    if (err instanceof ShareFormatError || (err instanceof StorageServerError && err.kind === 'protocol')) {
       this.badServers.add(share.holder.server.serverId);
       this.spares = this.spares.filter((h) => h.server.serverId !== share.holder.server.serverId);
       this.onBadServer(name, `share ${share.holder.shareNum}: ${err.message}`);

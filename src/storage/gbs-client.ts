@@ -31,8 +31,11 @@ export function parseNurl(text: string): Nurl | undefined {
 export class StorageServerError extends Error {
   constructor(
     message: string,
-    /** 'unreachable' (connect, TLS, timeout), 'refused' (401/403), 'protocol' (an answer that makes no sense). */
-    readonly kind: 'unreachable' | 'refused' | 'protocol',
+    /**
+     * 'unreachable' (connect, TLS, timeout), 'refused' (401/403, or a certificate not the NURL's), 'protocol' (an
+     * answer that makes no sense), 'stopped' (the reader went away: nobody's fault).
+     */
+    readonly kind: 'unreachable' | 'refused' | 'protocol' | 'stopped',
   ) {
     super(message);
   }
@@ -102,17 +105,17 @@ export class StorageServer {
    * Bytes [offset, offset+length) of one share; shorter only where the share ends (spec lines 834-841). The
    * caller checks what the bytes mean; this checks only that the answer is the range asked for.
    */
-  async readShare(storageIndex: string, shareNum: number, offset: number, length: number): Promise<Buffer> {
+  async readShare(storageIndex: string, shareNum: number, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     if (length <= 0) return Buffer.alloc(0);
     const last = offset + length - 1;
-    return this.get(`/storage/v1/immutable/${storageIndex}/${shareNum}`, { offset, last }, length);
+    return this.get(`/storage/v1/immutable/${storageIndex}/${shareNum}`, { offset, last }, length, signal);
   }
 
   async close(): Promise<void> {
     await this.agent.close().catch(() => {});
   }
 
-  private async get(path: string, range: { offset: number; last: number } | undefined, maxBytes: number): Promise<Buffer> {
+  private async get(path: string, range: { offset: number; last: number } | undefined, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
     const headers: Record<string, string> = { authorization: this.auth, accept: 'application/cbor' };
     if (range) headers.range = `bytes=${range.offset}-${range.last}`;
     let res;
@@ -123,9 +126,11 @@ export class StorageServer {
         headers,
         headersTimeout: this.requestTimeoutMs,
         bodyTimeout: this.requestTimeoutMs,
+        ...(signal ? { signal } : {}),
       });
     } catch (e) {
       if (e instanceof StorageServerError) throw e;
+      if (signal?.aborted) throw new StorageServerError(`${this.name}: read stopped`, 'stopped');
       throw new StorageServerError(`${this.name}: ${describeNetError(e)}`, 'unreachable');
     }
     const { statusCode } = res;
@@ -156,6 +161,7 @@ export class StorageServer {
       }
     } catch (e) {
       if (e instanceof StorageServerError) throw e;
+      if (signal?.aborted) throw new StorageServerError(`${this.name}: read stopped`, 'stopped');
       throw new StorageServerError(`${this.name}: ${describeNetError(e)}`, 'unreachable');
     }
     const body = Buffer.concat(chunks, got);

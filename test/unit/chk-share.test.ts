@@ -1,3 +1,6 @@
+// The CHK share format (src/storage/chk-share.ts, hash-tree.ts) over shares the real grid wrote (test/fixtures/chk,
+// made by scripts/make-chk-fixtures.ts) and Tahoe's test-vector caps: decoding from every k of the shares, v2
+// layouts, and every flipped byte of a header, hash tree, UEB or block caught.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCipheriv, createHash } from 'node:crypto';
