@@ -40,6 +40,8 @@ export interface MountOptions {
    * storage servers. Without it the mount's node directory has none and every read goes through the gateway.
    */
   announcementsFrom?: string;
+  /** Changes the copied announcements' text first (a test of servers that are not what they claim). */
+  editAnnouncements?: (text: string) => string;
 }
 
 /** Runs the CLI to completion (it returns once the mount is live), bounded. */
@@ -69,10 +71,10 @@ process.on('exit', () => {
 });
 
 /** Copies a node directory's storage announcements into another's private/ (see MountOptions.announcementsFrom). */
-export async function copyAnnouncements(fromNodeDir: string, toNodeDir: string): Promise<void> {
+export async function copyAnnouncements(fromNodeDir: string, toNodeDir: string, edit: (text: string) => string = (t) => t): Promise<void> {
   const names = (await readdir(join(fromNodeDir, 'private'))).filter((n) => /^introducer_.+_cache\.yaml$/.test(n));
   if (names.length === 0) throw new Error(`no introducer cache in ${fromNodeDir}/private`);
-  for (const n of names) await writeFile(join(toNodeDir, 'private', n), await readFile(join(fromNodeDir, 'private', n)));
+  for (const n of names) await writeFile(join(toNodeDir, 'private', n), edit(await readFile(join(fromNodeDir, 'private', n), 'utf8')));
 }
 
 export class TestMount {
@@ -104,7 +106,7 @@ export class TestMount {
     const rootCap = opts.rootCap ?? (await mkdirCap(opts.gatewayUrl));
     await writeFile(join(nodeDir, 'node.url'), opts.gatewayUrl + '\n');
     await writeFile(join(nodeDir, 'private', 'aliases'), `tahoe: ${rootCap}\n`);
-    if (opts.announcementsFrom) await copyAnnouncements(opts.announcementsFrom, nodeDir);
+    if (opts.announcementsFrom) await copyAnnouncements(opts.announcementsFrom, nodeDir, opts.editAnnouncements);
     const m = new TestMount(opts.mode, opts.gatewayUrl, rootCap, nodeDir, mountpoint, workDir);
     liveMounts.add(mountpoint);
     const args = [

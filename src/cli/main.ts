@@ -86,6 +86,7 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
     owners: args.fuseOptions.includes('allow_other'), listCapXattrs: args.listCapXattrs,
   });
   await core.start();
+  void reads.warm();
   return { core, client, reads };
 }
 

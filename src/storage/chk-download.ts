@@ -7,9 +7,11 @@
 import {
   checkLayoutForCap,
   ChkFile,
+  guessLayout,
   HEADER_BYTES,
   parseShareHeader,
   parseUebLength,
+  sameLayout,
   ShareFormatError,
   uebFromRegion,
   type ChkCapParts,
@@ -233,13 +235,20 @@ export class ChkDownload {
     await this.replace();
   }
 
-  /** Reads a share's header and hash region, checks them (and the UEB, the first time), and makes it ready. */
+  /**
+   * Reads a share's header and hash region, checks them (and the UEB, the first time), and makes it ready. The
+   * region is read at the same time as the header where the header's layout can be guessed from the cap (one
+   * round trip instead of two); a wrong guess costs only its bytes, and the header's own layout is then read.
+   */
   private async readShareHashes(holder: Holder): Promise<void> {
     const client = holder.server.client;
+    const guess = guessLayout(this.cap, holder.shareNum);
+    const guessed = guess ? this.readRegion(holder, guess) : undefined;
+    guessed?.catch(() => {}); // its failure matters only if the guess is used
     const head = await client.readShare(this.storageIndex, holder.shareNum, 0, HEADER_BYTES);
     const layout: ShareLayout = parseShareHeader(head);
     checkLayoutForCap(layout, this.cap, holder.shareNum);
-    const region = await this.readRegion(holder, layout);
+    const region = guess && guessed && sameLayout(layout, guess) ? await guessed : await this.readRegion(holder, layout);
     this.file ??= ChkFile.fromUeb(uebFromRegion(layout, region.bytes), this.cap);
     const blocks = this.file.share(holder.shareNum, layout, region.bytes);
     this.shares.set(holder.shareNum, { holder, blocks });

@@ -188,6 +188,29 @@ function expectedOffsets(dataOffset: number, size: number, k: number, segmentSiz
   };
 }
 
+/**
+ * The layout Tahoe writes for this share when the file was uploaded with the default 1 MiB maximum segment
+ * (interfaces.py:36; the segment is the file when smaller, rounded up to a multiple of k: upload.py). Only a
+ * guess, to read the hash region at the same time as the header: the header read decides, and the guess is
+ * used only if it is exactly the header's layout (sameLayout).
+ */
+export function guessLayout(cap: ChkCapParts, shareNum: number, maxSegmentSize = 1024 * 1024): ShareLayout | undefined {
+  if (shareNum < 0 || shareNum >= cap.total) return undefined;
+  const segmentSize = nextMultiple(Math.min(maxSegmentSize, cap.size), cap.needed);
+  const offsets = expectedOffsets(0x24, cap.size, cap.needed, segmentSize, neededForLeaf(cap.total, shareNum).length);
+  if (offsets.uebOffset >= 2 ** 32) return undefined; // a v2 share: rare enough not to guess
+  return { version: 1, fieldSize: 4, dataOffset: 0x24, ...offsets };
+}
+
+export function sameLayout(a: ShareLayout, b: ShareLayout): boolean {
+  return a.version === b.version && a.dataOffset === b.dataOffset && (Object.keys(expectedOffsetsKeys) as Array<keyof Offsets>).every((k) => a[k] === b[k]);
+}
+
+const expectedOffsetsKeys: Record<keyof Offsets, true> = {
+  blockSizeField: true, dataSizeField: true, plaintextHashTreeOffset: true, crypttextHashTreeOffset: true,
+  blockHashesOffset: true, shareHashesOffset: true, uebOffset: true,
+};
+
 function checkOffsets(layout: ShareLayout, expect: Offsets): void {
   for (const key of Object.keys(expect) as Array<keyof Offsets>) {
     if (layout[key] !== expect[key]) throw new ShareFormatError(`share header ${key} does not fit the file`);

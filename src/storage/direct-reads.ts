@@ -48,6 +48,13 @@ export class DirectReads implements ContentSource {
     private readonly log: Logger,
   ) {}
 
+  /** Connects to the storage servers ahead of the first read; logs those that cannot be used. */
+  async warm(): Promise<void> {
+    if (!this.servers) return;
+    const failed = await this.servers.warm().catch((e: unknown) => [{ name: 'announcements', error: (e as Error).message }]);
+    for (const f of failed) this.log.warn({ server: f.name, reason: f.error }, 'storage server not reachable for direct reads');
+  }
+
   async download(capText: string, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
     const why = this.cannotGoDirect(capText);
     if (why) {

@@ -85,6 +85,11 @@ export class StorageServer {
     });
   }
 
+  /** Asks the server's version (spec lines 532-545): a connection made and its certificate checked, ahead of reads. */
+  async ping(): Promise<void> {
+    await this.get('/storage/v1/version', undefined, 64 * 1024);
+  }
+
   /** The share numbers this server holds of an immutable file (an empty list when it has none). */
   async immutableShares(storageIndex: string): Promise<number[]> {
     const body = await this.get(`/storage/v1/immutable/${storageIndex}/shares`, undefined, 64 * 1024);

@@ -114,6 +114,14 @@ export class StorageServers {
     return this.servers.size;
   }
 
+  /** Connects to every server ahead of the first read (TLS and its check cost round trips); says which failed. */
+  async warm(): Promise<Array<{ name: string; error: string }>> {
+    await this.refresh(false);
+    const all = [...this.servers.values()];
+    const results = await Promise.allSettled(all.map((s) => s.client.ping()));
+    return results.flatMap((r, i) => (r.status === 'rejected' ? [{ name: all[i]!.client.name, error: (r.reason as Error).message }] : []));
+  }
+
   /** A server could not be reached: others are asked first for a while. */
   unreachable(serverId: string): void {
     this.rest.set(serverId, Date.now() + REST_MS);

@@ -10,7 +10,7 @@ import { blockHash, crypttextHash, crypttextSegmentHash } from '../../src/tahoe/
 import { plaintextFor } from '../support/chk-plaintext.js';
 import { buildTree, HASH_SIZE } from '../../src/storage/hash-tree.js';
 import {
-  ChkFile, checkLayoutForCap, chkCapParts, HEADER_BYTES, hashRegion, parseShareHeader, parseUebLength, ShareFormatError, uebFromRegion,
+  ChkFile, checkLayoutForCap, chkCapParts, guessLayout, HEADER_BYTES, hashRegion, parseShareHeader, parseUebLength, sameLayout, ShareFormatError, uebFromRegion,
   uebLengthRange, type ShareLayout,
 } from '../../src/storage/chk-share.js';
 
@@ -95,6 +95,17 @@ describe('chk-share: real grid shares', () => {
 
       it('decodes to the plaintext with the primaries', () => {
         assert.equal(sha(decodeAll(fx, shares)), fx.plaintextSha256);
+      });
+
+      it('guesses the layout of every share from the cap and the maximum segment size the grid used', () => {
+        const chk = fileOf(fx, shares);
+        for (const [shareNum, share] of shares) {
+          const layout = parseShareHeader(share.subarray(0, HEADER_BYTES));
+          const guess = guessLayout(chkCapParts(fx.cap), shareNum, 4096);
+          assert.ok(guess && sameLayout(layout, guess), `share ${shareNum}: ${JSON.stringify({ layout, guess })}`);
+          const wrong = guessLayout(chkCapParts(fx.cap), shareNum, 1024 * 1024);
+          if (chk.ueb.segmentSize < chk.ueb.size) assert.ok(wrong && !sameLayout(layout, wrong), `share ${shareNum}: another segment size, another layout`);
+        }
       });
 
       it('decodes to the plaintext from every other k of its shares (zfec)', () => {
