@@ -124,6 +124,7 @@ const DIRECT_REASONS: Record<string, string> = {
   'bad-data': 'a server sent data that did not check out',
   'given-up': 'a recent direct read of the file failed',
   internal: 'an internal error, see the log',
+  malformed: 'a cap that does not parse',
 };
 
 function clock(ms: number): string {

@@ -35,6 +35,8 @@ export class DirectReadError extends Error {
 const ASK_AT_ONCE = 10;
 /** Bytes read past the UEB length field in the first region read: a UEB is a few hundred bytes. */
 const UEB_GUESS = 2048;
+/** Finding and checking k shares, however many servers fail one after another, takes at most this long. */
+const OPEN_BOUND_MS = 60_000;
 /** Hash trees of 64 Ki segments (64 GiB of 1 MiB segments) fit; a larger region is a lie. */
 const MAX_REGION_BYTES = 16 * 1024 * 1024;
 
@@ -56,6 +58,8 @@ export class ChkDownload {
   private spares: Holder[] = [];
   private readonly badServers = new Set<string>();
   private opening: Promise<void> | undefined;
+  /** The one replacement of failed shares under way (batches in flight all wait for it). */
+  private replacing: Promise<void> | undefined;
 
   constructor(
     private readonly cap: ChkCapParts,
@@ -72,7 +76,7 @@ export class ChkDownload {
 
   /** Finds and checks k shares; safe to call again after a failure (it starts over). */
   open(): Promise<void> {
-    this.opening ??= this.locate().catch((e: unknown) => {
+    this.opening ??= withDeadline(this.locate(), OPEN_BOUND_MS).catch((e: unknown) => {
       this.opening = undefined;
       throw e;
     });
@@ -98,6 +102,8 @@ export class ChkDownload {
     const file = this.file!;
     for (;;) {
       if (signal?.aborted) throw new DirectReadError('read stopped', 'unreachable');
+      // Another batch may be replacing a share that failed: read from a whole set only.
+      if (this.shares.size < this.cap.needed) await this.replace();
       const shares = [...this.shares.values()];
       const results = await Promise.allSettled(shares.map((s) => this.fetchBlocks(s, first, count, signal)));
       if (signal?.aborted) throw new DirectReadError('read stopped', 'unreachable');
@@ -108,6 +114,7 @@ export class ChkDownload {
         for (let j = 0; j < count; j++) {
           const blocks = new Map<number, Buffer>();
           shares.forEach((s, i) => blocks.set(s.holder.shareNum, blocksOf[i]![j]!));
+          if (blocks.size < this.cap.needed) throw new Error(`segment ${first + j}: ${blocks.size} blocks of ${this.cap.needed}`); // a bug of ours, not the grid's
           try {
             out.push(file.decodeSegment(first + j, blocks));
           } catch (e) {
@@ -118,10 +125,8 @@ export class ChkDownload {
         }
         return out;
       }
-      for (const { share, err } of failed) {
-        this.drop(share, err);
-        await this.replace();
-      }
+      for (const { share, err } of failed) this.drop(share, err);
+      await this.replace();
     }
   }
 
@@ -140,40 +145,41 @@ export class ChkDownload {
     });
   }
 
-  /** A share whose server failed or lied leaves; a lying server is not asked again for this file. */
+  /** A share whose server failed or lied leaves (unless a replacement already took its number). */
   private drop(share: ReadyShare, err: unknown): void {
-    this.shares.delete(share.holder.shareNum);
-    const name = share.holder.server.client.name;
-    if (err instanceof ShareFormatError || (err instanceof StorageServerError && err.kind === 'protocol')) {
-      this.badServers.add(share.holder.server.serverId);
-      this.spares = this.spares.filter((h) => h.server.serverId !== share.holder.server.serverId);
-      this.onBadServer(name, `share ${share.holder.shareNum}: ${err.message}`);
-    } else if (err instanceof StorageServerError) {
-      if (err.kind === 'unreachable') this.servers.unreachable(share.holder.server.serverId);
-      this.spares = this.spares.filter((h) => h.server.serverId !== share.holder.server.serverId);
-      this.onBadServer(name, err.message);
-    } else {
-      throw err;
-    }
+    if (this.shares.get(share.holder.shareNum) === share) this.shares.delete(share.holder.shareNum);
+    this.serverFailed(share.holder, err);
   }
 
-  /** Brings the set back to k shares from the spares; fails when none is left. */
-  private async replace(): Promise<void> {
-    while (this.shares.size < this.cap.needed) {
-      const next = this.spares.shift();
-      if (!next) throw new DirectReadError(`fewer than ${this.cap.needed} good shares left`, 'not-found');
-      if (this.shares.has(next.shareNum) || this.badServers.has(next.server.serverId)) continue;
-      try {
-        await this.readShareHashes(next);
-      } catch (e) {
-        if (e instanceof ShareFormatError) {
-          this.badServers.add(next.server.serverId);
-          this.onBadServer(next.server.client.name, `share ${next.shareNum}: ${e.message}`);
-        } else if (e instanceof StorageServerError) {
-          this.onBadServer(next.server.client.name, e.message);
-        } else throw e;
+  /**
+   * What a server's failure means for this file: one that lied (bytes that do not check out, an answer that makes
+   * no sense) is not asked again; one that is unreachable rests for every file; neither gives us spares any more.
+   */
+  private serverFailed(holder: Holder, err: unknown): void {
+    const { server } = holder;
+    if (!(err instanceof ShareFormatError || err instanceof StorageServerError)) throw err;
+    if (err instanceof StorageServerError && err.kind === 'stopped') return;
+    if (err instanceof ShareFormatError || err.kind === 'protocol') this.badServers.add(server.serverId);
+    if (err instanceof StorageServerError && err.kind === 'unreachable') this.servers.unreachable(server.serverId);
+    this.spares = this.spares.filter((h) => h.server.serverId !== server.serverId);
+    this.onBadServer(server.client.name, err instanceof ShareFormatError ? `share ${holder.shareNum}: ${err.message}` : err.message);
+  }
+
+  /** Brings the set back to k shares from the spares, one replacement at a time; fails when none is left. */
+  private replace(): Promise<void> {
+    this.replacing ??= (async () => {
+      while (this.shares.size < this.cap.needed) {
+        const next = this.spares.shift();
+        if (!next) throw new DirectReadError(`fewer than ${this.cap.needed} good shares left`, 'not-found');
+        if (this.shares.has(next.shareNum) || this.badServers.has(next.server.serverId)) continue;
+        try {
+          await this.readShareHashes(next);
+        } catch (e) {
+          this.serverFailed(next, e);
+        }
       }
-    }
+    })().finally(() => (this.replacing = undefined));
+    return this.replacing;
   }
 
   /** Asks servers in permuted order which shares they hold, until k distinct ones are checked and ready. */
@@ -220,17 +226,9 @@ export class ChkDownload {
     }
     this.spares = found.filter((h) => !chosen.includes(h));
     const results = await Promise.allSettled(chosen.map((h) => this.readShareHashes(h)));
-    for (const [i, r] of results.entries()) {
-      if (r.status === 'fulfilled') continue;
-      const h = chosen[i]!;
-      const err = r.reason as unknown;
-      if (err instanceof ShareFormatError) {
-        this.badServers.add(h.server.serverId);
-        this.onBadServer(h.server.client.name, `share ${h.shareNum}: ${err.message}`);
-      } else if (err instanceof StorageServerError) {
-        this.onBadServer(h.server.client.name, err.message);
-      } else if (!(err instanceof DirectReadError)) throw err;
-    }
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') this.serverFailed(chosen[i]!, r.reason);
+    });
     this.spares = this.spares.filter((h) => !this.badServers.has(h.server.serverId));
     await this.replace();
   }
@@ -278,4 +276,13 @@ function readUebLength(layout: ShareLayout, start: number, bytes: Buffer): numbe
   const at = layout.uebOffset - start;
   if (at < 0 || at + layout.fieldSize > bytes.length) throw new ShareFormatError('share ends before its URI extension block');
   return parseUebLength(layout, bytes.subarray(at, at + layout.fieldSize));
+}
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DirectReadError(`no k good shares within ${ms / 1000} s`, 'unreachable')), ms);
+  });
+  work.catch(() => {}); // settles later, unseen, if the deadline won
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
 }

@@ -36,8 +36,9 @@ const GIVE_UP_MS = 5 * 60_000;
 
 export class DirectReads implements ContentSource {
   readonly stats: DirectReadStats = { direct: 0, viaGateway: {}, directBytes: 0 };
+  /** Keyed by cap text, as givenUp: caps are secrets, but these maps never leave this process's memory. */
   private readonly downloads = new LRUCache<string, ChkDownload>({ max: 256 });
-  /** Files whose direct read failed: key storage index, value until when the gateway serves them. */
+  /** Files whose direct read failed: key the cap, value until when the gateway serves them. */
   private readonly givenUp = new LRUCache<string, number>({ max: 4096 });
   private saidNoServers = false;
 
@@ -61,11 +62,17 @@ export class DirectReads implements ContentSource {
       if (why !== 'not-chk') this.count(why);
       return this.gateway.download(capText, range, signal);
     }
-    const cap = chkCapParts(capText);
-    const size = cap.size;
+    let cap: ReturnType<typeof chkCapParts>;
+    let si: string;
+    try {
+      cap = chkCapParts(capText);
+      si = parseCap(capText).storageIndex!;
+    } catch {
+      this.count('malformed');
+      return this.gateway.download(capText, range, signal); // the gateway's error is the one to give
+    }
     const start = range?.start ?? 0;
-    const end = Math.min(range?.end ?? size, size);
-    const si = parseCap(capText).storageIndex!;
+    const end = Math.min(range?.end ?? cap.size, cap.size);
     if (!(await this.servers!.any())) {
       if (!this.saidNoServers) this.log.info('no storage announcements with HTTP storage NURLs in the node directory: reading through the gateway');
       this.saidNoServers = true;
@@ -73,31 +80,35 @@ export class DirectReads implements ContentSource {
       return this.gateway.download(capText, range, signal);
     }
     this.saidNoServers = false;
-    let download = this.downloads.get(si);
+    // By the whole cap: two caps of one storage index that differ in their UEB hash or sizes are two files to us.
+    let download = this.downloads.get(capText);
     if (!download) {
       download = new ChkDownload(cap, si, this.servers!, (server, reason) =>
         this.log.warn({ file: redact(capText), server, reason }, 'storage server not used for this file'),
       );
-      this.downloads.set(si, download);
+      this.downloads.set(capText, download);
     }
     try {
       await download.open();
     } catch (e) {
-      return this.fallBack(capText, si, e, { start, end }, signal);
+      return this.fallBack(capText, e, { start, end }, signal);
     }
-    return Readable.from(this.stream(capText, si, download, start, end, signal), { objectMode: false });
+    return Readable.from(this.stream(capText, download, start, end, signal), { objectMode: false });
   }
 
   /** Verified plaintext of [start, end) segment by segment; on a failure, the rest through the gateway. */
-  private async *stream(capText: string, si: string, download: ChkDownload, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *stream(capText: string, download: ChkDownload, start: number, end: number, outer?: AbortSignal): AsyncGenerator<Buffer> {
     let pos = start;
     if (pos >= end) return;
+    // Batches in flight stop with the stream, whether its reader aborted or just stopped reading.
+    const stopped = new AbortController();
+    const signal = outer ? AbortSignal.any([outer, stopped.signal]) : stopped.signal;
     let next = download.segmentAt(pos);
     const last = download.segmentAt(end - 1);
     let batch = FIRST_BATCH;
     const inFlight: Array<Promise<Buffer[]>> = [];
     const launch = (): void => {
-      while (inFlight.length < MAX_IN_FLIGHT && next <= last) {
+      while (inFlight.length < MAX_IN_FLIGHT && next <= last && !signal.aborted) {
         const count = Math.min(batch, last - next + 1);
         const p = download.segments(next, count, signal);
         p.catch(() => {}); // awaited in order below; a later batch's failure must not go unhandled meanwhile
@@ -128,13 +139,15 @@ export class DirectReads implements ContentSource {
       this.log.debug({ file: redact(capText), start, end }, 'read straight from the storage servers');
       return;
     } catch (e) {
-      if (signal?.aborted) throw e;
-      const rest = await this.fallBack(capText, si, e, { start: pos, end }, signal);
+      if (signal.aborted) throw e;
+      const rest = await this.fallBack(capText, e, { start: pos, end }, outer);
       yield* rest as AsyncIterable<Buffer>;
+    } finally {
+      stopped.abort();
     }
   }
 
-  private async fallBack(capText: string, si: string, e: unknown, range: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
+  private async fallBack(capText: string, e: unknown, range: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
     if (!(e instanceof DirectReadError)) {
       // A bug of ours must not cost a read: the gateway still serves it, and the log says what happened.
       this.log.error({ file: redact(capText), err: (e as Error).stack }, 'direct read failed unexpectedly; reading through the gateway');
@@ -142,19 +155,18 @@ export class DirectReads implements ContentSource {
       this.log.warn({ file: redact(capText), reason: e.reason, err: e.message }, 'reading this file through the gateway');
     }
     this.count(e instanceof DirectReadError ? e.reason : 'internal');
-    this.downloads.delete(si);
-    this.givenUp.set(si, Date.now() + GIVE_UP_MS);
+    this.downloads.delete(capText);
+    this.givenUp.set(capText, Date.now() + GIVE_UP_MS);
     return this.gateway.download(capText, range, signal);
   }
 
   private cannotGoDirect(capText: string): string | undefined {
     if (!capText.startsWith('URI:CHK:')) return 'not-chk';
     if (!this.servers) return 'off';
-    const si = parseCap(capText).storageIndex!;
-    const until = this.givenUp.get(si);
+    const until = this.givenUp.get(capText);
     if (until !== undefined) {
       if (until > Date.now()) return 'given-up';
-      this.givenUp.delete(si);
+      this.givenUp.delete(capText);
     }
     return undefined;
   }

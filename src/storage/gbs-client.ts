@@ -49,6 +49,9 @@ export interface StorageServerOptions {
   connections?: number;
 }
 
+/** The slowest answer we wait for, beyond the request bound: 256 KB/s. */
+const MIN_BYTES_PER_MS = 256;
+
 const SET_TAG = 258; // CBOR's set (spec lines 452-462)
 
 export class StorageServer {
@@ -68,7 +71,8 @@ export class StorageServer {
     this.origin = `https://${host}:${nurl.port}`;
     this.auth = `Tahoe-LAFS ${Buffer.from(nurl.swissnum, 'ascii').toString('base64')}`;
     // The certificate is self-signed: skip CA checks, then check its key against the NURL before any request.
-    const connectTls = buildConnector({ rejectUnauthorized: false, timeout: opts.connectTimeoutMs ?? 10_000 });
+    // No TLS session resumption: a resumed session shows no certificate, and every connection's must be checked.
+    const connectTls = buildConnector({ rejectUnauthorized: false, timeout: opts.connectTimeoutMs ?? 10_000, maxCachedSessions: 0 });
     this.agent = new Agent({
       connections: opts.connections ?? 8,
       keepAliveTimeout: 30_000,
@@ -122,6 +126,9 @@ export class StorageServer {
 
   private async get(path: string, range: { offset: number; last: number } | undefined, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
     const headers: Record<string, string> = { authorization: this.auth, accept: 'application/cbor' };
+    // A whole answer's bound (undici's body timeout is per gap): a server trickling bytes must not hold a read.
+    const deadline = AbortSignal.timeout(this.requestTimeoutMs + Math.ceil(maxBytes / MIN_BYTES_PER_MS));
+    const stop = signal ? AbortSignal.any([signal, deadline]) : deadline;
     if (range) headers.range = `bytes=${range.offset}-${range.last}`;
     let res;
     try {
@@ -131,28 +138,36 @@ export class StorageServer {
         headers,
         headersTimeout: this.requestTimeoutMs,
         bodyTimeout: this.requestTimeoutMs,
-        ...(signal ? { signal } : {}),
+        signal: stop,
       });
     } catch (e) {
       if (e instanceof StorageServerError) throw e;
       if (signal?.aborted) throw new StorageServerError(`${this.name}: read stopped`, 'stopped');
+      if (deadline.aborted) throw new StorageServerError(`${this.name}: no whole answer in time`, 'unreachable');
       throw new StorageServerError(`${this.name}: ${describeNetError(e)}`, 'unreachable');
     }
     const { statusCode } = res;
     if (statusCode === 204) {
-      await res.body.dump();
+      res.body.destroy();
       return Buffer.alloc(0);
     }
     if (statusCode === 401 || statusCode === 403) {
-      await res.body.dump();
+      res.body.destroy();
       throw new StorageServerError(`${this.name}: refused (HTTP ${statusCode})`, 'refused');
     }
     const wanted = range ? statusCode === 206 : statusCode === 200;
     if (!wanted) {
-      await res.body.dump();
+      res.body.destroy();
       throw new StorageServerError(`${this.name}: HTTP ${statusCode} for a ${range ? 'share read' : 'request'}`, statusCode >= 500 ? 'unreachable' : 'protocol');
     }
-    if (range) checkContentRange(res.headers['content-range'], range, this.name);
+    if (range) {
+      try {
+        checkContentRange(res.headers['content-range'], range, this.name);
+      } catch (e) {
+        res.body.destroy();
+        throw e;
+      }
+    }
     const chunks: Buffer[] = [];
     let got = 0;
     try {
@@ -167,6 +182,7 @@ export class StorageServer {
     } catch (e) {
       if (e instanceof StorageServerError) throw e;
       if (signal?.aborted) throw new StorageServerError(`${this.name}: read stopped`, 'stopped');
+      if (deadline.aborted) throw new StorageServerError(`${this.name}: no whole answer in time`, 'unreachable');
       throw new StorageServerError(`${this.name}: ${describeNetError(e)}`, 'unreachable');
     }
     const body = Buffer.concat(chunks, got);
