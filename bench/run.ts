@@ -134,7 +134,12 @@ async function measureViaGateway(grid: Grid, figures: Figures): Promise<void> {
     const m = await TestMount.start({ mode, gatewayUrl: grid.gatewayUrl, rootCap: root, cacheTimeout: 60, settleTime: 'default', announcementsFrom: grid.gatewayDir, extraArgs: ['--log-level', 'info', '--direct-reads', 'off'] });
     try {
       log(`${mode} ${VIA_GATEWAY}: cold read, first byte`);
+      const pids = await m.pids();
+      const gatewayPid = await gatewayPidOf(grid);
+      const [ours0, gw0] = [await cpuMs(pids), gatewayPid ? await cpuMs([gatewayPid]) : 0];
       set(figures, `${VIA_GATEWAY}: cold sequential read 64 MiB, MB/s`, mode, mbps(FILE, await timeRead(m.path('cold.bin'), FILE)));
+      set(figures, `${VIA_GATEWAY}: CPU of that cold read: blackmatch, ms per MiB`, mode, ((await cpuMs(pids)) - ours0) / (FILE / MiB));
+      if (gatewayPid) set(figures, `${VIA_GATEWAY}: CPU of that cold read: the gateway, ms per MiB`, mode, ((await cpuMs([gatewayPid])) - gw0) / (FILE / MiB));
       set(figures, `${VIA_GATEWAY}: first 4 KiB at 32 MiB of a cold file, ms`, mode, await timeFirstByte(m.path('ttfb.bin'), 32 * MiB));
     } finally {
       await m.cleanup();
@@ -436,7 +441,10 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
     const refRoot = await mkdirCap(grid.gatewayUrl);
     const refCap = await putFile(grid, refRoot, 'ref.bin', randomBytes(FILE));
     const capUrl = `${grid.gatewayUrl}uri/${encodeURIComponent(refCap)}`;
+    const gatewayPid = await gatewayPidOf(grid);
+    const gatewayCpu0 = gatewayPid ? await cpuMs([gatewayPid]) : 0;
     set(figures, 'cold sequential read 64 MiB, MB/s', 'reference', mbps(FILE, await curlMs([capUrl])));
+    if (gatewayPid) set(figures, 'CPU of that cold read: the gateway, ms per MiB', 'reference', ((await cpuMs([gatewayPid])) - gatewayCpu0) / (FILE / MiB));
     set(figures, 'first 4 KiB at 32 MiB of a cold file, ms', 'reference', await curlMs(['-r', `${32 * MiB}-${32 * MiB + 128 * 1024 - 1}`, capUrl]));
     const treeCap = await makeTree(grid, refRoot, ENTRIES);
     const treeUrl = `${grid.gatewayUrl}uri/${encodeURIComponent(treeCap)}?t=json`;

@@ -117,10 +117,18 @@ export class DirectReads implements ContentSource {
         batch = Math.min(MAX_BATCH, batch * 2);
       }
     };
+    // Only the grid's failures lead to the gateway: an error thrown in at a yield is the reader's (it went away).
+    let failure: unknown;
     try {
       launch();
       while (inFlight.length > 0) {
-        const segments = await inFlight.shift()!;
+        let segments: Buffer[];
+        try {
+          segments = await inFlight.shift()!;
+        } catch (e) {
+          failure = e;
+          break;
+        }
         launch();
         for (const plain of segments) {
           const seg = download.segmentAt(pos);
@@ -135,16 +143,17 @@ export class DirectReads implements ContentSource {
           }
         }
       }
-      this.stats.direct++;
-      this.log.debug({ file: redact(capText), start, end }, 'read straight from the storage servers');
-      return;
-    } catch (e) {
-      if (signal.aborted) throw e;
-      const rest = await this.fallBack(capText, e, { start: pos, end }, outer);
-      yield* rest as AsyncIterable<Buffer>;
     } finally {
       stopped.abort();
     }
+    if (failure === undefined) {
+      this.stats.direct++;
+      this.log.debug({ file: redact(capText), start, end }, 'read straight from the storage servers');
+      return;
+    }
+    if (outer?.aborted) throw failure;
+    const rest = await this.fallBack(capText, failure, { start: pos, end }, outer);
+    yield* rest as AsyncIterable<Buffer>;
   }
 
   private async fallBack(capText: string, e: unknown, range: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {

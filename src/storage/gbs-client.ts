@@ -75,7 +75,7 @@ export class StorageServer {
     const connectTls = buildConnector({ rejectUnauthorized: false, timeout: opts.connectTimeoutMs ?? 10_000, maxCachedSessions: 0 });
     this.agent = new Agent({
       connections: opts.connections ?? 8,
-      keepAliveTimeout: 30_000,
+      keepAliveTimeout: 120_000, // a connection costs round trips: keep it for the next read
       connect: (options, callback) =>
         connectTls(options, (err, socket) => {
           if (err || !socket) return callback(err ?? new Error('no socket'), null);

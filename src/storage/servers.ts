@@ -78,6 +78,8 @@ export interface KnownServer {
   readonly client: StorageServer;
 }
 
+/** Connections opened to each server ahead of the first read. */
+const WARM_CONNECTIONS = 4;
 /** How long a server that could not be reached is passed over before it is tried again. */
 const REST_MS = 30_000;
 /** A re-read of the announcements at most this often, however many files miss a server. */
@@ -118,7 +120,9 @@ export class StorageServers {
   async warm(): Promise<Array<{ name: string; error: string }>> {
     await this.refresh(false);
     const all = [...this.servers.values()];
-    const results = await Promise.allSettled(all.map((s) => s.client.ping()));
+    // Several at once: a read asks one server for several things at once (header, hash region, blocks), and
+    // each connection costs two round trips before its first request.
+    const results = await Promise.allSettled(all.map((s) => Promise.all(Array.from({ length: WARM_CONNECTIONS }, () => s.client.ping()))));
     return results.flatMap((r, i) => (r.status === 'rejected' ? [{ name: all[i]!.client.name, error: (r.reason as Error).message }] : []));
   }
 
