@@ -184,30 +184,55 @@ export class ChkDownload {
 
   /** Asks servers in permuted order which shares they hold, until k distinct ones are checked and ready. */
   private async locate(): Promise<void> {
+    try {
+      await this.locateOnce();
+    } catch (e) {
+      if (!(e instanceof DirectReadError) || e.reason === 'bad-data') throw e;
+      // A server may have moved or joined since the announcements were read: read them again, ask once more.
+      await this.servers.refresh(true);
+      await this.locateOnce();
+    }
+  }
+
+  private async locateOnce(): Promise<void> {
     const servers = (await this.servers.forFile(this.cap.storageIndex)).filter((s) => !this.badServers.has(s.serverId));
     if (servers.length === 0) throw new DirectReadError('no storage server announces an HTTP storage NURL', 'no-servers');
     const found: Holder[] = [];
     let unreachable = 0;
     let refused = 0;
-    for (let i = 0; i < servers.length; i += ASK_AT_ONCE) {
+    let settled = false; // after which a late answer only adds spares
+    const distinct = (): number => new Set(found.map((h) => h.shareNum)).size;
+    for (let i = 0; i < servers.length && distinct() < this.cap.needed; i += ASK_AT_ONCE) {
       const batch = servers.slice(i, i + ASK_AT_ONCE);
-      const answers = await Promise.allSettled(batch.map((s) => s.client.immutableShares(this.storageIndex)));
-      answers.forEach((a, j) => {
-        const server = batch[j]!;
-        if (a.status === 'fulfilled') {
-          this.servers.reachable(server.serverId);
-          for (const shareNum of a.value) if (shareNum < this.cap.total) found.push({ server, shareNum });
-        } else {
-          const err = a.reason as unknown;
-          if (err instanceof StorageServerError && err.kind === 'refused') refused++;
-          else {
-            unreachable++;
-            this.servers.unreachable(server.serverId);
-          }
+      // On as soon as k distinct shares are known: a frozen server must not hold the read (finder.py asks on too).
+      await new Promise<void>((resolve) => {
+        let pending = batch.length;
+        for (const server of batch) {
+          server.client.immutableShares(this.storageIndex).then(
+            (shareNums) => {
+              this.servers.reachable(server.serverId);
+              for (const shareNum of shareNums) {
+                if (shareNum >= this.cap.total) continue;
+                if (settled) {
+                  if (!this.badServers.has(server.serverId)) this.spares.push({ server, shareNum });
+                } else found.push({ server, shareNum });
+              }
+              if (distinct() >= this.cap.needed) resolve();
+            },
+            (err: unknown) => {
+              if (err instanceof StorageServerError && err.kind === 'refused') refused++;
+              else {
+                unreachable++;
+                this.servers.unreachable(server.serverId);
+              }
+            },
+          ).finally(() => {
+            if (--pending === 0) resolve();
+          });
         }
       });
-      if (new Set(found.map((h) => h.shareNum)).size >= this.cap.needed) break;
     }
+    settled = true;
     if (new Set(found.map((h) => h.shareNum)).size < this.cap.needed) {
       const why = refused ? 'refused' : unreachable ? 'unreachable' : 'not-found';
       throw new DirectReadError(`${new Set(found.map((h) => h.shareNum)).size} of ${this.cap.needed} shares found (${unreachable} servers unreachable, ${refused} refused)`, why);
