@@ -35,6 +35,8 @@ export class DirectReadError extends Error {
 const ASK_AT_ONCE = 10;
 /** Bytes read past the UEB length field in the first region read: a UEB is a few hundred bytes. */
 const UEB_GUESS = 2048;
+/** How long the other servers' answers are awaited once k distinct shares are known. */
+const LATE_ANSWER_GRACE_MS = 1_000;
 /** Finding and checking k shares, however many servers fail one after another, takes at most this long. */
 const OPEN_BOUND_MS = 60_000;
 /** Hash trees of 64 Ki segments (64 GiB of 1 MiB segments) fit; a larger region is a lie. */
@@ -204,9 +206,14 @@ export class ChkDownload {
     const distinct = (): number => new Set(found.map((h) => h.shareNum)).size;
     for (let i = 0; i < servers.length && distinct() < this.cap.needed; i += ASK_AT_ONCE) {
       const batch = servers.slice(i, i + ASK_AT_ONCE);
-      // On as soon as k distinct shares are known: a frozen server must not hold the read (finder.py asks on too).
+      // Every answer, as long as they come: the primaries may be among the last (with them decoding is only
+      // interleaving). But once k distinct shares are known, a frozen server holds the read a moment only.
       await new Promise<void>((resolve) => {
         let pending = batch.length;
+        let grace: NodeJS.Timeout | undefined;
+        const enough = (): void => {
+          grace ??= setTimeout(resolve, LATE_ANSWER_GRACE_MS);
+        };
         for (const server of batch) {
           server.client.immutableShares(this.storageIndex).then(
             (shareNums) => {
@@ -217,7 +224,7 @@ export class ChkDownload {
                   if (!this.badServers.has(server.serverId)) this.spares.push({ server, shareNum });
                 } else found.push({ server, shareNum });
               }
-              if (distinct() >= this.cap.needed) resolve();
+              if (distinct() >= this.cap.needed) enough();
             },
             (err: unknown) => {
               if (err instanceof StorageServerError && err.kind === 'refused') refused++;
@@ -227,7 +234,9 @@ export class ChkDownload {
               }
             },
           ).finally(() => {
-            if (--pending === 0) resolve();
+            if (--pending > 0) return;
+            clearTimeout(grace);
+            resolve();
           });
         }
       });
