@@ -8,6 +8,7 @@ import {
   checkLayoutForCap,
   ChkFile,
   guessLayout,
+  hashRegion,
   HEADER_BYTES,
   parseShareHeader,
   parseUebLength,
@@ -295,8 +296,7 @@ export class ChkDownload {
     // bound what they can make us read.
     if (layout.uebOffset - start > MAX_REGION_BYTES) throw new ShareFormatError(`hash region of ${layout.uebOffset - start} bytes`);
     let bytes = await client.readShare(this.storageIndex, holder.shareNum, start, layout.uebOffset + lengthField + UEB_GUESS - start);
-    const uebLength = readUebLength(layout, start, bytes);
-    const end = layout.uebOffset + lengthField + uebLength;
+    const { end } = hashRegion(layout, readUebLength(layout, start, bytes));
     if (end - start > bytes.length) {
       const more = await client.readShare(this.storageIndex, holder.shareNum, start + bytes.length, end - start - bytes.length);
       bytes = Buffer.concat([bytes, more]);

@@ -112,10 +112,6 @@ export class StorageServers {
     return this.servers.size > 0;
   }
 
-  get size(): number {
-    return this.servers.size;
-  }
-
   /** Connects to every server ahead of the first read (TLS and its check cost round trips); says which failed. */
   async warm(): Promise<Array<{ name: string; error: string }>> {
     await this.refresh(false);
