@@ -40,6 +40,8 @@ const UEB_GUESS = 2048;
 const LATE_ANSWER_GRACE_MS = 1_000;
 /** Finding and checking k shares, however many servers fail one after another, takes at most this long. */
 const OPEN_BOUND_MS = 60_000;
+/** Tahoe's default maximum segment size since 1.19 (allmydata/interfaces.py:36, used by client.py:631). */
+const DEFAULT_MAX_SEGMENT = 1024 * 1024;
 /** Hash trees of 64 Ki segments (64 GiB of 1 MiB segments) fit; a larger region is a lie. */
 const MAX_REGION_BYTES = 16 * 1024 * 1024;
 
@@ -63,6 +65,14 @@ export class ChkDownload {
   private opening: Promise<void> | undefined;
   /** The one replacement of failed shares under way (batches in flight all wait for it). */
   private replacing: Promise<void> | undefined;
+  /** The segment the first reader wants, as the cap's guessed layout places it (set by the first open). */
+  private firstWanted: number | undefined;
+  /**
+   * Blocks of that segment read at the same time as each share's hash region, by share number: the first byte
+   * then costs one round trip less. Used only if the share's checked layout puts the block exactly there, and
+   * verified like any other block; taken (or dropped) by the share's first fetch.
+   */
+  private readonly early = new Map<number, { holder: Holder; segment: number; offset: number; length: number; bytes: Promise<Buffer> }>();
 
   constructor(
     private readonly cap: ChkCapParts,
@@ -71,14 +81,20 @@ export class ChkDownload {
     private readonly servers: StorageServers,
     /** Names a server that misbehaved, once per file. */
     private readonly onBadServer: (server: string, why: string) => void,
+    /** The segment size share layouts are guessed with (only ever a guess: every layout is read and checked). */
+    private readonly guessedMaxSegment = DEFAULT_MAX_SEGMENT,
   ) {}
 
   get segmentCount(): number {
     return this.file?.ueb.numSegments ?? 0;
   }
 
-  /** Finds and checks k shares; safe to call again after a failure (it starts over). */
-  open(): Promise<void> {
+  /**
+   * Finds and checks k shares; safe to call again after a failure (it starts over). `firstOffset`: where the
+   * first reader starts, so that its segment's blocks are read with the hash regions.
+   */
+  open(firstOffset?: number): Promise<void> {
+    if (this.opening === undefined && this.file === undefined && firstOffset !== undefined) this.firstWanted = guessedSegmentAt(this.cap, this.guessedMaxSegment, firstOffset);
     this.opening ??= withDeadline(this.locate(), OPEN_BOUND_MS).catch((e: unknown) => {
       this.opening = undefined;
       throw e;
@@ -138,7 +154,12 @@ export class ChkDownload {
     const start = ranges[0]!.offset;
     const last = ranges[count - 1]!;
     const length = last.offset + last.length - start;
-    const bytes = await share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length, signal);
+    const early = this.early.get(share.holder.shareNum);
+    this.early.delete(share.holder.shareNum);
+    const useEarly = early && early.holder === share.holder && early.segment === first && count === 1 && early.offset === start && early.length === length;
+    const bytes = useEarly
+      ? await early.bytes.catch(() => share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length, signal))
+      : await share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length, signal);
     if (bytes.length !== length) throw new ShareFormatError(`share ${share.holder.shareNum} ended inside its blocks`);
     return ranges.map((r, j) => {
       if (r.offset - start + r.length > bytes.length) throw new ShareFormatError('blocks not contiguous');
@@ -275,9 +296,15 @@ export class ChkDownload {
    */
   private async readShareHashes(holder: Holder): Promise<void> {
     const client = holder.server.client;
-    const guess = guessLayout(this.cap, holder.shareNum);
+    const guess = guessLayout(this.cap, holder.shareNum, this.guessedMaxSegment);
     const guessed = guess ? this.readRegion(holder, guess) : undefined;
     guessed?.catch(() => {}); // its failure matters only if the guess is used
+    if (guess && this.firstWanted !== undefined && !this.early.has(holder.shareNum)) {
+      const at = guessedBlockRange(this.cap, this.guessedMaxSegment, guess, this.firstWanted);
+      const bytes = client.readShare(this.storageIndex, holder.shareNum, at.offset, at.length);
+      bytes.catch(() => {}); // its failure matters only if it is used, and then the block is read again
+      this.early.set(holder.shareNum, { holder, segment: this.firstWanted, ...at, bytes });
+    }
     const head = await client.readShare(this.storageIndex, holder.shareNum, 0, HEADER_BYTES);
     const layout: ShareLayout = parseShareHeader(head);
     checkLayoutForCap(layout, this.cap, holder.shareNum);
@@ -304,6 +331,27 @@ export class ChkDownload {
     if (end - start > bytes.length) throw new ShareFormatError('share ends inside its URI extension block');
     return { start, bytes: bytes.subarray(0, end - start) };
   }
+}
+
+/** The segment holding `offset` if the file has the segment size guessLayout() guesses. */
+function guessedSegmentAt(cap: ChkCapParts, maxSegment: number, offset: number): number {
+  const segmentSize = guessedSegmentSize(cap, maxSegment);
+  return Math.max(0, Math.min(Math.floor(offset / segmentSize), Math.ceil(cap.size / segmentSize) - 1));
+}
+
+/** Where a guessed layout puts a segment's block (the tail's block is its padded length over k: node.py:339-360). */
+function guessedBlockRange(cap: ChkCapParts, maxSegment: number, layout: ShareLayout, segment: number): { offset: number; length: number } {
+  const segmentSize = guessedSegmentSize(cap, maxSegment);
+  const segments = Math.ceil(cap.size / segmentSize);
+  const blockSize = segmentSize / cap.needed;
+  const tail = cap.size - (segments - 1) * segmentSize;
+  const length = segment === segments - 1 ? Math.ceil(tail / cap.needed) : blockSize;
+  return { offset: layout.dataOffset + segment * blockSize, length };
+}
+
+/** As guessLayout() computes it: the maximum, or the whole file if smaller, rounded up to a multiple of k. */
+function guessedSegmentSize(cap: ChkCapParts, maxSegment: number): number {
+  return Math.ceil(Math.min(maxSegment, cap.size) / cap.needed) * cap.needed;
 }
 
 function readUebLength(layout: ShareLayout, start: number, bytes: Buffer): number {

@@ -90,7 +90,7 @@ export class DirectReads implements ContentSource {
       this.downloads.set(capText, download);
     }
     try {
-      await download.open();
+      await download.open(start);
     } catch (e) {
       return this.fallBack(capText, e, { start, end }, signal);
     }

@@ -19,8 +19,8 @@ function fixture(name: string): Fixture {
 
 type Behaviour = 'honest' | 'frozen' | 'down' | { flipAt: number } | 'short';
 
-/** A storage server holding some shares of the fixture, behaving as told. */
-function server(id: string, fx: Fixture, shareNums: number[], behaviour: Behaviour): KnownServer {
+/** A storage server holding some shares of the fixture, behaving as told; `reads` logs each share read. */
+function server(id: string, fx: Fixture, shareNums: number[], behaviour: Behaviour, reads: string[] = []): KnownServer {
   const shares = new Map(shareNums.map((n) => [n, Buffer.from(fx.shares[String(n)]!, 'base64')]));
   const never = new Promise<never>(() => {});
   const client = {
@@ -31,6 +31,7 @@ function server(id: string, fx: Fixture, shareNums: number[], behaviour: Behavio
       return [...shares.keys()];
     },
     async readShare(_si: string, shareNum: number, offset: number, length: number): Promise<Buffer> {
+      reads.push(`${id}:${shareNum}:${offset}+${length}`);
       const share = shares.get(shareNum);
       if (!share) throw new StorageServerError(`${id}: HTTP 404`, 'protocol');
       const bytes = Buffer.from(share.subarray(offset, offset + length));
@@ -67,8 +68,8 @@ describe('chk-download over fake servers', () => {
   const fx = fixture('many-2of3');
   const cap = chkCapParts(fx.cap);
 
-  function download(list: KnownServer[], bad: string[] = []): ChkDownload {
-    return new ChkDownload(cap, fx.storageIndex, serversOf(list), (name) => bad.push(name));
+  function download(list: KnownServer[], bad: string[] = [], guessedMaxSegment?: number): ChkDownload {
+    return new ChkDownload(cap, fx.storageIndex, serversOf(list), (name) => bad.push(name), guessedMaxSegment);
   }
 
   it('reads every byte from honest servers', async () => {
@@ -105,5 +106,42 @@ describe('chk-download over fake servers', () => {
       const d = download(list);
       await assert.rejects(readAll(d), (e: unknown) => e instanceof DirectReadError);
     }
+  });
+
+  // The fixture was written with 4 KiB segments: with that guess, the first reader's blocks come with the hash regions.
+  const SEGMENT = 4096;
+  const plaintextOf = async (d: ChkDownload, first: number, count: number): Promise<Buffer> => Buffer.concat(await d.segments(first, count));
+
+  it('reads the first wanted segment\'s blocks with the hash regions: no request of its own', async () => {
+    const reads: string[] = [];
+    const d = download([server('a', fx, [0], 'honest', reads), server('b', fx, [1], 'honest', reads), server('c', fx, [2], 'honest', reads)], [], SEGMENT);
+    await d.open(20 * SEGMENT + 5);
+    const before = reads.length;
+    const seg20 = await plaintextOf(d, 20, 1);
+    assert.equal(reads.length, before, `no read after open: ${reads.slice(before).join(' ')}`);
+    // The same bytes as a read from the start of the file.
+    const whole = await readAll(download([server('a', fx, [0], 'honest'), server('b', fx, [1], 'honest'), server('c', fx, [2], 'honest')]));
+    assert.ok(seg20.equals(whole.subarray(20 * SEGMENT, 21 * SEGMENT)));
+    // Another segment is read as usual.
+    await plaintextOf(d, 3, 1);
+    assert.ok(reads.length > before);
+  });
+
+  it('an early block that does not check out is refused like any other: another share serves it', async () => {
+    const bad: string[] = [];
+    const blockOf20 = 0x24 + 20 * (SEGMENT / 2) + 7; // a byte inside share 0's block of segment 20 (v1 header, k = 2)
+    const d = download([server('liar', fx, [0], { flipAt: blockOf20 }), server('b', fx, [1], 'honest'), server('c', fx, [2], 'honest')], bad, SEGMENT);
+    await d.open(20 * SEGMENT);
+    const whole = await readAll(download([server('a', fx, [0], 'honest'), server('b', fx, [1], 'honest'), server('c', fx, [2], 'honest')]));
+    assert.ok((await plaintextOf(d, 20, 1)).equals(whole.subarray(20 * SEGMENT, 21 * SEGMENT)));
+    assert.deepEqual(bad, ['liar']);
+  });
+
+  it('a wrong segment size guess costs only the early read: the right bytes all the same', async () => {
+    const reads: string[] = [];
+    const d = download([server('a', fx, [0], 'honest', reads), server('b', fx, [1], 'honest', reads), server('c', fx, [2], 'honest', reads)], [], 8192);
+    const whole = await readAll(download([server('a', fx, [0], 'honest'), server('b', fx, [1], 'honest'), server('c', fx, [2], 'honest')]));
+    await d.open(10 * SEGMENT);
+    assert.ok((await plaintextOf(d, 10, 2)).equals(whole.subarray(10 * SEGMENT, 12 * SEGMENT)));
   });
 });
