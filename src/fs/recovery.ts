@@ -89,8 +89,9 @@ export class Recovery {
       if (!(await this.storeOne(staged))) failed++;
     }
     if (failed > 0) {
-      this.delayMs = Math.min(this.delayMs * 2, RETRY_MAX_MS);
+      // The first retry after RETRY_FIRST_MS, then doubling (it doubled first, so the first wait was 10 s).
       this.later();
+      this.delayMs = Math.min(this.delayMs * 2, RETRY_MAX_MS);
     } else {
       this.delayMs = RETRY_FIRST_MS;
     }

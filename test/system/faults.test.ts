@@ -115,7 +115,10 @@ describeWithGrid('faults', { own: true }, (grid) => {
           await eventually('every process exits', async () => (await m.pids()).length === 0, 30_000);
           const again = await runCli(['--node-directory', m.nodeDir, m.mountpoint]);
           assert.equal(again.code, 0, again.stderr);
-          await eventually('copied.bin stored', async () => (await m.webGetOrNull('copied.bin'))?.equals(data) === true, 120_000);
+          // Recovery's passes back off (5 s, doubling): on a loaded machine the gateway may refuse the first ones.
+          await eventually('copied.bin stored', async () => (await m.webGetOrNull('copied.bin'))?.equals(data) === true, 180_000).catch(async (e: Error) => {
+            throw new Error(`${e.message}; names: ${Object.keys(await m.webList('')).join(', ')}\n${await m.logTail(60)}`);
+          });
           assert.deepEqual(await stagedFiles(m), []);
         } finally {
           await m.cleanup();
