@@ -5,7 +5,9 @@
 // checks before it leaves: a server that sent anything that does not check out is dropped for this file and
 // another share is used, or the read fails with DirectReadError (the caller then reads through the gateway).
 import {
+  BlockMismatchError,
   checkLayoutForCap,
+  decodeSegmentWork,
   ChkFile,
   guessLayout,
   hashRegion,
@@ -17,8 +19,10 @@ import {
   uebFromRegion,
   type ChkCapParts,
   type ShareBlocks,
+  type SegmentWork,
   type ShareLayout,
 } from './chk-share.js';
+import { DecodePoolError, type DecodePool } from './decode-pool.js';
 import { StorageServerError } from './gbs-client.js';
 import type { KnownServer, StorageServers } from './servers.js';
 
@@ -44,6 +48,8 @@ const OPEN_BOUND_MS = 60_000;
 const DEFAULT_MAX_SEGMENT = 1024 * 1024;
 /** Hash trees of 64 Ki segments (64 GiB of 1 MiB segments) fit; a larger region is a lie. */
 const MAX_REGION_BYTES = 16 * 1024 * 1024;
+
+const INLINE = { decode: async (works: SegmentWork[]): Promise<Buffer[]> => works.map(decodeSegmentWork) };
 
 interface Holder {
   readonly server: KnownServer;
@@ -83,6 +89,8 @@ export class ChkDownload {
     private readonly onBadServer: (server: string, why: string) => void,
     /** The segment size share layouts are guessed with (only ever a guess: every layout is read and checked). */
     private readonly guessedMaxSegment = DEFAULT_MAX_SEGMENT,
+    /** Where segments are checked and decoded (inline unless a pool of worker threads is given). */
+    private readonly decoder: Pick<DecodePool, 'decode'> = INLINE,
   ) {}
 
   get segmentCount(): number {
@@ -129,20 +137,29 @@ export class ChkDownload {
       const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [{ share: shares[i]!, err: r.reason as unknown }] : []));
       if (failed.length === 0) {
         const blocksOf = results.map((r) => (r as PromiseFulfilledResult<Buffer[]>).value);
-        const out: Buffer[] = [];
-        for (let j = 0; j < count; j++) {
+        const works = Array.from({ length: count }, (_, j) => {
           const blocks = new Map<number, Buffer>();
           shares.forEach((s, i) => blocks.set(s.holder.shareNum, blocksOf[i]![j]!));
           if (blocks.size < this.cap.needed) throw new Error(`segment ${first + j}: ${blocks.size} blocks of ${this.cap.needed}`); // a bug of ours, not the grid's
-          try {
-            out.push(file.decodeSegment(first + j, blocks));
-          } catch (e) {
-            // Every block checked out against its own share's tree, and the shares' trees against the UEB: a
-            // crypttext mismatch means the UEB itself lied, which no other share of this file can mend.
-            throw new DirectReadError(`segment ${first + j} does not check out: ${(e as Error).message}`, 'bad-data');
+          // Each block is checked against its share's block hash tree where it is decoded.
+          return file.segmentWork(first + j, blocks, (shareNum) => shares.find((s) => s.holder.shareNum === shareNum)!.blocks.blockLeaf(first + j));
+        });
+        try {
+          return await this.decoder.decode(works);
+        } catch (e) {
+          if (e instanceof DecodePoolError) continue; // decoding goes inline now: read the blocks again
+          if (e instanceof BlockMismatchError) {
+            const liar = shares.find((s) => s.holder.shareNum === e.shareNum);
+            if (liar) {
+              this.drop(liar, e);
+              await this.replace();
+              continue;
+            }
           }
+          // Every block checked out against its own share's tree, and the shares' trees against the UEB: a
+          // crypttext mismatch means the UEB itself lied, which no other share of this file can mend.
+          throw new DirectReadError(`segments ${first}-${first + count - 1} do not check out: ${(e as Error).message}`, 'bad-data');
         }
-        return out;
       }
       for (const { share, err } of failed) this.drop(share, err);
       await this.replace();
@@ -163,9 +180,7 @@ export class ChkDownload {
     if (bytes.length !== length) throw new ShareFormatError(`share ${share.holder.shareNum} ended inside its blocks`);
     return ranges.map((r, j) => {
       if (r.offset - start + r.length > bytes.length) throw new ShareFormatError('blocks not contiguous');
-      const block = bytes.subarray(r.offset - start, r.offset - start + r.length);
-      share.blocks.verifyBlock(first + j, block);
-      return block;
+      return bytes.subarray(r.offset - start, r.offset - start + r.length);
     });
   }
 

@@ -238,6 +238,8 @@ export interface ShareBlocks {
   blockRange(segment: number): { offset: number; length: number };
   /** Throws ShareFormatError unless block is this share's block of segment (share.py block hash tree). */
   verifyBlock(segment: number, block: Buffer): void;
+  /** The block hash tree's leaf for a segment: what its block must hash to. */
+  blockLeaf(segment: number): Buffer;
 }
 
 export class ChkFile {
@@ -348,6 +350,10 @@ export class ChkFile {
         if (block.length !== this.blockSize(segment)) throw new ShareFormatError(`block ${segment} of share ${shareNum} has the wrong length`);
         if (!blockHash(block).equals(blockLeaves[segment]!)) throw new ShareFormatError(`block ${segment} of share ${shareNum} does not match its hash`);
       },
+      blockLeaf: (segment: number) => {
+        this.checkSegment(segment);
+        return blockLeaves[segment]!;
+      },
     };
   }
 
@@ -357,25 +363,78 @@ export class ChkFile {
    * the counter at the segment's offset (filenode.py:200-209, crypto/aes.py).
    */
   decodeSegment(segment: number, blocks: Map<number, Buffer>): Buffer {
+    return decodeSegmentWork(this.segmentWork(segment, blocks));
+  }
+
+  /**
+   * Everything decodeSegmentWork() needs for a segment, as plain data (it may run on another thread). With
+   * `leafOf`, each block is checked against its share's block hash tree there too (blocks not yet verified).
+   */
+  segmentWork(segment: number, blocks: Map<number, Buffer>, leafOf?: (shareNum: number) => Buffer): SegmentWork {
     const u = this.ueb;
     const range = this.segmentRange(segment);
     if (!this.crypttextLeaves) throw new Error('no share checked yet: call share() first');
     const chosen = [...blocks.entries()].sort((a, b) => a[0] - b[0]).slice(0, u.needed);
     if (chosen.length < u.needed) throw new Error(`segment ${segment} needs ${u.needed} blocks, got ${chosen.length}`);
-    const blockSize = this.blockSize(segment);
-    for (const [shareNum, block] of chosen) {
-      if (!Number.isInteger(shareNum) || shareNum < 0 || shareNum >= u.total) throw new ShareFormatError(`share number ${shareNum} out of range`);
-      if (block.length !== blockSize) throw new ShareFormatError(`block ${segment} of share ${shareNum} has the wrong length`);
-    }
-    const primaries = zfecDecode(u.needed, u.total, chosen.map(([, b]) => b), chosen.map(([s]) => s));
-    const crypttext = Buffer.concat(primaries).subarray(0, range.length);
-    if (!crypttextSegmentHash(crypttext).equals(this.crypttextLeaves[segment]!)) throw new ShareFormatError(`segment ${segment} does not match the crypttext hash tree`);
-    const iv = Buffer.alloc(16);
-    const counter = Math.floor(range.offset / 16);
-    iv.writeUInt32BE(Math.floor(counter / 2 ** 32), 8);
-    iv.writeUInt32BE(counter % 2 ** 32, 12);
-    const decipher = createDecipheriv('aes-128-ctr', this.cap.key, iv);
-    decipher.update(Buffer.alloc(range.offset % 16));
-    return Buffer.concat([decipher.update(crypttext), decipher.final()]);
+    return {
+      segment,
+      needed: u.needed,
+      total: u.total,
+      blockSize: this.blockSize(segment),
+      offset: range.offset,
+      length: range.length,
+      crypttextLeaf: this.crypttextLeaves[segment]!,
+      key: this.cap.key,
+      blocks: chosen.map(([shareNum, block]) => ({ shareNum, block, ...(leafOf ? { leaf: leafOf(shareNum) } : {}) })),
+    };
   }
+}
+
+/** One segment's decoding, as plain data: the blocks (and, if not verified yet, their block tree leaves). */
+export interface SegmentWork {
+  segment: number;
+  needed: number;
+  total: number;
+  blockSize: number;
+  /** The segment's bytes in the plaintext file. */
+  offset: number;
+  length: number;
+  crypttextLeaf: Uint8Array;
+  key: Uint8Array;
+  blocks: Array<{ shareNum: number; block: Uint8Array; leaf?: Uint8Array }>;
+}
+
+/** A block that does not match its share's block hash tree: that share's server sent it. */
+export class BlockMismatchError extends ShareFormatError {
+  constructor(
+    message: string,
+    readonly shareNum: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * ChkFile.decodeSegment's work, pure (no state, plain data in and out), so that it can run on a worker thread:
+ * each block's length and (if its leaf is given) hash, zfec, the crypttext hash, AES-128-CTR.
+ */
+export function decodeSegmentWork(w: SegmentWork): Buffer {
+  const blocks: Buffer[] = [];
+  for (const { shareNum, block, leaf } of w.blocks) {
+    if (!Number.isInteger(shareNum) || shareNum < 0 || shareNum >= w.total) throw new ShareFormatError(`share number ${shareNum} out of range`);
+    const bytes = Buffer.from(block.buffer, block.byteOffset, block.byteLength);
+    if (bytes.length !== w.blockSize) throw new BlockMismatchError(`block ${w.segment} of share ${shareNum} has the wrong length`, shareNum);
+    if (leaf && !blockHash(bytes).equals(leaf)) throw new BlockMismatchError(`block ${w.segment} of share ${shareNum} does not match its hash`, shareNum);
+    blocks.push(bytes);
+  }
+  const primaries = zfecDecode(w.needed, w.total, blocks, w.blocks.map((b) => b.shareNum));
+  const crypttext = Buffer.concat(primaries).subarray(0, w.length);
+  if (!crypttextSegmentHash(crypttext).equals(w.crypttextLeaf)) throw new ShareFormatError(`segment ${w.segment} does not match the crypttext hash tree`);
+  const iv = Buffer.alloc(16);
+  const counter = Math.floor(w.offset / 16);
+  iv.writeUInt32BE(Math.floor(counter / 2 ** 32), 8);
+  iv.writeUInt32BE(counter % 2 ** 32, 12);
+  const decipher = createDecipheriv('aes-128-ctr', w.key, iv);
+  decipher.update(Buffer.alloc(w.offset % 16));
+  return Buffer.concat([decipher.update(crypttext), decipher.final()]);
 }

@@ -9,6 +9,7 @@ import { encodeBase32 } from '../tahoe/base32.js';
 import { redact } from '../tahoe/caps.js';
 import { chkCapParts } from './chk-share.js';
 import { ChkDownload, DirectReadError } from './chk-download.js';
+import { DecodePool } from './decode-pool.js';
 import type { StorageServers } from './servers.js';
 
 /** What the content cache reads from: the gateway's client has this shape, and so has DirectReads. */
@@ -42,6 +43,10 @@ export class DirectReads implements ContentSource {
   /** Files whose direct read failed: key the cap, value until when the gateway serves them. */
   private readonly givenUp = new LRUCache<string, number>({ max: 4096 });
   private saidNoServers = false;
+  /** Checking and decoding segments off the main thread. */
+  private readonly decoder = new DecodePool({
+    onBroken: (reason) => this.log.warn({ reason }, 'segment decoding on a worker thread failed: decoding on the main thread from now on'),
+  });
 
   constructor(
     private readonly gateway: ContentSource,
@@ -53,6 +58,7 @@ export class DirectReads implements ContentSource {
   /** Connects to the storage servers ahead of the first read; logs those that cannot be used. */
   async warm(): Promise<void> {
     if (!this.servers) return;
+    this.decoder.warm();
     const failed = await this.servers.warm().catch((e: unknown) => [{ name: 'announcements', error: (e as Error).message }]);
     for (const f of failed) this.log.warn({ server: f.name, reason: f.error }, 'storage server not reachable for direct reads');
   }
@@ -84,8 +90,13 @@ export class DirectReads implements ContentSource {
     // By the whole cap: two caps of one storage index that differ in their UEB hash or sizes are two files to us.
     let download = this.downloads.get(capText);
     if (!download) {
-      download = new ChkDownload(cap, si, this.servers!, (server, reason) =>
-        this.log.warn({ file: redact(capText), server, reason }, 'storage server not used for this file'),
+      download = new ChkDownload(
+        cap,
+        si,
+        this.servers!,
+        (server, reason) => this.log.warn({ file: redact(capText), server, reason }, 'storage server not used for this file'),
+        undefined,
+        this.decoder,
       );
       this.downloads.set(capText, download);
     }
@@ -187,6 +198,7 @@ export class DirectReads implements ContentSource {
 
   async close(): Promise<void> {
     this.downloads.clear();
+    await this.decoder.close();
     await this.servers?.close();
   }
 }
