@@ -182,6 +182,21 @@ export class TahoeClient {
     await this.text('PUT', `uri/${encodeURIComponent(fileCap)}`, `overwrite ${redact(fileCap)}`, { body, size, upload: true, idempotent: true });
   }
 
+  /** PUT /uri?format=MDMF: a new, unlinked MDMF mutable file holding the body; returns its write cap. */
+  async uploadMutable(body: Body, size: number): Promise<string> {
+    return (await this.text('PUT', 'uri?format=MDMF', 'upload MDMF', { body, size, upload: true, idempotent: true })).trim();
+  }
+
+  /**
+   * PUT /uri/$FILECAP?offset=N: writes the body at an offset of an MDMF file, in place; the gateway rewrites only
+   * the segments it touches (webapi.rst, "PUT /uri/$FILECAP?offset="; mutable/filenode.py:1037 _update). Send
+   * what offsetWriteRange() says, not the changed bytes alone: the gateway fails some writes that are fine.
+   */
+  async writeMutableAt(fileCap: string, offset: number, body: Body, size: number): Promise<void> {
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new FsError('EINVAL', `bad offset ${offset}`);
+    await this.text('PUT', `uri/${encodeURIComponent(fileCap)}?offset=${offset}`, `write at ${offset} of ${redact(fileCap)}`, { body, size, upload: true, idempotent: true });
+  }
+
   /**
    * POST /uri/$DIRCAP?t=set_children: links one child with the metadata we choose. Unlike `PUT ...?t=uri`, it lets
    * us set "mtime" (which Tahoe would otherwise keep from the previous link, see dirnode.update_metadata).
@@ -418,3 +433,22 @@ function transportError(e: unknown, what: string, base: string): FsError {
   if (NO_ANSWER_CODES.has(code) || NO_ANSWER_CODES.has(cause)) noAnswer.add(err);
   return err;
 }
+
+/**
+ * The bytes to send as one offset write of an MDMF file of `fileSize` bytes so that its bytes [offset, end) become
+ * the new ones: [start, end), or undefined when no offset write can do it (then the whole file is sent). Tahoe
+ * 1.20's updater refuses a write that starts past the end (mutable/filenode.py:1092, an assert: HTTP 500), so a
+ * gap is sent as the zeros it reads as; and it fails a write that starts exactly at the end of a file whose size
+ * is a multiple of its segment size (filenode.py:1094-1097: it looks for a segment past the last, IndexError,
+ * HTTP 500). So a write that starts at or past the end starts one byte before it, with that byte again; an empty
+ * file has no such byte.
+ */
+export function offsetWriteRange(fileSize: number, offset: number, end: number): { start: number; end: number } | undefined {
+  if (!(Number.isSafeInteger(fileSize) && Number.isSafeInteger(offset) && Number.isSafeInteger(end)) || fileSize < 0 || offset < 0 || end < offset) {
+    throw new RangeError(`bad offset write: [${offset}, ${end}) of ${fileSize} bytes`);
+  }
+  if (offset < fileSize) return { start: offset, end };
+  if (fileSize === 0) return undefined;
+  return { start: fileSize - 1, end };
+}
+
