@@ -103,10 +103,15 @@ export class ChkDownload {
    */
   open(firstOffset?: number): Promise<void> {
     if (this.opening === undefined && this.file === undefined && firstOffset !== undefined) this.firstWanted = guessedSegmentAt(this.cap, this.guessedMaxSegment, firstOffset);
-    this.opening ??= withDeadline(this.locate(), OPEN_BOUND_MS).catch((e: unknown) => {
-      this.opening = undefined;
-      throw e;
-    });
+    this.opening ??= withDeadline(this.locate(), OPEN_BOUND_MS).then(
+      () => {
+        this.firstWanted = undefined; // a share brought in later reads no early block nobody will use
+      },
+      (e: unknown) => {
+        this.opening = undefined;
+        throw e;
+      },
+    );
     return this.opening;
   }
 
@@ -127,6 +132,7 @@ export class ChkDownload {
   async segments(first: number, count: number, signal?: AbortSignal): Promise<Buffer[]> {
     await this.open();
     const file = this.file!;
+    let poolFailed = false;
     for (;;) {
       if (signal?.aborted) throw new DirectReadError('read stopped', 'unreachable');
       // Another batch may be replacing a share that failed: read from a whole set only.
@@ -147,7 +153,11 @@ export class ChkDownload {
         try {
           return await this.decoder.decode(works);
         } catch (e) {
-          if (e instanceof DecodePoolError) continue; // decoding goes inline now: read the blocks again
+          // The worker failed: decoding goes inline now (the pool is broken for good), so one more read does it.
+          if (e instanceof DecodePoolError && !poolFailed) {
+            poolFailed = true;
+            continue;
+          }
           if (e instanceof BlockMismatchError) {
             const liar = shares.find((s) => s.holder.shareNum === e.shareNum);
             if (liar) {

@@ -38,6 +38,7 @@ export interface DecodeOptions {
 export class DecodePool {
   private readonly size: number;
   private workers: DecodeWorker[] = [];
+  /** Set for good once a worker failed, could not start, or the pool closed: everything is decoded inline. */
   private broken = false;
   private nextId = 1;
 
@@ -53,6 +54,7 @@ export class DecodePool {
     const bytes = works.reduce((sum, w) => sum + w.blocks.reduce((s, b) => s + b.block.byteLength, 0), 0);
     if (this.broken || this.size === 0 || bytes < (this.opts.inlineBelowBytes ?? INLINE_BYTES)) return works.map(decodeSegmentWork);
     const w = this.leastBusy();
+    if (!w) return works.map(decodeSegmentWork);
     const id = this.nextId++;
     const { request, transfer } = toWire(id, works);
     return new Promise<Buffer[]>((resolve, reject) => {
@@ -68,23 +70,32 @@ export class DecodePool {
 
   /** Starts the workers ahead of the first read (a worker takes tens of milliseconds to load). */
   warm(): void {
-    while (!this.broken && this.workers.length < this.size) this.start();
+    while (!this.broken && this.workers.length < this.size && this.start());
   }
 
   async close(): Promise<void> {
+    this.broken = true; // a batch retried after close() decodes inline, and starts no worker
     const workers = this.workers;
     this.workers = [];
     for (const w of workers) this.rejectAll(w, 'decoding stopped');
     await Promise.all(workers.map((w) => w.worker.terminate().catch(() => 0)));
   }
 
-  private leastBusy(): DecodeWorker {
+  private leastBusy(): DecodeWorker | undefined {
     if (this.workers.length < this.size) return this.start();
     return this.workers.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
   }
 
-  private start(): DecodeWorker {
-    const worker = new Worker(new URL('./decode-worker.js', import.meta.url));
+  /** A new worker, or undefined (and the pool inline for good) if none can be started. */
+  private start(): DecodeWorker | undefined {
+    let worker: Worker;
+    try {
+      worker = new Worker(new URL('./decode-worker.js', import.meta.url));
+    } catch (e) {
+      if (!this.broken) this.opts.onBroken?.(`no worker thread: ${(e as Error).message}`);
+      this.broken = true;
+      return undefined;
+    }
     worker.unref(); // an idle worker must not keep the process alive
     const w: DecodeWorker = { worker, pending: new Map() };
     worker.on('message', (reply: DecodeReply) => this.answer(w, reply));
@@ -101,8 +112,9 @@ export class DecodePool {
     clearTimeout(p.timer);
     if (reply.plain) return p.resolve(reply.plain.map((b) => Buffer.from(b)));
     const { kind, message, shareNum } = reply.error;
-    // Rebuilt here so that callers see the same errors as from an inline decode.
-    if (kind === 'internal') p.reject(new DecodePoolError(message));
+    // Rebuilt here so that callers see the same errors as from an inline decode: an error of ours (not the
+    // grid's) as a plain Error, which the caller treats as bad data, as it does inline.
+    if (kind === 'internal') p.reject(new Error(message));
     else p.reject(kind === 'block' && shareNum !== undefined ? new BlockMismatchError(message, shareNum) : new ShareFormatError(message));
   }
 

@@ -184,7 +184,8 @@ export class TahoeClient {
 
   /** PUT /uri?format=MDMF: a new, unlinked MDMF mutable file holding the body; returns its write cap. */
   async uploadMutable(body: Body, size: number): Promise<string> {
-    return (await this.text('PUT', 'uri?format=MDMF', 'upload MDMF', { body, size, upload: true, idempotent: true })).trim();
+    // Not idempotent: a retry after a lost answer would make a second file, the first then unreachable.
+    return (await this.text('PUT', 'uri?format=MDMF', 'upload MDMF', { body, size, upload: true, idempotent: false })).trim();
   }
 
   /**
@@ -437,14 +438,15 @@ function transportError(e: unknown, what: string, base: string): FsError {
 /**
  * The bytes to send as one offset write of an MDMF file of `fileSize` bytes so that its bytes [offset, end) become
  * the new ones: [start, end), or undefined when no offset write can do it (then the whole file is sent). Tahoe
- * 1.20's updater refuses a write that starts past the end (mutable/filenode.py:1092, an assert: HTTP 500), so a
+ * 1.20's updater refuses a write that starts past the end (mutable/filenode.py:1093, an assert: HTTP 500), so a
  * gap is sent as the zeros it reads as; and it fails a write that starts exactly at the end of a file whose size
- * is a multiple of its segment size (filenode.py:1094-1097: it looks for a segment past the last, IndexError,
+ * is a multiple of its segment size (filenode.py:1098-1100: it looks for a segment past the last, IndexError,
  * HTTP 500). So a write that starts at or past the end starts one byte before it, with that byte again; an empty
  * file has no such byte.
  */
 export function offsetWriteRange(fileSize: number, offset: number, end: number): { start: number; end: number } | undefined {
-  if (!(Number.isSafeInteger(fileSize) && Number.isSafeInteger(offset) && Number.isSafeInteger(end)) || fileSize < 0 || offset < 0 || end < offset) {
+  // An empty write is refused too: the updater takes its last byte as offset - 1 (filenode.py:1104-1108).
+  if (!(Number.isSafeInteger(fileSize) && Number.isSafeInteger(offset) && Number.isSafeInteger(end)) || fileSize < 0 || offset < 0 || end <= offset) {
     throw new RangeError(`bad offset write: [${offset}, ${end}) of ${fileSize} bytes`);
   }
   if (offset < fileSize) return { start: offset, end };

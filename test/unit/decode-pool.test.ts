@@ -100,6 +100,29 @@ describe('segment decoding on worker threads', () => {
     }
   });
 
+  it('an error of ours on the worker comes back as a plain Error (bad data to the caller, as inline), not a lost worker', async () => {
+    const broken: string[] = [];
+    const pool = new DecodePool({ workers: 1, inlineBelowBytes: 0, onBroken: (r) => broken.push(r) });
+    try {
+      const works = await worksOf(2);
+      const nonsense = works.map((w) => ({ ...w, needed: w.total + 1 })); // zfec refuses k > n: a RangeError there
+      await assert.rejects(pool.decode(nonsense), (e: unknown) => e instanceof Error && !(e instanceof DecodePoolError));
+      assert.deepEqual(broken, []);
+      assert.deepEqual((await pool.decode(await worksOf(2))).map(sha), works.map(decodeSegmentWork).map(sha));
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('after close(), a batch is decoded inline and no worker is started', async () => {
+    const pool = new DecodePool({ workers: 1, inlineBelowBytes: 0 });
+    await pool.close();
+    const works = await worksOf(2);
+    assert.deepEqual((await pool.decode(works)).map(sha), works.map(decodeSegmentWork).map(sha));
+    pool.warm();
+    assert.equal((pool as unknown as { workers: unknown[] }).workers.length, 0);
+  });
+
   it('never moves Node\'s shared pool of small Buffers: Buffers beside a small block keep their bytes', async () => {
     const pool = new DecodePool({ workers: 1, inlineBelowBytes: 0 });
     try {

@@ -17,6 +17,7 @@ describe('offsetWriteRange', () => {
   it('has no offset write for an empty file, and refuses ranges that are not ranges', () => {
     assert.equal(offsetWriteRange(0, 0, 10), undefined);
     assert.throws(() => offsetWriteRange(10, 5, 4), RangeError);
+    assert.throws(() => offsetWriteRange(10, 5, 5), RangeError); // nothing to write
     assert.throws(() => offsetWriteRange(-1, 0, 4), RangeError);
     assert.throws(() => offsetWriteRange(10, 0.5, 4), RangeError);
   });
