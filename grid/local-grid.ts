@@ -3,7 +3,7 @@
 // Tahoe comes from scripts/tahoe-root.sh: either on PATH or inside a Debian chroot.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, openSync, closeSync, rmSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -142,24 +142,45 @@ function runTahoe(runner: Runner, args: string[]): Promise<string> {
   });
 }
 
-/** Distinct free ports: hold all listeners open together so none is handed out twice. */
+/**
+ * Distinct free ports: hold all listeners open together so none is handed out twice. They are taken below the
+ * kernel's ephemeral range: a node binds its port seconds after this returns (create-node runs first), and
+ * meanwhile the grid's own nodes connect out from ephemeral ports, one of which could be a port handed out here
+ * (a storage node that then cannot listen never connects: a grid start that times out).
+ */
 export async function freePorts(n: number): Promise<number[]> {
   const servers: Server[] = [];
+  const [low] = ephemeralRange();
+  const from = Math.max(1024, low - 16_384);
   try {
     const ports: number[] = [];
-    for (let i = 0; i < n; i++) {
+    for (let tries = 0; ports.length < n; tries++) {
+      // Past 200 tries (a crowded range) the kernel's choice will do.
+      const want = tries < 200 && low - from >= 1024 ? from + Math.floor(Math.random() * (low - from)) : 0;
       const s = createServer();
-      servers.push(s);
-      await new Promise<void>((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => resolve());
+      const ok = await new Promise<boolean>((resolve) => {
+        s.once('error', () => resolve(false));
+        s.listen(want, '127.0.0.1', () => resolve(true));
       });
+      if (!ok) continue;
+      servers.push(s);
       ports.push((s.address() as AddressInfo).port);
     }
     return ports;
   } finally {
     await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
+}
+
+/** The kernel's ephemeral port range (net.ipv4.ip_local_port_range), or Linux's default. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [a, b] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(a) && Number.isInteger(b) && a! > 0 && b! >= a!) return [a!, b!];
+  } catch {
+    // not Linux, or no /proc: the default
+  }
+  return [32768, 60999];
 }
 
 /** The first gateway keeps the plain name its callers and logs know. */
