@@ -7,11 +7,12 @@
 import {
   BlockMismatchError,
   checkLayoutForCap,
-  decodeSegmentWork,
   ChkFile,
+  DEFAULT_MAX_SEGMENT,
   guessLayout,
   hashRegion,
   HEADER_BYTES,
+  layoutBlockRange,
   parseShareHeader,
   parseUebLength,
   sameLayout,
@@ -19,10 +20,9 @@ import {
   uebFromRegion,
   type ChkCapParts,
   type ShareBlocks,
-  type SegmentWork,
   type ShareLayout,
 } from './chk-share.js';
-import { DecodePoolError, type DecodePool } from './decode-pool.js';
+import { DecodePool, DecodePoolError } from './decode-pool.js';
 import { StorageServerError } from './gbs-client.js';
 import type { KnownServer, StorageServers } from './servers.js';
 
@@ -44,12 +44,8 @@ const UEB_GUESS = 2048;
 const LATE_ANSWER_GRACE_MS = 1_000;
 /** Finding and checking k shares, however many servers fail one after another, takes at most this long. */
 const OPEN_BOUND_MS = 60_000;
-/** Tahoe's default maximum segment size since 1.19 (allmydata/interfaces.py:36, used by client.py:631). */
-const DEFAULT_MAX_SEGMENT = 1024 * 1024;
 /** Hash trees of 64 Ki segments (64 GiB of 1 MiB segments) fit; a larger region is a lie. */
 const MAX_REGION_BYTES = 16 * 1024 * 1024;
-
-const INLINE = { decode: async (works: SegmentWork[]): Promise<Buffer[]> => works.map(decodeSegmentWork) };
 
 interface Holder {
   readonly server: KnownServer;
@@ -71,8 +67,8 @@ export class ChkDownload {
   private opening: Promise<void> | undefined;
   /** The one replacement of failed shares under way (batches in flight all wait for it). */
   private replacing: Promise<void> | undefined;
-  /** The segment the first reader wants, as the cap's guessed layout places it (set by the first open). */
-  private firstWanted: number | undefined;
+  /** Where the first reader starts (set by the first open, cleared once it is done). */
+  private firstOffset: number | undefined;
   /**
    * Blocks of that segment read at the same time as each share's hash region, by share number: the first byte
    * then costs one round trip less. Used only if the share's checked layout puts the block exactly there, and
@@ -90,7 +86,7 @@ export class ChkDownload {
     /** The segment size share layouts are guessed with (only ever a guess: every layout is read and checked). */
     private readonly guessedMaxSegment = DEFAULT_MAX_SEGMENT,
     /** Where segments are checked and decoded (inline unless a pool of worker threads is given). */
-    private readonly decoder: Pick<DecodePool, 'decode'> = INLINE,
+    private readonly decoder: Pick<DecodePool, 'decode'> = new DecodePool({ workers: 0 }),
   ) {}
 
   get segmentCount(): number {
@@ -102,10 +98,10 @@ export class ChkDownload {
    * first reader starts, so that its segment's blocks are read with the hash regions.
    */
   open(firstOffset?: number): Promise<void> {
-    if (this.opening === undefined && this.file === undefined && firstOffset !== undefined) this.firstWanted = guessedSegmentAt(this.cap, this.guessedMaxSegment, firstOffset);
+    if (this.opening === undefined && this.file === undefined) this.firstOffset = firstOffset;
     this.opening ??= withDeadline(this.locate(), OPEN_BOUND_MS).then(
       () => {
-        this.firstWanted = undefined; // a share brought in later reads no early block nobody will use
+        this.firstOffset = undefined; // a share brought in later reads no early block nobody will use
       },
       (e: unknown) => {
         this.opening = undefined;
@@ -183,10 +179,9 @@ export class ChkDownload {
     const length = last.offset + last.length - start;
     const early = this.early.get(share.holder.shareNum);
     this.early.delete(share.holder.shareNum);
+    const read = (): Promise<Buffer> => share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length, signal);
     const useEarly = early && early.holder === share.holder && early.segment === first && count === 1 && early.offset === start && early.length === length;
-    const bytes = useEarly
-      ? await early.bytes.catch(() => share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length, signal))
-      : await share.holder.server.client.readShare(this.storageIndex, share.holder.shareNum, start, length, signal);
+    const bytes = await (useEarly ? early.bytes.catch(read) : read());
     if (bytes.length !== length) throw new ShareFormatError(`share ${share.holder.shareNum} ended inside its blocks`);
     return ranges.map((r, j) => {
       if (r.offset - start + r.length > bytes.length) throw new ShareFormatError('blocks not contiguous');
@@ -324,11 +319,12 @@ export class ChkDownload {
     const guess = guessLayout(this.cap, holder.shareNum, this.guessedMaxSegment);
     const guessed = guess ? this.readRegion(holder, guess) : undefined;
     guessed?.catch(() => {}); // its failure matters only if the guess is used
-    if (guess && this.firstWanted !== undefined && !this.early.has(holder.shareNum)) {
-      const at = guessedBlockRange(this.cap, this.guessedMaxSegment, guess, this.firstWanted);
+    if (guess && this.firstOffset !== undefined && !this.early.has(holder.shareNum)) {
+      const segment = Math.floor(this.firstOffset / (guess.blockSizeField * this.cap.needed));
+      const at = layoutBlockRange(guess, segment);
       const bytes = client.readShare(this.storageIndex, holder.shareNum, at.offset, at.length);
       bytes.catch(() => {}); // its failure matters only if it is used, and then the block is read again
-      this.early.set(holder.shareNum, { holder, segment: this.firstWanted, ...at, bytes });
+      this.early.set(holder.shareNum, { holder, segment: (at.offset - guess.dataOffset) / guess.blockSizeField, ...at, bytes });
     }
     const head = await client.readShare(this.storageIndex, holder.shareNum, 0, HEADER_BYTES);
     const layout: ShareLayout = parseShareHeader(head);
@@ -356,27 +352,6 @@ export class ChkDownload {
     if (end - start > bytes.length) throw new ShareFormatError('share ends inside its URI extension block');
     return { start, bytes: bytes.subarray(0, end - start) };
   }
-}
-
-/** The segment holding `offset` if the file has the segment size guessLayout() guesses. */
-function guessedSegmentAt(cap: ChkCapParts, maxSegment: number, offset: number): number {
-  const segmentSize = guessedSegmentSize(cap, maxSegment);
-  return Math.max(0, Math.min(Math.floor(offset / segmentSize), Math.ceil(cap.size / segmentSize) - 1));
-}
-
-/** Where a guessed layout puts a segment's block (the tail's block is its padded length over k: node.py:339-360). */
-function guessedBlockRange(cap: ChkCapParts, maxSegment: number, layout: ShareLayout, segment: number): { offset: number; length: number } {
-  const segmentSize = guessedSegmentSize(cap, maxSegment);
-  const segments = Math.ceil(cap.size / segmentSize);
-  const blockSize = segmentSize / cap.needed;
-  const tail = cap.size - (segments - 1) * segmentSize;
-  const length = segment === segments - 1 ? Math.ceil(tail / cap.needed) : blockSize;
-  return { offset: layout.dataOffset + segment * blockSize, length };
-}
-
-/** As guessLayout() computes it: the maximum, or the whole file if smaller, rounded up to a multiple of k. */
-function guessedSegmentSize(cap: ChkCapParts, maxSegment: number): number {
-  return Math.ceil(Math.min(maxSegment, cap.size) / cap.needed) * cap.needed;
 }
 
 function readUebLength(layout: ShareLayout, start: number, bytes: Buffer): number {

@@ -188,13 +188,28 @@ function expectedOffsets(dataOffset: number, size: number, k: number, segmentSiz
   };
 }
 
+/** Tahoe's default maximum segment size since 1.19 (interfaces.py:36, used by client.py:631). */
+export const DEFAULT_MAX_SEGMENT = 1024 * 1024;
+
+/**
+ * Where a layout puts a segment's block, from the layout's own fields (its block size and data size): the tail
+ * block is what is left of the data. For a guessed layout, before the UEB is known; ShareBlocks.blockRange
+ * gives the checked one.
+ */
+export function layoutBlockRange(layout: ShareLayout, segment: number): { offset: number; length: number } {
+  const segments = Math.ceil(layout.dataSizeField / layout.blockSizeField);
+  const s = Math.max(0, Math.min(segment, segments - 1));
+  const offset = layout.dataOffset + s * layout.blockSizeField;
+  return { offset, length: Math.min(layout.blockSizeField, layout.dataOffset + layout.dataSizeField - offset) };
+}
+
 /**
  * The layout Tahoe writes for this share when the file was uploaded with the default 1 MiB maximum segment
  * (interfaces.py:36; the segment is the file when smaller, rounded up to a multiple of k: upload.py). Only a
  * guess, to read the hash region at the same time as the header: the header read decides, and the guess is
  * used only if it is exactly the header's layout (sameLayout).
  */
-export function guessLayout(cap: ChkCapParts, shareNum: number, maxSegmentSize = 1024 * 1024): ShareLayout | undefined {
+export function guessLayout(cap: ChkCapParts, shareNum: number, maxSegmentSize = DEFAULT_MAX_SEGMENT): ShareLayout | undefined {
   if (shareNum < 0 || shareNum >= cap.total) return undefined;
   const segmentSize = nextMultiple(Math.min(maxSegmentSize, cap.size), cap.needed);
   const offsets = expectedOffsets(0x24, cap.size, cap.needed, segmentSize, neededForLeaf(cap.total, shareNum).length);

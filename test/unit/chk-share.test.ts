@@ -10,7 +10,7 @@ import { blockHash, crypttextHash, crypttextSegmentHash } from '../../src/tahoe/
 import { plaintextFor } from '../support/chk-plaintext.js';
 import { buildTree, HASH_SIZE } from '../../src/storage/hash-tree.js';
 import {
-  ChkFile, checkLayoutForCap, chkCapParts, guessLayout, HEADER_BYTES, hashRegion, parseShareHeader, parseUebLength, sameLayout, ShareFormatError, uebFromRegion,
+  ChkFile, checkLayoutForCap, chkCapParts, guessLayout, HEADER_BYTES, hashRegion, layoutBlockRange, parseShareHeader, parseUebLength, sameLayout, ShareFormatError, uebFromRegion,
   uebLengthRange, type ShareLayout,
 } from '../../src/storage/chk-share.js';
 
@@ -105,6 +105,10 @@ describe('chk-share: real grid shares', () => {
           assert.ok(guess && sameLayout(layout, guess), `share ${shareNum}: ${JSON.stringify({ layout, guess })}`);
           const wrong = guessLayout(chkCapParts(fx.cap), shareNum, 1024 * 1024);
           if (chk.ueb.segmentSize < chk.ueb.size) assert.ok(wrong && !sameLayout(layout, wrong), `share ${shareNum}: another segment size, another layout`);
+          // Where the guess puts each block is where the checked share has it.
+          const o = open(share, { cap: fx.cap, shareNum });
+          const blocks = chk.share(shareNum, o.layout, o.region);
+          for (let seg = 0; seg < chk.ueb.numSegments; seg++) assert.deepEqual(layoutBlockRange(guess!, seg), blocks.blockRange(seg), `share ${shareNum} segment ${seg}`);
         }
       });
 
