@@ -11,6 +11,8 @@ pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v getfattr >/dev/null 2>&1 || need+=(attr)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Programs the tests change files in place with.
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 # The systemd unit's test: systemd-escape and systemd-analyze (nothing of systemd needs to run).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,8 +1,12 @@
 // The on-disk cache in <node-directory>/_cache:
 //   files/<storage-index>        immutable file contents (sparse: only the ranges downloaded so far)
 //   files/<storage-index>.meta   which ranges are present, size, last use (see cached-file.ts)
+//   files/<storage-index>.<v>    one version of a mutable file whose link names it (links.ts mutableStamp;
+//                                <v> a hash of the stamp), kept and read as immutable content is; the
+//                                versions it replaces are dropped when it is adopted or first opened
 //   staging/                     written content waiting for its upload
-//   tmp/                         snapshots of mutable files (one per open), removed at release
+//   tmp/                         snapshots of mutable files no link of ours names a version of (one per
+//                                open), removed at release
 // Folders 0700 and files 0600: cached plaintext is as secret as the caps. The cache is persistent (reused
 // across opens, unmounts and restarts) and bounded: least recently used contents are evicted beyond the
 // size limit, or while its filesystem has less free space than the minimum, never one that is in use.
@@ -12,8 +16,8 @@
 // awaits; only this class changes them, each through the helpers below that keep `used` equal to the bytes
 // present in them all. One eviction pass runs at a time (`evictor`); the requests for it (`roomWanted`,
 // `freeCheckWanted`) are taken by the pass when it starts.
-import { randomBytes } from 'node:crypto';
-import { open as openFile, chmod, mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { open as openFile, type FileHandle, chmod, copyFile, writeFile, mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -22,6 +26,7 @@ import type { ContentSource } from '../storage/direct-reads.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
 import { Coalesced, InFlight } from '../util/once.js';
 import { CachedFile, type CachedFileMeta } from './cached-file.js';
+import { RangeSet } from './range-set.js';
 
 export const DEFAULT_CACHE_BYTES = 4 * 1024 ** 3;
 export const DEFAULT_MIN_FREE_BYTES = 1024 ** 3;
@@ -104,6 +109,22 @@ export class ContentCache {
     const key = cap.storageIndex;
     const size = cap.size;
     if (!cap.immutable || !key || size === undefined) throw new FsError('EIO', `not a cacheable immutable cap: ${redact(cap.text)}`);
+    return this.openKeyed(key, cap, size);
+  }
+
+  /**
+   * The cached content of one version of a mutable file (its link's stamp; see the top of this file), opened
+   * for reading; pair with release(). Without a stamp, a snapshot of whatever version the gateway has now.
+   */
+  async openMutable(cap: Cap, size: number, stamp?: string): Promise<CachedFile> {
+    if (stamp === undefined || !cap.storageIndex) return this.openSnapshot(cap, size);
+    if (cap.immutable) throw new FsError('EIO', `not a mutable file cap: ${redact(cap.text)}`);
+    const key = versionKey(cap.storageIndex, stamp);
+    await this.dropOtherVersions(cap.storageIndex, key);
+    return this.openKeyed(key, cap, size);
+  }
+
+  private async openKeyed(key: string, cap: Cap, size: number): Promise<CachedFile> {
     await this.adopting.get(key);
     const file =
       this.live.get(key) ??
@@ -129,7 +150,7 @@ export class ContentCache {
    * the listing's: reads are answered as the one GET of the whole file brings their bytes, and the file ends
    * where that GET ends.
    */
-  async openMutable(cap: Cap, size: number): Promise<CachedFile> {
+  private async openSnapshot(cap: Cap, size: number): Promise<CachedFile> {
     if (cap.immutable) throw new FsError('EIO', `not a mutable file cap: ${redact(cap.text)}`);
     const id = `mutable-${randomBytes(8).toString('hex')}`;
     const file: CachedFile = new CachedFile(id, cap.text, size, join(this.tmpDir, id), undefined, undefined, this.source, this.log, (bytes) => {
@@ -189,6 +210,91 @@ export class ContentCache {
     if (!key || cap.size === undefined || this.live.has(key) || this.opening.has(key) || this.adopting.has(key)) return false;
     const size = cap.size;
     return this.adopting.run(key, () => this.adoptAs(key, stagingPath, size));
+  }
+
+  /**
+   * Takes what we just stored into a mutable file as the cached content of the version its link now names
+   * (`stamp`), as adopt() does; the versions it replaces go.
+   */
+  async adoptVersion(stagingPath: string, cap: Cap, size: number, stamp: string): Promise<boolean> {
+    const si = cap.storageIndex;
+    if (!si || cap.immutable) return false;
+    const key = versionKey(si, stamp);
+    if (this.live.has(key) || this.opening.has(key) || this.adopting.has(key)) return false;
+    return this.adopting.run(key, async () => {
+      await this.dropOtherVersions(si, key);
+      return this.adoptAs(key, stagingPath, size);
+    });
+  }
+
+  /**
+   * After a store of only the changed ranges of a mutable file: its cached base content `base` (opened by the
+   * caller, whose reference this takes), with the changes `apply` writes into its data file and its present
+   * ranges, becomes the version the link now names (`stamp`). A base version of this file that nobody else has
+   * open is taken over; any other base (the immutable file it was before, or a version still read) is copied.
+   * Resolves false when it did not happen (the next open downloads).
+   */
+  advanceVersion(base: CachedFile, cap: Cap, size: number, stamp: string, apply: (data: FileHandle, present: RangeSet) => Promise<void>): Promise<boolean> {
+    const si = cap.storageIndex;
+    if (!si || cap.immutable || base.snapshot) return this.release(base).then(() => false);
+    const key = versionKey(si, stamp);
+    if (key === base.key || this.live.has(key) || this.opening.has(key) || this.adopting.has(key)) return this.release(base).then(() => false);
+    const take = base.refs === 1 && this.live.get(base.key) === base && base.key.startsWith(`${si}.`);
+    if (take) {
+      // Out of `live` at once: an open of the old version meanwhile starts afresh, one of the new one waits.
+      this.live.delete(base.key);
+      base.refs = 0;
+      this.used -= base.ranges.bytes;
+    }
+    return this.adopting.run(key, async () => {
+      const present = new RangeSet(base.ranges.toJSON());
+      const newData = join(this.filesDir, key);
+      let released = take;
+      try {
+        if (take) {
+          await base.close();
+          await rm(join(this.filesDir, `${base.key}.meta`), { force: true });
+          await rename(base.dataPath, newData);
+        } else {
+          await copyFile(base.dataPath, newData).catch(async (e: unknown) => {
+            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+            await writeFile(newData, '', { mode: 0o600 }); // nothing of it was ever read
+          });
+          released = true;
+          await this.release(base);
+        }
+        const data = await openFile(newData, 'r+');
+        try {
+          await apply(data, present);
+          await data.datasync(); // the record never runs ahead of the data
+        } finally {
+          await data.close();
+        }
+        const meta: CachedFileMeta = { v: 1, size, ranges: present.toJSON(), lastUsed: Date.now() };
+        await replaceFile(join(this.filesDir, `${key}.meta`), JSON.stringify(meta));
+        this.setResting(key, { bytes: present.bytes, lastUsed: meta.lastUsed });
+        await this.dropOtherVersions(si, key);
+        this.freeCheckWanted = true;
+        await this.evict();
+        return true;
+      } catch (e) {
+        if (!released) await this.release(base).catch(() => undefined);
+        await rm(newData, { force: true }).catch(() => undefined);
+        this.log.warn({ err: (e as Error).message }, 'could not keep a changed file in the cache');
+        return false;
+      }
+    });
+  }
+
+  /** Removes the cached versions of a mutable file other than `keep` that are not in use. */
+  private async dropOtherVersions(storageIndex: string, keep: string): Promise<void> {
+    const prefix = `${storageIndex}.`;
+    for (const key of [...this.resting.keys()]) {
+      if (!key.startsWith(prefix) || key === keep || this.live.has(key) || this.opening.has(key) || this.adopting.has(key)) continue;
+      this.dropResting(key);
+      await rm(join(this.filesDir, `${key}.meta`), { force: true });
+      await rm(join(this.filesDir, key), { force: true });
+    }
   }
 
   /** Data first, then its record (an open() meanwhile waits for both: see `adopting`). */
@@ -353,4 +459,9 @@ export class ContentCache {
       return Infinity;
     }
   }
+}
+
+/** Where one version of a mutable file is cached: its storage index, then a hash of the link's stamp. */
+function versionKey(storageIndex: string, stamp: string): string {
+  return `${storageIndex}.${createHash('sha256').update(stamp).digest('hex').slice(0, 16)}`;
 }

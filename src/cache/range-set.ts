@@ -33,6 +33,25 @@ export class RangeSet {
     this.ranges = out;
   }
 
+  /** Marks [start, end) absent. */
+  remove(start: number, end: number): void {
+    if (end <= start) return;
+    const out: Range[] = [];
+    for (const [s, e] of this.ranges) {
+      if (e <= start || s >= end) out.push([s, e]);
+      else {
+        if (s < start) out.push([s, start]);
+        if (e > end) out.push([end, e]);
+      }
+    }
+    this.ranges = out;
+  }
+
+  /** Drops everything at or after `end`. */
+  trim(end: number): void {
+    this.ranges = this.ranges.filter(([s]) => s < end).map(([s, e]) => [s, Math.min(e, end)]);
+  }
+
   /** Whether every byte of [start, end) is present. */
   contains(start: number, end: number): boolean {
     if (end <= start) return true;
@@ -41,6 +60,11 @@ export class RangeSet {
       if (s > start) return false;
     }
     return false;
+  }
+
+  /** Whether every byte of every range is present. */
+  containsAll(ranges: Range[]): boolean {
+    return ranges.every(([s, e]) => this.contains(s, e));
   }
 
   /** The first byte at or after `from` that is not present. */

@@ -22,8 +22,11 @@ export interface ProcessIdentity {
 }
 
 export interface StagedRecord {
-  /** 3 for a directory's record (dirCap): builds that know only 2 keep it instead of storing it as a file. */
-  v: 2 | 3;
+  /**
+   * 3 for a directory's record (dirCap), 4 for a staging file over its base content (overlay): builds that
+   * know only 2 keep such records instead of storing them as they are.
+   */
+  v: 2 | 3 | 4;
   /** Fingerprint of the mounted root (redact() of its cap): a cache folder may serve several roots. */
   root: string;
   /** The process that owns the staging file; a record whose process is gone is recovered. */
@@ -45,6 +48,13 @@ export interface StagedRecord {
   conflict?: boolean;
   /** A directory made by mkdir in write-back mode, to be linked at `name` (its staging file is empty). */
   dirCap?: string;
+  /** A mutable file's version (links.ts mutableStamp) that the bytes are based on, as `base` is for a cap. */
+  baseStamp?: string;
+  /**
+   * The staging file holds only what was written (fs/overlay.ts): the bytes in `ranges` are the content of
+   * `cap` (of version `stamp`, a mutable file), `size` bytes long. Recovery fills them in before storing.
+   */
+  overlay?: { cap: string; stamp?: string; size: number; ranges: Array<[number, number]> };
 }
 
 /** Version 1 had the owner's pid only. */
@@ -133,11 +143,17 @@ function upgrade(raw: StagedRecord | StagedRecordV1): StagedRecord | undefined {
   if (typeof raw !== 'object' || raw === null || typeof raw.parentCap !== 'string' || typeof raw.name !== 'string') return undefined;
   if (raw.v === 2 && typeof raw.owner?.pid === 'number') return raw;
   if (raw.v === 3 && typeof raw.owner?.pid === 'number' && typeof raw.dirCap === 'string') return raw;
+  if (raw.v === 4 && typeof raw.owner?.pid === 'number' && validOverlay(raw.overlay)) return raw;
   if (raw.v === 1 && typeof raw.pid === 'number') {
     const { pid, v: _v, ...rest } = raw;
     return { ...rest, v: 2, owner: { pid, start: '' } };
   }
   return undefined;
+}
+
+function validOverlay(o: StagedRecord['overlay']): boolean {
+  if (typeof o !== 'object' || o === null || typeof o.cap !== 'string' || !Number.isSafeInteger(o.size) || !Array.isArray(o.ranges)) return false;
+  return o.ranges.every((r) => Array.isArray(r) && r.length === 2 && Number.isSafeInteger(r[0]) && Number.isSafeInteger(r[1]) && r[0] < r[1] && r[1] <= o.size);
 }
 
 /** Whether some process has this pid (ours or not): enough to keep its temporary files, never to trust it. */

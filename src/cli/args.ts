@@ -5,7 +5,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CACHE_BYTES, DEFAULT_MIN_FREE_BYTES } from '../cache/content-cache.js';
-import { DEFAULT_TRANSFERS } from '../fs/store.js';
+import { DEFAULT_MUTABLE_FROM, DEFAULT_TRANSFERS } from '../fs/store.js';
 import { DEFAULT_SETTLE_MS } from '../fs/ledger.js';
 
 export interface Args {
@@ -38,6 +38,8 @@ export interface Args {
   listCapXattrs: boolean;
   /** Read immutable files straight from the storage servers (HTTPS), not through the gateway. */
   directReads: boolean;
+  /** A file changed in place from this size on becomes a mutable (MDMF) file (Infinity: never). */
+  mutableFrom: number;
 }
 
 export const DEFAULT_CACHE_TIMEOUT_S = 10;
@@ -46,6 +48,11 @@ function seconds(value: string): number {
   // Plain decimals only: Number() would also take '', ' ' (as 0) and '0x10'.
   if (!/^[0-9]+(\.[0-9]+)?$/.test(value.trim())) throw new InvalidArgumentError('expected a number of seconds, 0 or more');
   return Number(value);
+}
+
+/** A size (parseSize), or "off" for none at all. */
+function sizeOrOff(value: string): number {
+  return value === 'off' ? Infinity : parseSize(value);
 }
 
 /** Sizes as a number of bytes with an optional K, M, G or T suffix (powers of 1024). */
@@ -84,6 +91,7 @@ export function buildCommand(version: string): Command {
     .option('--settle-time <SECONDS>', 'how long a directory must be quiet before this mount checks that its changes to it are still there (other machines\' gateways can undo them; see the README); 0 = no other machine writes these directories', seconds, DEFAULT_SETTLE_MS / 1000)
     .option('--list-cap-xattrs', 'list the user.tahoe.* attributes (caps) in listxattr, so that getfattr -d shows them; off by default, so that cp -a, rsync -X and tar --xattrs do not copy caps around')
     .option('--direct-reads <on|off>', 'read immutable files straight from the storage servers over Tahoe\'s HTTPS storage protocol, checked as Tahoe checks them (NODEDIR/private must hold the gateway\'s storage announcements); off = every read through the gateway', onOff, true)
+    .option('--mutable-from <SIZE>', 'a file at least this big that is changed in place (not rewritten whole) is stored as a mutable MDMF file from then on, and later changes send only the changed ranges (default 8M; off = never)', sizeOrOff, DEFAULT_MUTABLE_FROM)
     .option('--no-split', 'run the filesystem in this one process instead of a client and a server')
     .option('-o <OPTION>', 'FUSE mount option (repeatable, or comma-separated), e.g. -o allow_other; any long option above too, as in fstab: -o cache-size=1G,write-back', collect, [])
     .option('-f', 'stay in the foreground (logs still go to the log file)')
@@ -120,6 +128,7 @@ export function parseArgs(argv: string[], version: string): Args {
     settleTime: number;
     listCapXattrs?: boolean;
     directReads: boolean;
+    mutableFrom: number;
   }>();
   if (!['error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(o.logLevel)) {
     throw new UsageError(`unknown log level "${o.logLevel}"`);
@@ -160,6 +169,7 @@ export function parseArgs(argv: string[], version: string): Args {
     transfers: o.transfers,
     listCapXattrs: o.listCapXattrs === true,
     directReads: o.directReads,
+    mutableFrom: o.mutableFrom,
   };
 }
 

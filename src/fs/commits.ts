@@ -96,10 +96,13 @@ export class Commits {
     }
     if (!staging) throw new FsError('EIO', `dirty file without staging: ${file.path}`);
     const started = Date.now();
+    const size = file.size;
     const result = await this.store.storeStaged({
       path: file.path,
       stagingPath: staging.path,
-      size: file.size,
+      size,
+      changes: file.changes.snapshot(),
+      ...(staging.overlay.whole ? {} : { read: (start: number, end: number) => staging.overlay.stream(start, end) }),
       mtime: file.mtime ?? nowTimestamp(),
       own: file.own,
       previous: file.child,
@@ -116,6 +119,8 @@ export class Commits {
     if (result.outcome === 'keptBeside') this.log.warn({ path: file.path, keptAs: result.keptAs }, 'stored beside the entry another machine wrote meanwhile');
     const child = result.outcome === 'linked' ? result.child : undefined;
     if (child) this.log.debug({ path: file.path, bytes: file.size, ms: Date.now() - started, cap: redact(capTextOf(child) ?? '') }, 'uploaded');
+    // Anything changed meanwhile (a utimens, say) leaves the ranges to the next store: sent again, harmless.
+    if (result.outcome === 'linked' && file.generation === generation) file.changes.stored(size);
     file.stored(generation, child);
   }
 }

@@ -44,6 +44,8 @@ export interface TahoeFsOptions {
   writeBack?: boolean;
   /** Uploads at once. */
   transfers?: number;
+  /** A file changed in place from this size on is stored as MDMF and written in place (Infinity: never). */
+  mutableFrom?: number;
   /** Bound of the last try of pending stores at unmount. */
   drainMs?: number;
   /** How long a beginWrite holds off uploads without its endWrite (see open-files.ts). */

@@ -1,14 +1,10 @@
-// Where a read of an open file is served from: its staging file once anything was written, a literal cap's own
-// bytes, or the content cache (opened once per open file, released at its close); and the copy of the content
-// into a new staging file. Counts hits and misses for status. Owns no state but those counters (`readStats`, changed only here).
-import { copyFile, writeFile, type FileHandle } from 'node:fs/promises';
+// Where a read of an open file is served from: its staging file over its base content once anything was written
+// (overlay.ts), a literal cap's own bytes, or the content cache (opened once per open file, released at its
+// close). Counts hits and misses for status. Owns no state but those counters (`readStats`, changed only here).
 import type { CachedFile } from '../cache/cached-file.js';
 import type { ContentCache } from '../cache/content-cache.js';
-import { fromLocalFs } from '../errors.js';
 import type { Cap } from '../tahoe/caps.js';
-import type { ChildInfo } from '../tahoe/client.js';
-import { capOf } from '../tahoe/links.js';
-import { readFully } from '../util/file-io.js';
+import { capOf, mutableStamp } from '../tahoe/links.js';
 import type { OpenFile } from './open-file.js';
 import type { ReadSource } from './ops.js';
 
@@ -21,7 +17,7 @@ export class FileReads {
     if (end <= position) return 0;
     const into = target.subarray(0, end - position);
     const staging = file.stagingReady.current;
-    if (staging) return readLocal((await staging).handle, into, position);
+    if (staging) return (await staging).overlay.read(into, position);
     const cap = capOf(file.child!);
     if (cap.literalData) return cap.literalData.copy(into, 0, position, end);
     const content = await this.contentOf(file, cap);
@@ -45,7 +41,10 @@ export class FileReads {
     const end = Math.min(file.size, position + length);
     if (end <= position) return { file: null, length: 0 };
     const staging = file.stagingReady.current;
-    if (staging) return { file: (await staging).path, length: end - position };
+    if (staging) {
+      const { file: path, length: n, more } = await (await staging).overlay.sourceAt(position, end - position);
+      return more ? { file: path, length: n, more: true } : { file: path, length: n };
+    }
     const cap = capOf(file.child!);
     if (cap.literalData) return { file: null, length: end - position };
     const content = await this.contentOf(file, cap);
@@ -67,33 +66,15 @@ export class FileReads {
     return content.complete && !file.stagingReady.current ? content.dataPath : null;
   }
 
-  /** The content to read while nothing was written, opened once per open file (released at close). */
   private contentOf(file: OpenFile, cap: Cap): Promise<CachedFile> {
-    return file.content.get(() => (cap.immutable ? this.cache.open(cap) : this.cache.openMutable(cap, file.size)));
+    return openContent(this.cache, file, cap);
   }
 }
 
-async function readLocal(handle: FileHandle, into: Buffer, position: number): Promise<number> {
-  try {
-    return await readFully(handle, into, position);
-  } catch (e) {
-    throw fromLocalFs(e, 'read local copy');
-  }
-}
-
-/** Copies the whole content of `child` to `path` (a new staging file); returns its size (a mutable file's listing may be older). */
-export async function copyContent(cache: ContentCache, child: ChildInfo, listedSize: number, path: string): Promise<number> {
-  const cap = capOf(child);
-  if (cap.literalData) {
-    await writeFile(path, cap.literalData, { mode: 0o600 });
-    return cap.literalData.length;
-  }
-  const content = cap.immutable ? await cache.open(cap) : await cache.openMutable(cap, listedSize);
-  try {
-    await content.ensure(0, content.size);
-    await copyFile(content.dataPath, path);
-    return content.size;
-  } finally {
-    await cache.release(content);
-  }
+/**
+ * The content of an open file's entry as it was opened (its base, once anything is written), opened once per
+ * open file and released at its close.
+ */
+export function openContent(cache: ContentCache, file: OpenFile, cap: Cap): Promise<CachedFile> {
+  return file.content.get(() => (cap.immutable ? cache.open(cap) : cache.openMutable(cap, file.size, mutableStamp(file.child!))));
 }

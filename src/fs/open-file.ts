@@ -14,9 +14,11 @@
 //   change, namespace.ts when it relinks the entry (editLink, under `linkLock`), closing.ts at the last close.
 // - parent, name, path, unlinked: namespace.ts only, holding `linkLock` (an upload reads them under the same
 //   lock right before it links: store.ts); open-files.ts re-keys its table with them.
-// - size, mtime, own, staging, recordedDirty, recordChain: open-files.ts (the writes and the records).
+// - size, mtime, own, staging, recordedDirty, recordChain, changes: open-files.ts (the writes and the records);
+//   commits.ts takes `changes` when a store lands.
 // - handles: open-files.ts (the handle table).
 import type { CachedFile } from '../cache/cached-file.js';
+import { RangeSet, type Range } from '../cache/range-set.js';
 import { FsError } from '../errors.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import { heldCap, sizeOf, type Timestamp } from '../tahoe/links.js';
@@ -24,6 +26,7 @@ import { ownMetadataOf, type OwnMetadata } from '../tahoe/posix.js';
 import { Mutex, SharedPromise } from '../util/once.js';
 import type { DirRef } from './directories.js';
 import type { FileHandle } from 'node:fs/promises';
+import type { Overlay } from './overlay.js';
 
 /** Where an open file's content stands against its directory entry. */
 export type Content =
@@ -37,6 +40,8 @@ export type Content =
 export interface StagingFile {
   path: string;
   handle: FileHandle;
+  /** Which bytes are the staging file's and which still the base content's. */
+  overlay: Overlay;
 }
 
 /** A write in progress into a staging file; `fh` set for a caller's own (beginWrite to endWrite). */
@@ -118,6 +123,58 @@ export class StagingGate {
   }
 }
 
+/**
+ * What changed in an open file since its last store, so that a mutable (MDMF) file is written in place: the
+ * ranges to send, and whether only a whole store will do (it shrank, or a caller's write ended unaccounted).
+ * Changed by open-files.ts on every write and truncate, and taken by commits.ts when a store lands.
+ */
+export class Changes {
+  private ranges = new RangeSet();
+  /** The size the grid holds as of the last store (or the listing, before one). */
+  private storedSize: number;
+  private whole = false;
+  /** Truncated to nothing while it had content: rewritten from scratch, not changed in place. */
+  private rewritten = false;
+
+  constructor(storedSize: number) {
+    this.storedSize = storedSize;
+  }
+
+  /** The content the changes are made over turned out to be `size` bytes long (before any change). */
+  based(size: number): void {
+    this.storedSize = size;
+  }
+
+  wrote(position: number, length: number): void {
+    this.ranges.add(position, position + length);
+  }
+
+  truncated(from: number, to: number): void {
+    if (to < this.storedSize) this.whole = true;
+    if (to === 0 && from > 0) this.rewritten = true;
+    if (to > from) this.ranges.add(from, to); // the new bytes are zeros, to be sent as any others
+    else this.ranges.trim(to);
+  }
+
+  /** A change whose place is not known (a caller's write that ended without saying what it wrote). */
+  unknown(): void {
+    this.whole = true;
+  }
+
+  /** What a store of the file now is to send; `inPlace` is false for a file rewritten from scratch. */
+  snapshot(): { ranges: Range[]; whole: boolean; inPlace: boolean; storedSize: number } {
+    return { ranges: this.ranges.toJSON(), whole: this.whole, inPlace: !this.rewritten && this.storedSize > 0, storedSize: this.storedSize };
+  }
+
+  /** A store of `size` bytes landed, taken when nothing else changed: what is left to send starts anew. */
+  stored(size: number): void {
+    this.ranges = new RangeSet();
+    this.storedSize = size;
+    this.whole = false;
+    this.rewritten = false;
+  }
+}
+
 export class OpenFile {
   /** Held while the file is linked (store.ts) and while it is renamed or unlinked (namespace.ts). */
   readonly linkLock = new Mutex();
@@ -136,6 +193,8 @@ export class OpenFile {
   own: OwnMetadata;
   /** Whether the record on disk says "dirty": a change must make it so before it returns. */
   recordedDirty = false;
+  /** What changed since the last store (see Changes). */
+  readonly changes: Changes;
   /** Record writes for this file, one after the other. */
   recordChain: Promise<void> = Promise.resolve();
   handles = 0;
@@ -159,6 +218,7 @@ export class OpenFile {
     this._base = heldCap(child);
     this.size = child ? sizeOf(child) : 0;
     this.own = child ? ownMetadataOf(child.metadata) : {};
+    this.changes = new Changes(this.size);
   }
 
   get parent(): DirRef {

@@ -11,7 +11,8 @@
 //   bounded: it ends at endWrite, when its handle is released, at unmount, or after `writeHoldMs` (a client
 //   that stopped or died); a hold that ends without its endWrite marks the file changed, so that what is
 //   uploaded is what the staging file holds (a late endWrite still counts: its bytes are uploaded again).
-import { open, rm } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
+import type { CachedFile } from '../cache/cached-file.js';
 import { constants } from 'node:fs';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { ProcessIdentity, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
@@ -19,10 +20,11 @@ import { fromLocalFs, FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import type { OwnMetadata } from '../tahoe/posix.js';
-import { nowTimestamp, nsString, tryParseCap, type Timestamp } from '../tahoe/links.js';
+import { capOf, mutableStamp, nowTimestamp, nsString, tryParseCap, type Timestamp } from '../tahoe/links.js';
 import { writeFully } from '../util/file-io.js';
 import type { DirRef, Directories } from './directories.js';
-import { copyContent } from './file-reads.js';
+import { openContent } from './file-reads.js';
+import { Overlay, type BaseSource } from './overlay.js';
 import { OpenFile, type StagingFile, type WriteHold } from './open-file.js';
 import type { ReadSource } from './ops.js';
 
@@ -213,6 +215,8 @@ export class OpenFiles {
     const staging = await this.holdForWrite(file, hold);
     try {
       await this.withRoom(data.length, 'write staging file', () => writeFully(staging.handle, data, position));
+      staging.overlay.wrote(position, data.length);
+      file.changes.wrote(position, data.length);
       file.size = Math.max(file.size, position + data.length);
       await this.markDirty(file);
     } finally {
@@ -233,7 +237,11 @@ export class OpenFiles {
     if (!file.staging) throw new FsError('EINVAL', `endWrite without beginWrite: ${file.path}`);
     const hold = [...file.gate.writes].find((h) => h.fh === fh && h.position === position);
     try {
-      if (length > 0) file.size = Math.max(file.size, position + length);
+      if (length > 0) {
+        file.staging.overlay.wrote(position, length);
+        file.changes.wrote(position, length);
+        file.size = Math.max(file.size, position + length);
+      }
       // Even with nothing said written: a write that failed partway may have changed the staging file.
       await this.markDirty(file);
     } finally {
@@ -259,6 +267,7 @@ export class OpenFiles {
   private abandon(file: OpenFile, hold: WriteHold, why: string): void {
     if (!file.gate.writes.has(hold)) return;
     this.opts.log.warn({ path: file.path, why }, 'a direct write ended without its endWrite: the file is stored as its staging file holds it');
+    file.changes.unknown();
     void this.markDirty(file).catch(() => undefined); // flags first, synchronously; a record that fails is written by the next change
     file.gate.exitWrite(hold);
   }
@@ -270,6 +279,8 @@ export class OpenFiles {
     } catch (e) {
       throw fromLocalFs(e, 'truncate staging file');
     }
+    staging.overlay.truncated(size);
+    file.changes.truncated(file.size, size);
     file.size = size;
     await this.markDirty(file);
   }
@@ -331,8 +342,10 @@ export class OpenFiles {
   }
 
   private recordOf(file: OpenFile): StagedRecord {
+    const overlay = file.staging?.overlay;
+    const baseStamp = file.child ? mutableStamp(file.child) : undefined;
     return {
-      v: 2,
+      v: overlay && !overlay.whole ? 4 : 2,
       root: this.opts.rootId,
       owner: this.opts.owner,
       parentCap: file.parent.cap,
@@ -344,12 +357,15 @@ export class OpenFiles {
       ...(file.conflict ? { conflict: true } : {}),
       ...(file.mtimeExplicit && file.mtime ? { mtimeNs: nsString(file.mtime) } : {}),
       ...(Object.keys(file.own).length > 0 ? { own: file.own } : {}),
+      ...(baseStamp ? { baseStamp } : {}),
+      ...(overlay && !overlay.whole && overlay.source ? { overlay: { ...overlay.source, ranges: overlay.fromBase.toJSON() } } : {}),
     };
   }
 
   /**
-   * The staging file of an open file, made on first use. With keepContent the current content is copied in
-   * first (a partial overwrite keeps the rest of the file); without it the staging file starts empty.
+   * The staging file of an open file, made on first use. With keepContent it lies over the current content
+   * (overlay.ts: nothing is copied; a partial overwrite keeps the rest of the file); without it the file starts
+   * empty.
    */
   private async stagingFor(file: OpenFile, keepContent: boolean): Promise<StagingFile> {
     // An upload reads the staging file: changes wait for it, so that what is uploaded is one consistent state.
@@ -357,19 +373,42 @@ export class OpenFiles {
     return file.stagingReady.get(async () => {
       const path = this.opts.cache.newStagingPath();
       this.activeStaging.add(path);
+      let handle: FileHandle | undefined;
       try {
-        if (keepContent && file.child && file.size > 0) {
-          await this.withRoom(file.size, 'copy content to staging', () => copyContent(this.opts.cache, file.child!, file.size, path).then((size) => (file.size = size)));
-        }
-        file.staging = { path, handle: await open(path, O_RDWR | O_CREAT, 0o600) };
+        handle = await open(path, O_RDWR | O_CREAT, 0o600);
+        const base = keepContent && file.child && file.size > 0 ? await this.baseOf(file, handle) : undefined;
+        file.staging = { path, handle, overlay: new Overlay(path, handle, base?.content, base?.source) };
         file.stagedFrom();
         return file.staging;
       } catch (e) {
         this.activeStaging.delete(path);
+        await handle?.close().catch(() => undefined);
         await rm(path, { force: true });
         throw fromLocalFs(e, 'prepare staging file');
       }
     });
+  }
+
+  /**
+   * The content a new staging file lies over, its length made the file's (a sparse file: no byte written); a
+   * literal cap's few bytes are written instead. A mutable file's version may be longer or shorter than its
+   * link said: a snapshot's one GET is waited for.
+   */
+  private async baseOf(file: OpenFile, handle: FileHandle): Promise<{ content: CachedFile; source: BaseSource } | undefined> {
+    const child = file.child!;
+    const cap = capOf(child);
+    if (cap.literalData) {
+      await writeFully(handle, cap.literalData, 0);
+      file.size = cap.literalData.length;
+      file.changes.based(file.size);
+      return undefined;
+    }
+    const content = await openContent(this.opts.cache, file, cap);
+    if (content.snapshot) await content.ensure(0, Infinity);
+    file.size = content.size;
+    file.changes.based(content.size);
+    await handle.truncate(content.size);
+    return { content, source: { cap: cap.text, size: content.size, ...(cap.immutable ? {} : { stamp: mutableStamp(child) }) } };
   }
 
   /** Runs a local write; on a full disk, evicts cached content (never staged bytes) and tries once more. */
@@ -408,12 +447,23 @@ export class OpenFiles {
     // Handed to the cache before the file leaves the table (no await between): an open that comes meanwhile
     // waits for the adoption instead of downloading what we hold. The cache flushes the bytes before its
     // record claims them; the rename leaves our handle valid.
-    const adoption = staging && cap?.immutable && cap.storageIndex ? this.opts.cache.adopt(staging.path, cap) : undefined;
+    const stamp = file.child ? mutableStamp(file.child) : undefined;
+    // Only a staging file that holds every byte is the content (one over its base is not).
+    const adoption = !staging || !staging.overlay.whole || !cap?.storageIndex ? undefined
+      : cap.immutable ? this.opts.cache.adopt(staging.path, cap)
+      : stamp ? this.opts.cache.adoptVersion(staging.path, cap, file.size, stamp)
+      : undefined;
+    // One over its base version: the cached base, with what was written, becomes the version now linked.
+    const base = staging?.overlay.base;
+    const advance = staging && base && !adoption && cap && !cap.immutable && stamp
+      ? this.opts.cache.advanceVersion(base, cap, file.size, stamp, (h, ranges) => staging.overlay.applyTo(h, ranges, file.size))
+      : undefined;
     this.forget(file);
     const content = await file.content.current?.catch(() => undefined);
-    if (content) await this.opts.cache.release(content);
+    if (content && !(advance && content === base)) await this.opts.cache.release(content); // an advance takes its reference
     if (!staging) return;
     await file.recordChain.catch(() => undefined);
+    await advance;
     const adopted = (await adoption) ?? false;
     await staging.handle.close().catch(() => undefined);
     if (stored) {

@@ -53,6 +53,8 @@ export interface ReadSource {
    */
   until?: number;
   size?: number;
+  /** Short only because the bytes after these are in another local file: ask again from there for the rest. */
+  more?: true;
 }
 
 /** Every operation may reject with an FsError; anything else reaching an edge is a bug and becomes EIO. */

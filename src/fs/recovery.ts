@@ -5,11 +5,14 @@
 //
 // State, changed only here: `timer`/`delayMs` (the next pass; passes run one at a time, `pass`), `stopped`
 // (set once, at unmount).
-import { rm, stat } from 'node:fs/promises';
+import { open, rm, stat } from 'node:fs/promises';
 import type { ContentCache } from '../cache/content-cache.js';
 import type { StagedFile, StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import type { Logger } from '../log.js';
-import { parseNs, timestampFromSeconds, tryParseCap } from '../tahoe/links.js';
+import { parseCap } from '../tahoe/caps.js';
+import type { TahoeClient } from '../tahoe/client.js';
+import { capOf, mutableStamp, parseNs, timestampFromSeconds, tryParseCap } from '../tahoe/links.js';
+import { readFully, writeFully } from '../util/file-io.js';
 import { Coalesced } from '../util/once.js';
 import { RETRY_FIRST_MS, RETRY_MAX_MS } from '../util/retry-queue.js';
 import type { OpenFiles, ProcessIdentity } from './open-files.js';
@@ -17,6 +20,7 @@ import type { PendingDirectories } from './pending-dirs.js';
 import type { Store } from './store.js';
 
 export interface RecoveryOptions {
+  client: TahoeClient;
   store: Store;
   files: OpenFiles;
   pendingDirs: PendingDirectories;
@@ -111,6 +115,11 @@ export class Recovery {
         await pendingDirs.recoverLink(stagingPath, record);
         return true;
       }
+      if (record.overlay && !(await this.fill(stagingPath, record))) {
+        log.warn('staged write kept, not stored: the content it was written over is gone (another client changed the file meanwhile)');
+        await journal.write(stagingPath, { ...record, conflict: true }, true);
+        return true;
+      }
       const info = await stat(stagingPath);
       const result = await store.storeStaged({
         path: record.path,
@@ -122,6 +131,7 @@ export class Recovery {
         previous: undefined,
         destination: () => ({ parentCap: record.parentCap, name: record.name }),
         base: () => record.base,
+        ...(record.baseStamp ? { baseStamp: record.baseStamp } : {}),
         checkFirst: true,
       });
       if (result.outcome === 'conflict') {
@@ -141,4 +151,45 @@ export class Recovery {
       return false;
     }
   }
+
+  /**
+   * Fills in the bytes of a staging file that are still its base content's (fs/overlay.ts), then records it as
+   * a whole staging file. The base is an immutable file, or the version of a mutable one its record names:
+   * read from the cache, or from the grid while the link still names the version the bytes are based on (the
+   * grid then differs from it only where we wrote). False when neither can be had (kept, as a conflict).
+   */
+  private async fill(stagingPath: string, record: StagedRecord): Promise<boolean> {
+    const { cache, journal, client } = this.opts;
+    const overlay = record.overlay!;
+    const cap = parseCap(overlay.cap);
+    const content = cap.immutable ? await cache.open(cap) : await cache.openMutable(cap, overlay.size, overlay.stamp);
+    const handle = await open(stagingPath, 'r+');
+    try {
+      if (!cap.immutable && !content.ranges.containsAll(overlay.ranges)) {
+        const entry = (await client.listDir(record.parentCap)).children.get(record.name);
+        if (!entry?.mutable || capOf(entry).storageIndex !== cap.storageIndex || mutableStamp(entry) !== record.baseStamp) return false;
+      }
+      const chunk = Buffer.alloc(FILL_CHUNK);
+      const there = Buffer.alloc(FILL_CHUNK);
+      for (const [start, end] of overlay.ranges) {
+        for (let pos = start; pos < end; pos += FILL_CHUNK) {
+          const part = chunk.subarray(0, Math.min(FILL_CHUNK, end - pos));
+          if ((await content.readInto(part, pos)) !== part.length) throw new Error('the base content ends early');
+          // What the staging file holds there already (a hole reads as zeros) is not written again: holes stay holes.
+          const local = there.subarray(0, part.length);
+          local.fill(0, await readFully(handle, local, pos));
+          if (!local.equals(part)) await writeFully(handle, part, pos);
+        }
+      }
+      await handle.datasync();
+    } finally {
+      await handle.close();
+      await cache.release(content);
+    }
+    const { overlay: _filled, ...whole } = record;
+    await journal.write(stagingPath, { ...whole, v: 2 }, true);
+    return true;
+  }
 }
+
+const FILL_CHUNK = 1024 * 1024;

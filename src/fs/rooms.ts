@@ -55,10 +55,10 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
     file: new LedgerFile(join(cache.root, 'ledger.jsonl'), log),
   });
   const updates = new DirectoryUpdates(client, ledger);
-  const store = new Store(client, updates, dirs, log, opts.transfers);
+  const store = new Store(client, updates, dirs, log, opts.transfers, opts.mutableFrom);
   // Enough for a burst of mkdirs (an unpacked tree) while the pool refills behind it.
   const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize: 2 * store.transferLimit });
-  const recovery = new Recovery({ store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
+  const recovery = new Recovery({ client, store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
   const commits = new Commits(store, files, log, deferred);
   const closing = new Closing(files, commits, recovery, log, deferred);
   const syncs = new Sync({ client, files, commits, closing, pendingDirs, store, recovery, journal, ledger });

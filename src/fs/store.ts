@@ -8,18 +8,36 @@
 //
 // State, changed only here: `uploads` (on their way or waiting for a slot, for status) and `metadataUpdates`
 // (write-back relinks on their way, for sync and unmount).
-import { createReadStream, type ReadStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import type { DirectoryUpdates } from './dir-updates.js';
-import { heldCap, linkTargetOf, touchedMetadata, withMtime, type Timestamp } from '../tahoe/links.js';
+import { readOnlyCap, redact } from '../tahoe/caps.js';
+import { offsetWriteRange } from '../tahoe/client.js';
+import { heldCap, linkTargetOf, mutableStamp, touchedMetadata, withMtime, withSize, type Timestamp } from '../tahoe/links.js';
 import { withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
 import { Semaphore, withLocks, type Mutex } from '../util/once.js';
 import type { Directories } from './directories.js';
 import { ENTRY_CHANGED, entryIsBase, LinkBatcher } from './link-batcher.js';
 
 export const DEFAULT_TRANSFERS = 8;
+/** A file changed in place from this size on is stored as MDMF, then written in place (README). */
+export const DEFAULT_MUTABLE_FROM = 8 * 1024 * 1024;
+/** MDMF's segment size (allmydata/interfaces.py, DEFAULT_MUTABLE_MAX_SEGMENT_SIZE): the gateway rewrites whole ones. */
+const MUTABLE_SEGMENT = 128 * 1024;
+
+/** What changed since the last store (an open file's Changes.snapshot()). */
+export interface ChangeSet {
+  ranges: Array<[number, number]>;
+  /** Only a whole store will do (the file shrank, or a write's place is not known). */
+  whole: boolean;
+  /** Changed in place (not rewritten from scratch) with content before. */
+  inPlace: boolean;
+  /** The size the grid holds. */
+  storedSize: number;
+}
 
 /** Where staged bytes are to be linked. */
 export interface Destination {
@@ -49,7 +67,24 @@ export interface StoreRequest {
   base?: () => string | null;
   /** Recovery: the entry is looked at before the upload too, and is taken as `previous` (a mutable one refused). */
   checkFirst?: boolean;
+  /** What changed since the last store: a mutable file takes only those ranges. Undefined: the whole file. */
+  changes?: ChangeSet;
+  /** The file's bytes in [start, end) (a staging file over its base content); default: the staging file's. */
+  read?: (start: number, end: number) => Body;
+  /** Recovery: the version of a mutable file the bytes are based on; the same version there is overwritten in place. */
+  baseStamp?: string;
 }
+
+/** A body being sent: how far it has been read tells the progress. */
+type Body = Readable & { bytesRead: number };
+
+/** How a store's bytes go to the grid. */
+type Plan =
+  | { kind: 'immutable' }
+  /** A new MDMF file, whole: a big file changed in place for the first time. */
+  | { kind: 'convert' }
+  | { kind: 'overwrite'; cap: string }
+  | { kind: 'inPlace'; cap: string; changes: ChangeSet };
 
 export type StoreResult =
   | { outcome: 'linked'; child: ChildInfo; destination: Destination }
@@ -61,8 +96,8 @@ export type StoreResult =
 interface Upload {
   path: string;
   bytes: number;
-  /** The body being sent (a new one per try): how far it has been read tells the progress. */
-  stream: ReadStream | undefined;
+  /** The body being sent (a new one per try). */
+  stream: Body | undefined;
   sending: boolean;
 }
 
@@ -71,6 +106,7 @@ export class Store {
   private readonly transfers: Semaphore;
   private readonly uploads = new Set<Upload>();
   private readonly metadataUpdates = new Set<Promise<void>>();
+  private fallbackLogged = false;
 
   constructor(
     private readonly client: TahoeClient,
@@ -78,6 +114,8 @@ export class Store {
     private readonly directories: Directories,
     private readonly log: Logger,
     transfers = DEFAULT_TRANSFERS,
+    /** Files changed in place from this size on become MDMF (Infinity: never). */
+    private readonly mutableFrom = DEFAULT_MUTABLE_FROM,
   ) {
     this.transfers = new Semaphore(Math.max(1, transfers));
     this.links = new LinkBatcher(client, updates);
@@ -98,8 +136,10 @@ export class Store {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' };
       const current = await this.entryAt(where);
-      // A mutable file keeps its cap when another client changes it: nothing shows whether it did.
-      if (!entryIsBase(current, req.base?.() ?? null) || current?.mutable) beside = true;
+      // A mutable file keeps its cap when another client changes it: only the version its link names tells
+      // (the one our bytes are based on: a store of ours cut short is finished over it).
+      const sameVersion = current?.mutable && req.baseStamp !== undefined && mutableStamp(current) === req.baseStamp;
+      if (!entryIsBase(current, req.base?.() ?? null) || (current?.mutable && !sameVersion)) beside = true;
       else previous = current;
     }
     if (!req.destination()) return { outcome: 'unlinked' };
@@ -110,21 +150,26 @@ export class Store {
       if (!where) return { outcome: 'unlinked' };
       if (!entryIsBase(await this.entryAt(where), req.base())) [beside, mutable] = [true, undefined];
     }
-    const uploaded = await this.upload(req, mutable);
+    const plan = this.plan(req, previous, mutable);
+    const uploaded = await this.upload(req, plan);
     return withLocks([req.lock], async () => {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' } as const;
       const timed = withMtime(previous?.metadata ?? {}, req.mtime);
-      const metadata = req.own ? withOwnMetadata(timed, req.own) : timed;
-      const target: LinkTarget = mutable ? { ...linkTargetOf(mutable), metadata } : { type: 'file', roUri: uploaded, metadata };
+      const owned = req.own ? withOwnMetadata(timed, req.own) : timed;
+      // A mutable file's link says its size (a listing does not) and so names the version it now holds.
+      const metadata = plan.kind === 'immutable' ? owned : withSize(owned, req.size);
+      const target: LinkTarget = mutable
+        ? { ...linkTargetOf(mutable), metadata }
+        : plan.kind === 'convert'
+          ? { type: 'file', rwUri: uploaded, roUri: readOnlyCap(uploaded!), metadata }
+          : { type: 'file', roUri: uploaded, metadata };
       if (!beside) {
         // Tahoe has no compare-and-swap: a guarded link looks at the entry again right before linking.
         const outcome = await this.links.link(where.parentCap, { name: where.name, target, expect: req.base?.(), path: req.path, replaced: heldCap(previous) });
         if (outcome.linked) {
           const touched = touchedMetadata(previous?.metadata ?? {}, metadata);
-          const child: ChildInfo = mutable
-            ? { ...mutable, name: where.name, size: req.size, metadata: touched }
-            : { name: where.name, type: 'file', roUri: uploaded, size: req.size, mutable: false, metadata: touched };
+          const child: ChildInfo = { name: where.name, type: 'file', rwUri: target.rwUri, roUri: target.roUri, size: req.size, mutable: target.rwUri !== undefined, metadata: touched };
           this.directories.patch(where.parentCap, where.name, child);
           return { outcome: 'linked', child, destination: where } as const;
         }
@@ -137,22 +182,75 @@ export class Store {
     });
   }
 
-  /** A mutable file keeps its cap: its content is replaced in place. Anything else is a new immutable file. */
-  private async upload(req: StoreRequest, mutable: ChildInfo | undefined): Promise<string | undefined> {
+  /**
+   * A mutable file keeps its cap: an MDMF one takes the changed ranges in place, anything else is overwritten
+   * whole. A big immutable file changed in place becomes MDMF; anything else is a new immutable file.
+   */
+  private plan(req: StoreRequest, previous: ChildInfo | undefined, mutable: ChildInfo | undefined): Plan {
+    if (mutable) {
+      const cap = mutable.rwUri!;
+      const changes = req.changes;
+      const mdmf = cap.startsWith('URI:MDMF:');
+      return mdmf && changes && !changes.whole && changes.storedSize > 0 ? { kind: 'inPlace', cap, changes } : { kind: 'overwrite', cap };
+    }
+    const wasFile = previous?.type === 'file' && !previous.mutable;
+    if (wasFile && req.changes?.inPlace && req.size >= this.mutableFrom) return { kind: 'convert' };
+    return { kind: 'immutable' };
+  }
+
+  /** Sends the bytes as planned; returns the new cap (undefined when the file kept its own). */
+  private async upload(req: StoreRequest, plan: Plan): Promise<string | undefined> {
     const { stagingPath, size } = req;
     const upload: Upload = { path: req.path, bytes: size, stream: undefined, sending: false };
-    const body = () => (size === 0 ? Buffer.alloc(0) : (upload.stream = createReadStream(stagingPath, { start: 0, end: size - 1 })));
+    const read = req.read ?? ((start: number, end: number) => createReadStream(stagingPath, { start, end: end - 1 }));
+    const body = (start = 0, end = size) => (end <= start ? Buffer.alloc(0) : (upload.stream = read(start, end)));
     this.uploads.add(upload);
     try {
       return await this.transfers.run(async () => {
         upload.sending = true;
-        if (!mutable) return this.client.upload(body, size);
-        await this.client.overwriteMutable(mutable.rwUri!, body, size);
-        return undefined;
+        switch (plan.kind) {
+          case 'immutable':
+            return this.client.upload(() => body(), size);
+          case 'convert': {
+            const cap = await this.client.uploadMutable(() => body(), size);
+            this.log.info({ path: req.path, bytes: size, cap: redact(cap) }, 'changed in place: stored as a mutable (MDMF) file from now on');
+            return cap;
+          }
+          case 'overwrite':
+            await this.client.overwriteMutable(plan.cap, () => body(), size);
+            return undefined;
+          case 'inPlace':
+            try {
+              upload.bytes = await this.writeInPlace(plan.cap, plan.changes, size, body);
+            } catch (e) {
+              if (!this.fallbackLogged) this.log.warn({ path: req.path, err: (e as Error).message }, 'a write in place failed: the file is stored whole instead (logged once)');
+              this.fallbackLogged = true;
+              upload.bytes = size;
+              await this.client.overwriteMutable(plan.cap, () => body(), size);
+            }
+            return undefined;
+        }
       });
     } finally {
       this.uploads.delete(upload);
     }
+  }
+
+  /**
+   * Sends the changed ranges of an MDMF file, in order, each as one offset write (the gateway rewrites the
+   * segments it touches); ranges within two segments of each other go as one. Returns the bytes sent.
+   */
+  private async writeInPlace(cap: string, changes: ChangeSet, size: number, body: (start: number, end: number) => Body | Buffer): Promise<number> {
+    let remoteSize = changes.storedSize;
+    let sent = 0;
+    for (const [start, end] of mergeRanges(changes.ranges, 2 * MUTABLE_SEGMENT, size)) {
+      const range = offsetWriteRange(remoteSize, start, end);
+      if (!range) throw new Error('an offset write into an empty file');
+      await this.client.writeMutableAt(cap, range.start, () => body(range.start, range.end), range.end - range.start);
+      remoteSize = Math.max(remoteSize, range.end);
+      sent += range.end - range.start;
+    }
+    return sent;
   }
 
   private async entryAt(where: Destination): Promise<ChildInfo | undefined> {
@@ -196,4 +294,17 @@ export class Store {
     const uploads = [...this.uploads].map((u) => ({ path: u.path, bytes: u.bytes, sent: u.stream?.bytesRead ?? 0, sending: u.sending }));
     return { uploads, metadataUpdates: this.metadataUpdates.size };
   }
+}
+
+/** Sorted ranges clipped to `size`, joined where the gap between them is under `gap` bytes. */
+export function mergeRanges(ranges: Array<[number, number]>, gap: number, size: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const [s, e] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    const end = Math.min(e, size);
+    if (end <= s) continue;
+    const last = out[out.length - 1];
+    if (last && s - last[1] < gap) last[1] = Math.max(last[1], end);
+    else out.push([s, end]);
+  }
+  return out;
 }

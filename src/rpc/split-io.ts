@@ -94,7 +94,10 @@ export class SplitIo {
     if (length <= 0) return 0;
     if (source.file !== null) {
       try {
-        return await this.localFiles.use(fh, source.file, 'read', (h) => readFully(h, target.subarray(0, length), position));
+        const n = await this.localFiles.use(fh, source.file, 'read', (h) => readFully(h, target.subarray(0, length), position));
+        // A written file over its base content: the rest is in the other file (a short read would be an end).
+        if (source.more && n === length && length < target.length) return n + (await this.read(path, fh, target.subarray(n), position + n));
+        return n;
       } catch (e) {
         if (!FALLBACK_CODES.has((e as NodeJS.ErrnoException).code ?? '')) throw fromLocalFs(e, 'read local file');
       }

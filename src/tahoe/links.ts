@@ -2,8 +2,9 @@
 // its size, and the link metadata where file times live. Pure functions over listing entries; no state.
 //
 // Metadata keys: `tahoe.linkcrtime`/`tahoe.linkmotime` are kept by the gateway itself; `mtime` (seconds, the key
-// Tahoe's CLI and SFTP frontend use) and `mtime_ns` (exact, a decimal string) are ours; any other key belongs to
-// someone else and is carried along unchanged.
+// Tahoe's CLI and SFTP frontend use), `mtime_ns` (exact, a decimal string) and `size` (a mutable file's length:
+// a listing does not say it, dirnode.py gives a mutable child's size only when the gateway happens to know it)
+// are ours; any other key belongs to someone else and is carried along unchanged.
 import { FsError } from '../errors.js';
 import { capAccess, parseCap, type Cap } from './caps.js';
 import type { ChildInfo, LinkMetadata, LinkTarget } from './client.js';
@@ -53,8 +54,13 @@ export function tryParseCap(text: string | undefined): Cap | undefined {
   }
 }
 
-/** The listing's size, else the cap's (CHK and LIT caps carry it); 0 when neither says. */
+/**
+ * A mutable file's size as our link says it, else the listing's, else the cap's (CHK and LIT caps carry it); 0
+ * when none says. Ours first for a mutable file: the gateway's is whatever version it last saw, or nothing.
+ */
 export function sizeOf(child: ChildInfo): number {
+  const linked = child.mutable ? linkedSize(child.metadata) : undefined;
+  if (linked !== undefined) return linked;
   if (child.size !== undefined) return child.size;
   try {
     return capOf(child).size ?? 0;
@@ -83,6 +89,29 @@ export function linkTargetOf(child: ChildInfo): LinkTarget {
 export function userMetadata(metadata: LinkMetadata): LinkMetadata {
   const { tahoe: _ignored, ...rest } = metadata;
   return rest;
+}
+
+function linkedSize(metadata: LinkMetadata): number | undefined {
+  const size = metadata.size;
+  return typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined;
+}
+
+/** A mutable file's size, kept in its link (see the top of this file). */
+export function withSize(metadata: LinkMetadata, size: number): LinkMetadata {
+  return { ...metadata, size };
+}
+
+/**
+ * Which version of a mutable file a link names, as far as blackmatch can tell: the exact mtime and size its
+ * last store linked (undefined when the link carries neither: a file another client made). Every store from a
+ * mount relinks it after its bytes are in place, so cached bytes under an unchanged stamp are that version's;
+ * a client that writes the cap without relinking goes unseen (README, "Files that change in place").
+ */
+export function mutableStamp(child: ChildInfo): string | undefined {
+  if (!child.mutable || child.type !== 'file') return undefined;
+  const size = linkedSize(child.metadata);
+  const ns = child.metadata.mtime_ns;
+  return size !== undefined && typeof ns === 'string' ? `${ns}:${size}` : undefined;
 }
 
 /** Sets the file's mtime: "mtime" in seconds plus the exact nanoseconds. */

@@ -40,6 +40,8 @@ export interface StartCoreOptions {
   maxListings?: number;
   writeBack?: boolean;
   transfers?: number;
+  /** Files changed in place from this size on become MDMF (default: the core's). */
+  mutableFrom?: number;
   drainMs?: number;
   /** How long a listing is trusted (default 60 s; 0 refetches on every use). */
   cacheTimeoutMs?: number;
@@ -62,7 +64,7 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
     client, cache, journal, rootCap: parseCap(fake.rootCap), cacheTimeoutMs: opts.cacheTimeoutMs ?? 60_000, log,
     owner: opts.owner ?? me,
     isAlive: async (o) => o.pid === me.pid && o.start === me.start,
-    maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, drainMs: opts.drainMs, writeHoldMs: opts.writeHoldMs,
+    maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, mutableFrom: opts.mutableFrom, drainMs: opts.drainMs, writeHoldMs: opts.writeHoldMs,
     owners: opts.owners, listCapXattrs: opts.listCapXattrs, settleMs: opts.settleMs ?? 0,
   });
   await fs.start();

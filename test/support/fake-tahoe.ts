@@ -1,7 +1,7 @@
 // An in-memory, stateful Tahoe web API for fast unit tests of src/fs: directories, immutable and mutable files kept
 // by cap and answered with Tahoe 1.20's shapes and status codes (allmydata/web/*.py, dirnode.py), plus hooks that
 // make races reproducible: hold a request in flight, change the grid as another client would, take the gateway down.
-// System tests use the real grid; this fake leaves out what the client never sends (t=uri, t=info, offsets, ...).
+// System tests use the real grid; this fake leaves out what the client never sends (t=uri, t=info, ...).
 import { createHash, randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { decodeBase32, encodeBase32 } from '../../src/tahoe/base32.js';
@@ -285,6 +285,24 @@ export async function startFakeTahoe(options: FakeTahoeOptions = {}): Promise<Fa
     file.bytes = Buffer.from(body);
   }
 
+  /**
+   * PUT /uri/$FILECAP?offset=N into an MDMF file, failing as Tahoe 1.20's updater does (mutable/filenode.py
+   * 1093-1108): past the end, into an empty file, and an append at exactly a segment boundary answer 500.
+   */
+  function writeAt(cap: string, offset: number, body: Buffer): void {
+    const file = mutables.get(cap);
+    if (!file) throw gone();
+    if (!cap.startsWith('URI:MDMF:')) throw new WebError(400, 'offset writes need an MDMF write cap');
+    const size = file.bytes.length;
+    if (!(offset <= size) || size === 0 || (offset === size && size % (128 * 1024) === 0) || body.length === 0) {
+      throw new WebError(500, 'IndexError: list index out of range');
+    }
+    const next = Buffer.alloc(Math.max(size, offset + body.length));
+    file.bytes.copy(next);
+    body.copy(next, offset);
+    file.bytes = next;
+  }
+
   /** PUT /uri/$DIRCAP/.../NAME: a mutable file there is overwritten in place; otherwise a new immutable is linked. */
   function putChild(parentCap: string, name: string, body: Buffer, replace: boolean): { status: number; cap: string } {
     const node = dir(parentCap, false);
@@ -369,6 +387,10 @@ export async function startFakeTahoe(options: FakeTahoeOptions = {}): Promise<Fa
           }
           break;
         case 'PUT ': {
+          if (last === undefined && query.has('offset')) {
+            writeAt(segments[1]!, Number(query.get('offset')), req.body);
+            return { status: 200, body: segments[1]! };
+          }
           if (last === undefined) {
             overwrite(segments[1]!, req.body);
             return { status: 200, body: segments[1]! };

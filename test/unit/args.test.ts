@@ -42,7 +42,15 @@ describe('parseArgs', () => {
       settleMs: 45_000,
       listCapXattrs: false,
       directReads: true,
+      mutableFrom: 8 * 1024 * 1024,
     });
+  });
+
+  it('takes --mutable-from as a size, or off for never', () => {
+    assert.equal(parseArgs(['--mutable-from', '64M', '/mnt/x'], '0').mutableFrom, 64 * 1024 * 1024);
+    assert.equal(parseArgs(['--mutable-from', 'off', '/mnt/x'], '0').mutableFrom, Infinity);
+    assert.equal(parseArgs(['-o', 'mutable-from=1K', '/mnt/x'], '0').mutableFrom, 1024);
+    assert.throws(() => parseArgs(['--mutable-from', 'lots', '/mnt/x'], '0'));
   });
 
   it('takes --write-back and --transfers, and refuses a transfer count out of range', () => {

@@ -1,0 +1,192 @@
+// Files that change in place, over the in-memory Tahoe (which fails offset writes as Tahoe 1.20 does): a big
+// file changed in place becomes MDMF and then takes only its changed ranges; a file rewritten whole stays
+// immutable; the staging file holds only what was written; a failed offset write falls back to a whole store;
+// a crash leaves a record that recovery completes from the base content; both modes.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { StagingJournal } from '../../src/cache/staging-journal.js';
+import type { TahoeFs } from '../../src/fs/tahoe-fs.js';
+import { target, type FakeTahoe } from '../support/fake-tahoe.js';
+import { bounded, coresPerTest, log, me, type Core } from '../support/core.js';
+
+const KiB = 1024;
+const SEGMENT = 128 * KiB;
+const { O_RDWR, O_TRUNC, O_WRONLY } = constants;
+
+const isOffsetWrite = (req: { method: string; rawUrl: string }) => req.method === 'PUT' && target(req as never).query.has('offset');
+const isWholePut = (req: { method: string; rawUrl: string }) => req.method === 'PUT' && !target(req as never).query.has('offset');
+
+async function writeAt(fs: TahoeFs, path: string, data: Buffer, position: number, flags = O_RDWR): Promise<void> {
+  const fh = flags & constants.O_CREAT ? await fs.create(path, 0o644, 0, 0) : await fs.open(path, flags);
+  await fs.write(path, fh, data, position);
+  await fs.flush(path, fh);
+  await fs.release(path, fh);
+}
+
+async function readWhole(fs: TahoeFs, path: string): Promise<Buffer> {
+  const fh = await fs.open(path, 0);
+  try {
+    return await fs.read(path, fh, (await fs.getattr(path)).size, 0);
+  } finally {
+    await fs.release(path, fh);
+  }
+}
+
+for (const writeBack of [false, true]) {
+  describe(`files changed in place (${writeBack ? 'write-back' : 'durable'})`, () => {
+    let fake: FakeTahoe;
+    const { start } = coresPerTest((f) => (fake = f), { writeBack, drainMs: 5_000, mutableFrom: 256 * KiB });
+    const settle = (c: Core) => bounded(c.fs.sync(), 'sync');
+    const stored = (name: string) => fake.bytes(fake.entry(fake.rootCap, name)!.rwUri ?? fake.entry(fake.rootCap, name)!.roUri)!;
+
+    it('a big file changed in place becomes MDMF, then each change sends only its ranges; every byte reads back', async () => {
+      const c = await start();
+      const local = randomBytes(3 * SEGMENT + 5000);
+      await writeAt(c.fs, '/big', local, 0, O_WRONLY | constants.O_CREAT);
+      await c.fs.release('/big', await c.fs.create('/small', 0o644, 0, 0));
+      await settle(c);
+      assert.match(fake.entry(fake.rootCap, 'big')!.roUri, /^URI:CHK:/);
+
+      const change = (pos: number, len: number): Buffer => {
+        const bytes = randomBytes(len);
+        bytes.copy(local, pos);
+        return bytes;
+      };
+      await writeAt(c.fs, '/big', change(1000, 4 * KiB), 1000);
+      await settle(c);
+      const entry = fake.entry(fake.rootCap, 'big')!;
+      assert.match(entry.rwUri ?? '', /^URI:MDMF:/, 'stored as MDMF');
+      assert.equal(entry.metadata.size, local.length, 'its size in the link');
+      assert.ok(stored('big').equals(local));
+
+      const before = fake.requests.length;
+      await writeAt(c.fs, '/big', change(2 * SEGMENT + 10, 100), 2 * SEGMENT + 10);
+      await settle(c);
+      const puts = fake.requests.slice(before).filter((r) => r.method === 'PUT');
+      assert.equal(puts.filter(isWholePut).length, 0, 'no whole upload');
+      assert.equal(puts.length, 1);
+      assert.equal(puts[0]!.body.length, 100, 'only the changed bytes');
+      assert.equal(fake.entry(fake.rootCap, 'big')!.rwUri, entry.rwUri, 'the same cap');
+      assert.ok(stored('big').equals(local));
+      assert.ok((await readWhole(c.fs, '/big')).equals(local));
+    });
+
+    it('appends land, at a segment boundary too (from one byte before); a gap past the end is zeros', async () => {
+      const c = await start();
+      let local: Buffer = randomBytes(2 * SEGMENT);
+      await writeAt(c.fs, '/log', local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/log', Buffer.from('x'), 5); // becomes MDMF
+      local[5] = 'x'.charCodeAt(0);
+      await settle(c);
+      const tail = randomBytes(3000);
+      await writeAt(c.fs, '/log', tail, local.length); // an append at exactly a segment boundary
+      local = Buffer.concat([local, tail]);
+      await settle(c);
+      assert.ok(stored('log').equals(local));
+      const far = randomBytes(10);
+      await writeAt(c.fs, '/log', far, local.length + 50 * KiB);
+      local = Buffer.concat([local, Buffer.alloc(50 * KiB), far]);
+      await settle(c);
+      assert.ok(stored('log').equals(local));
+      assert.equal(fake.requests.filter(isWholePut).length, 2, 'the first upload and the conversion only');
+    });
+
+    it('a truncate that shrinks it stores it whole; one that grows it sends zeros', async () => {
+      const c = await start();
+      const local = randomBytes(3 * SEGMENT);
+      await writeAt(c.fs, '/t', local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/t', Buffer.from('y'), 0);
+      local[0] = 'y'.charCodeAt(0);
+      await settle(c);
+      const fh = await c.fs.open('/t', O_RDWR);
+      await c.fs.ftruncate('/t', fh, 2 * SEGMENT + 7);
+      await c.fs.flush('/t', fh);
+      await c.fs.release('/t', fh);
+      await settle(c);
+      assert.ok(stored('t').equals(local.subarray(0, 2 * SEGMENT + 7)));
+      const puts = fake.requests.length;
+      await c.fs.truncate('/t', 2 * SEGMENT + 7 + 1000);
+      await settle(c);
+      assert.ok(stored('t').equals(Buffer.concat([local.subarray(0, 2 * SEGMENT + 7), Buffer.alloc(1000)])));
+      assert.equal(fake.requests.slice(puts).filter(isWholePut).length, 0);
+    });
+
+    it('a file rewritten whole (O_TRUNC), or one below the threshold, stays immutable', async () => {
+      const c = await start();
+      await writeAt(c.fs, '/whole', randomBytes(3 * SEGMENT), 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/whole', randomBytes(3 * SEGMENT), 0, O_WRONLY | O_TRUNC);
+      await writeAt(c.fs, '/little', randomBytes(10 * KiB), 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/little', Buffer.from('z'), 100);
+      await settle(c);
+      assert.match(fake.entry(fake.rootCap, 'whole')!.roUri, /^URI:CHK:/);
+      assert.match(fake.entry(fake.rootCap, 'little')!.roUri, /^URI:CHK:/);
+    });
+
+    it('the staging file of a change holds only what was written: a sparse file, the rest read from the cache', async () => {
+      const c = await start();
+      const local = randomBytes(4 * SEGMENT);
+      await writeAt(c.fs, '/s', local, 0, O_WRONLY | constants.O_CREAT);
+      await settle(c);
+      const fh = await c.fs.open('/s', O_RDWR);
+      await c.fs.write('/s', fh, Buffer.from('changed'), SEGMENT);
+      Buffer.from('changed').copy(local, SEGMENT);
+      const journal = await new StagingJournal(c.cache.stagingDir, log).list();
+      const staging = journal.find((s) => s.record.name === 's')!;
+      const info = await stat(staging.stagingPath);
+      assert.equal(info.size, local.length);
+      assert.ok(info.blocks * 512 <= 64 * KiB, `${info.blocks * 512} bytes allocated for a 7-byte change`);
+      assert.deepEqual(staging.record.overlay?.ranges, [[0, SEGMENT], [SEGMENT + 7, local.length]]);
+      assert.ok((await c.fs.read('/s', fh, local.length, 0)).equals(local), 'reads through the open handle');
+      await c.fs.flush('/s', fh);
+      await c.fs.release('/s', fh);
+      await settle(c);
+      assert.ok(stored('s').equals(local));
+    });
+
+    it('an offset write the gateway fails falls back to storing the file whole', async () => {
+      const c = await start();
+      const local = randomBytes(3 * SEGMENT);
+      await writeAt(c.fs, '/f', local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/f', Buffer.from('a'), 1);
+      local[1] = 'a'.charCodeAt(0);
+      await settle(c);
+      const held = fake.hold(isOffsetWrite);
+      const write = writeAt(c.fs, '/f', Buffer.from('b'), 2);
+      local[2] = 'b'.charCodeAt(0);
+      (await held.arrived, held.fail(500, 'AssertionError'));
+      await write;
+      await settle(c);
+      assert.ok(stored('f').equals(local));
+      assert.match(fake.entry(fake.rootCap, 'f')!.rwUri ?? '', /^URI:MDMF:/);
+    });
+  });
+}
+
+describe('recovery of a change in place', () => {
+  let fake: FakeTahoe;
+  const { start } = coresPerTest((f) => (fake = f), { mutableFrom: 256 * KiB });
+
+  it('a store that failed: the next mount fills the staging file from the base content and stores every byte', async () => {
+    const first = await start({ owner: { pid: me.pid, start: 'a-crashed-run' } });
+    const local = randomBytes(3 * SEGMENT + 99);
+    await writeAt(first.fs, '/r', local, 0, O_WRONLY | constants.O_CREAT);
+    fake.down(503);
+    const fh = await first.fs.open('/r', O_RDWR);
+    await first.fs.write('/r', fh, Buffer.from('kept'), 2 * SEGMENT);
+    Buffer.from('kept').copy(local, 2 * SEGMENT);
+    await assert.rejects(first.fs.flush('/r', fh));
+    await first.fs.release('/r', fh);
+    await first.stop();
+    const record = (await new StagingJournal(first.cache.stagingDir, log).list()).find((s) => s.record.name === 'r');
+    assert.ok(record?.record.dirty && record.record.overlay, 'a dirty record over its base');
+    fake.up();
+    const second = await start({ cacheDir: first.cacheDir });
+    await bounded(second.fs.sync(), 'sync');
+    const entry = fake.entry(fake.rootCap, 'r')!;
+    assert.ok(fake.bytes(entry.rwUri ?? entry.roUri)!.equals(local));
+    assert.deepEqual(await new StagingJournal(first.cache.stagingDir, log).list(), []);
+  });
+});
