@@ -119,15 +119,16 @@ export class Overlay {
         pos = runEnd;
         continue;
       }
-      for (; pos < runEnd; pos += CHUNK) {
+      while (pos < runEnd) {
         const part = chunk.subarray(0, Math.min(CHUNK, runEnd - pos));
         part.fill(0, await readFully(this.handle, part, pos));
         if (isZero(part) && !present.contains(pos, pos + part.length)) {
           present.remove(pos, pos + part.length);
-          continue;
+        } else {
+          await writeFully(target, part, pos);
+          present.add(pos, pos + part.length);
         }
-        await writeFully(target, part, pos);
-        present.add(pos, pos + part.length);
+        pos += part.length;
       }
     }
     present.trim(size);

@@ -146,6 +146,30 @@ for (const writeBack of [false, true]) {
       assert.ok(stored('s').equals(local));
     });
 
+    it('a sparse file written at random offsets: the grid and this mount\'s cached version of it read back exactly', async () => {
+      const c = await start();
+      const size = 4 * 1024 * KiB;
+      await writeAt(c.fs, '/sparse', Buffer.from('header'), 0, O_WRONLY | constants.O_CREAT);
+      await c.fs.truncate('/sparse', size);
+      const local = Buffer.alloc(size);
+      local.write('header');
+      const fh = await c.fs.open('/sparse', O_RDWR);
+      for (let i = 0; i < 40; i++) {
+        const at = Math.floor(Math.random() * (size - 4 * KiB));
+        const bytes = randomBytes(4 * KiB);
+        await c.fs.write('/sparse', fh, bytes, at);
+        bytes.copy(local, at);
+      }
+      await c.fs.flush('/sparse', fh);
+      await c.fs.release('/sparse', fh);
+      await settle(c);
+      assert.ok(stored('sparse').equals(local), 'the grid');
+      const requests = fake.requests.length;
+      assert.ok((await readWhole(c.fs, '/sparse')).equals(local), 'the cached version');
+      assert.ok((await readWhole(c.fs, '/sparse')).equals(local), 'again');
+      if (!writeBack) assert.equal(fake.requests.slice(requests).filter((r) => r.method === 'GET' && !target(r).query.has('t')).length, 0, 'read from the cache');
+    });
+
     it('an offset write the gateway fails falls back to storing the file whole', async () => {
       const c = await start();
       const local = randomBytes(3 * SEGMENT);
