@@ -275,7 +275,32 @@ interface IssueFigures {
   sharedTogether?: number;
   /** Files missing or wrong afterwards, through either gateway (must be 0). */
   sharedLost?: number;
+  /** Issue 21: files changed in place, by mount (and one with in-place writes off: the way before). */
+  inPlace: Partial<Record<InPlaceColumn, InPlaceFigures>>;
 }
+
+const MUTABLE_OFF = 'no-split, --mutable-from off';
+type InPlaceColumn = Config | typeof MUTABLE_OFF;
+const IN_PLACE_COLUMNS: InPlaceColumn[] = [MUTABLE_OFF, ...CONFIGS];
+
+interface InPlaceFigures {
+  /** A 128 MiB file's first change in place (it becomes MDMF), until stored, ms. */
+  convert?: number;
+  /** A 4 KiB change in the middle of it, until stored, ms (median). */
+  change?: number;
+  /** A new 4 KiB file, until stored, ms (median): the aim's yardstick, in the same mount. */
+  newFile?: number;
+  /** A one-row sqlite transaction in a 64 MB database, until stored, ms (median). */
+  sqlite?: number;
+  /** The 128 MiB MDMF file: one GET of it (curl), a cold read in a fresh mount, a warm re-read there, MB/s. */
+  get?: number;
+  cold?: number;
+  warm?: number;
+}
+
+/** The big file that changes, and the database. */
+const CHANGING = 128 * MiB;
+const DB_ROWS = 16_000;
 
 interface GridResults {
   storageDelayMs: number;
@@ -370,6 +395,90 @@ async function measureCommands(m: TestMount, config: Config, inputs: Inputs, iss
   if (Number(stdout.trim()) !== REPO_COMMITS) throw new Error(`the clone has ${stdout.trim()} commits, not ${REPO_COMMITS}`);
 }
 
+/** Writes 4 KiB at `position` of an existing file, in place, and closes it. */
+async function writeInPlace(path: string, position: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.write(randomBytes(4096), 0, 4096, position);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Issue 21's figures in one mount: a 128 MiB file changed 4 KiB at a time and a new 4 KiB file beside it, a
+ * one-row sqlite transaction in a 64 MB database, each until stored; with `reads`, the file (MDMF by then) read
+ * cold in a fresh mount of the same root and warm again there, beside one GET of it.
+ */
+async function measureInPlace(grid: Grid, m: TestMount, column: InPlaceColumn, writeBack: boolean, reads: boolean): Promise<InPlaceFigures> {
+  log(`${column}: files changed in place`);
+  const f: InPlaceFigures = {};
+  const until = async (work: () => Promise<unknown>): Promise<number> => {
+    const t0 = performance.now();
+    await work();
+    await syncMount(m, writeBack);
+    return performance.now() - t0;
+  };
+  const big = m.path('changing.bin');
+  await writeFile(big, randomBytes(CHANGING));
+  await syncMount(m, writeBack);
+  f.convert = await until(() => writeInPlace(big, 4096));
+  let k = 0;
+  f.change = await repeat(RUNS, () => until(() => writeInPlace(big, CHANGING / 2 + 4096 * 37 * ++k)));
+  f.newFile = await repeat(RUNS, () => until(() => writeFile(m.path(`new-${++k}.bin`), randomBytes(4096))));
+
+  const db = m.path('bench.db');
+  const sql = (q: string) => run('sqlite3', [db, q], { timeout: COMMAND_BOUND_MS });
+  await sql(`PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<${DB_ROWS}) INSERT INTO t(v) SELECT randomblob(4000) FROM c;`);
+  await syncMount(m, writeBack);
+  await until(() => sql('INSERT INTO t(v) VALUES (randomblob(100));')); // the first change in place
+  f.sqlite = await repeat(RUNS, () => until(() => sql('INSERT INTO t(v) VALUES (randomblob(100));')));
+  const { stdout } = await sql('PRAGMA integrity_check;');
+  if (stdout.trim() !== 'ok') throw new Error(`the database is damaged: ${stdout}`);
+
+  if (reads) {
+    const entry = (await m.webList(''))['changing.bin']![1];
+    if (!entry.rw_uri?.startsWith('URI:MDMF:')) throw new Error('changing.bin did not become MDMF');
+    f.get = mbps(CHANGING, await curlMs([`${grid.gatewayUrl}uri/${encodeURIComponent(entry.ro_uri!)}`]));
+    const fresh = await TestMount.start({ mode: column.startsWith('split') ? 'split' : 'no-split', gatewayUrl: grid.gatewayUrl, rootCap: m.rootCap, cacheTimeout: 60, settleTime: 'default', announcementsFrom: grid.gatewayDir });
+    try {
+      f.cold = mbps(CHANGING, await timeRead(fresh.path('changing.bin'), CHANGING));
+      // Warm: the page cache, as for an immutable file (timeRead drops it, so this one reads it whole first).
+      f.warm = mbps(CHANGING, await repeat(RUNS, () => timeReadCached(fresh.path('changing.bin'), CHANGING)));
+    } finally {
+      await fresh.cleanup();
+    }
+  }
+  await rm(big);
+  await rm(db);
+  return f;
+}
+
+/** Reads a whole file twice in a row in one open; times the second (its pages are cached by then). */
+async function timeReadCached(path: string, size: number): Promise<number> {
+  const fh = await open(path, 'r');
+  const buf = Buffer.allocUnsafe(CHUNK);
+  try {
+    for (let pos = 0; pos < size; pos += CHUNK) await fh.read(buf, 0, CHUNK, pos);
+  } finally {
+    await fh.close();
+  }
+  const again = await open(path, 'r');
+  try {
+    const t0 = performance.now();
+    let total = 0;
+    for (;;) {
+      const { bytesRead } = await again.read(buf, 0, CHUNK, total);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    if (total !== size) throw new Error(`read ${total} bytes of ${size} from ${path}`);
+    return performance.now() - t0;
+  } finally {
+    await again.close();
+  }
+}
+
 /** The tree unpacked under `name` into `dir` of the mount (tar's --transform renames its top directory). */
 async function untar(inputs: Inputs, dir: string, name: string): Promise<void> {
   await run('tar', ['xf', inputs.archive, '-C', dir, '--transform', `s,^tree,${name},`], { timeout: COMMAND_BOUND_MS });
@@ -438,7 +547,7 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
   const far = storageDelayMs > 0;
   const figures: Figures = new Map();
   const throughput: Record<string, Throughput> | undefined = far ? undefined : { 'null FUSE (ceiling)': nullCeiling };
-  const issue: IssueFigures = { tar: {}, tarStored: {}, clone: {}, cloneStored: {} };
+  const issue: IssueFigures = { tar: {}, tarStored: {}, clone: {}, cloneStored: {}, inPlace: {} };
   const notes: string[] = [];
   set(figures, 'warm sequential read 64 MiB, MB/s', 'reference', nullCeiling.read);
 
@@ -494,6 +603,16 @@ async function measureGrid(storageDelayMs: number, work: string, big: Buffer, nu
         }
         await measureTarget({ column: config, root, path: (n) => m.path(n), stored: () => syncMount(m, writeBack), pids: () => m.pids(), gatewayPid: () => gatewayPidOf(grid) }, figures, { dir: 'tree', entries: ENTRIES });
         await measureCommands(m, config, inputs, issue);
+        issue.inPlace[config] = await measureInPlace(grid, m, config, writeBack, !writeBack);
+      } finally {
+        await m.cleanup();
+      }
+    }
+    {
+      // The way before issue 21: every change uploads the whole file again.
+      const m = await TestMount.start({ mode: 'no-split', gatewayUrl: grid.gatewayUrl, rootCap: await mkdirCap(grid.gatewayUrl), cacheTimeout: 60, settleTime: 'default', announcementsFrom: grid.gatewayDir, extraArgs: ['--log-level', 'info', '--mutable-from', 'off'] });
+      try {
+        issue.inPlace[MUTABLE_OFF] = await measureInPlace(grid, m, MUTABLE_OFF, false, false);
       } finally {
         await m.cleanup();
       }
@@ -658,6 +777,30 @@ function section(r: GridResults): string[] {
     `| the same, until every file is stored, s | - | ${CONFIGS.map((c) => secs(i.tarStored[c])).join(' | ')} |`,
     `| \`git clone --no-hardlinks\` of a ${REPO_COMMITS}-commit repository (local path into the mount): returns, s | - | ${CONFIGS.map((c) => secs(i.clone[c])).join(' | ')} |`,
     `| the same, until every file is stored, s | - | ${CONFIGS.map((c) => secs(i.cloneStored[c])).join(' | ')} |`,
+    '',
+  );
+  const ip = (c: InPlaceColumn) => i.inPlace[c] ?? {};
+  const ms = (v: number | undefined) => (v === undefined ? '-' : v.toFixed(0));
+  const times = (a: number | undefined, b: number | undefined) => (a && b ? ` (${(a / b).toFixed(1)}x)` : '');
+  lines.push(
+    "### Issue 21's figures: files changed in place",
+    '',
+    `A ${CHANGING / MiB} MiB file written through the mount, then changed 4 KiB at a time in its middle (open, pwrite, close); a new`,
+    `4 KiB file in the same mount; a one-row \`INSERT\` (the sqlite3 program) into a ${(DB_ROWS * 4096) / 1e6} MB database on the mount. Each`,
+    'until stored (close() in durable mode; `blackmatch sync --stored-only` with --write-back); medians of 3. The first change',
+    `makes the file MDMF (a whole upload, once). "${MUTABLE_OFF}" is the way before: every change uploads the whole file.`,
+    'Reads: the file (MDMF by then) read cold in a fresh mount of the same root, and again warm there (the page cache), beside',
+    'one `GET` of it with curl.',
+    '',
+    `| what | ${IN_PLACE_COLUMNS.join(' | ')} | aim |`,
+    `| --- | ${IN_PLACE_COLUMNS.map(() => '---:').join(' | ')} | --- |`,
+    `| first change in place (becomes MDMF), ms | ${IN_PLACE_COLUMNS.map((c) => ms(ip(c).convert)).join(' | ')} | - |`,
+    `| 4 KiB change in the middle, until stored, ms | ${IN_PLACE_COLUMNS.map((c) => ms(ip(c).change) + times(ip(c).change, ip(c).newFile)).join(' | ')} | <= 2x a new 4 KiB file |`,
+    `| a new 4 KiB file, until stored, ms | ${IN_PLACE_COLUMNS.map((c) => ms(ip(c).newFile)).join(' | ')} | - |`,
+    `| one-row sqlite transaction, until stored, ms | ${IN_PLACE_COLUMNS.map((c) => ms(ip(c).sqlite)).join(' | ')} | <= 1000 (loopback) |`,
+    `| one \`GET\` of the ${CHANGING / MiB} MiB MDMF file (curl), MB/s | ${IN_PLACE_COLUMNS.map((c) => num(ip(c).get)).join(' | ')} | - |`,
+    `| cold read of it in a fresh mount, MB/s | ${IN_PLACE_COLUMNS.map((c) => num(ip(c).cold) + (ip(c).cold && ip(c).get ? ` (${(ip(c).cold! / ip(c).get!).toFixed(2)}x)` : '')).join(' | ')} | >= 0.8x one GET |`,
+    `| warm re-read there, MB/s | ${IN_PLACE_COLUMNS.map((c) => num(ip(c).warm)).join(' | ')} | page-cache speed |`,
     '',
   );
   if (i.sharedAlone !== undefined && i.sharedTogether !== undefined) {

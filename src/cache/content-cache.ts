@@ -246,15 +246,25 @@ export class ContentCache {
       base.refs = 0;
       this.used -= base.ranges.bytes;
     }
+    const present = new RangeSet(base.ranges.toJSON());
+    const newData = join(this.filesDir, key);
+    // An open of the old version meanwhile waits, then finds it gone (never the new bytes under the old key).
+    const taken = take
+      ? this.adopting.run(base.key, async () => {
+          await base.close();
+          await rm(join(this.filesDir, `${base.key}.meta`), { force: true });
+          await rename(base.dataPath, newData).catch(async (e: unknown) => {
+            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+            await writeFile(newData, '', { mode: 0o600 }); // nothing of it was ever read
+          });
+          return true;
+        })
+      : undefined;
     return this.adopting.run(key, async () => {
-      const present = new RangeSet(base.ranges.toJSON());
-      const newData = join(this.filesDir, key);
       let released = take;
       try {
         if (take) {
-          await base.close();
-          await rm(join(this.filesDir, `${base.key}.meta`), { force: true });
-          await rename(base.dataPath, newData);
+          await taken;
         } else {
           await copyFile(base.dataPath, newData).catch(async (e: unknown) => {
             if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;

@@ -120,7 +120,7 @@ export class Commits {
     const child = result.outcome === 'linked' ? result.child : undefined;
     if (child) this.log.debug({ path: file.path, bytes: file.size, ms: Date.now() - started, cap: redact(capTextOf(child) ?? '') }, 'uploaded');
     // Anything changed meanwhile (a utimens, say) leaves the ranges to the next store: sent again, harmless.
-    if (result.outcome === 'linked' && file.generation === generation) file.changes.stored(size);
+    if (result.outcome === 'linked') file.changes.stored(size, file.generation === generation);
     file.stored(generation, child);
   }
 }

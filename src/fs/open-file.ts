@@ -14,7 +14,7 @@
 //   change, namespace.ts when it relinks the entry (editLink, under `linkLock`), closing.ts at the last close.
 // - parent, name, path, unlinked: namespace.ts only, holding `linkLock` (an upload reads them under the same
 //   lock right before it links: store.ts); open-files.ts re-keys its table with them.
-// - size, mtime, own, staging, recordedDirty, recordChain, changes: open-files.ts (the writes and the records);
+// - size, mtime, own, staging, recordedDirty, recordedOverlay, recordChain, changes: open-files.ts (the writes and the records);
 //   commits.ts takes `changes` when a store lands.
 // - handles: open-files.ts (the handle table).
 import type { CachedFile } from '../cache/cached-file.js';
@@ -166,10 +166,11 @@ export class Changes {
     return { ranges: this.ranges.toJSON(), whole: this.whole, inPlace: !this.rewritten && this.storedSize > 0, storedSize: this.storedSize };
   }
 
-  /** A store of `size` bytes landed, taken when nothing else changed: what is left to send starts anew. */
-  stored(size: number): void {
-    this.ranges = new RangeSet();
+  /** A store of `size` bytes landed; `sent`: nothing changed meanwhile, so what is left to send starts anew. */
+  stored(size: number, sent: boolean): void {
     this.storedSize = size;
+    if (!sent) return;
+    this.ranges = new RangeSet();
     this.whole = false;
     this.rewritten = false;
   }
@@ -193,6 +194,8 @@ export class OpenFile {
   own: OwnMetadata;
   /** Whether the record on disk says "dirty": a change must make it so before it returns. */
   recordedDirty = false;
+  /** The staging file's overlay revision the record on disk describes (overlay.ts). */
+  recordedOverlay = 0;
   /** What changed since the last store (see Changes). */
   readonly changes: Changes;
   /** Record writes for this file, one after the other. */
@@ -208,6 +211,7 @@ export class OpenFile {
   private _content: Content = { kind: 'clean' };
   private _generation = 0;
   private _storedGeneration = -1;
+  private _linkedGeneration = -1;
   private _flushedGeneration = -1;
 
   constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
@@ -278,9 +282,18 @@ export class OpenFile {
     if (this._content.kind === 'clean') this._content = { kind: 'dirty' };
   }
 
-  /** commits.ts: `generation` is in the grid, linked as `child` (undefined: it had no name to go to). */
+  /**
+   * Whether the latest change is in the grid linked at the file's name as `child`: then the staging file is that
+   * child's content (not when it was stored beside another machine's version, or nowhere).
+   */
+  get storedAsChild(): boolean {
+    return this._linkedGeneration === this._generation;
+  }
+
+  /** commits.ts: `generation` is in the grid, linked as `child` (undefined: at another name, or at none). */
   stored(generation: number, child: ChildInfo | undefined): void {
     if (child) this._child = child;
+    if (child) this._linkedGeneration = generation;
     this._storedGeneration = Math.max(this._storedGeneration, generation);
     if (this._content.kind === 'dirty' && this._generation === generation) this._content = { kind: 'clean' };
     this._base = heldCap(this._child);

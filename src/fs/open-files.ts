@@ -9,8 +9,8 @@
 //   staging file through its gate (open-file.ts): our own writes, and those a caller makes itself between
 //   beginWrite and endWrite (split mode's client writes the staging file directly). A caller's hold is
 //   bounded: it ends at endWrite, when its handle is released, at unmount, or after `writeHoldMs` (a client
-//   that stopped or died); a hold that ends without its endWrite marks the file changed, so that what is
-//   uploaded is what the staging file holds (a late endWrite still counts: its bytes are uploaded again).
+//   that stopped or died); a hold that ends without its endWrite marks the file changed and stored whole (a
+//   late endWrite still counts: its bytes are uploaded again).
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import type { CachedFile } from '../cache/cached-file.js';
 import { constants } from 'node:fs';
@@ -262,11 +262,12 @@ export class OpenFiles {
 
   /**
    * A caller's hold ended without its endWrite: the staging file may hold part of its write, so the file is
-   * dirty (uploaded as the staging file holds it, which is what a close then adopts into the cache).
+   * dirty and stored whole. Where the write went over the base content, the base's bytes stand (overlay.ts: its
+   * place was never said); elsewhere, what the staging file holds.
    */
   private abandon(file: OpenFile, hold: WriteHold, why: string): void {
     if (!file.gate.writes.has(hold)) return;
-    this.opts.log.warn({ path: file.path, why }, 'a direct write ended without its endWrite: the file is stored as its staging file holds it');
+    this.opts.log.warn({ path: file.path, why }, 'a direct write ended without its endWrite: what it wrote over the base content may be lost');
     file.changes.unknown();
     void this.markDirty(file).catch(() => undefined); // flags first, synchronously; a record that fails is written by the next change
     file.gate.exitWrite(hold);
@@ -307,7 +308,8 @@ export class OpenFiles {
     // The record must say "dirty" once the bytes differ from what was uploaded; if it cannot, the change fails.
     // Records on their way first: one of them may say "clean" (written for an upload that just finished).
     await file.recordChain.catch(() => undefined);
-    if (!file.recordedDirty) await this.saveRecord(file);
+    // Recovery fills in from the base what the record says is the base's: a write over it must be on record.
+    if (!file.recordedDirty || file.recordedOverlay !== file.staging?.overlay.revision) await this.saveRecord(file);
   }
 
   /**
@@ -329,6 +331,7 @@ export class OpenFiles {
       .catch(() => undefined)
       .then(async () => {
         const record = this.recordOf(file);
+        const revision = staging.overlay.revision;
         try {
           if (durable) await staging.handle.datasync();
           await this.opts.journal.write(staging.path, record, durable);
@@ -336,6 +339,7 @@ export class OpenFiles {
           throw fromLocalFs(e, 'write staging record');
         }
         file.recordedDirty = record.dirty;
+        file.recordedOverlay = revision;
       });
     file.recordChain = write;
     return write;
@@ -443,7 +447,7 @@ export class OpenFiles {
     // Reopened while it was stored, or closed already by a later last close (reopened and closed again).
     if (!file.close(stored)) return;
     const staging = file.staging;
-    const cap = staging && stored && file.generation === file.storedGeneration && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
+    const cap = staging && stored && file.storedAsChild && !file.unlinked && file.child ? tryParseCap(file.child.roUri) : undefined;
     // Handed to the cache before the file leaves the table (no await between): an open that comes meanwhile
     // waits for the adoption instead of downloading what we hold. The cache flushes the bytes before its
     // record claims them; the rename leaves our handle valid.

@@ -26,6 +26,7 @@ export interface BaseSource {
 export class Overlay {
   /** The bytes that are still the base content's. */
   readonly fromBase: RangeSet;
+  private _revision = 0;
 
   constructor(
     readonly stagingPath: string,
@@ -43,12 +44,23 @@ export class Overlay {
     return this.fromBase.bytes === 0;
   }
 
+  /** Bumped whenever `fromBase` shrinks: the staging record must say so before a crash could read it. */
+  get revision(): number {
+    return this._revision;
+  }
+
   wrote(position: number, length: number): void {
-    this.fromBase.remove(position, position + length);
+    this.changing(() => this.fromBase.remove(position, position + length));
   }
 
   truncated(size: number): void {
-    this.fromBase.trim(size);
+    this.changing(() => this.fromBase.trim(size));
+  }
+
+  private changing(change: () => void): void {
+    const before = this.fromBase.bytes;
+    change();
+    if (this.fromBase.bytes !== before) this._revision++;
   }
 
   /** Fills `into` with the file's bytes from `position` (the caller keeps it within the file's size). */

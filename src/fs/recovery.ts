@@ -167,7 +167,8 @@ export class Recovery {
     try {
       if (!cap.immutable && !content.ranges.containsAll(overlay.ranges)) {
         const entry = (await client.listDir(record.parentCap)).children.get(record.name);
-        if (!entry?.mutable || capOf(entry).storageIndex !== cap.storageIndex || mutableStamp(entry) !== record.baseStamp) return false;
+        // A version that cannot be named (a file no store of ours linked) could be anyone's by now.
+        if (!entry?.mutable || capOf(entry).storageIndex !== cap.storageIndex || record.baseStamp === undefined || mutableStamp(entry) !== record.baseStamp) return false;
       }
       const chunk = Buffer.alloc(FILL_CHUNK);
       const there = Buffer.alloc(FILL_CHUNK);

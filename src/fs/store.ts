@@ -16,7 +16,7 @@ import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/
 import type { DirectoryUpdates } from './dir-updates.js';
 import { readOnlyCap, redact } from '../tahoe/caps.js';
 import { offsetWriteRange } from '../tahoe/client.js';
-import { heldCap, linkTargetOf, mutableStamp, touchedMetadata, withMtime, withSize, type Timestamp } from '../tahoe/links.js';
+import { heldCap, linkTargetOf, mutableStamp, touchedMetadata, withMtime, withVersion, type Timestamp } from '../tahoe/links.js';
 import { withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
 import { Semaphore, withLocks, type Mutex } from '../util/once.js';
 import type { Directories } from './directories.js';
@@ -144,13 +144,19 @@ export class Store {
     }
     if (!req.destination()) return { outcome: 'unlinked' };
     let mutable = previous?.type === 'file' && previous.mutable && previous.rwUri && !beside ? previous : undefined;
-    if (mutable && req.base) {
-      // A mutable file is overwritten in place before its link: its guard is checked before that.
+    let plan = this.plan(req, previous, mutable);
+    if (mutable && (req.base || plan.kind === 'inPlace')) {
+      // A mutable file is written before its link: its guard is checked before that, and changes go in place
+      // only over the version they were made on (or another machine's change between them would be merged in).
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' };
-      if (!entryIsBase(await this.entryAt(where), req.base())) [beside, mutable] = [true, undefined];
+      const current = await this.entryAt(where);
+      if (req.base && !entryIsBase(current, req.base())) [beside, mutable, plan] = [true, undefined, { kind: 'immutable' }];
+      else if (plan.kind === 'inPlace' && (mutableStamp(mutable) === undefined || !current || mutableStamp(current) !== mutableStamp(mutable))) {
+        this.log.info({ path: req.path }, 'the version linked is not the one the changes were made over (or is not known): stored whole');
+        plan = { kind: 'overwrite', cap: plan.cap };
+      }
     }
-    const plan = this.plan(req, previous, mutable);
     const uploaded = await this.upload(req, plan);
     return withLocks([req.lock], async () => {
       const where = req.destination();
@@ -158,7 +164,7 @@ export class Store {
       const timed = withMtime(previous?.metadata ?? {}, req.mtime);
       const owned = req.own ? withOwnMetadata(timed, req.own) : timed;
       // A mutable file's link says its size (a listing does not) and so names the version it now holds.
-      const metadata = plan.kind === 'immutable' ? owned : withSize(owned, req.size);
+      const metadata = plan.kind === 'immutable' ? owned : withVersion(owned, req.size);
       const target: LinkTarget = mutable
         ? { ...linkTargetOf(mutable), metadata }
         : plan.kind === 'convert'
@@ -248,6 +254,12 @@ export class Store {
       if (!range) throw new Error('an offset write into an empty file');
       await this.client.writeMutableAt(cap, range.start, () => body(range.start, range.end), range.end - range.start);
       remoteSize = Math.max(remoteSize, range.end);
+      sent += range.end - range.start;
+    }
+    if (remoteSize < size) {
+      // Longer than any range says (a write past the end that a truncate then cut short): the rest is a hole.
+      const range = offsetWriteRange(remoteSize, remoteSize, size)!;
+      await this.client.writeMutableAt(cap, range.start, () => body(range.start, range.end), range.end - range.start);
       sent += range.end - range.start;
     }
     return sent;

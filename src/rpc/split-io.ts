@@ -102,8 +102,10 @@ export class SplitIo {
         if (!FALLBACK_CODES.has((e as NodeJS.ErrnoException).code ?? '')) throw fromLocalFs(e, 'read local file');
       }
     }
-    const data = (await this.rpc.callOp('read', [path, fh, length, position])) as Buffer;
-    return data.copy(target, 0, 0, Math.min(length, data.length));
+    // Over a base content, the bytes after this run are in the other file: the server's read takes them all.
+    const wanted = source.more ? target.length : length;
+    const data = (await this.rpc.callOp('read', [path, fh, wanted, position])) as Buffer;
+    return data.copy(target, 0, 0, Math.min(wanted, data.length));
   }
 
   /**

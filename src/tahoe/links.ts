@@ -2,9 +2,11 @@
 // its size, and the link metadata where file times live. Pure functions over listing entries; no state.
 //
 // Metadata keys: `tahoe.linkcrtime`/`tahoe.linkmotime` are kept by the gateway itself; `mtime` (seconds, the key
-// Tahoe's CLI and SFTP frontend use), `mtime_ns` (exact, a decimal string) and `size` (a mutable file's length:
-// a listing does not say it, dirnode.py gives a mutable child's size only when the gateway happens to know it)
-// are ours; any other key belongs to someone else and is carried along unchanged.
+// Tahoe's CLI and SFTP frontend use), `mtime_ns` (exact, a decimal string), and for a mutable file `size` (its
+// length: a listing does not say it, dirnode.py gives a mutable child's size only when the gateway happens to
+// know it) and `version_id` (a fresh random id at each store of ours) are ours; any other key belongs to someone
+// else and is carried along unchanged.
+import { randomBytes } from 'node:crypto';
 import { FsError } from '../errors.js';
 import { capAccess, parseCap, type Cap } from './caps.js';
 import type { ChildInfo, LinkMetadata, LinkTarget } from './client.js';
@@ -96,22 +98,25 @@ function linkedSize(metadata: LinkMetadata): number | undefined {
   return typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined;
 }
 
-/** A mutable file's size, kept in its link (see the top of this file). */
-export function withSize(metadata: LinkMetadata, size: number): LinkMetadata {
-  return { ...metadata, size };
+/**
+ * A mutable file's link after a store of ours: its size, and a fresh id of the version now stored (two versions
+ * may have the same size and mtime: a change that keeps the mtime, as `touch -r` or `rsync --inplace` do).
+ */
+export function withVersion(metadata: LinkMetadata, size: number): LinkMetadata {
+  return { ...metadata, size, version_id: randomBytes(8).toString('hex') };
 }
 
 /**
- * Which version of a mutable file a link names, as far as blackmatch can tell: the exact mtime and size its
- * last store linked (undefined when the link carries neither: a file another client made). Every store from a
+ * Which version of a mutable file a link names, as far as blackmatch can tell: the version id, size and mtime
+ * its last store linked (undefined when the link carries none: a file another client made). Every store from a
  * mount relinks it after its bytes are in place, so cached bytes under an unchanged stamp are that version's;
  * a client that writes the cap without relinking goes unseen (README, "Files that change in place").
  */
 export function mutableStamp(child: ChildInfo): string | undefined {
   if (!child.mutable || child.type !== 'file') return undefined;
   const size = linkedSize(child.metadata);
-  const ns = child.metadata.mtime_ns;
-  return size !== undefined && typeof ns === 'string' ? `${ns}:${size}` : undefined;
+  const id = child.metadata.version_id;
+  return size !== undefined && typeof id === 'string' ? `${id}:${size}:${String(child.metadata.mtime_ns)}` : undefined;
 }
 
 /** Sets the file's mtime: "mtime" in seconds plus the exact nanoseconds. */

@@ -170,6 +170,68 @@ for (const writeBack of [false, true]) {
       if (!writeBack) assert.equal(fake.requests.slice(requests).filter((r) => r.method === 'GET' && !target(r).query.has('t')).length, 0, 'read from the cache');
     });
 
+    it('a change that keeps the size and the mtime (touch -r) still reads back new: every store names a new version', async () => {
+      const c = await start();
+      const local = randomBytes(3 * SEGMENT);
+      await writeAt(c.fs, '/f', local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/f', Buffer.from('a'), 1);
+      local[1] = 97;
+      await settle(c);
+      const mtimeNs = fake.entry(fake.rootCap, 'f')!.metadata.mtime_ns as string;
+      assert.ok((await readWhole(c.fs, '/f')).equals(local));
+      const fh = await c.fs.open('/f', O_RDWR);
+      await c.fs.write('/f', fh, Buffer.from('ZZZZ'), 100);
+      Buffer.from('ZZZZ').copy(local, 100);
+      await c.fs.utimens('/f', '0', mtimeNs);
+      await c.fs.flush('/f', fh);
+      await c.fs.release('/f', fh);
+      await settle(c);
+      assert.ok(stored('f').equals(local));
+      assert.ok((await readWhole(c.fs, '/f')).equals(local));
+    });
+
+    it('a write past the end that a truncate then cuts short: the grid is as long as the link says', async () => {
+      const c = await start();
+      let local: Buffer = randomBytes(3 * SEGMENT);
+      await writeAt(c.fs, '/g', local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/g', Buffer.from('a'), 1);
+      local[1] = 97;
+      await settle(c);
+      const fh = await c.fs.open('/g', O_RDWR);
+      await c.fs.write('/g', fh, Buffer.from('tail'), local.length + 1000);
+      await c.fs.ftruncate('/g', fh, local.length + 500);
+      await c.fs.flush('/g', fh);
+      await c.fs.release('/g', fh);
+      local = Buffer.concat([local, Buffer.alloc(500)]);
+      await settle(c);
+      assert.ok(stored('g').equals(local));
+      assert.ok((await readWhole(c.fs, '/g')).equals(local));
+    });
+
+    it('a store that a utimens overlapped: the size the grid holds is still known to the next change', async () => {
+      const c = await start();
+      let local: Buffer = randomBytes(3 * SEGMENT);
+      await writeAt(c.fs, '/d', local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, '/d', Buffer.from('a'), 1);
+      local[1] = 97;
+      await settle(c);
+      const fh = await c.fs.open('/d', O_RDWR);
+      const more = randomBytes(2 * SEGMENT);
+      await c.fs.write('/d', fh, more, local.length);
+      const held = fake.hold(isOffsetWrite);
+      const flush = c.fs.fsync('/d', fh); // a store, in both modes
+      await held.arrived;
+      await c.fs.utimens('/d', '0', '1700000000000000000');
+      held.release();
+      await flush;
+      await c.fs.ftruncate('/d', fh, local.length + SEGMENT);
+      await c.fs.flush('/d', fh);
+      await c.fs.release('/d', fh);
+      await settle(c);
+      local = Buffer.concat([local, more.subarray(0, SEGMENT)]);
+      assert.ok(stored('d').equals(local));
+    });
+
     it('an offset write the gateway fails falls back to storing the file whole', async () => {
       const c = await start();
       const local = randomBytes(3 * SEGMENT);
@@ -213,4 +275,77 @@ describe('recovery of a change in place', () => {
     assert.ok(fake.bytes(entry.rwUri ?? entry.roUri)!.equals(local));
     assert.deepEqual(await new StagingJournal(first.cache.stagingDir, log).list(), []);
   });
+
+  it('a crash after two writes over the base, no fsync: recovery keeps both (the record follows each one)', async () => {
+    const first = await start({ owner: { pid: me.pid, start: 'a-crashed-run' } });
+    const local = randomBytes(3 * SEGMENT);
+    await writeAt(first.fs, '/w', local, 0, O_WRONLY | constants.O_CREAT);
+    const fh = await first.fs.open('/w', O_RDWR);
+    await first.fs.write('/w', fh, Buffer.from('AAAA'), 0);
+    await first.fs.write('/w', fh, Buffer.from('BBBB'), 2 * SEGMENT);
+    Buffer.from('AAAA').copy(local, 0);
+    Buffer.from('BBBB').copy(local, 2 * SEGMENT);
+    // Never flushed nor closed: a second mount over the same cache finds the record of a dead process.
+    const second = await start({ cacheDir: first.cacheDir });
+    await bounded(second.fs.sync(), 'sync');
+    const entry = fake.entry(fake.rootCap, 'w')!;
+    assert.ok(fake.bytes(entry.rwUri ?? entry.roUri)!.equals(local));
+  });
+});
+
+for (const writeBack of [false, true]) {
+  describe(`two mounts change one file in place (${writeBack ? 'write-back' : 'durable'})`, () => {
+    let fake: FakeTahoe;
+    const { start } = coresPerTest((f) => (fake = f), { writeBack, drainMs: 5_000, mutableFrom: 256 * KiB, cacheTimeoutMs: 0 });
+
+    it('changes made over an older version are stored whole (the last writer wins), never merged into the other\'s', async () => {
+      const [m1, m2] = [await start(), await start()];
+      const local = randomBytes(4 * SEGMENT);
+      await writeAt(m1.fs, '/f', local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(m1.fs, '/f', Buffer.from('a'), 1);
+      await bounded(m1.fs.sync(), 'sync');
+      const fh = await m2.fs.open('/f', O_RDWR);
+      await m2.fs.read('/f', fh, local.length, 0);
+      await writeAt(m1.fs, '/f', Buffer.from('XXXX'), 10);
+      await bounded(m1.fs.sync(), 'sync');
+      await m2.fs.write('/f', fh, Buffer.from('YYYY'), 3 * SEGMENT);
+      await m2.fs.flush('/f', fh);
+      await m2.fs.release('/f', fh);
+      await bounded(m2.fs.sync(), 'sync');
+      const entry = fake.entry(fake.rootCap, 'f')!;
+      const grid = fake.bytes(entry.rwUri!)!;
+      assert.equal(grid.subarray(3 * SEGMENT, 3 * SEGMENT + 4).toString(), 'YYYY');
+      assert.notEqual(grid.subarray(10, 14).toString(), 'XXXX', 'not a merge of both');
+      assert.ok((await readWhole(m2.fs, '/f')).equals(grid));
+      assert.ok((await readWhole(m1.fs, '/f')).equals(grid));
+    });
+  });
+}
+
+describe('a store kept beside another machine\'s version', () => {
+  let fake: FakeTahoe;
+  const { start } = coresPerTest((f) => (fake = f), { mutableFrom: 256 * KiB, cacheTimeoutMs: 0 });
+
+  for (const mdmf of [false, true]) {
+    it(`leaves the cache of the entry it was based on alone (${mdmf ? 'MDMF' : 'immutable'})`, async () => {
+      const m1 = await start({ writeBack: true });
+      const m2 = await start();
+      const old = randomBytes(3 * SEGMENT);
+      await writeAt(m2.fs, '/f', old, 0, O_WRONLY | constants.O_CREAT);
+      if (mdmf) {
+        await writeAt(m2.fs, '/f', Buffer.from('a'), 1);
+        old[1] = 97;
+      }
+      await bounded(m2.fs.sync(), 'sync');
+      const fh = await m1.fs.open('/f', O_WRONLY | O_TRUNC);
+      await m1.fs.write('/f', fh, randomBytes(3 * SEGMENT), 0);
+      await m2.fs.rename('/f', '/f.old');
+      await writeAt(m2.fs, '/f', Buffer.from('a new f'), 0, O_WRONLY | constants.O_CREAT);
+      await bounded(m2.fs.sync(), 'sync');
+      await m1.fs.flush('/f', fh);
+      await m1.fs.release('/f', fh);
+      await bounded(m1.fs.sync(), 'sync');
+      assert.ok((await readWhole(m1.fs, '/f.old')).equals(old));
+    });
+  }
 });
