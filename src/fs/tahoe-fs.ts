@@ -4,7 +4,8 @@
 //
 // This file is the facade: it checks what an op may do and hands it to the room that holds that job.
 //   directories.ts   listings (bounded cache), path lookup, the name policy
-//   open-files.ts    the handle table, reads, writes, staging files and their records (open-file.ts: a file's life)
+//   open-files.ts    the handle table, reads, writes, staging files and their records (open-file.ts: a file's life;
+//                    overlay.ts: a staging file over its base content; file-reads.ts: where reads come from)
 //   closing.ts       the close, from flush to stored or staged for later, in both modes
 //   commits.ts       the commit protocol: an open file's staged bytes stored through its gate
 //   store.ts         upload and link of staged bytes, links without uploads (link-batcher.ts batches them)
