@@ -47,19 +47,26 @@ const mbps = (bytes: number, ms: number) => bytes / 1e6 / (ms / 1000);
  */
 async function timeRead(path: string, size: number): Promise<number> {
   await run('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+  return timeWholeRead(path, size);
+}
+
+/** One open, the whole file in 1 MiB reads, close: milliseconds of the reads. */
+async function timeWholeRead(path: string, size: number): Promise<number> {
   const fh = await open(path, 'r');
   const buf = Buffer.allocUnsafe(CHUNK);
-  const t0 = performance.now();
-  let total = 0;
-  for (;;) {
-    const { bytesRead } = await fh.read(buf, 0, CHUNK, total);
-    if (bytesRead === 0) break;
-    total += bytesRead;
+  try {
+    const t0 = performance.now();
+    let total = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, CHUNK, total);
+      if (bytesRead === 0) break;
+      total += bytesRead;
+    }
+    if (total !== size) throw new Error(`read ${total} bytes of ${size} from ${path}`);
+    return performance.now() - t0;
+  } finally {
+    await fh.close();
   }
-  const ms = performance.now() - t0;
-  await fh.close();
-  if (total !== size) throw new Error(`read ${total} bytes of ${size} from ${path}`);
-  return ms;
 }
 
 /** Writes `data` in 1 MiB writes; times the writes alone and, separately, close(). */
@@ -454,29 +461,10 @@ async function measureInPlace(grid: Grid, m: TestMount, column: InPlaceColumn, w
   return f;
 }
 
-/** Reads a whole file twice in a row in one open; times the second (its pages are cached by then). */
+/** Reads a whole file twice; times the second (its pages are in the page cache by then). */
 async function timeReadCached(path: string, size: number): Promise<number> {
-  const fh = await open(path, 'r');
-  const buf = Buffer.allocUnsafe(CHUNK);
-  try {
-    for (let pos = 0; pos < size; pos += CHUNK) await fh.read(buf, 0, CHUNK, pos);
-  } finally {
-    await fh.close();
-  }
-  const again = await open(path, 'r');
-  try {
-    const t0 = performance.now();
-    let total = 0;
-    for (;;) {
-      const { bytesRead } = await again.read(buf, 0, CHUNK, total);
-      if (bytesRead === 0) break;
-      total += bytesRead;
-    }
-    if (total !== size) throw new Error(`read ${total} bytes of ${size} from ${path}`);
-    return performance.now() - t0;
-  } finally {
-    await again.close();
-  }
+  await timeWholeRead(path, size);
+  return timeWholeRead(path, size);
 }
 
 /** The tree unpacked under `name` into `dir` of the mount (tar's --transform renames its top directory). */

@@ -180,7 +180,10 @@ for (const mode of MODES) {
             bytes.copy(local, at);
           }
           const staging = join(await m.cacheDir(), 'staging');
-          for (const name of await readdir(staging)) if (!name.endsWith('.json')) allocated += (await stat(join(staging, name))).blocks * 512;
+          // Staging files only (not their records, nor a record's temporary file on its way).
+          for (const name of await readdir(staging)) {
+            if (/^[0-9]+-[0-9a-f]+$/.test(name)) allocated += ((await stat(join(staging, name)).catch(() => undefined))?.blocks ?? 0) * 512;
+          }
         } finally {
           await fh.close();
         }
