@@ -160,9 +160,13 @@ export class TahoeClient {
     return { rwUri: node.rw_uri, roUri: node.ro_uri, mutable: node.mutable === true, children };
   }
 
-  /** POST /uri?t=mkdir: a new, unlinked, empty mutable directory. */
-  async createDirectory(): Promise<string> {
-    return (await this.text('POST', 'uri?t=mkdir', 'mkdir')).trim();
+  /**
+   * POST /uri?t=mkdir: a new, unlinked, empty mutable directory; with `privateKey` (keys.ts privateKeyParam),
+   * made with that key: its cap is known before the answer (keys.ts writeCapOf).
+   */
+  async createDirectory(privateKey?: string): Promise<string> {
+    const key = privateKey === undefined ? '' : `&private-key=${encodeURIComponent(privateKey)}`;
+    return (await this.text('POST', `uri?t=mkdir${key}`, 'mkdir')).trim();
   }
 
   /** POST /uri/$DIRCAP?t=mkdir&name=N: creates a directory and links it; refuses an existing name (EEXIST). */
