@@ -180,7 +180,7 @@ export class OpenFile {
   /** Held while the file is linked (store.ts) and while it is renamed or unlinked (namespace.ts). */
   readonly linkLock = new Mutex();
   readonly gate = new StagingGate();
-  /** Local copy of the written content, once anything was written. */
+  /** What was written, over the content as it was opened (overlay.ts), once anything was written. */
   staging: StagingFile | undefined;
   readonly stagingReady = new SharedPromise<StagingFile>();
   /** The content to read while nothing was written: cached (immutable) or a snapshot (mutable). */

@@ -94,7 +94,7 @@ export interface Ops {
   backingFile(path: string, fh: number): Promise<string | null>;
   /**
    * Before the caller writes `length` bytes at `position` into the file's staging file itself: makes the
-   * staging file (copying the content if needed), holds off any upload of it until endWrite (bounded: see
+   * staging file (over the current content if needed), holds off any upload of it until endWrite (bounded: see
    * open-files.ts), and returns its path.
    */
   beginWrite(path: string, fh: number, position: number, length: number): Promise<string>;
@@ -182,13 +182,13 @@ export const OP_TABLE: { readonly [K in OpName]: OpSpec<K> } = {
   readdirplus: { args: ['string'], long: false, result: 'json' },
   access: { args: ['string', 'number'], long: false, result: 'json' },
   statfs: { args: ['string'], long: false, result: 'json' },
-  // Long: an open may fetch a mutable file whole, a truncate copy the content first, a flush, fsync or release
+  // Long: an open may fetch a mutable file whole, a truncate wait for a snapshot of one, a flush, fsync or release
   // upload the file, a link upload the dirty file it links.
   open: { args: ['string', 'number'], long: true, result: 'json' },
   create: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
   read: { args: ['string', 'number', 'number', 'number'], long: true, result: 'data' },
   write: { args: ['string', 'number', 'data', 'number'], long: true, result: 'json' },
-  // Long: a readSource may wait for a download, a beginWrite for an upload and a copy of the content, an
+  // Long: a readSource may wait for a download, a beginWrite for an upload and a mutable file's snapshot, an
   // endWrite for the staging record.
   readSource: { args: ['string', 'number', 'number', 'number'], long: true, result: 'json' },
   backingFile: { args: ['string', 'number'], long: false, result: 'json' },
