@@ -253,10 +253,7 @@ export class ContentCache {
       ? this.adopting.run(base.key, async () => {
           await base.close();
           await rm(join(this.filesDir, `${base.key}.meta`), { force: true });
-          await rename(base.dataPath, newData).catch(async (e: unknown) => {
-            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-            await writeFile(newData, '', { mode: 0o600 }); // nothing of it was ever read
-          });
+          await rename(base.dataPath, newData).catch((e: unknown) => emptyIfNeverRead(e, newData));
           return true;
         })
       : undefined;
@@ -266,10 +263,7 @@ export class ContentCache {
         if (take) {
           await taken;
         } else {
-          await copyFile(base.dataPath, newData).catch(async (e: unknown) => {
-            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-            await writeFile(newData, '', { mode: 0o600 }); // nothing of it was ever read
-          });
+          await copyFile(base.dataPath, newData).catch((e: unknown) => emptyIfNeverRead(e, newData));
           released = true;
           await this.release(base);
         }
@@ -474,4 +468,10 @@ export class ContentCache {
 /** Where one version of a mutable file is cached: its storage index, then a hash of the link's stamp. */
 function versionKey(storageIndex: string, stamp: string): string {
   return `${storageIndex}.${createHash('sha256').update(stamp).digest('hex').slice(0, 16)}`;
+}
+
+/** A base's data file that does not exist was never read: its new version starts empty. Other errors stand. */
+async function emptyIfNeverRead(e: unknown, path: string): Promise<void> {
+  if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  await writeFile(path, '', { mode: 0o600 });
 }

@@ -18,7 +18,7 @@
 //   commits.ts takes `changes` when a store lands.
 // - handles: open-files.ts (the handle table).
 import type { CachedFile } from '../cache/cached-file.js';
-import { RangeSet, type Range } from '../cache/range-set.js';
+import { RangeSet } from '../cache/range-set.js';
 import { FsError } from '../errors.js';
 import type { ChildInfo } from '../tahoe/client.js';
 import { heldCap, sizeOf, type Timestamp } from '../tahoe/links.js';
@@ -27,6 +27,7 @@ import { Mutex, SharedPromise } from '../util/once.js';
 import type { DirRef } from './directories.js';
 import type { FileHandle } from 'node:fs/promises';
 import type { Overlay } from './overlay.js';
+import type { ChangeSet } from './store.js';
 
 /** Where an open file's content stands against its directory entry. */
 export type Content =
@@ -162,7 +163,7 @@ export class Changes {
   }
 
   /** What a store of the file now is to send; `inPlace` is false for a file rewritten from scratch. */
-  snapshot(): { ranges: Range[]; whole: boolean; inPlace: boolean; storedSize: number } {
+  snapshot(): ChangeSet {
     return { ranges: this.ranges.toJSON(), whole: this.whole, inPlace: !this.rewritten && this.storedSize > 0, storedSize: this.storedSize };
   }
 

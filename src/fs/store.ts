@@ -247,19 +247,17 @@ export class Store {
    * segments it touches); ranges within two segments of each other go as one. Returns the bytes sent.
    */
   private async writeInPlace(cap: string, changes: ChangeSet, size: number, body: (start: number, end: number) => Body | Buffer): Promise<number> {
+    const ranges = mergeRanges(changes.ranges, 2 * MUTABLE_SEGMENT, size);
+    // Longer than any range reaches (a write past the end that a truncate then cut short): the rest is a hole.
+    const reach = Math.max(changes.storedSize, ranges.at(-1)?.[1] ?? 0);
+    if (reach < size) ranges.push([reach, size]);
     let remoteSize = changes.storedSize;
     let sent = 0;
-    for (const [start, end] of mergeRanges(changes.ranges, 2 * MUTABLE_SEGMENT, size)) {
+    for (const [start, end] of ranges) {
       const range = offsetWriteRange(remoteSize, start, end);
       if (!range) throw new Error('an offset write into an empty file');
       await this.client.writeMutableAt(cap, range.start, () => body(range.start, range.end), range.end - range.start);
       remoteSize = Math.max(remoteSize, range.end);
-      sent += range.end - range.start;
-    }
-    if (remoteSize < size) {
-      // Longer than any range says (a write past the end that a truncate then cut short): the rest is a hole.
-      const range = offsetWriteRange(remoteSize, remoteSize, size)!;
-      await this.client.writeMutableAt(cap, range.start, () => body(range.start, range.end), range.end - range.start);
       sent += range.end - range.start;
     }
     return sent;

@@ -41,6 +41,15 @@ for (const writeBack of [false, true]) {
     const { start } = coresPerTest((f) => (fake = f), { writeBack, drainMs: 5_000, mutableFrom: 256 * KiB });
     const settle = (c: Core) => bounded(c.fs.sync(), 'sync');
     const stored = (name: string) => fake.bytes(fake.entry(fake.rootCap, name)!.rwUri ?? fake.entry(fake.rootCap, name)!.roUri)!;
+    /** A file of three segments, changed in place once (so MDMF from then on) and stored: its bytes. */
+    const madeMutable = async (c: Core, name: string): Promise<Buffer> => {
+      const local = randomBytes(3 * SEGMENT);
+      await writeAt(c.fs, `/${name}`, local, 0, O_WRONLY | constants.O_CREAT);
+      await writeAt(c.fs, `/${name}`, Buffer.from('a'), 1);
+      local[1] = 'a'.charCodeAt(0);
+      await settle(c);
+      return local;
+    };
 
     it('a big file changed in place becomes MDMF, then each change sends only its ranges; every byte reads back', async () => {
       const c = await start();
@@ -172,11 +181,7 @@ for (const writeBack of [false, true]) {
 
     it('a change that keeps the size and the mtime (touch -r) still reads back new: every store names a new version', async () => {
       const c = await start();
-      const local = randomBytes(3 * SEGMENT);
-      await writeAt(c.fs, '/f', local, 0, O_WRONLY | constants.O_CREAT);
-      await writeAt(c.fs, '/f', Buffer.from('a'), 1);
-      local[1] = 97;
-      await settle(c);
+      const local = await madeMutable(c, 'f');
       const mtimeNs = fake.entry(fake.rootCap, 'f')!.metadata.mtime_ns as string;
       assert.ok((await readWhole(c.fs, '/f')).equals(local));
       const fh = await c.fs.open('/f', O_RDWR);
@@ -192,11 +197,7 @@ for (const writeBack of [false, true]) {
 
     it('a write past the end that a truncate then cuts short: the grid is as long as the link says', async () => {
       const c = await start();
-      let local: Buffer = randomBytes(3 * SEGMENT);
-      await writeAt(c.fs, '/g', local, 0, O_WRONLY | constants.O_CREAT);
-      await writeAt(c.fs, '/g', Buffer.from('a'), 1);
-      local[1] = 97;
-      await settle(c);
+      let local: Buffer = await madeMutable(c, 'g');
       const fh = await c.fs.open('/g', O_RDWR);
       await c.fs.write('/g', fh, Buffer.from('tail'), local.length + 1000);
       await c.fs.ftruncate('/g', fh, local.length + 500);
@@ -210,11 +211,7 @@ for (const writeBack of [false, true]) {
 
     it('a store that a utimens overlapped: the size the grid holds is still known to the next change', async () => {
       const c = await start();
-      let local: Buffer = randomBytes(3 * SEGMENT);
-      await writeAt(c.fs, '/d', local, 0, O_WRONLY | constants.O_CREAT);
-      await writeAt(c.fs, '/d', Buffer.from('a'), 1);
-      local[1] = 97;
-      await settle(c);
+      let local: Buffer = await madeMutable(c, 'd');
       const fh = await c.fs.open('/d', O_RDWR);
       const more = randomBytes(2 * SEGMENT);
       await c.fs.write('/d', fh, more, local.length);
@@ -234,11 +231,7 @@ for (const writeBack of [false, true]) {
 
     it('an offset write the gateway fails falls back to storing the file whole', async () => {
       const c = await start();
-      const local = randomBytes(3 * SEGMENT);
-      await writeAt(c.fs, '/f', local, 0, O_WRONLY | constants.O_CREAT);
-      await writeAt(c.fs, '/f', Buffer.from('a'), 1);
-      local[1] = 'a'.charCodeAt(0);
-      await settle(c);
+      const local = await madeMutable(c, 'f');
       const held = fake.hold(isOffsetWrite);
       const write = writeAt(c.fs, '/f', Buffer.from('b'), 2);
       local[2] = 'b'.charCodeAt(0);
