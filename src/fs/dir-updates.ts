@@ -35,13 +35,6 @@ export class DirectoryUpdates {
     return this.ledger.linkBeside(dirCap, name, path, target, size);
   }
 
-  /** POST t=mkdir&name=: a new directory linked at name (EEXIST if taken). */
-  async mkdir(parentCap: string, name: string, path: string): Promise<string> {
-    const cap = await this.client.mkdir(parentCap, name);
-    this.ledger.record({ dirCap: parentCap, name, path, target: { type: 'dir', rwUri: cap }, replaced: [null] });
-    return cap;
-  }
-
   async setChild(dirCap: string, link: NewLink, replace: boolean): Promise<void> {
     await this.setChildren(dirCap, [link], replace);
   }

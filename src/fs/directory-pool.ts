@@ -7,14 +7,14 @@
 //
 // State: `ready` and `filling`, changed only here.
 import type { Logger } from '../log.js';
-import type { TahoeClient } from '../tahoe/client.js';
 
 export class DirectoryPool {
   private readonly ready: string[] = [];
   private filling = 0;
 
   constructor(
-    private readonly client: TahoeClient,
+    /** Makes one new, empty, unlinked directory (key-pool.ts: with a key of ours). */
+    private readonly make: () => Promise<string>,
     private readonly size: number,
     private readonly log: Logger,
   ) {}
@@ -28,13 +28,13 @@ export class DirectoryPool {
   async take(): Promise<string> {
     const cap = this.ready.shift();
     this.refill();
-    return cap ?? this.client.createDirectory();
+    return cap ?? this.make();
   }
 
   private refill(): void {
     while (this.ready.length + this.filling < this.size) {
       this.filling++;
-      this.client.createDirectory().then(
+      this.make().then(
         (cap) => this.ready.push(cap),
         (e: unknown) => this.log.debug({ err: (e as Error).message }, 'could not make a directory ahead of time'),
       ).finally(() => this.filling--);

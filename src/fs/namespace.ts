@@ -29,6 +29,8 @@ export interface NamespaceOptions {
   commits: Commits;
   store: Store;
   pendingDirs: PendingDirectories;
+  /** Makes one new, empty, unlinked directory (key-pool.ts: with a key of ours). */
+  makeDirectory: () => Promise<string>;
   /** Write-back mode: mkdir and metadata changes are linked in the background. */
   deferred: boolean;
 }
@@ -68,14 +70,10 @@ export class Namespace {
       }
       return;
     }
-    let cap: string;
-    if (Object.keys(own).length === 0) {
-      cap = await this.updates.mkdir(parent.cap, name, path);
-    } else {
-      // t=mkdir links with no metadata: made unlinked, then linked with it (the same two mutable writes).
-      cap = await this.client.createDirectory();
-      await this.updates.setChild(parent.cap, { name, path, target: { type: 'dir', rwUri: cap, metadata: userMetadata(metadata) }, replaced: null }, false);
-    }
+    // Made unlinked with a key of ours, then linked with its metadata: the same two mutable writes as the web
+    // API's t=mkdir&name=, without the gateway's key generation (and t=mkdir links with no metadata).
+    const cap = await this.opts.makeDirectory();
+    await this.updates.setChild(parent.cap, { name, path, target: { type: 'dir', rwUri: cap, metadata: userMetadata(metadata) }, replaced: null }, false);
     this.dirs.seedEmpty(cap);
     this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
   }

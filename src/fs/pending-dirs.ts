@@ -42,6 +42,8 @@ export interface PendingDirectoriesOptions {
   owner: ProcessIdentity;
   /** Directories kept made ahead of time. */
   poolSize: number;
+  /** Makes one new, empty, unlinked directory. */
+  makeDirectory: () => Promise<string>;
 }
 
 export class PendingDirectories {
@@ -50,7 +52,7 @@ export class PendingDirectories {
   private readonly pool: DirectoryPool;
 
   constructor(private readonly opts: PendingDirectoriesOptions) {
-    this.pool = new DirectoryPool(opts.client, opts.poolSize, opts.log);
+    this.pool = new DirectoryPool(opts.makeDirectory, opts.poolSize, opts.log);
   }
 
   /** At a write-back mount: directories are made ahead of time from now on. */

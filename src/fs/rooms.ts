@@ -18,6 +18,7 @@ import { Namespace } from './namespace.js';
 import { OpenFiles } from './open-files.js';
 import { PendingDirectories } from './pending-dirs.js';
 import { Recovery } from './recovery.js';
+import { KeyPool } from './key-pool.js';
 import { Store } from './store.js';
 import { Sync } from './sync.js';
 import { ExtendedAttributes } from './xattrs.js';
@@ -39,6 +40,9 @@ export interface Rooms {
   attrs: Attributes;
 }
 
+/** Keys for new directories kept made ahead (key-pool.ts): a burst of mkdirs beyond them makes its own. */
+const KEYS_AHEAD = 8;
+
 export function buildRooms(opts: TahoeFsOptions): Rooms {
   const { client, cache, journal, log, owner } = opts;
   const rootId = redact(opts.rootCap.text);
@@ -57,12 +61,14 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
   const updates = new DirectoryUpdates(client, ledger);
   const store = new Store(client, updates, dirs, log, opts.transfers, opts.mutableFrom);
   // Enough for a burst of mkdirs (an unpacked tree) while the pool refills behind it.
-  const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize: 2 * store.transferLimit });
+  const keys = new KeyPool(KEYS_AHEAD, log);
+  const makeDirectory = () => keys.makeDirectory(client);
+  const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize: 2 * store.transferLimit, makeDirectory });
   const recovery = new Recovery({ client, store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
   const commits = new Commits(store, files, log, deferred);
   const closing = new Closing(files, commits, recovery, log, deferred);
   const syncs = new Sync({ client, files, commits, closing, pendingDirs, store, recovery, journal, ledger });
-  const names = new Namespace({ client, updates, dirs, files, commits, store, pendingDirs, deferred });
+  const names = new Namespace({ client, updates, dirs, files, commits, store, pendingDirs, makeDirectory, deferred });
   const owners = opts.owners === true;
   const attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), owners);
   // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.

@@ -2,7 +2,8 @@
 // by cap and answered with Tahoe 1.20's shapes and status codes (allmydata/web/*.py, dirnode.py), plus hooks that
 // make races reproducible: hold a request in flight, change the grid as another client would, take the gateway down.
 // System tests use the real grid; this fake leaves out what the client never sends (t=uri, t=info, ...).
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
+import { mutableKeyOf, writeCapOf } from '../../src/tahoe/keys.js';
 import type { ServerResponse } from 'node:http';
 import { decodeBase32, encodeBase32 } from '../../src/tahoe/base32.js';
 import { parseCap, type Cap } from '../../src/tahoe/caps.js';
@@ -156,6 +157,16 @@ function updateMetadata(old: LinkMetadata | undefined, given: LinkMetadata | und
   return md;
 }
 
+/** The directory cap a private-key= names (web/common.py get_keypair: URL-safe base64 of a PKCS#8 DER key). */
+function capOfKey(param: string): string {
+  try {
+    const privateKey = createPrivateKey({ key: Buffer.from(param.replace(/-/g, '+').replace(/_/g, '/'), 'base64'), format: 'der', type: 'pkcs8' });
+    return writeCapOf(mutableKeyOf(privateKey, createPublicKey(privateKey)), 'DIR2');
+  } catch {
+    throw new WebError(400, 'bad private-key');
+  }
+}
+
 function mutableCap(kind: 'DIR2' | 'MDMF' | 'SSK'): string {
   return `URI:${kind}:${encodeBase32(randomBytes(16))}:${encodeBase32(randomBytes(32))}`;
 }
@@ -189,8 +200,10 @@ export async function startFakeTahoe(options: FakeTahoeOptions = {}): Promise<Fa
 
   const now = () => Date.now() / 1000;
 
-  function newDir(): string {
-    const rw = mutableCap('DIR2');
+  /** A new directory; with `privateKey` (the request's private-key=), the cap that key names, refused twice as Tahoe does. */
+  function newDir(privateKey?: string | null): string {
+    const rw = privateKey ? capOfKey(privateKey) : mutableCap('DIR2');
+    if (dirs.has(rw)) throw new WebError(500, 'UncoordinatedWriteError');
     const node: DirNode = { rw, ro: readOnlyOf(rw), children: new Map() };
     dirs.set(rw, node).set(node.ro, node);
     return rw;
@@ -365,7 +378,7 @@ export async function startFakeTahoe(options: FakeTahoeOptions = {}): Promise<Fa
     const replace = query.get('replace') !== 'false';
     if (segments[0] !== 'uri') return { status: 404, body: 'fake-tahoe: only /uri is served' };
     if (segments.length === 1) {
-      if (req.method === 'POST' && t === 'mkdir') return { status: 200, body: newDir() };
+      if (req.method === 'POST' && t === 'mkdir') return { status: 200, body: newDir(query.get('private-key')) };
       if (req.method === 'PUT' && !t) {
         const format = query.get('format')?.toUpperCase();
         const cap = format === 'MDMF' || format === 'SDMF' ? newMutable(req.body, format) : newImmutable(req.body);
