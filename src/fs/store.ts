@@ -15,7 +15,7 @@ import type { Logger } from '../log.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import type { DirectoryUpdates } from './dir-updates.js';
 import { readOnlyCap, redact } from '../tahoe/caps.js';
-import { offsetWriteRange } from '../tahoe/client.js';
+import { isBlockedByUnfinishedUpload, offsetWriteRange } from '../tahoe/client.js';
 import { heldCap, linkTargetOf, mutableStamp, touchedMetadata, withMtime, withVersion, type Timestamp } from '../tahoe/links.js';
 import { withOwnMetadata, type OwnMetadata } from '../tahoe/posix.js';
 import { Semaphore, withLocks, type Mutex } from '../util/once.js';
@@ -164,10 +164,11 @@ export class Store {
       const timed = withMtime(previous?.metadata ?? {}, req.mtime);
       const owned = req.own ? withOwnMetadata(timed, req.own) : timed;
       // A mutable file's link says its size (a listing does not) and so names the version it now holds.
-      const metadata = plan.kind === 'immutable' ? owned : withVersion(owned, req.size);
+      const madeMutable = plan.kind === 'convert' || (plan.kind === 'immutable' && uploaded?.startsWith('URI:MDMF:') === true);
+      const metadata = plan.kind === 'immutable' && !madeMutable ? owned : withVersion(owned, req.size);
       const target: LinkTarget = mutable
         ? { ...linkTargetOf(mutable), metadata }
-        : plan.kind === 'convert'
+        : madeMutable
           ? { type: 'file', rwUri: uploaded, roUri: readOnlyCap(uploaded!), metadata }
           : { type: 'file', roUri: uploaded, metadata };
       if (!beside) {
@@ -216,7 +217,16 @@ export class Store {
         upload.sending = true;
         switch (plan.kind) {
           case 'immutable':
-            return this.client.upload(() => body(), size);
+            try {
+              return await this.client.upload(() => body(), size);
+            } catch (e) {
+              if (!isBlockedByUnfinishedUpload(e)) throw e;
+              // The same bytes would meet the same leftover allocation for up to 30 minutes: a mutable file has a
+              // storage index of its own, so it can be stored now (and reads the same to every client).
+              const cap = await this.client.uploadMutable(() => body(), size);
+              this.log.warn({ path: req.path, bytes: size, cap: redact(cap) }, 'an unfinished upload of the same bytes holds their place on the servers: stored as a mutable (MDMF) file instead');
+              return cap;
+            }
           case 'convert': {
             const cap = await this.client.uploadMutable(() => body(), size);
             this.log.info({ path: req.path, bytes: size, cap: redact(cap) }, 'changed in place: stored as a mutable (MDMF) file from now on');

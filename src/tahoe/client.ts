@@ -55,6 +55,17 @@ export function outcomeUnknown(e: unknown): boolean {
 }
 const mayHaveApplied = new WeakSet<FsError>();
 
+/**
+ * Immutable uploads some servers refused because they hold an unfinished upload of the same storage index. An
+ * upload whose HTTP client went away is cancelled by the gateway (web/common.py:539) past the abort of its
+ * allocations (immutable/upload.py:887), and a storage server keeps such an allocation for 30 minutes
+ * (storage/immutable.py:372). A CHK cap is convergent, so the same bytes meet the same allocation every time.
+ */
+const sharesHeldByAnotherUpload = new WeakSet<FsError>();
+export function isBlockedByUnfinishedUpload(e: unknown): boolean {
+  return e instanceof FsError && sharesHeldByAnotherUpload.has(e);
+}
+
 /** Whether a request failed because the gateway could not be reached (now, or in a row until it was given up on). */
 export function isUnreachable(e: unknown): boolean {
   return e instanceof FsError && noAnswer.has(e);
@@ -305,7 +316,7 @@ export class TahoeClient {
         return await attempt();
       } catch (e) {
         const delays = this.timeouts.retryDelaysMs;
-        const again = idempotent && i < delays.length && e instanceof FsError && transient.has(e);
+        const again = idempotent && i < delays.length && e instanceof FsError && transient.has(e) && !sharesHeldByAnotherUpload.has(e);
         if (!again) {
           if (idempotent && isUnreachable(e)) this.gateway.unreachable(e as FsError);
           throw e;
@@ -369,18 +380,25 @@ export function scrubCaps(text: string): string {
   return text.replace(CAP_IN_TEXT, (cap) => redact(cap));
 }
 
+const HTML_ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', '#39': "'", '#x27': "'" };
+
 async function httpError(res: Dispatcher.ResponseData, what: string): Promise<FsError> {
   let detail = '';
   try {
-    detail = (await res.body.text()).slice(0, 500);
+    detail = (await res.body.text()).slice(0, 64 * 1024);
   } catch {
     // the status alone is enough
   }
-  // Tahoe answers errors as HTML or as a traceback: keep the readable text, without markup or caps.
-  const text = scrubCaps(detail.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ')).trim().slice(0, 200);
+  // Tahoe answers errors as text, or as Twisted's HTML page of the exception (a style sheet, then
+  // <div class="error">type: value</div>, then the traceback): keep the readable text, without markup or caps.
+  const exception = /<div class="error">([\s\S]*?)<\/div>/.exec(detail)?.[1];
+  const readable = (exception ?? detail.replace(/<style[\s\S]*?<\/style>/g, ' ')).replace(/<[^>]*>/g, ' ').replace(/&(lt|gt|amp|quot|#39|#x27);/g, (_, e: string) => HTML_ENTITIES[e] ?? ' ');
+  const text = scrubCaps(readable.replace(/\s+/g, ' ')).trim().slice(0, 400);
   const err = new FsError(errnoForStatus(res.statusCode, detail), `${what}: HTTP ${res.statusCode} ${text}`.trim());
   if (res.statusCode >= 500 && err.code === 'EIO') transient.add(err);
   if (res.statusCode >= 500 || res.statusCode === 410) mayHaveApplied.add(err);
+  // upload.py:774's summary: "N placed none due to the server being full" (allocate_buckets skips shares in incoming/).
+  if (/UploadUnhappinessError/.test(detail) && /[1-9]\d* placed none due to the server being\s+full/.test(detail)) sharesHeldByAnotherUpload.add(err);
   return err;
 }
 
