@@ -30,6 +30,8 @@ export interface Args {
   serverStartTimeout: number;
   /** close() returns once the bytes are on the local disk; uploads run in the background. */
   writeBack: boolean;
+  /** See --write-back-delay (ms). */
+  writeBackDelayMs: number;
   /** See --settle-time (ms). */
   settleMs: number;
   /** Uploads at once. */
@@ -43,6 +45,8 @@ export interface Args {
 }
 
 export const DEFAULT_CACHE_TIMEOUT_S = 10;
+/** git writes `config.lock`, closes it and renames it over `config` within milliseconds; rclone waits 5 s. */
+export const DEFAULT_WRITE_BACK_DELAY_S = 1;
 
 function seconds(value: string): number {
   // Plain decimals only: Number() would also take '', ' ' (as 0) and '0x10'.
@@ -87,6 +91,7 @@ export function buildCommand(version: string): Command {
     .option('--cache-size <SIZE>', 'most file content to keep cached on disk, e.g. 500M or 10G (default 4G)', parseSize, DEFAULT_CACHE_BYTES)
     .option('--cache-min-free <SIZE>', 'free space to leave on the cache\'s filesystem, evicting cached content for it (default 1G; 0 = no minimum)', parseSize, DEFAULT_MIN_FREE_BYTES)
     .option('--write-back', 'close() returns once the written bytes are safe on the local disk; they are uploaded in the background (fsync and `blackmatch sync` wait for them)')
+    .option('--write-back-delay <SECONDS>', 'with --write-back: how long a closed file waits before its upload starts, so that a rename, chmod or rewrite right after close() costs no upload or link of its own', seconds, DEFAULT_WRITE_BACK_DELAY_S)
     .option('--transfers <N>', 'uploads at once', positiveInt, DEFAULT_TRANSFERS)
     .option('--settle-time <SECONDS>', 'how long a directory must be quiet before this mount checks that its changes to it are still there (other machines\' gateways can undo them; see the README); 0 = no other machine writes these directories', seconds, DEFAULT_SETTLE_MS / 1000)
     .option('--list-cap-xattrs', 'list the user.tahoe.* attributes (caps) in listxattr, so that getfattr -d shows them; off by default, so that cp -a, rsync -X and tar --xattrs do not copy caps around')
@@ -126,6 +131,7 @@ export function parseArgs(argv: string[], version: string): Args {
     writeBack?: boolean;
     transfers: number;
     settleTime: number;
+    writeBackDelay: number;
     listCapXattrs?: boolean;
     directReads: boolean;
     mutableFrom: number;
@@ -166,6 +172,7 @@ export function parseArgs(argv: string[], version: string): Args {
     serverStartTimeout: o.serverStartTimeout,
     writeBack: o.writeBack === true,
     settleMs: o.settleTime * 1000,
+    writeBackDelayMs: o.writeBackDelay * 1000,
     transfers: o.transfers,
     listCapXattrs: o.listCapXattrs === true,
     directReads: o.directReads,

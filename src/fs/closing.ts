@@ -24,6 +24,11 @@ export class Closing {
     private readonly log: Logger,
     /** Write-back mode (see the top of this file). */
     readonly deferred: boolean,
+    /**
+     * Write-back: the first store try of a closed file waits this long, so that what programs do right after
+     * close() (git renames `config.lock` over `config` and chmods each object) happens to the local state only.
+     */
+    private readonly delayMs = 0,
   ) {}
 
   /** close(2) waits for this. */
@@ -68,7 +73,7 @@ export class Closing {
       // Reopened: its next last close stores it (no upload per write while a program appends to it).
       stored = await this.commits.commitAll(file, () => file.handles === 0);
       return stored || file.conflict !== undefined || file.handles > 0;
-    });
+    }, this.delayMs);
     // Tried until done, or the mount drains: then the local state goes (what is not stored stays staged).
     const whole = this.queue
       .ended(file)

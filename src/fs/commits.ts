@@ -106,6 +106,7 @@ export class Commits {
       mtime: file.mtime ?? nowTimestamp(),
       own: file.own,
       previous: file.child,
+      sameBytesAs: file.sameBytesAs,
       lock: file.linkLock,
       destination: () => (file.unlinked ? undefined : { parentCap: file.parent.cap, name: file.name }),
       // Asked at link time: a rename meanwhile may have made the file the replacement of another entry.

@@ -42,6 +42,8 @@ export interface TahoeFsOptions {
   maxStoredListingBytes?: number;
   /** Write-back mode: close() returns once the bytes are on the local disk (see closing.ts). */
   writeBack?: boolean;
+  /** Write-back: how long a closed file waits before its first store try (default 0; the CLI's --write-back-delay). */
+  writeBackDelayMs?: number;
   /** Uploads at once. */
   transfers?: number;
   /** A file changed in place from this size on is stored as MDMF and written in place (Infinity: never). */

@@ -1,53 +1,83 @@
 // Keys for new directories, made ahead here (src/tahoe/keys.ts) so that a mkdir never waits for an RSA key: the
 // gateway would otherwise generate one per directory, in Python, on its own cores (an unlinked mkdir took 54 ms
-// with the gateway's key, 13 ms with ours, on the loopback test grid). Made from the first take on (a mount that
-// makes no directory spends no CPU on keys), or from fill(). Kept in memory only: a key lost at unmount costs
-// nothing, and a key is a write cap, so none is written anywhere. Every key is handed out once (the gateway
-// refuses a key twice).
+// with the gateway's key, 13 ms with ours, on the loopback test grid), and a key costs 50-250 ms of a core either
+// way, so a burst of mkdirs (git clone makes 55 directories) is bounded by keys unless they were made before.
 //
-// State: `ready` and `making`, changed only here.
+// Kept on disk in the mount's cache (a folder 0700, one file 0600 per key: a key is a write cap), so that keys
+// made in quiet moments serve a later burst, in a later mount too. The pool starts at `size` keys and doubles,
+// up to MAX_KEYS, each time a take finds it empty (the size it reached is kept beside the keys): it grows to what
+// the bursts of its user need. Made from the first take on (a mount that makes no directory spends no CPU on
+// keys), or from fill(); one at a time while the pool is at least half full (one core), two below that.
+//
+// Every key is handed out once: its file is removed before it is used, and a key whose file cannot be removed is
+// not used (a key used twice would name a directory that exists: the gateway refuses it, and a lost answer would
+// then be settled by listing the other directory).
+//
+// State: `ready`, `making` (and `inFlight`), `target`, `loaded` and `stopped`, changed only here.
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
-import { generateMutableKey, privateKeyParam, writeCapOf, type MutableKey } from '../tahoe/keys.js';
+import { generateMutableKey, mutableKeyFromDer, privateKeyParam, writeCapOf, type MutableKey } from '../tahoe/keys.js';
 
-/** Keys made at once: each takes a core for a while (RSA-2048), and the machine may have two. */
-const MAKING_AT_ONCE = 2;
+/** The most keys kept ahead: 64 keys are 77 KB on disk, and a minute of a slow core to make. */
+export const MAX_KEYS = 64;
+const TARGET_FILE = 'pool-size';
+
+interface ReadyKey {
+  key: MutableKey;
+  /** Where it is kept; undefined for one kept in memory only (no folder, or it could not be written). */
+  file: string | undefined;
+}
 
 export class KeyPool {
-  private readonly ready: MutableKey[] = [];
+  private readonly ready: ReadyKey[] = [];
   private making = 0;
+  /** Keys being made, so that stop() can wait until none is written any more. */
+  private readonly inFlight = new Set<Promise<void>>();
+  private stopped = false;
+  private target: number;
+  private loaded: Promise<void> | undefined;
   private mismatchLogged = false;
+  private saveFailureLogged = false;
 
   constructor(
-    private readonly size: number,
+    size: number,
     private readonly log: Logger,
-  ) {}
-
-  /** Starts making keys ahead (in the background). */
-  fill(): void {
-    while (this.ready.length + this.making < this.size && this.making < MAKING_AT_ONCE) {
-      this.making++;
-      generateMutableKey().then(
-        (key) => {
-          this.making--;
-          this.ready.push(key);
-          this.fill();
-        },
-        (e: unknown) => {
-          this.making--;
-          this.log.warn({ err: (e as Error).message }, 'could not make a key ahead of time');
-        },
-      );
-    }
+    /** Where keys are kept between mounts; undefined: in memory only. */
+    private readonly dir?: string,
+  ) {
+    this.target = size;
   }
 
-  /** A key never handed out before: one made ahead, else one made now. */
+  /** Starts making keys ahead (in the background), after taking in those kept on disk. */
+  fill(): void {
+    void this.load().then(() => this.make());
+  }
+
+  /** At unmount: no key is made from now on; resolves once none is being written to the folder. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.inFlight);
+  }
+
+  /** A key never handed out before: one made ahead, else one made now (and the pool grows). */
   async take(): Promise<MutableKey> {
-    const key = this.ready.shift();
-    this.fill();
-    return key ?? generateMutableKey();
+    await this.load();
+    for (let next = this.ready.shift(); next; next = this.ready.shift()) {
+      if (next.file && !(await this.claim(next.file))) continue;
+      this.make();
+      return next.key;
+    }
+    if (this.target < MAX_KEYS) {
+      this.target = Math.min(2 * this.target, MAX_KEYS);
+      void this.saveTarget();
+    }
+    this.make();
+    return generateMutableKey();
   }
 
   /**
@@ -75,5 +105,87 @@ export class KeyPool {
     }
     if (!cap.startsWith('URI:DIR2:')) throw new FsError('EIO', `mkdir answered with a cap that is not a directory's: ${redact(cap)}`);
     return cap;
+  }
+
+  private load(): Promise<void> {
+    this.loaded ??= this.readKept();
+    return this.loaded;
+  }
+
+  private async readKept(): Promise<void> {
+    if (!this.dir) return;
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      const saved = Number((await readFile(join(this.dir, TARGET_FILE), 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(saved) && saved > this.target) this.target = Math.min(saved, MAX_KEYS);
+      for (const name of await readdir(this.dir)) {
+        const file = join(this.dir, name);
+        if (name.endsWith('.tmp')) await rm(file, { force: true }); // a write cut short
+        if (!name.endsWith('.key')) continue;
+        try {
+          this.ready.push({ key: mutableKeyFromDer(await readFile(file)), file });
+        } catch {
+          await rm(file, { force: true }); // a damaged key is no key
+        }
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'keys kept for new directories could not be read: new ones are made');
+    }
+  }
+
+  private make(): void {
+    const atOnce = this.ready.length < this.target / 2 ? 2 : 1;
+    while (!this.stopped && this.ready.length + this.making < this.target && this.making < atOnce) {
+      this.making++;
+      const made = generateMutableKey()
+        .then(async (key) => {
+          if (!this.stopped) this.ready.push({ key, file: await this.keep(key) });
+        })
+        .then(
+          () => {
+            this.making--;
+            this.make();
+          },
+          (e: unknown) => {
+            this.making--;
+            this.log.warn({ err: (e as Error).message }, 'could not make a key ahead of time');
+          },
+        )
+        .finally(() => this.inFlight.delete(made));
+      this.inFlight.add(made);
+    }
+  }
+
+  /** Writes a new key to the folder (whole, or not at all); undefined when it stays in memory only. */
+  private async keep(key: MutableKey): Promise<string | undefined> {
+    if (!this.dir) return undefined;
+    const name = randomBytes(8).toString('hex');
+    const [partial, file] = [join(this.dir, `${name}.tmp`), join(this.dir, `${name}.key`)];
+    try {
+      await writeFile(partial, key.privateKeyDer, { mode: 0o600 });
+      await rename(partial, file);
+      return file;
+    } catch (e) {
+      await rm(partial, { force: true }).catch(() => undefined);
+      if (!this.saveFailureLogged) this.log.warn({ err: (e as Error).message }, 'a key made ahead could not be kept on disk: kept in memory only (logged once)');
+      this.saveFailureLogged = true;
+      return undefined;
+    }
+  }
+
+  /** Removes a kept key's file before its use; false when it cannot be (gone already, or left there). */
+  private async claim(file: string): Promise<boolean> {
+    try {
+      await unlink(file);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: (e as Error).message }, 'a key kept on disk could not be removed: not used');
+      return false;
+    }
+  }
+
+  private async saveTarget(): Promise<void> {
+    if (!this.dir) return;
+    await writeFile(join(this.dir, TARGET_FILE), `${this.target}\n`, { mode: 0o600 }).catch(() => undefined);
   }
 }

@@ -29,8 +29,6 @@ export interface NamespaceOptions {
   commits: Commits;
   store: Store;
   pendingDirs: PendingDirectories;
-  /** Makes one new, empty, unlinked directory (key-pool.ts: with a key of ours). */
-  makeDirectory: () => Promise<string>;
   /** Write-back mode: mkdir and metadata changes are linked in the background. */
   deferred: boolean;
 }
@@ -70,9 +68,9 @@ export class Namespace {
       }
       return;
     }
-    // Made unlinked with a key of ours, then linked with its metadata: the same two mutable writes as the web
-    // API's t=mkdir&name=, without the gateway's key generation (and t=mkdir links with no metadata).
-    const cap = await this.opts.makeDirectory();
+    // Made ahead, unlinked, with a key of ours (the pool makes the next while this one is linked), then linked
+    // with its metadata: one directory update where the web API's t=mkdir&name= makes two, and generates a key.
+    const cap = await this.opts.pendingDirs.newDirectory();
     await this.updates.setChild(parent.cap, { name, path, target: { type: 'dir', rwUri: cap, metadata: userMetadata(metadata) }, replaced: null }, false);
     this.dirs.seedEmpty(cap);
     this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
@@ -235,6 +233,10 @@ export class Namespace {
    * batched; otherwise now. A change that changes nothing costs nothing (rsync sets what is already there).
    */
   private async editLink(path: string, ofOpenFile: (file: OpenFile) => Promise<void>, edit: (metadata: LinkMetadata) => LinkMetadata): Promise<void> {
+    // Write-back: a file with changes not stored yet takes the change with no lock, as its writes do, and its
+    // next store carries it; the lock would wait for a link on its way (git chmods each object it writes).
+    const unstored = this.opts.deferred ? this.files.get(path) : undefined;
+    if (unstored?.dirty) return ofOpenFile(unstored);
     await this.withOpenFiles([path], async ([open]) => {
       if (open && (open.dirty || !open.child)) return ofOpenFile(open);
       const { parent, name, child } = await this.dirs.lookup(path);

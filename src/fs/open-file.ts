@@ -213,6 +213,8 @@ export class OpenFile {
   private _generation = 0;
   private _storedGeneration = -1;
   private _linkedGeneration = -1;
+  /** The generation of the latest change of the bytes (not of metadata alone). */
+  private _contentGeneration = -1;
   private _flushedGeneration = -1;
 
   constructor(parent: DirRef, name: string, path: string, child: ChildInfo | undefined) {
@@ -276,11 +278,22 @@ export class OpenFile {
 
   // ---- transitions --------------------------------------------------------------------------------------
 
-  /** open-files.ts: the content or its metadata changed (a write, a truncate, a utimens, a chmod...). */
-  changed(): void {
+  /** open-files.ts: the content (a write, a truncate), or only its metadata (a utimens, a chmod...), changed. */
+  changed(bytes = true): void {
     this.requireOpen('change');
     this._generation++;
+    if (bytes) this._contentGeneration = this._generation;
     if (this._content.kind === 'clean') this._content = { kind: 'dirty' };
+  }
+
+  /**
+   * The immutable cap this file linked at its name that holds its bytes as they are now (only metadata changed
+   * since): a store links it again with the new metadata instead of uploading the same bytes.
+   */
+  get sameBytesAs(): string | undefined {
+    const child = this._child;
+    if (!child || this._linkedGeneration < this._contentGeneration || child.rwUri !== undefined || child.mutable) return undefined;
+    return child.roUri;
   }
 
   /**

@@ -290,14 +290,14 @@ export class OpenFiles {
   async setMtime(file: OpenFile, mtime: Timestamp): Promise<void> {
     file.mtime = mtime;
     file.mtimeExplicit = true;
-    file.changed(); // an upload in flight carries the old time: the file stays dirty for the next one
+    file.changed(false); // an upload in flight carries the old time: the file stays dirty for the next one
     await this.saveRecord(file);
   }
 
   /** chmod, setxattr... of a file whose content is not stored yet: the change goes with the upload (and into the record). */
   async setOwn(file: OpenFile, own: OwnMetadata): Promise<void> {
     file.own = own;
-    file.changed(); // as setMtime
+    file.changed(false); // as setMtime
     await this.saveRecord(file);
   }
 

@@ -31,6 +31,7 @@ export interface Rooms {
   reads: FileReads;
   store: Store;
   pendingDirs: PendingDirectories;
+  keys: KeyPool;
   recovery: Recovery;
   commits: Commits;
   closing: Closing;
@@ -40,8 +41,13 @@ export interface Rooms {
   attrs: Attributes;
 }
 
-/** Keys for new directories kept made ahead (key-pool.ts): a burst of mkdirs beyond them makes its own. */
+/** Keys for new directories kept made ahead at first (key-pool.ts): the pool grows past it as bursts need. */
 const KEYS_AHEAD = 8;
+/**
+ * Directories a durable mount keeps made ahead, from its first mkdir on: each mkdir is then one directory update
+ * (the link), not two. Few, since a mount that stops leaves them unlinked (Tahoe's lease expiry removes them).
+ */
+const DURABLE_DIRECTORIES_AHEAD = 2;
 
 export function buildRooms(opts: TahoeFsOptions): Rooms {
   const { client, cache, journal, log, owner } = opts;
@@ -60,15 +66,17 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
   });
   const updates = new DirectoryUpdates(client, ledger);
   const store = new Store(client, updates, dirs, log, opts.transfers, opts.mutableFrom);
-  // Enough for a burst of mkdirs (an unpacked tree) while the pool refills behind it.
-  const keys = new KeyPool(KEYS_AHEAD, log);
+  // Kept in the cache (0600 files), across mounts; the pool grows with the bursts it meets (key-pool.ts).
+  const keys = new KeyPool(KEYS_AHEAD, log, join(cache.root, 'keys'));
   const makeDirectory = () => keys.makeDirectory(client);
-  const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize: 2 * store.transferLimit, makeDirectory });
+  // Directories made ahead: write-back mkdir takes one and returns; a durable one takes one and only links it.
+  const poolSize = deferred ? 2 * store.transferLimit : DURABLE_DIRECTORIES_AHEAD;
+  const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize, makeDirectory });
   const recovery = new Recovery({ client, store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
   const commits = new Commits(store, files, log, deferred);
-  const closing = new Closing(files, commits, recovery, log, deferred);
+  const closing = new Closing(files, commits, recovery, log, deferred, opts.writeBackDelayMs ?? 0);
   const syncs = new Sync({ client, files, commits, closing, pendingDirs, store, recovery, journal, ledger });
-  const names = new Namespace({ client, updates, dirs, files, commits, store, pendingDirs, makeDirectory, deferred });
+  const names = new Namespace({ client, updates, dirs, files, commits, store, pendingDirs, deferred });
   const owners = opts.owners === true;
   const attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), owners);
   // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.
@@ -79,7 +87,7 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
     recovery.now();
   });
   return {
-    listingStore, ledger, dirs, files, reads: new FileReads(cache), store, pendingDirs, recovery, commits, closing, syncs, names, attrs,
+    listingStore, ledger, dirs, files, reads: new FileReads(cache), store, pendingDirs, keys, recovery, commits, closing, syncs, names, attrs,
     xattrs: new ExtendedAttributes(dirs, files, names, opts.listCapXattrs === true),
   };
 }

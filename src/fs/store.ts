@@ -73,6 +73,8 @@ export interface StoreRequest {
   read?: (start: number, end: number) => Body;
   /** Recovery: the version of a mutable file the bytes are based on; the same version there is overwritten in place. */
   baseStamp?: string;
+  /** An immutable cap known to hold exactly these bytes (only the metadata changed since it was linked): linked again, not uploaded. */
+  sameBytesAs?: string;
 }
 
 /** A body being sent: how far it has been read tells the progress. */
@@ -81,6 +83,8 @@ type Body = Readable & { bytesRead: number };
 /** How a store's bytes go to the grid. */
 type Plan =
   | { kind: 'immutable' }
+  /** The bytes are in the grid already, as this immutable cap: only the link changes. */
+  | { kind: 'relink'; cap: string }
   /** A new MDMF file, whole: a big file changed in place for the first time. */
   | { kind: 'convert' }
   | { kind: 'overwrite'; cap: string }
@@ -157,7 +161,7 @@ export class Store {
         plan = { kind: 'overwrite', cap: plan.cap };
       }
     }
-    const uploaded = await this.upload(req, plan);
+    const uploaded = plan.kind === 'relink' ? plan.cap : await this.upload(req, plan);
     return withLocks([req.lock], async () => {
       const where = req.destination();
       if (!where) return { outcome: 'unlinked' } as const;
@@ -165,7 +169,7 @@ export class Store {
       const owned = req.own ? withOwnMetadata(timed, req.own) : timed;
       // A mutable file's link says its size (a listing does not) and so names the version it now holds.
       const madeMutable = plan.kind === 'convert' || (plan.kind === 'immutable' && uploaded?.startsWith('URI:MDMF:') === true);
-      const metadata = plan.kind === 'immutable' && !madeMutable ? owned : withVersion(owned, req.size);
+      const metadata = (plan.kind === 'immutable' || plan.kind === 'relink') && !madeMutable ? owned : withVersion(owned, req.size);
       const target: LinkTarget = mutable
         ? { ...linkTargetOf(mutable), metadata }
         : madeMutable
@@ -200,13 +204,14 @@ export class Store {
       const mdmf = cap.startsWith('URI:MDMF:');
       return mdmf && changes && !changes.whole && changes.storedSize > 0 ? { kind: 'inPlace', cap, changes } : { kind: 'overwrite', cap };
     }
+    if (req.sameBytesAs) return { kind: 'relink', cap: req.sameBytesAs };
     const wasFile = previous?.type === 'file' && !previous.mutable;
     if (wasFile && req.changes?.inPlace && req.size >= this.mutableFrom) return { kind: 'convert' };
     return { kind: 'immutable' };
   }
 
   /** Sends the bytes as planned; returns the new cap (undefined when the file kept its own). */
-  private async upload(req: StoreRequest, plan: Plan): Promise<string | undefined> {
+  private async upload(req: StoreRequest, plan: Exclude<Plan, { kind: 'relink' }>): Promise<string | undefined> {
     const { stagingPath, size } = req;
     const upload: Upload = { path: req.path, bytes: size, stream: undefined, sending: false };
     const read = req.read ?? ((start: number, end: number) => createReadStream(stagingPath, { start, end: end - 1 }));

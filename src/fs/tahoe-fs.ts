@@ -107,7 +107,7 @@ export class TahoeFs implements Ops {
   async shutdown(): Promise<void> {
     const { syncs, recovery, ledger } = this.rooms;
     await syncs.drain(this.opts.drainMs);
-    await Promise.all([recovery.stop(), ledger.stop()]); // what the ledger did not check yet, the next mount does
+    await Promise.all([recovery.stop(), ledger.stop(), this.rooms.keys.stop()]); // what the ledger did not check yet, the next mount does
     this.files.dropAllHandles();
     await this.closing.closeAll();
     await this.dirs.flushStore().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'could not keep directory listings on disk'));

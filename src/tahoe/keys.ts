@@ -8,7 +8,7 @@
 // - the gateway takes the key as `private-key=` (URL-safe base64 of the DER; web/common.py 849-858) on
 //   `POST /uri?t=mkdir` and `PUT /uri?format=MDMF` (web/unlinked.py 45, 163, 181).
 // A private key is a write cap: never logged, kept 0600 wherever it is kept. No state.
-import { generateKeyPair, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { encodeBase32 } from './base32.js';
 import { taggedHash } from './hashes.js';
@@ -34,6 +34,13 @@ const generate = promisify(generateKeyPair);
 export async function generateMutableKey(): Promise<MutableKey> {
   const { privateKey, publicKey } = await generate('rsa', { modulusLength: KEY_BITS, publicExponent: 65537 });
   return mutableKeyOf(privateKey, publicKey);
+}
+
+/** The key a PKCS#8 DER holds (one kept on disk); throws on anything else. */
+export function mutableKeyFromDer(privateKeyDer: Buffer): MutableKey {
+  const privateKey = createPrivateKey({ key: privateKeyDer, format: 'der', type: 'pkcs8' });
+  if (privateKey.asymmetricKeyType !== 'rsa' || privateKey.asymmetricKeyDetails?.modulusLength !== KEY_BITS) throw new Error('not an RSA-2048 key');
+  return mutableKeyOf(privateKey, createPublicKey(privateKey));
 }
 
 export function mutableKeyOf(privateKey: KeyObject, publicKey: KeyObject): MutableKey {

@@ -28,11 +28,14 @@ export class RetryQueue<K> {
 
   constructor(private readonly firstDelayMs = RETRY_FIRST_MS, private readonly maxDelayMs = RETRY_MAX_MS) {}
 
-  /** Starts trying `attempt` until it returns true; nothing if `key` has a job already (false then). */
-  add(key: K, attempt: () => Promise<boolean>): boolean {
+  /**
+   * Starts trying `attempt` until it returns true, the first time after `firstTryAfterMs` (a pause like the others
+   * between tries: woken by tryNow, wakeAll and drain); nothing if `key` has a job already (false then).
+   */
+  add(key: K, attempt: () => Promise<boolean>, firstTryAfterMs = 0): boolean {
     if (this.jobs.has(key)) return false;
     const job: Job = { attempt, current: undefined, wake: undefined, waitingForTry: [], ended: undefined, done: Promise.resolve() };
-    job.done = this.loop(job).finally(() => {
+    job.done = this.loop(job, firstTryAfterMs).finally(() => {
       if (this.jobs.get(key) === job) this.jobs.delete(key);
     });
     this.jobs.set(key, job);
@@ -78,9 +81,10 @@ export class RetryQueue<K> {
     await Promise.all([...this.jobs.values()].map((j) => j.done));
   }
 
-  private async loop(job: Job): Promise<void> {
+  private async loop(job: Job, firstTryAfterMs: number): Promise<void> {
     let finished = false;
     try {
+      if (firstTryAfterMs > 0 && !this.draining) await this.pause(job, firstTryAfterMs);
       for (let delay = this.firstDelayMs; ; delay = Math.min(delay * 2, this.maxDelayMs)) {
         const current = job.attempt().catch(() => false);
         job.current = current;

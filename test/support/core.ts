@@ -39,6 +39,7 @@ export interface StartCoreOptions {
   journal?: (dir: string) => StagingJournal;
   maxListings?: number;
   writeBack?: boolean;
+  writeBackDelayMs?: number;
   transfers?: number;
   /** Files changed in place from this size on become MDMF (default: the core's). */
   mutableFrom?: number;
@@ -64,7 +65,7 @@ export async function startCore(fake: FakeTahoe, opts: StartCoreOptions = {}): P
     client, cache, journal, rootCap: parseCap(fake.rootCap), cacheTimeoutMs: opts.cacheTimeoutMs ?? 60_000, log,
     owner: opts.owner ?? me,
     isAlive: async (o) => o.pid === me.pid && o.start === me.start,
-    maxListings: opts.maxListings, writeBack: opts.writeBack, transfers: opts.transfers, mutableFrom: opts.mutableFrom, drainMs: opts.drainMs, writeHoldMs: opts.writeHoldMs,
+    maxListings: opts.maxListings, writeBack: opts.writeBack, writeBackDelayMs: opts.writeBackDelayMs, transfers: opts.transfers, mutableFrom: opts.mutableFrom, drainMs: opts.drainMs, writeHoldMs: opts.writeHoldMs,
     owners: opts.owners, listCapXattrs: opts.listCapXattrs, settleMs: opts.settleMs ?? 0,
   });
   await fs.start();

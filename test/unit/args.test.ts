@@ -38,12 +38,18 @@ describe('parseArgs', () => {
       serverShutdown: false,
       serverStartTimeout: 8,
       writeBack: false,
+      writeBackDelayMs: 1000,
       transfers: 8,
       settleMs: 45_000,
       listCapXattrs: false,
       directReads: true,
       mutableFrom: 8 * 1024 * 1024,
     });
+  });
+
+  it('takes --write-back-delay in seconds, fractions too; -o write-back-delay=0 as well', () => {
+    assert.equal(parseArgs(['--write-back', '--write-back-delay', '0.25', '/mnt/x'], '0').writeBackDelayMs, 250);
+    assert.equal(parseArgs(['-o', 'write-back,write-back-delay=0', '/mnt/x'], '0').writeBackDelayMs, 0);
   });
 
   it('takes --mutable-from as a size, or off for never', () => {

@@ -3,6 +3,9 @@
 // makes its directory with one of our keys (the gateway generates none).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KeyPool } from '../../src/fs/key-pool.js';
 import { writeCapOf } from '../../src/tahoe/keys.js';
 import { target, type FakeTahoe } from '../support/fake-tahoe.js';
@@ -16,6 +19,40 @@ describe('directories made with our keys', () => {
     const pool = new KeyPool(3, log);
     const keys = await Promise.all(Array.from({ length: 6 }, () => pool.take()));
     assert.equal(new Set(keys.map((k) => writeCapOf(k, 'DIR2'))).size, 6);
+  });
+
+  it('keys are kept on disk (0600 in a 0700 folder) and serve the next pool over the folder, each key once', async () => {
+    const dir = join(await mkdtemp(join(tmpdir(), 'bm-keys-')), 'keys');
+    try {
+      const first = new KeyPool(2, log, dir);
+      first.fill();
+      await eventuallyKept(dir, 2);
+      assert.equal((await stat(dir)).mode & 0o777, 0o700);
+      for (const name of await readdir(dir)) assert.equal((await stat(join(dir, name))).mode & 0o777, 0o600);
+      const kept = new Set(await readdir(dir));
+      // Two pools over one folder (a mount after the one that made them, started before it ended): each kept
+      // key goes to one of them only, its file removed first.
+      const [a, b] = [new KeyPool(2, log, dir), new KeyPool(2, log, dir)];
+      const taken = await Promise.all([a.take(), b.take(), a.take(), b.take()]);
+      assert.equal(new Set(taken.map((k) => writeCapOf(k, 'DIR2'))).size, 4);
+      for (const name of kept) assert.ok(!(await readdir(dir)).includes(name), 'a key handed out is no longer kept');
+      await Promise.all([first.stop(), a.stop(), b.stop()]);
+    } finally {
+      await rm(join(dir, '..'), { recursive: true, force: true });
+    }
+  });
+
+  it('a pool that a take finds empty grows (the size it reached is kept for the next mount)', async () => {
+    const dir = join(await mkdtemp(join(tmpdir(), 'bm-keys-')), 'keys');
+    try {
+      const pool = new KeyPool(1, log, dir);
+      await pool.take(); // none kept yet: made now, and the pool grows to 2
+      assert.equal((await readFile(join(dir, 'pool-size'), 'utf8')).trim(), '2');
+      await eventuallyKept(dir, 2);
+      await pool.stop();
+    } finally {
+      await rm(join(dir, '..'), { recursive: true, force: true });
+    }
   });
 
   it('a directory gets the cap its key names', async () => {
@@ -44,3 +81,13 @@ describe('directories made with our keys', () => {
     });
   }
 });
+
+/** Waits (bounded) until `dir` keeps `count` keys. */
+async function eventuallyKept(dir: string, count: number): Promise<void> {
+  await bounded(
+    (async () => {
+      while ((await readdir(dir).catch(() => [])).filter((n) => n.endsWith('.key')).length < count) await new Promise((r) => setTimeout(r, 20));
+    })(),
+    `${count} keys kept`,
+  );
+}

@@ -54,4 +54,21 @@ describe('retry queue', () => {
     assert.ok(never.tries() >= 2);
     assert.deepEqual(queue.keys(), []);
   });
+
+  it('a job added with a first delay is not tried until it passes or someone asks (tryNow, wakeAll, drain)', async () => {
+    const queue = new RetryQueue<string>(HOUR, HOUR);
+    const asked = flaky(0);
+    const woken = flaky(0);
+    const drained = flaky(0);
+    queue.add('asked', asked.attempt, HOUR);
+    queue.add('woken', woken.attempt, HOUR);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(asked.tries() + woken.tries(), 0, 'not tried during the delay');
+    assert.equal(await bounded(queue.tryNow('asked'), 'asked'), true);
+    queue.wakeAll();
+    await bounded(queue.ended('woken'), 'woken');
+    queue.add('drained', drained.attempt, HOUR);
+    await bounded(queue.drain(), 'drain');
+    assert.deepEqual([asked.tries(), woken.tries(), drained.tries()], [1, 1, 1]);
+  });
 });

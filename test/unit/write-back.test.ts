@@ -5,6 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { StagingJournal } from '../../src/cache/staging-journal.js';
+import { ownMetadataOf } from '../../src/tahoe/posix.js';
 import type { ProcessIdentity } from '../../src/fs/tahoe-fs.js';
 import { target, type FakeTahoe } from '../support/fake-tahoe.js';
 import { bounded, coresPerTest, isLink, isUpload, log, readAll, storedText, writeFile, type Core } from '../support/core.js';
@@ -277,5 +278,41 @@ describe('core in write-back mode: names and conflicts', () => {
     assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
     assert.equal(storedText(fake, 't'), 'ab');
     assert.equal(await readAll(c.fs, '/t'), 'ab');
+  });
+});
+
+describe('core in write-back mode: what comes right after close()', () => {
+  let fake: FakeTahoe;
+  const { start } = coresPerTest((f) => (fake = f), { writeBack: true, drainMs: 5_000 });
+  const uploads = () => fake.requests.filter(isUpload).length;
+  const linkedNames = () => fake.requests.filter(isLink).flatMap((r) => Object.keys(JSON.parse(r.body.toString()) as object));
+
+  it('a file renamed (over another) and chmodded within the delay is uploaded once, linked at its last name only', async () => {
+    const c = await start({ writeBackDelayMs: 60_000 });
+    await c.fs.release('/config', await writeFile(c.fs, '/config', 'old'));
+    await c.fs.release('/config.lock', await writeFile(c.fs, '/config.lock', 'new'));
+    await c.fs.rename('/config.lock', '/config');
+    await c.fs.chmod('/config', 0o444);
+    assert.equal(uploads(), 0, 'nothing is sent before the delay (or a sync)');
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    assert.equal(uploads(), 1);
+    assert.deepEqual(linkedNames(), ['config']);
+    assert.equal(storedText(fake, 'config'), 'new');
+    assert.equal((await c.fs.getattr('/config')).mode & 0o7777, 0o444);
+    assert.equal(ownMetadataOf(fake.entry(fake.rootCap, 'config')!.metadata).posix?.mode, 0o444);
+  });
+
+  it('a chmod while the link of a store is on its way returns at once; the bytes are not uploaded again, only relinked', async () => {
+    const c = await start();
+    const held = fake.hold(isLink, 60_000); // longer than bounded(): a chmod waiting for this link fails the test
+    await c.fs.release('/obj', await writeFile(c.fs, '/obj', 'object'));
+    await held.arrived;
+    await bounded(c.fs.chmod('/obj', 0o444), 'chmod while the link is held');
+    held.release();
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    assert.equal(uploads(), 1, 'one upload: the relink reuses its cap');
+    assert.equal(storedText(fake, 'obj'), 'object');
+    assert.equal(ownMetadataOf(fake.entry(fake.rootCap, 'obj')!.metadata).posix?.mode, 0o444);
+    assert.equal((await c.fs.getattr('/obj')).mode & 0o7777, 0o444);
   });
 });
