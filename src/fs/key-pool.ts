@@ -15,13 +15,14 @@
 //
 // State: `ready`, `making` (and `inFlight`), `target`, `loaded` and `stopped`, changed only here.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
 import { generateMutableKey, mutableKeyFromDer, privateKeyParam, writeCapOf, type MutableKey } from '../tahoe/keys.js';
+import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
 
 /** The most keys kept ahead: 64 keys are 77 KB on disk, and a minute of a slow core to make. */
 export const MAX_KEYS = 64;
@@ -120,7 +121,7 @@ export class KeyPool {
       if (Number.isInteger(saved) && saved > this.target) this.target = Math.min(saved, MAX_KEYS);
       for (const name of await readdir(this.dir)) {
         const file = join(this.dir, name);
-        if (name.endsWith('.tmp')) await rm(file, { force: true }); // a write cut short
+        if (name.endsWith(TMP_SUFFIX)) await rm(file, { force: true }); // a write cut short
         if (!name.endsWith('.key')) continue;
         try {
           this.ready.push({ key: mutableKeyFromDer(await readFile(file)), file });
@@ -156,17 +157,17 @@ export class KeyPool {
     }
   }
 
-  /** Writes a new key to the folder (whole, or not at all); undefined when it stays in memory only. */
+  /**
+   * Writes a new key to the folder (whole, or not at all: a key lost to a power cut costs nothing, so nothing
+   * is flushed); undefined when it stays in memory only.
+   */
   private async keep(key: MutableKey): Promise<string | undefined> {
     if (!this.dir) return undefined;
-    const name = randomBytes(8).toString('hex');
-    const [partial, file] = [join(this.dir, `${name}.tmp`), join(this.dir, `${name}.key`)];
+    const file = join(this.dir, `${randomBytes(8).toString('hex')}.key`);
     try {
-      await writeFile(partial, key.privateKeyDer, { mode: 0o600 });
-      await rename(partial, file);
+      await replaceFile(file, key.privateKeyDer, { flush: false });
       return file;
     } catch (e) {
-      await rm(partial, { force: true }).catch(() => undefined);
       if (!this.saveFailureLogged) this.log.warn({ err: (e as Error).message }, 'a key made ahead could not be kept on disk: kept in memory only (logged once)');
       this.saveFailureLogged = true;
       return undefined;
@@ -186,6 +187,6 @@ export class KeyPool {
 
   private async saveTarget(): Promise<void> {
     if (!this.dir) return;
-    await writeFile(join(this.dir, TARGET_FILE), `${this.target}\n`, { mode: 0o600 }).catch(() => undefined);
+    await replaceFile(join(this.dir, TARGET_FILE), `${this.target}\n`, { flush: false }).catch(() => undefined);
   }
 }

@@ -168,8 +168,9 @@ export class Store {
       const timed = withMtime(previous?.metadata ?? {}, req.mtime);
       const owned = req.own ? withOwnMetadata(timed, req.own) : timed;
       // A mutable file's link says its size (a listing does not) and so names the version it now holds.
-      const madeMutable = plan.kind === 'convert' || (plan.kind === 'immutable' && uploaded?.startsWith('URI:MDMF:') === true);
-      const metadata = (plan.kind === 'immutable' || plan.kind === 'relink') && !madeMutable ? owned : withVersion(owned, req.size);
+      // A new MDMF file: a conversion, or an upload that an unfinished one of the same bytes kept from being CHK.
+      const madeMutable = uploaded?.startsWith('URI:MDMF:') === true;
+      const metadata = mutable || madeMutable ? withVersion(owned, req.size) : owned;
       const target: LinkTarget = mutable
         ? { ...linkTargetOf(mutable), metadata }
         : madeMutable
