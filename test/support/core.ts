@@ -145,11 +145,14 @@ export function coresPerTest(onFake: (fake: FakeTahoe) => void, defaults: StartC
     onFake(fake);
   });
   afterEach(async () => {
-    for (const c of cores.splice(0)) {
-      await c.stop();
-      await rm(c.cacheDir, { recursive: true, force: true });
-    }
+    // Every core stops before any folder goes: two cores of one test may share a cache folder (a restart), and
+    // a core still running writes keys into it. A stop that fails still lets the others stop and the fake close.
+    const started = cores.splice(0);
+    const stops = await Promise.allSettled(started.map((c) => c.stop()));
+    for (const dir of new Set(started.map((c) => c.cacheDir))) await rm(dir, { recursive: true, force: true, maxRetries: 3 });
     await fake.close();
+    const failed = stops.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
   });
   return {
     async start(opts: StartCoreOptions = {}) {
