@@ -7,7 +7,9 @@
 // made in quiet moments serve a later burst, in a later mount too. The pool starts at `size` keys and doubles,
 // up to MAX_KEYS, each time a take finds it empty (the size it reached is kept beside the keys): it grows to what
 // the bursts of its user need. Made from the first take on (a mount that makes no directory spends no CPU on
-// keys), or from fill(); one at a time while the pool is at least half full (one core), two below that.
+// keys), or from fill(); one at a time, on a thread at the lowest CPU priority (src/tahoe/idle-keys.ts), so
+// that keys are made with what the foreground leaves. A take that finds the pool empty makes its key at once, at
+// normal priority.
 //
 // Every key is handed out once: its file is removed before it is used, and a key whose file cannot be removed is
 // not used (a key used twice would name a directory that exists: the gateway refuses it, and a lost answer would
@@ -21,6 +23,7 @@ import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
+import { IdleKeyMaker } from '../tahoe/idle-keys.js';
 import { generateMutableKey, mutableKeyFromDer, privateKeyParam, writeCapOf, type MutableKey } from '../tahoe/keys.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
 
@@ -44,6 +47,7 @@ export class KeyPool {
   private loaded: Promise<void> | undefined;
   private mismatchLogged = false;
   private saveFailureLogged = false;
+  private readonly idle = new IdleKeyMaker();
 
   constructor(
     size: number,
@@ -62,6 +66,7 @@ export class KeyPool {
   /** At unmount: no key is made from now on; resolves once none is being written to the folder. */
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.idle.stop();
     await Promise.all(this.inFlight);
   }
 
@@ -135,10 +140,10 @@ export class KeyPool {
   }
 
   private make(): void {
-    const atOnce = this.ready.length < this.target / 2 ? 2 : 1;
-    while (!this.stopped && this.ready.length + this.making < this.target && this.making < atOnce) {
+    while (!this.stopped && this.ready.length + this.making < this.target && this.making < 1) {
       this.making++;
-      const made = generateMutableKey()
+      const made = this.idle
+        .make()
         .then(async (key) => {
           if (!this.stopped) this.ready.push({ key, file: await this.keep(key) });
         })
@@ -149,7 +154,7 @@ export class KeyPool {
           },
           (e: unknown) => {
             this.making--;
-            this.log.warn({ err: (e as Error).message }, 'could not make a key ahead of time');
+            if (!this.stopped) this.log.warn({ err: (e as Error).message }, 'could not make a key ahead of time');
           },
         )
         .finally(() => this.inFlight.delete(made));

@@ -4,9 +4,11 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { createPrivateKey } from 'node:crypto';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeyPool } from '../../src/fs/key-pool.js';
+import { IdleKeyMaker } from '../../src/tahoe/idle-keys.js';
 import { writeCapOf } from '../../src/tahoe/keys.js';
 import { target, type FakeTahoe } from '../support/fake-tahoe.js';
 import { bounded, coresPerTest, log } from '../support/core.js';
@@ -81,6 +83,39 @@ describe('directories made with our keys', () => {
     });
   }
 });
+
+describe('keys made when a core is idle', () => {
+  it('are made on a thread of their own at nice 19 (the rest of the process keeps its priority), each a new RSA-2048 key', async () => {
+    const maker = new IdleKeyMaker();
+    try {
+      const [a, b] = await Promise.all([bounded(maker.make(), 'a key'), bounded(maker.make(), 'another')]);
+      assert.notDeepEqual(a.privateKeyDer, b.privateKeyDer);
+      assert.equal(createPrivateKey({ key: a.privateKeyDer, format: 'der', type: 'pkcs8' }).asymmetricKeyDetails?.modulusLength, 2048);
+      const base = getPriority();
+      assert.deepEqual(await threadNiceValues(), [...new Set([base, 19])].sort((x, y) => x - y), 'one thread at 19, all others as they were');
+    } finally {
+      await maker.stop();
+    }
+    await assert.rejects(maker.make(), /stopped/);
+  });
+
+  it('a key asked for when the maker stops is refused, not left waiting', async () => {
+    const maker = new IdleKeyMaker();
+    const refused = assert.rejects(bounded(maker.make(), 'refused'), /stopped/);
+    await maker.stop();
+    await refused;
+  });
+});
+
+/** The distinct nice values of this process's threads (Linux: field 19 of /proc/self/task/N/stat). */
+async function threadNiceValues(): Promise<number[]> {
+  const values = new Set<number>();
+  for (const task of await readdir('/proc/self/task')) {
+    const stat = await readFile(`/proc/self/task/${task}/stat`, 'utf8').catch(() => undefined);
+    if (stat) values.add(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]));
+  }
+  return [...values].sort((x, y) => x - y);
+}
 
 /** Waits (bounded) until `dir` keeps `count` keys. */
 async function eventuallyKept(dir: string, count: number): Promise<void> {
