@@ -1,9 +1,8 @@
-// Empty directories made ahead of time, for write-back mkdir: making a Tahoe directory costs a round of
-// requests to every storage node (a quarter of a second on a far grid), so mkdir takes one that already exists
-// in the grid and only its link into the parent waits for the background. The pool is filled at the start of
-// a write-back mount and after each take, up to `size`, a few at a time. Directories left
-// in the pool at unmount stay on the grid unlinked (empty, a few hundred bytes each; Tahoe's lease expiry
-// removes them).
+// Empty directories made ahead of time, for durable mkdir: making a Tahoe directory costs a round of requests
+// to every storage node (a quarter of a second on a far grid), so mkdir takes one that already exists in the grid
+// and only links it. Filled from the first take on, up to `size`. Directories left in the pool at unmount stay on
+// the grid unlinked (empty, a few hundred bytes each; Tahoe's lease expiry removes them). Write-back mkdir needs
+// none: it names its directory before it exists (tahoe/unmade-dirs.ts).
 //
 // State: `ready` and `filling`, changed only here.
 import type { Logger } from '../log.js';
@@ -18,11 +17,6 @@ export class DirectoryPool {
     private readonly size: number,
     private readonly log: Logger,
   ) {}
-
-  /** Starts filling the pool (in the background). */
-  fill(): void {
-    this.refill();
-  }
 
   /** A new, empty, unlinked directory: from the pool when it has one, else made now. */
   async take(): Promise<string> {

@@ -19,12 +19,10 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { redact } from '../tahoe/caps.js';
 import type { TahoeClient } from '../tahoe/client.js';
 import { IdleKeyMaker } from '../tahoe/idle-keys.js';
-import { generateMutableKey, mutableKeyFromDer, privateKeyParam, writeCapOf, type MutableKey } from '../tahoe/keys.js';
+import { generateMutableKey, mutableKeyFromDer, type MutableKey } from '../tahoe/keys.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
 
 /** The most keys kept ahead: 64 keys are 77 KB on disk, and a minute of a slow core to make. */
@@ -45,7 +43,6 @@ export class KeyPool {
   private stopped = false;
   private target: number;
   private loaded: Promise<void> | undefined;
-  private mismatchLogged = false;
   private saveFailureLogged = false;
   private readonly idle = new IdleKeyMaker();
 
@@ -86,31 +83,9 @@ export class KeyPool {
     return generateMutableKey();
   }
 
-  /**
-   * A new, empty, unlinked directory made with one of our keys. If the answer is lost, the cap computed
-   * beforehand tells whether the directory was made after all.
-   */
+  /** A new, empty, unlinked directory made with one of our keys (a lost answer is settled by its cap). */
   async makeDirectory(client: TahoeClient): Promise<string> {
-    const key = await this.take();
-    const expected = writeCapOf(key, 'DIR2');
-    let cap: string;
-    try {
-      cap = await client.createDirectory(privateKeyParam(key));
-    } catch (e) {
-      const made = await client.listDir(expected).then(
-        () => true,
-        () => false,
-      );
-      if (!made) throw e;
-      cap = expected;
-    }
-    if (cap !== expected && !this.mismatchLogged) {
-      // Not expected of any Tahoe we know; the gateway's answer is the cap, whatever we computed.
-      this.mismatchLogged = true;
-      this.log.warn({ ours: redact(expected), gateway: redact(cap) }, 'a directory made with our key has another cap than computed (logged once)');
-    }
-    if (!cap.startsWith('URI:DIR2:')) throw new FsError('EIO', `mkdir answered with a cap that is not a directory's: ${redact(cap)}`);
-    return cap;
+    return client.makeDirectory(await this.take());
   }
 
   private load(): Promise<void> {

@@ -60,9 +60,7 @@ export class Namespace {
       // the name is taken here, before the first await, until the listing shows it.
       this.making.add(path);
       try {
-        const cap = await this.opts.pendingDirs.newDirectory();
-        this.dirs.seedEmpty(cap);
-        await this.opts.pendingDirs.add(parent, name, path, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
+        await this.opts.pendingDirs.create(parent, name, path, metadata);
       } finally {
         this.making.delete(path);
       }

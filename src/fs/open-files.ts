@@ -26,7 +26,6 @@ import type { DirRef, Directories } from './directories.js';
 import { openContent } from './file-reads.js';
 import { Overlay, type BaseSource } from './overlay.js';
 import { OpenFile, type StagingFile, type WriteHold } from './open-file.js';
-import type { ReadSource } from './ops.js';
 
 export { OpenFile };
 export type { ProcessIdentity };

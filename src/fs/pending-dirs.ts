@@ -1,10 +1,12 @@
-// Write-back directories: a mkdir takes a directory made ahead of time (directory-pool.ts), so that it exists
-// in the grid before anything is linked into it, writes its record, and returns; its link into the parent is
-// tried in the background until it lands (a retry queue). Until then the parent's listing shows it
+// Write-back directories: a mkdir takes one of our keys (key-pool.ts), hands out the cap it names, writes its
+// record (the key with it) and returns, with no request: the client makes the directory in the background,
+// before any request names it (tahoe/unmade-dirs.ts). Its link into the parent is tried in the background until
+// it lands (a retry queue). Until then the parent's listing shows it
 // (Directories.addPendingLink), a change of its metadata rides with its link, and an op that must see it in
 // the grid (rmdir, a rename) settles it first. A directory whose name another entry took meanwhile is linked at
-// `name (conflict N)`, so that what was stored inside it stays reachable. Recovery links the ones a dead
-// process left (recoverLink).
+// `name (conflict N)`, so that what was stored inside it stays reachable. Recovery makes and links the ones a
+// dead process left (recoverLink), from the key in their record. Durable mkdir takes a directory made ahead
+// (directory-pool.ts) and links it itself.
 //
 // State, changed only here: `pending` (one per directory not linked yet, by its record's staging path) and
 // each one's `child` (the metadata its link is to carry) and `sending` (a link on its way carries what
@@ -15,7 +17,8 @@ import type { StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
-import { capTextOf, newLinkMetadata, touchedMetadata, userMetadata } from '../tahoe/links.js';
+import { newLinkMetadata, touchedMetadata, userMetadata } from '../tahoe/links.js';
+import { mutableKeyFromDer, type MutableKey } from '../tahoe/keys.js';
 import { RetryQueue } from '../util/retry-queue.js';
 import type { DirRef, Directories } from './directories.js';
 import { DirectoryPool } from './directory-pool.js';
@@ -44,6 +47,8 @@ export interface PendingDirectoriesOptions {
   poolSize: number;
   /** Makes one new, empty, unlinked directory. */
   makeDirectory: () => Promise<string>;
+  /** A key never used before, for a directory made in the background. */
+  takeKey: () => Promise<MutableKey>;
 }
 
 export class PendingDirectories {
@@ -55,21 +60,26 @@ export class PendingDirectories {
     this.pool = new DirectoryPool(opts.makeDirectory, opts.poolSize, opts.log);
   }
 
-  /** At a write-back mount: directories are made ahead of time from now on. */
-  fillPool(): void {
-    this.pool.fill();
-  }
-
-  /** A fresh empty directory cap (made ahead of time). */
+  /** A fresh empty directory cap (made ahead of time), for a durable mkdir to link. */
   newDirectory(): Promise<string> {
     return this.pool.take();
   }
 
-  /** Records the new directory `child` at `name` (durably, before this returns), then links it in the background. */
-  async add(parent: DirRef, name: string, path: string, child: ChildInfo): Promise<void> {
-    const { cache, journal, rootId, owner, directories } = this.opts;
+  /**
+   * A new directory at `name` of `parent`, for write-back: its cap named by a key of ours and its record on disk
+   * (the key in it) before this returns; made and linked in the background. Listed as empty at once.
+   */
+  async create(parent: DirRef, name: string, path: string, metadata: LinkMetadata): Promise<void> {
+    const { cache, journal, rootId, owner, directories, client } = this.opts;
+    const key = await this.opts.takeKey();
+    const cap = client.deferDirectory(key);
+    const child: ChildInfo = { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata };
+    directories.seedEmpty(cap);
     const stagingPath = cache.newStagingPath();
-    const record: StagedRecord = { v: 3, root: rootId, owner, parentCap: parent.cap, name, path, base: null, dirty: true, size: 0, dirCap: capTextOf(child) };
+    const record: StagedRecord = {
+      v: 5, root: rootId, owner, parentCap: parent.cap, name, path, base: null, dirty: true, size: 0, dirCap: cap,
+      dirKey: key.privateKeyDer.toString('base64'),
+    };
     try {
       await writeFile(stagingPath, '', { mode: 0o600 });
       await journal.write(stagingPath, record, true);
@@ -135,8 +145,25 @@ export class PendingDirectories {
     return this.queue.drain();
   }
 
-  /** Recovery: a directory a dead process made, whose link it left pending; linked (under another name if taken). */
+  /**
+   * Recovery, before anything else of a dead process is stored: the directories it named and may not have made
+   * are made before any request names them (files stored inside link into them). False: the record's key does
+   * not name its cap, so it is left alone.
+   */
+  adoptUnmade(record: StagedRecord): boolean {
+    if (record.dirKey === undefined) return true;
+    let cap: string | undefined;
+    try {
+      cap = this.opts.client.deferDirectory(mutableKeyFromDer(Buffer.from(record.dirKey, 'base64')));
+    } catch {
+      cap = undefined;
+    }
+    return cap === record.dirCap;
+  }
+
+  /** Recovery: a directory a dead process made, whose link it left pending; made and linked (under another name if taken). */
   async recoverLink(stagingPath: string, record: StagedRecord): Promise<void> {
+    if (!this.adoptUnmade(record)) throw new FsError('EIO', `the record of new directory ${record.path} holds a key that does not name it`);
     await this.linkAtFreeName(record.parentCap, record.name, record.dirCap!, record.path, newLinkMetadata);
     await this.opts.journal.remove(stagingPath);
     await rm(stagingPath, { force: true });

@@ -87,9 +87,14 @@ export class Recovery {
 
   private async storeAll(): Promise<void> {
     let failed = 0;
+    const ours: StagedFile[] = [];
     for (const staged of await this.opts.journal.list()) {
+      if (!staged.record.conflict && (await this.isOurs(staged.stagingPath, staged.record))) ours.push(staged);
+    }
+    // Directories named before they were made: made before anything stored inside them is linked into them.
+    for (const { record } of ours) this.opts.pendingDirs.adoptUnmade(record);
+    for (const staged of ours) {
       if (this.stopped) return;
-      if (staged.record.conflict || !(await this.isOurs(staged.stagingPath, staged.record))) continue;
       if (!(await this.storeOne(staged))) failed++;
     }
     if (failed > 0) {

@@ -18,7 +18,7 @@ import { Namespace } from './namespace.js';
 import { OpenFiles } from './open-files.js';
 import { PendingDirectories } from './pending-dirs.js';
 import { Recovery } from './recovery.js';
-import { KeyPool } from './key-pool.js';
+import { KeyPool, MAX_KEYS } from './key-pool.js';
 import { Store } from './store.js';
 import { Sync } from './sync.js';
 import { ExtendedAttributes } from './xattrs.js';
@@ -41,8 +41,12 @@ export interface Rooms {
   attrs: Attributes;
 }
 
-/** Keys for new directories kept made ahead at first (key-pool.ts): the pool grows past it as bursts need. */
-const KEYS_AHEAD = 8;
+/**
+ * Keys for new directories kept made ahead (key-pool.ts), from the mount's first mkdir on: a burst (git clone
+ * makes 55 directories, each a key of 50-250 ms of a core) then takes keys instead of waiting for them. 64 keys
+ * are 77 KB in the cache, made once at the lowest CPU priority and kept across mounts.
+ */
+const KEYS_AHEAD = MAX_KEYS;
 /**
  * Directories a durable mount keeps made ahead, from its first mkdir on: each mkdir is then one directory update
  * (the link), not two. Few, since a mount that stops leaves them unlinked (Tahoe's lease expiry removes them).
@@ -69,9 +73,12 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
   // Kept in the cache (0600 files), across mounts; the pool grows with the bursts it meets (key-pool.ts).
   const keys = new KeyPool(KEYS_AHEAD, log, join(cache.root, 'keys'));
   const makeDirectory = () => keys.makeDirectory(client);
-  // Directories made ahead: write-back mkdir takes one and returns; a durable one takes one and only links it.
-  const poolSize = deferred ? 2 * store.transferLimit : DURABLE_DIRECTORIES_AHEAD;
-  const pendingDirs = new PendingDirectories({ client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize, makeDirectory });
+  // Directories made ahead, for durable mkdir to take and only link. A write-back mkdir takes a key and returns:
+  // its directory is made in the background.
+  const poolSize = deferred ? 0 : DURABLE_DIRECTORIES_AHEAD;
+  const pendingDirs = new PendingDirectories({
+    client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize, makeDirectory, takeKey: () => keys.take(),
+  });
   const recovery = new Recovery({ client, store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
   const commits = new Commits(store, files, log, deferred);
   const closing = new Closing(files, commits, recovery, log, deferred, opts.writeBackDelayMs ?? 0);

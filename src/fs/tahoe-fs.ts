@@ -84,7 +84,6 @@ export class TahoeFs implements Ops {
       const ageS = Math.round((Date.now() - kept.fetchedAt) / 1000);
       this.opts.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
-    if (this.closing.deferred) this.rooms.pendingDirs.fillPool();
     await this.rooms.ledger.start().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'ledger: cannot read what the last run left'));
   }
 

@@ -8,6 +8,8 @@ import { FsError, type ErrnoName } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redact } from './caps.js';
 import { GatewayWatch, type GatewayState } from './gateway-state.js';
+import type { MutableKey } from './keys.js';
+import { UnmadeDirectories } from './unmade-dirs.js';
 
 export { PROBE_EVERY_MS, PROBE_TIMEOUT_MS, type GatewayState } from './gateway-state.js';
 
@@ -109,6 +111,8 @@ export class TahoeClient {
   readonly base: string;
   private readonly agent: Agent;
   private readonly gateway: GatewayWatch;
+  /** Directories handed out before they exist: each request naming one waits until it is made. */
+  private readonly unmade: UnmadeDirectories;
 
   constructor(
     nodeUrl: string,
@@ -120,6 +124,11 @@ export class TahoeClient {
     this.agent = new Agent({ connections: 32, keepAliveTimeout: 10_000, connectTimeout: 10_000 });
     const { probeEveryMs, probeTimeoutMs } = timeouts;
     this.gateway = new GatewayWatch({ base: this.base, look: (signal) => this.look(signal), probeEveryMs, probeTimeoutMs, log });
+    this.unmade = new UnmadeDirectories(
+      (privateKey) => this.createDirectory(privateKey),
+      (cap) => this.listMadeDir(cap).then(() => true, () => false),
+      log,
+    );
   }
 
   async close(): Promise<void> {
@@ -148,6 +157,11 @@ export class TahoeClient {
 
   /** GET /uri/$DIRCAP?t=json: one request for a whole directory, sizes and metadata included. */
   async listDir(dirCap: string): Promise<DirListing> {
+    await this.unmade.ready(dirCap);
+    return this.listMadeDir(dirCap);
+  }
+
+  private async listMadeDir(dirCap: string): Promise<DirListing> {
     const json = await this.json('GET', `uri/${encodeURIComponent(dirCap)}?t=json`, `list ${redact(dirCap)}`, true);
     if (!Array.isArray(json) || json[0] !== 'dirnode' || typeof json[1] !== 'object') {
       throw new FsError('ENOTDIR', `list ${redact(dirCap)}: not a directory`);
@@ -180,8 +194,24 @@ export class TahoeClient {
     return (await this.text('POST', `uri?t=mkdir${key}`, 'mkdir')).trim();
   }
 
+  /**
+   * The cap of a new, empty directory made with `key` (keys.ts): returned at once, before the directory exists.
+   * It is made in the background, and before any request of this client that names it (unmade-dirs.ts).
+   */
+  deferDirectory(key: MutableKey): string {
+    return this.unmade.defer(key);
+  }
+
+  /** A new, empty, unlinked directory made with `key`, made now: its cap once it exists. */
+  async makeDirectory(key: MutableKey): Promise<string> {
+    const cap = this.unmade.defer(key);
+    await this.unmade.ready(cap);
+    return cap;
+  }
+
   /** POST /uri/$DIRCAP?t=mkdir&name=N: creates a directory and links it; refuses an existing name (EEXIST). */
   async mkdir(parentCap: string, name: string): Promise<string> {
+    await this.unmade.ready(parentCap);
     const q = `t=mkdir&name=${encodeURIComponent(name)}&replace=false`;
     return (await this.text('POST', `uri/${encodeURIComponent(parentCap)}?${q}`, `mkdir in ${redact(parentCap)}`)).trim();
   }
@@ -226,6 +256,7 @@ export class TahoeClient {
    * many links is both faster and free of the conflicts that updates running side by side would cause.
    */
   async setChildren(dirCap: string, links: Array<[name: string, target: LinkTarget]>, replace: boolean): Promise<void> {
+    await this.unmade.ready(dirCap, ...links.map(([, t]) => (t.type === 'dir' ? t.rwUri : undefined)));
     const children: Record<string, unknown> = {};
     for (const [name, target] of links) {
       const info: Record<string, unknown> = {};
@@ -242,11 +273,13 @@ export class TahoeClient {
 
   /** DELETE /uri/$DIRCAP/NAME: removes one link (the child itself stays on the grid). */
   async unlink(dirCap: string, name: string): Promise<void> {
+    await this.unmade.ready(dirCap);
     await this.text('DELETE', `uri/${encodeURIComponent(dirCap)}/${encodeURIComponent(name)}`, `unlink in ${redact(dirCap)}`);
   }
 
   /** POST /uri/$DIRCAP?t=relink: moves a link to another directory or name, keeping its metadata (Tahoe >= 1.10). */
   async relink(fromDirCap: string, fromName: string, toDirCap: string, toName: string, replace: boolean): Promise<void> {
+    await this.unmade.ready(fromDirCap, toDirCap);
     const q = new URLSearchParams({ t: 'relink', from_name: fromName, to_dir: toDirCap, to_name: toName, replace: String(replace) });
     await this.text('POST', `uri/${encodeURIComponent(fromDirCap)}?${q.toString().replace(/\+/g, '%20')}`, `rename in ${redact(fromDirCap)}`);
   }

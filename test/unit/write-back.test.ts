@@ -5,12 +5,18 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { StagingJournal } from '../../src/cache/staging-journal.js';
+import { mutableKeyFromDer, writeCapOf } from '../../src/tahoe/keys.js';
 import { ownMetadataOf } from '../../src/tahoe/posix.js';
 import type { ProcessIdentity } from '../../src/fs/tahoe-fs.js';
 import { target, type FakeTahoe } from '../support/fake-tahoe.js';
 import { bounded, coresPerTest, isLink, isUpload, log, readAll, storedText, writeFile, type Core } from '../support/core.js';
 
 const isMakeDir = (req: { method: string; rawUrl: string }) => req.method === 'POST' && target(req as never).query.get('t') === 'mkdir';
+/** The cap a mkdir's private-key= names. */
+const capMadeBy = (req: { rawUrl: string }) => {
+  const param = target(req as never).query.get('private-key');
+  return param ? writeCapOf(mutableKeyFromDer(Buffer.from(param, 'base64url')), 'DIR2') : undefined;
+};
 
 describe('core in write-back mode', () => {
   let fake: FakeTahoe;
@@ -148,8 +154,6 @@ describe('core in write-back mode', () => {
 
   it('with the gateway down, close() still succeeds; sync reports the file; once it is back, sync stores it', async () => {
     const c = await start();
-    await c.fs.mkdir('/first', 0o755); // directories are made ahead of time from the first mkdir on
-    await c.fs.sync();
     fake.down(503);
     await bounded(c.fs.release('/a', await writeFile(c.fs, '/a', 'patient')), 'release');
     await bounded(c.fs.mkdir('/d', 0o755), 'mkdir');
@@ -177,6 +181,50 @@ describe('core in write-back mode', () => {
     const d = fake.entry(fake.rootCap, 'd')!;
     assert.equal(d.type, 'dir');
     assert.equal(fake.bytes(fake.entry(d.rwUri!, 'a')!.roUri)?.toString(), 'survives');
+    assert.deepEqual(await pendingRecords(second), []);
+  });
+
+  it('mkdir sends no request: with the gateway down it returns and files go inside; then the directory is made (the cap handed out) before anything names it', async () => {
+    const c = await start();
+    await c.fs.getattr('/');
+    fake.down(503);
+    const before = fake.requests.length;
+    await bounded(c.fs.mkdir('/d', 0o755), 'mkdir with the gateway down');
+    await bounded(c.fs.mkdir('/d/e', 0o755), 'mkdir inside it');
+    await c.fs.release('/d/e/f', await writeFile(c.fs, '/d/e/f', 'deep'));
+    assert.deepEqual((await c.fs.readdir('/d')).filter((n) => n !== '.' && n !== '..'), ['e']);
+    assert.equal(fake.requests.slice(before).filter(isMakeDir).every((r) => target(r as never).query.has('private-key')), true);
+    fake.up();
+    assert.deepEqual((await bounded(c.fs.sync(), 'sync')).failed, []);
+    const d = fake.entry(fake.rootCap, 'd')!;
+    const e = fake.entry(d.rwUri!, 'e')!;
+    assert.equal(fake.bytes(fake.entry(e.rwUri!, 'f')!.roUri)?.toString(), 'deep');
+    // Made with our keys, and no request named a new directory before one that made it.
+    for (const cap of [d.rwUri!, e.rwUri!]) {
+      const made = fake.requests.findIndex((r) => isMakeDir(r) && capMadeBy(r) === cap);
+      const named = fake.requests.findIndex((r) => r.rawUrl.includes(encodeURIComponent(cap)));
+      assert.ok(made >= 0 && made < named, `made at ${made}, first named at ${named}`);
+    }
+  });
+
+  it('after a crash between the making of a directory and its link, the next start links that one directory, with what is inside', async () => {
+    const crashed: ProcessIdentity = { pid: 2, start: 'crashed' };
+    const first = await start({ owner: crashed });
+    const held = fake.hold(isLink);
+    await first.fs.mkdir('/d', 0o755);
+    await first.fs.release('/d/a', await writeFile(first.fs, '/d/a', 'inside'));
+    await held.arrived;
+    held.fail(503);
+    // The directory is made; the process dies before its link. The next one starts on the same cache folder.
+    const second = await start({ cacheDir: first.cacheDir });
+    await bounded(second.fs.recover(), 'recover');
+    const d = fake.entry(fake.rootCap, 'd')!;
+    assert.equal(fake.bytes(fake.entry(d.rwUri!, 'a')!.roUri)?.toString(), 'inside');
+    // Made by the first process; the second one's making, from the record's key, is refused (it exists) and
+    // taken as made.
+    assert.equal(fake.requests.filter(isMakeDir).length, 2);
+    assert.equal(new Set(fake.requests.filter(isMakeDir).map(capMadeBy)).size, 1, 'one directory made');
+    assert.equal(capMadeBy(fake.requests.find(isMakeDir)!), d.rwUri);
     assert.deepEqual(await pendingRecords(second), []);
   });
 
