@@ -12,6 +12,7 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
+import type { LinkMetadata } from '../tahoe/client.js';
 import type { OwnMetadata } from '../tahoe/posix.js';
 import { replaceFile, TMP_SUFFIX } from '../util/durable-file.js';
 
@@ -24,10 +25,11 @@ export interface ProcessIdentity {
 export interface StagedRecord {
   /**
    * 3 for a directory's record (dirCap), 4 for a staging file over its base content (overlay), 5 for a
-   * directory's record with the key to make it (dirKey): builds that know only 2 keep such records instead of
-   * storing them as they are (a build before 5 would link a directory that may not exist).
+   * directory's record with the key to make it (dirKey), 6 for a new symlink or special file (linkTarget):
+   * builds that know only 2 keep such records instead of storing them as they are (a build before 5 would link
+   * a directory that may not exist).
    */
-  v: 2 | 3 | 4 | 5;
+  v: 2 | 3 | 4 | 5 | 6;
   /** Fingerprint of the mounted root (redact() of its cap): a cache folder may serve several roots. */
   root: string;
   /** The process that owns the staging file; a record whose process is gone is recovered. */
@@ -49,6 +51,8 @@ export interface StagedRecord {
   conflict?: boolean;
   /** A directory made by mkdir in write-back mode, to be linked at `name` (its staging file is empty). */
   dirCap?: string;
+  /** A new symlink or special file, made by write-back, to be linked at `name` (its staging file is empty). */
+  linkTarget?: { roUri: string; metadata: LinkMetadata };
   /** The key `dirCap` is made with (PKCS#8 DER, base64), when it may not be made yet: a key is a write cap. */
   dirKey?: string;
   /** A mutable file's version (links.ts mutableStamp) that the bytes are based on, as `base` is for a cap. */
@@ -146,6 +150,7 @@ function upgrade(raw: StagedRecord | StagedRecordV1): StagedRecord | undefined {
   if (typeof raw !== 'object' || raw === null || typeof raw.parentCap !== 'string' || typeof raw.name !== 'string') return undefined;
   if (raw.v === 2 && typeof raw.owner?.pid === 'number') return raw;
   if (raw.v === 3 && typeof raw.owner?.pid === 'number' && typeof raw.dirCap === 'string') return raw;
+  if (raw.v === 6 && typeof raw.owner?.pid === 'number' && typeof raw.linkTarget?.roUri === 'string' && typeof raw.linkTarget.metadata === 'object') return raw;
   if (raw.v === 5 && typeof raw.owner?.pid === 'number' && typeof raw.dirCap === 'string' && typeof raw.dirKey === 'string') return raw;
   if (raw.v === 4 && typeof raw.owner?.pid === 'number' && validOverlay(raw.overlay)) return raw;
   if (raw.v === 1 && typeof raw.pid === 'number') {

@@ -131,7 +131,8 @@ export class Namespace {
       if (!child && !open) throw new FsError('ENOENT', `no such file: ${path}`);
       if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
       requireWritable(parent, path);
-      if (child) {
+      // A new entry whose link was not sent yet (write-back) is dropped, with no request.
+      if (child && !(await this.opts.pendingDirs.remove(parent.cap, name))) {
         await this.updates.unlink(parent.cap, name, path, heldCap(child));
         this.dirs.patch(parent.cap, name, undefined);
       }
@@ -151,9 +152,9 @@ export class Namespace {
       if (!src.child && !openSrc) throw new FsError('ENOENT', `no such file: ${from}`);
       requireWritable(src.parent, from);
       requireWritable(dst.parent, to);
-      // A directory made by a write-back mkdir is renamed (or replaced) only once its link is in the grid.
-      if (src.child?.type === 'dir') await this.opts.pendingDirs.settle(src.parent.cap, src.name);
-      if (dst.child?.type === 'dir') await this.opts.pendingDirs.settle(dst.parent.cap, dst.name);
+      // A new entry of write-back (a directory, a symlink) is renamed (or replaced) only once its link is in the grid.
+      if (src.child) await this.opts.pendingDirs.settle(src.parent.cap, src.name);
+      if (dst.child) await this.opts.pendingDirs.settle(dst.parent.cap, dst.name);
       const srcIsDir = src.child?.type === 'dir';
       if (dst.child) {
         const dstIsDir = dst.child.type === 'dir';
@@ -278,11 +279,19 @@ export class Namespace {
     const { parent, name, child } = await this.dirs.lookup(path);
     requireWritable(parent, path);
     if (child || this.files.get(path) || this.making.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
-    const cap = content.length <= LIT_MAX_BYTES ? `URI:LIT:${encodeBase32(content)}` : await this.client.upload(content, content.length);
-    const metadata = withOwnMetadata(withMtime({}, nowTimestamp()), own);
-    if (this.opts.deferred) await this.opts.store.linkNew(parent.cap, name, { type: 'file', roUri: cap, metadata }, path);
-    else await this.updates.setChild(parent.cap, { name, path, target: { type: 'file', roUri: cap, metadata }, replaced: null }, false);
-    this.dirs.patch(parent.cap, name, { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata({}, metadata) });
+    // The name is taken here, before the first await, until the listing shows the new entry.
+    this.making.add(path);
+    try {
+      const cap = content.length <= LIT_MAX_BYTES ? `URI:LIT:${encodeBase32(content)}` : await this.client.upload(content, content.length);
+      const metadata = withOwnMetadata(withMtime({}, nowTimestamp()), own);
+      const made: ChildInfo = { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata({}, metadata) };
+      // Write-back: recorded, and linked in the background (pending-dirs.ts), unless it is removed first.
+      if (this.opts.deferred) return await this.opts.pendingDirs.createLink(parent, name, path, made);
+      await this.updates.setChild(parent.cap, { name, path, target: { type: 'file', roUri: cap, metadata }, replaced: null }, false);
+      this.dirs.patch(parent.cap, name, made);
+    } finally {
+      this.making.delete(path);
+    }
   }
 }
 

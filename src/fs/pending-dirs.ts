@@ -17,7 +17,7 @@ import type { StagedRecord, StagingJournal } from '../cache/staging-journal.js';
 import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
-import { newLinkMetadata, touchedMetadata, userMetadata } from '../tahoe/links.js';
+import { linkTargetOf, newLinkMetadata, touchedMetadata, userMetadata } from '../tahoe/links.js';
 import { mutableKeyFromDer, type MutableKey } from '../tahoe/keys.js';
 import { RetryQueue } from '../util/retry-queue.js';
 import type { DirRef, Directories } from './directories.js';
@@ -49,6 +49,8 @@ export interface PendingDirectoriesOptions {
   makeDirectory: () => Promise<string>;
   /** A key never used before, for a directory made in the background. */
   takeKey: () => Promise<MutableKey>;
+  /** How long a new symlink or special file waits before its link is sent (--write-back-delay). */
+  linkDelayMs: number;
 }
 
 export class PendingDirectories {
@@ -70,31 +72,74 @@ export class PendingDirectories {
    * (the key in it) before this returns; made and linked in the background. Listed as empty at once.
    */
   async create(parent: DirRef, name: string, path: string, metadata: LinkMetadata): Promise<void> {
-    const { cache, journal, rootId, owner, directories, client } = this.opts;
+    const { rootId, owner, directories, client } = this.opts;
     const key = await this.opts.takeKey();
     const cap = client.deferDirectory(key);
     const child: ChildInfo = { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata };
     directories.seedEmpty(cap);
-    const stagingPath = cache.newStagingPath();
     const record: StagedRecord = {
       v: 5, root: rootId, owner, parentCap: parent.cap, name, path, base: null, dirty: true, size: 0, dirCap: cap,
       dirKey: key.privateKeyDer.toString('base64'),
     };
+    await this.record(parent, name, path, child, record, 0);
+  }
+
+  /**
+   * A new symlink or special file at `name` of `parent`, for write-back: its cap needs no upload (a LIT cap, or
+   * one uploaded already) and its record is on disk before this returns; linked `linkDelayMs` later, in the
+   * background, unless it is removed before (git makes a symlink and removes it to see whether it can).
+   */
+  async createLink(parent: DirRef, name: string, path: string, child: ChildInfo): Promise<void> {
+    const { rootId, owner } = this.opts;
+    const record: StagedRecord = {
+      v: 6, root: rootId, owner, parentCap: parent.cap, name, path, base: null, dirty: true, size: child.size ?? 0,
+      linkTarget: { roUri: child.roUri!, metadata: userMetadata(child.metadata) },
+    };
+    await this.record(parent, name, path, child, record, this.opts.linkDelayMs);
+  }
+
+  /**
+   * Before an unlink: a new entry whose link has not been sent is dropped with its record, and never linked
+   * (true); one whose link is on its way is settled first (false: then it is unlinked as any other).
+   */
+  async remove(parentCap: string, name: string): Promise<boolean> {
+    const pending = this.at(parentCap, name);
+    if (!pending) return false;
+    if (!pending.sending && this.queue.cancel(pending.stagingPath)) {
+      this.pending.delete(pending.stagingPath);
+      this.opts.directories.dropPendingLink(parentCap, name);
+      this.opts.directories.patch(parentCap, name, undefined);
+      await this.opts.journal.remove(pending.stagingPath);
+      await rm(pending.stagingPath, { force: true });
+      return true;
+    }
+    await this.settle(parentCap, name);
+    return false;
+  }
+
+  /** Writes a new entry's record (durably), shows it in its parent's listing, and queues its link. */
+  private async record(parent: DirRef, name: string, path: string, child: ChildInfo, record: StagedRecord, delayMs: number): Promise<void> {
+    const { cache, journal, directories } = this.opts;
+    const stagingPath = cache.newStagingPath();
     try {
       await writeFile(stagingPath, '', { mode: 0o600 });
       await journal.write(stagingPath, record, true);
     } catch (e) {
       await rm(stagingPath, { force: true });
-      throw new FsError('EIO', `cannot record new directory ${path}: ${(e as Error).message}`, { cause: e });
+      throw new FsError('EIO', `cannot record new entry ${path}: ${(e as Error).message}`, { cause: e });
     }
     directories.addPendingLink(parent.cap, name, child);
     const pending: PendingDir = { parentCap: parent.cap, name, path, child, stagingPath, sending: false };
     this.pending.set(stagingPath, pending);
-    this.queue.add(stagingPath, async () => {
-      const settled = await this.tryLink(pending);
-      if (settled) this.pending.delete(stagingPath);
-      return settled;
-    });
+    this.queue.add(
+      stagingPath,
+      async () => {
+        const settled = await this.tryLink(pending);
+        if (settled) this.pending.delete(stagingPath);
+        return settled;
+      },
+      delayMs,
+    );
   }
 
   /** Whether the record at `stagingPath` is a pending directory's (recovery leaves it alone). */
@@ -121,7 +166,7 @@ export class PendingDirectories {
    */
   async settle(parentCap: string, name: string): Promise<void> {
     const pending = this.at(parentCap, name);
-    if (pending && !(await this.queue.tryNow(pending.stagingPath))) throw new FsError('EIO', `new directory ${pending.path} is not in the grid yet`);
+    if (pending && !(await this.queue.tryNow(pending.stagingPath))) throw new FsError('EIO', `new entry ${pending.path} is not in the grid yet`);
   }
 
   /** sync: every pending link tried now; the paths of those that did not land. */
@@ -161,13 +206,28 @@ export class PendingDirectories {
     return cap === record.dirCap;
   }
 
-  /** Recovery: a directory a dead process made, whose link it left pending; made and linked (under another name if taken). */
+  /**
+   * Recovery: a new directory, symlink or special file a dead process left unlinked; made (a directory) and
+   * linked, under another name if its name was taken.
+   */
   async recoverLink(stagingPath: string, record: StagedRecord): Promise<void> {
     if (!this.adoptUnmade(record)) throw new FsError('EIO', `the record of new directory ${record.path} holds a key that does not name it`);
-    await this.linkAtFreeName(record.parentCap, record.name, record.dirCap!, record.path, newLinkMetadata);
+    const target: LinkTarget = record.dirCap
+      ? { type: 'dir', rwUri: record.dirCap, metadata: newLinkMetadata() }
+      : { type: 'file', roUri: record.linkTarget!.roUri, metadata: record.linkTarget!.metadata };
+    const at = await this.linkAtFreeName(record.parentCap, record.name, target, record.path);
+    this.opts.directories.patch(record.parentCap, at, {
+      name: at, type: target.type, rwUri: target.rwUri, roUri: target.roUri, size: record.dirCap ? undefined : record.size,
+      mutable: target.type === 'dir', metadata: touchedMetadata({}, target.metadata!),
+    });
     await this.opts.journal.remove(stagingPath);
     await rm(stagingPath, { force: true });
-    this.opts.log.info({ path: record.path }, 'new directory recovered: linked');
+    this.opts.log.info({ path: record.path }, 'new entry recovered: linked');
+  }
+
+  /** Whether a record is a new entry's, for recoverLink (its staging file is empty). */
+  static isNewEntry(record: StagedRecord): boolean {
+    return record.dirCap !== undefined || record.linkTarget !== undefined;
   }
 
   private at(parentCap: string, name: string): PendingDir | undefined {
@@ -180,7 +240,7 @@ export class PendingDirectories {
     const { directories, journal, log } = this.opts;
     pending.sending = true;
     try {
-      const linked = await this.linkAtFreeName(parentCap, name, child.rwUri!, pending.path, () => pending.child.metadata);
+      const linked = await this.linkAtFreeName(parentCap, name, { ...linkTargetOf(child), metadata: pending.child.metadata }, pending.path);
       directories.dropPendingLink(parentCap, name);
       if (linked === name) directories.patch(parentCap, name, child);
       // Another entry took the name: the listing must show theirs, never ours, at that name (an rmdir or a
@@ -190,24 +250,23 @@ export class PendingDirectories {
       await rm(stagingPath, { force: true });
       return true;
     } catch (e) {
-      log.warn({ path: pending.path, err: (e as Error).message }, 'new directory not linked yet: will retry');
+      log.warn({ path: pending.path, err: (e as Error).message }, 'new entry not linked yet: will retry');
       return false;
     } finally {
       pending.sending = false;
     }
   }
 
-  /** Links `dirCap` at `name`, or at `name (conflict N)` if another entry took it; returns the name it is linked at. */
-  private async linkAtFreeName(parentCap: string, name: string, dirCap: string, path: string, metadata: () => LinkMetadata): Promise<string> {
+  /** Links `target` at `name`, or at `name (conflict N)` if another entry took it; returns the name it is linked at. */
+  private async linkAtFreeName(parentCap: string, name: string, target: LinkTarget, path: string): Promise<string> {
     for (let n = 0; ; n++) {
       const at = n === 0 ? name : `${name} (conflict ${n})`;
-      const target: LinkTarget = { type: 'dir', rwUri: dirCap, metadata: metadata() };
       const outcome = await this.opts.links.link(parentCap, { name: at, target, expect: null });
       if (outcome.linked) {
-        if (n > 0) this.opts.log.warn({ path, linkedAs: at }, 'new directory linked under another name: its name was taken meanwhile');
+        if (n > 0) this.opts.log.warn({ path, linkedAs: at }, 'new entry linked under another name: its name was taken meanwhile');
         return at;
       }
-      if (n >= 99) throw new FsError('EIO', `no free name for new directory ${path}`);
+      if (n >= 99) throw new FsError('EIO', `no free name for new entry ${path}`);
     }
   }
 }

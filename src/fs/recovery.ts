@@ -16,7 +16,7 @@ import { readFully, writeFully } from '../util/file-io.js';
 import { Coalesced } from '../util/once.js';
 import { RETRY_FIRST_MS, RETRY_MAX_MS } from '../util/retry-queue.js';
 import type { OpenFiles, ProcessIdentity } from './open-files.js';
-import type { PendingDirectories } from './pending-dirs.js';
+import { PendingDirectories } from './pending-dirs.js';
 import type { Store } from './store.js';
 
 export interface RecoveryOptions {
@@ -116,7 +116,7 @@ export class Recovery {
         await journal.remove(stagingPath);
         return true;
       }
-      if (record.dirCap) {
+      if (PendingDirectories.isNewEntry(record)) {
         await pendingDirs.recoverLink(stagingPath, record);
         return true;
       }

@@ -78,6 +78,7 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
   const poolSize = deferred ? 0 : DURABLE_DIRECTORIES_AHEAD;
   const pendingDirs = new PendingDirectories({
     client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize, makeDirectory, takeKey: () => keys.take(),
+    linkDelayMs: opts.writeBackDelayMs ?? 0,
   });
   const recovery = new Recovery({ client, store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
   const commits = new Commits(store, files, log, deferred);

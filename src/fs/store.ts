@@ -10,7 +10,6 @@
 // (write-back relinks on their way, for sync and unmount).
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { FsError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ChildInfo, LinkMetadata, LinkTarget, TahoeClient } from '../tahoe/client.js';
 import type { DirectoryUpdates } from './dir-updates.js';
@@ -304,15 +303,6 @@ export class Store {
   /** Resolves once every metadata relink on its way now has landed (or failed: it is logged). */
   async relinksDone(): Promise<void> {
     await Promise.all([...this.metadataUpdates]);
-  }
-
-  /**
-   * Write-back link of a new entry that needs no upload of its own (a symlink, a fifo): batched with the other
-   * links into its directory, and only where no entry is. Waited for: it has no record to survive a crash.
-   */
-  async linkNew(parentCap: string, name: string, target: LinkTarget, path: string): Promise<void> {
-    const outcome = await this.links.link(parentCap, { name, target, expect: null });
-    if (!outcome.linked) throw new FsError('EEXIST', `exists: ${path}`);
   }
 
   /** For status: uploads on their way (`sending`) or waiting for a slot; `sent`: bytes read so far. */

@@ -19,6 +19,8 @@ interface Job {
   readonly waitingForTry: Array<(attempt: Promise<boolean>) => void>;
   /** How the job ended (true: done), once it has. */
   ended: boolean | undefined;
+  /** Set by cancel(): the job ends, as done, instead of its next try. */
+  cancelled: boolean;
   done: Promise<void>;
 }
 
@@ -34,7 +36,7 @@ export class RetryQueue<K> {
    */
   add(key: K, attempt: () => Promise<boolean>, firstTryAfterMs = 0): boolean {
     if (this.jobs.has(key)) return false;
-    const job: Job = { attempt, current: undefined, wake: undefined, waitingForTry: [], ended: undefined, done: Promise.resolve() };
+    const job: Job = { attempt, current: undefined, wake: undefined, waitingForTry: [], ended: undefined, cancelled: false, done: Promise.resolve() };
     job.done = this.loop(job, firstTryAfterMs).finally(() => {
       if (this.jobs.get(key) === job) this.jobs.delete(key);
     });
@@ -69,6 +71,20 @@ export class RetryQueue<K> {
     return next;
   }
 
+  /**
+   * Ends the job of `key` before its next try, as done (what it was to do is no longer wanted); false when a
+   * try is on its way (it goes on, and the job with it).
+   */
+  cancel(key: K): boolean {
+    const job = this.jobs.get(key);
+    if (!job) return true;
+    if (job.current) return false;
+    job.cancelled = true;
+    this.jobs.delete(key);
+    job.wake?.();
+    return true;
+  }
+
   /** Every job pausing tries again now. */
   wakeAll(): void {
     for (const job of this.jobs.values()) job.wake?.();
@@ -86,6 +102,10 @@ export class RetryQueue<K> {
     try {
       if (firstTryAfterMs > 0 && !this.draining) await this.pause(job, firstTryAfterMs);
       for (let delay = this.firstDelayMs; ; delay = Math.min(delay * 2, this.maxDelayMs)) {
+        if (job.cancelled) {
+          finished = true;
+          return;
+        }
         const current = job.attempt().catch(() => false);
         job.current = current;
         for (const started of job.waitingForTry.splice(0)) started(current);

@@ -29,6 +29,27 @@ describe('retry queue', () => {
     assert.equal(await queue.tryNow('a'), true, 'no job: nothing left to do');
   });
 
+  it('cancel ends a job before its next try, as done; a try on its way is not cancelled', async () => {
+    const queue = new RetryQueue<string>(HOUR, HOUR);
+    const later = flaky(0);
+    queue.add('later', later.attempt, HOUR);
+    assert.equal(queue.cancel('later'), true);
+    await bounded(queue.ended('later'), 'the cancelled job ends');
+    assert.equal(later.tries(), 0, 'never tried');
+    assert.equal(await queue.tryNow('later'), true);
+
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    queue.add('busy', async () => {
+      await held;
+      return true;
+    });
+    assert.equal(queue.cancel('busy'), false, 'its try is on its way');
+    release();
+    assert.equal(await bounded(queue.tryNow('busy'), 'the try'), true);
+    assert.equal(queue.cancel('none'), true, 'no job: nothing to cancel');
+  });
+
   it('a try that throws is a try that did not finish the job', async () => {
     const queue = new RetryQueue<string>(HOUR, HOUR);
     let tries = 0;

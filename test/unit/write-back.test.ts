@@ -334,6 +334,37 @@ describe('core in write-back mode: what comes right after close()', () => {
   const { start } = coresPerTest((f) => (fake = f), { writeBack: true, drainMs: 5_000 });
   const uploads = () => fake.requests.filter(isUpload).length;
   const linkedNames = () => fake.requests.filter(isLink).flatMap((r) => Object.keys(JSON.parse(r.body.toString()) as object));
+  const pendingRecords = async (c: Core) => (await new StagingJournal(c.cache.stagingDir, log).list()).filter((s) => s.record.dirty);
+
+  it('a symlink made and removed within the delay sends no request (git does it to see whether it can)', async () => {
+    const c = await start({ writeBackDelayMs: 60_000 });
+    await c.fs.getattr('/');
+    const before = fake.requests.length;
+    await bounded(c.fs.symlink('target', '/probe'), 'symlink');
+    assert.equal(await c.fs.readlink('/probe'), 'target');
+    await bounded(c.fs.unlink('/probe'), 'unlink');
+    await assert.rejects(c.fs.getattr('/probe'), { code: 'ENOENT' });
+    assert.deepEqual(await bounded(c.fs.sync(), 'sync'), { stored: 0, failed: [], conflicts: [], unchecked: 0 });
+    assert.deepEqual(fake.requests.slice(before).map((r) => `${r.method} ${r.rawUrl}`), []);
+    assert.deepEqual(await pendingRecords(c), []);
+  });
+
+  it('a symlink is linked after the delay, or by sync; one left by a crash is linked by the next start', async () => {
+    const crashed: ProcessIdentity = { pid: 2, start: 'crashed' };
+    const first = await start({ writeBackDelayMs: 60_000, owner: crashed });
+    await first.fs.symlink('../kept', '/s');
+    await first.fs.symlink('synced', '/t');
+    assert.equal(fake.entry(fake.rootCap, 's'), undefined, 'not linked within the delay');
+    // The process dies; the next one starts on the same cache folder.
+    const second = await start({ cacheDir: first.cacheDir });
+    await bounded(second.fs.recover(), 'recover');
+    assert.equal(await second.fs.readlink('/s'), '../kept');
+    assert.equal(ownMetadataOf(fake.entry(fake.rootCap, 's')!.metadata).posix?.type, 'symlink');
+    await second.fs.symlink('later', '/u');
+    assert.deepEqual((await bounded(second.fs.sync(), 'sync')).failed, []);
+    assert.equal(await second.fs.readlink('/u'), 'later');
+    assert.equal(ownMetadataOf(fake.entry(fake.rootCap, 'u')!.metadata).posix?.target, 'later');
+  });
 
   it('a file renamed (over another) and chmodded within the delay is uploaded once, linked at its last name only', async () => {
     const c = await start({ writeBackDelayMs: 60_000 });
