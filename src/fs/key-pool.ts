@@ -7,7 +7,7 @@
 // made in quiet moments serve a later burst, in a later mount too. The pool starts at `size` keys and doubles,
 // up to MAX_KEYS, each time a take finds it empty (the size it reached is kept beside the keys): it grows to what
 // the bursts of its user need. Made from the first take on (a mount that makes no directory spends no CPU on
-// keys), or from fill(); one at a time, on a thread at the lowest CPU priority (src/tahoe/idle-keys.ts), so
+// keys), or from the start of a mount whose cache made directories before (resume); one at a time, on a thread at the lowest CPU priority (src/tahoe/idle-keys.ts), so
 // that keys are made with what the foreground leaves. A take that finds the pool empty makes its key at once, at
 // normal priority.
 //
@@ -17,7 +17,7 @@
 //
 // State: `ready`, `making` (and `inFlight`), `target`, `loaded` and `stopped`, changed only here.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import type { TahoeClient } from '../tahoe/client.js';
@@ -57,14 +57,27 @@ export class KeyPool {
 
   /** Starts making keys ahead (in the background), after taking in those kept on disk. */
   fill(): void {
+    if (this.stopped) return;
     void this.load().then(() => this.make());
+  }
+
+  /**
+   * At a mount's start: a cache that made directories before (its folder exists) makes its keys ahead from now
+   * on, not from the first mkdir; a mount of a cache that never did spends nothing on keys until it does.
+   */
+  resume(): void {
+    if (!this.dir) return;
+    void stat(this.dir).then(
+      () => this.fill(),
+      () => undefined,
+    );
   }
 
   /** At unmount: no key is made from now on; resolves once none is being written to the folder. */
   async stop(): Promise<void> {
     this.stopped = true;
     await this.idle.stop();
-    await Promise.all(this.inFlight);
+    await Promise.all([...this.inFlight, this.loaded]);
   }
 
   /** A key never handed out before: one made ahead, else one made now (and the pool grows). */

@@ -85,6 +85,7 @@ export class TahoeFs implements Ops {
       this.opts.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
     await this.rooms.ledger.start().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'ledger: cannot read what the last run left'));
+    if (this.dirs.root.writable) this.rooms.keys.resume();
   }
 
   /**

@@ -57,6 +57,26 @@ describe('directories made with our keys', () => {
     }
   });
 
+  it('a mount resumes making keys at its start only if its cache made directories before', async () => {
+    const parent = await mkdtemp(join(tmpdir(), 'bm-keys-'));
+    const dir = join(parent, 'keys');
+    try {
+      const fresh = new KeyPool(2, log, dir);
+      fresh.resume();
+      await fresh.stop();
+      await assert.rejects(stat(dir), { code: 'ENOENT' }, 'a cache that never made a directory makes no key');
+      const first = new KeyPool(1, log, dir);
+      await first.take(); // a directory made: the folder exists from now on
+      await first.stop();
+      const next = new KeyPool(2, log, dir);
+      next.resume();
+      await eventuallyKept(dir, 2);
+      await next.stop();
+    } finally {
+      await rm(parent, { recursive: true, force: true });
+    }
+  });
+
   it('a directory gets the cap its key names', async () => {
     const c = await start();
     const pool = new KeyPool(2, log);
