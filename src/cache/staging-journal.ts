@@ -51,8 +51,11 @@ export interface StagedRecord {
   conflict?: boolean;
   /** A directory made by mkdir in write-back mode, to be linked at `name` (its staging file is empty). */
   dirCap?: string;
-  /** A new symlink or special file, made by write-back, to be linked at `name` (its staging file is empty). */
-  linkTarget?: { roUri: string; metadata: LinkMetadata };
+  /**
+   * A new entry of write-back (its staging file is empty): the metadata it is to be linked with, and for a
+   * symlink or special file its cap (a directory's is dirCap).
+   */
+  linkTarget?: { roUri?: string; metadata: LinkMetadata };
   /** The key `dirCap` is made with (PKCS#8 DER, base64), when it may not be made yet: a key is a write cap. */
   dirKey?: string;
   /** A mutable file's version (links.ts mutableStamp) that the bytes are based on, as `base` is for a cap. */

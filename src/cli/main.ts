@@ -81,7 +81,7 @@ async function startCore(args: Args, config: MountConfig, log: Logger): Promise<
   const journal = new StagingJournal(cache.stagingDir, log);
   const core = new TahoeFs({
     client, cache, journal, rootCap: config.rootCap, cacheTimeoutMs: args.cacheTimeout * 1000, log,
-    owner: selfIdentity(), isAlive, writeBack: args.writeBack, writeBackDelayMs: args.writeBackDelayMs, transfers: args.transfers, mutableFrom: args.mutableFrom, settleMs: args.settleMs,
+    owner: selfIdentity(), isAlive, writeBack: args.writeBack, keysFromStart: args.writeBack, writeBackDelayMs: args.writeBackDelayMs, transfers: args.transfers, mutableFrom: args.mutableFrom, settleMs: args.settleMs,
     // Other local users see the mount: entries keep their owners (and the kernel checks permissions).
     owners: args.fuseOptions.includes('allow_other'), listCapXattrs: args.listCapXattrs,
   });

@@ -17,7 +17,7 @@ import type { Commits } from './commits.js';
 import type { DirectoryUpdates } from './dir-updates.js';
 import { dirRefOf, type DirRef, type Directories } from './directories.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
-import type { PendingDirectories } from './pending-dirs.js';
+import type { PendingLinks } from './pending-links.js';
 import type { Store } from './store.js';
 
 export interface NamespaceOptions {
@@ -28,14 +28,14 @@ export interface NamespaceOptions {
   files: OpenFiles;
   commits: Commits;
   store: Store;
-  pendingDirs: PendingDirectories;
+  pendingLinks: PendingLinks;
   /** Write-back mode: mkdir and metadata changes are linked in the background. */
   deferred: boolean;
 }
 
 export class Namespace {
-  /** Write-back mkdirs on their way (their names are taken): only mkdir changes it. */
-  private readonly making = new Set<string>();
+  /** New entries on their way, by path, with their kind (their names are taken): only mkdir and makeSmallFile change it. */
+  private readonly making = new Map<string, 'dir' | 'file'>();
 
   private readonly client: TahoeClient;
   private readonly updates: DirectoryUpdates;
@@ -58,9 +58,9 @@ export class Namespace {
     if (this.opts.deferred) {
       // Nothing at the gateway refuses a second mkdir of the name (as replace=false does in durable mode):
       // the name is taken here, before the first await, until the listing shows it.
-      this.making.add(path);
+      this.making.set(path, 'dir');
       try {
-        await this.opts.pendingDirs.create(parent, name, path, metadata);
+        await this.opts.pendingLinks.createDirectory(parent, name, path, metadata);
       } finally {
         this.making.delete(path);
       }
@@ -68,15 +68,15 @@ export class Namespace {
     }
     // Made ahead, unlinked, with a key of ours (the pool makes the next while this one is linked), then linked
     // with its metadata: one directory update where the web API's t=mkdir&name= makes two, and generates a key.
-    const cap = await this.opts.pendingDirs.newDirectory();
+    const cap = await this.opts.pendingLinks.newDirectory();
     await this.updates.setChild(parent.cap, { name, path, target: { type: 'dir', rwUri: cap, metadata: userMetadata(metadata) }, replaced: null }, false);
     this.dirs.seedEmpty(cap);
     this.dirs.patch(parent.cap, name, { name, type: 'dir', rwUri: cap, roUri: undefined, mutable: true, metadata });
   }
 
-  /** Whether a write-back mkdir is taking this name right now (create must not take it too). */
-  isBeingMade(path: string): boolean {
-    return this.making.has(path);
+  /** What kind of new entry is taking this name right now, if any (create must not take it too). */
+  beingMade(path: string): 'dir' | 'file' | undefined {
+    return this.making.get(path);
   }
 
   async rmdir(path: string): Promise<void> {
@@ -85,7 +85,7 @@ export class Namespace {
     if (!child) throw new FsError('ENOENT', `no such directory: ${path}`);
     if (child.type !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
     requireWritable(parent, path);
-    await this.opts.pendingDirs.settle(parent.cap, name);
+    await this.opts.pendingLinks.settle(parent.cap, name);
     const dir = dirRefOf(child);
     // Always ask the grid: another client may have added an entry since we last looked.
     const listing = await this.dirs.listing(dir, true);
@@ -132,7 +132,7 @@ export class Namespace {
       if (child?.type === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
       requireWritable(parent, path);
       // A new entry whose link was not sent yet (write-back) is dropped, with no request.
-      if (child && !(await this.opts.pendingDirs.remove(parent.cap, name))) {
+      if (child && !(await this.opts.pendingLinks.remove(parent.cap, name))) {
         await this.updates.unlink(parent.cap, name, path, heldCap(child));
         this.dirs.patch(parent.cap, name, undefined);
       }
@@ -153,8 +153,8 @@ export class Namespace {
       requireWritable(src.parent, from);
       requireWritable(dst.parent, to);
       // A new entry of write-back (a directory, a symlink) is renamed (or replaced) only once its link is in the grid.
-      if (src.child) await this.opts.pendingDirs.settle(src.parent.cap, src.name);
-      if (dst.child) await this.opts.pendingDirs.settle(dst.parent.cap, dst.name);
+      if (src.child) await this.opts.pendingLinks.settle(src.parent.cap, src.name);
+      if (dst.child) await this.opts.pendingLinks.settle(dst.parent.cap, dst.name);
       const srcIsDir = src.child?.type === 'dir';
       if (dst.child) {
         const dstIsDir = dst.child.type === 'dir';
@@ -239,7 +239,7 @@ export class Namespace {
     await this.withOpenFiles([path], async ([open]) => {
       if (open && (open.dirty || !open.child)) return ofOpenFile(open);
       const { parent, name, child } = await this.dirs.lookup(path);
-      if (this.opts.pendingDirs.edit(parent.cap, name, edit)) return;
+      if (await this.opts.pendingLinks.edit(parent.cap, name, edit)) return;
       if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
       const metadata = edit(userMetadata(child.metadata));
       if (sameJson(metadata, userMetadata(child.metadata))) return;
@@ -280,13 +280,14 @@ export class Namespace {
     requireWritable(parent, path);
     if (child || this.files.get(path) || this.making.has(path)) throw new FsError('EEXIST', `exists: ${path}`);
     // The name is taken here, before the first await, until the listing shows the new entry.
-    this.making.add(path);
+    this.making.set(path, 'file');
     try {
       const cap = content.length <= LIT_MAX_BYTES ? `URI:LIT:${encodeBase32(content)}` : await this.client.upload(content, content.length);
       const metadata = withOwnMetadata(withMtime({}, nowTimestamp()), own);
       const made: ChildInfo = { name, type: 'file', roUri: cap, size: content.length, mutable: false, metadata: touchedMetadata({}, metadata) };
-      // Write-back: recorded, and linked in the background (pending-dirs.ts), unless it is removed first.
-      if (this.opts.deferred) return await this.opts.pendingDirs.createLink(parent, name, path, made);
+      // Write-back: a symlink or special file is recorded, and linked in the background (pending-links.ts) unless
+      // it is removed first. A regular file (mknod) is linked now: a write to it is stored over the linked entry.
+      if (this.opts.deferred && own.posix?.type !== undefined) return await this.opts.pendingLinks.createSmall(parent, name, path, made);
       await this.updates.setChild(parent.cap, { name, path, target: { type: 'file', roUri: cap, metadata }, replaced: null }, false);
       this.dirs.patch(parent.cap, name, made);
     } finally {

@@ -16,14 +16,14 @@ import { readFully, writeFully } from '../util/file-io.js';
 import { Coalesced } from '../util/once.js';
 import { RETRY_FIRST_MS, RETRY_MAX_MS } from '../util/retry-queue.js';
 import type { OpenFiles, ProcessIdentity } from './open-files.js';
-import { PendingDirectories } from './pending-dirs.js';
+import { PendingLinks } from './pending-links.js';
 import type { Store } from './store.js';
 
 export interface RecoveryOptions {
   client: TahoeClient;
   store: Store;
   files: OpenFiles;
-  pendingDirs: PendingDirectories;
+  pendingLinks: PendingLinks;
   cache: ContentCache;
   journal: StagingJournal;
   log: Logger;
@@ -79,8 +79,8 @@ export class Recovery {
    * one cap mounted under two aliases has two holders, and a holder that let go of it may still be draining.
    */
   async isOurs(stagingPath: string, r: StagedRecord): Promise<boolean> {
-    const { files, pendingDirs, rootId, owner, isAlive } = this.opts;
-    if (r.root !== rootId || files.isActiveStaging(stagingPath) || pendingDirs.has(stagingPath)) return false;
+    const { files, pendingLinks, rootId, owner, isAlive } = this.opts;
+    if (r.root !== rootId || files.isActiveStaging(stagingPath) || pendingLinks.has(stagingPath)) return false;
     const mine = r.owner.pid === owner.pid && r.owner.start === owner.start;
     return mine || !(await isAlive(r.owner));
   }
@@ -92,7 +92,7 @@ export class Recovery {
       if (!staged.record.conflict && (await this.isOurs(staged.stagingPath, staged.record))) ours.push(staged);
     }
     // Directories named before they were made: made before anything stored inside them is linked into them.
-    for (const { record } of ours) this.opts.pendingDirs.adoptUnmade(record);
+    for (const { record } of ours) this.opts.pendingLinks.adoptUnmade(record);
     for (const staged of ours) {
       if (this.stopped) return;
       if (!(await this.storeOne(staged))) failed++;
@@ -108,7 +108,7 @@ export class Recovery {
 
   /** Stores one staged file if its directory entry is still what the bytes were based on; false: try again later. */
   private async storeOne({ stagingPath, record }: StagedFile): Promise<boolean> {
-    const { journal, cache, store, pendingDirs } = this.opts;
+    const { journal, cache, store, pendingLinks } = this.opts;
     const log = this.opts.log.child({ path: record.path, staging: stagingPath });
     try {
       if (!record.dirty) {
@@ -116,8 +116,8 @@ export class Recovery {
         await journal.remove(stagingPath);
         return true;
       }
-      if (PendingDirectories.isNewEntry(record)) {
-        await pendingDirs.recoverLink(stagingPath, record);
+      if (PendingLinks.isNewEntry(record)) {
+        await pendingLinks.recoverLink(stagingPath, record);
         return true;
       }
       if (record.overlay && !(await this.fill(stagingPath, record))) {

@@ -16,7 +16,7 @@ import { DEFAULT_SETTLE_MS, Ledger, type GuardedLinks } from './ledger.js';
 import { FileReads } from './file-reads.js';
 import { Namespace } from './namespace.js';
 import { OpenFiles } from './open-files.js';
-import { PendingDirectories } from './pending-dirs.js';
+import { PendingLinks } from './pending-links.js';
 import { Recovery } from './recovery.js';
 import { KeyPool, MAX_KEYS } from './key-pool.js';
 import { Store } from './store.js';
@@ -30,7 +30,7 @@ export interface Rooms {
   files: OpenFiles;
   reads: FileReads;
   store: Store;
-  pendingDirs: PendingDirectories;
+  pendingLinks: PendingLinks;
   keys: KeyPool;
   recovery: Recovery;
   commits: Commits;
@@ -76,26 +76,26 @@ export function buildRooms(opts: TahoeFsOptions): Rooms {
   // Directories made ahead, for durable mkdir to take and only link. A write-back mkdir takes a key and returns:
   // its directory is made in the background.
   const poolSize = deferred ? 0 : DURABLE_DIRECTORIES_AHEAD;
-  const pendingDirs = new PendingDirectories({
+  const pendingLinks = new PendingLinks({
     client, links: store.links, directories: dirs, cache, journal, log, rootId, owner, poolSize, makeDirectory, takeKey: () => keys.take(),
     linkDelayMs: opts.writeBackDelayMs ?? 0,
   });
-  const recovery = new Recovery({ client, store, files, pendingDirs, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
+  const recovery = new Recovery({ client, store, files, pendingLinks, cache, journal, log, rootId, owner, isAlive: opts.isAlive });
   const commits = new Commits(store, files, log, deferred);
   const closing = new Closing(files, commits, recovery, log, deferred, opts.writeBackDelayMs ?? 0);
-  const syncs = new Sync({ client, files, commits, closing, pendingDirs, store, recovery, journal, ledger });
-  const names = new Namespace({ client, updates, dirs, files, commits, store, pendingDirs, deferred });
+  const syncs = new Sync({ client, files, commits, closing, pendingLinks, store, recovery, journal, ledger });
+  const names = new Namespace({ client, updates, dirs, files, commits, store, pendingLinks, deferred });
   const owners = opts.owners === true;
   const attrs = new Attributes(opts.uid ?? process.getuid?.() ?? 0, opts.gid ?? process.getgid?.() ?? 0, nowTimestamp(), owners);
   // Stores waiting for the gateway (write-back loops, the retry pass) try again as soon as it answers.
   client.onGatewayState((state) => {
     if (!state.online) return;
     closing.wakeAll();
-    pendingDirs.wakeAll();
+    pendingLinks.wakeAll();
     recovery.now();
   });
   return {
-    listingStore, ledger, dirs, files, reads: new FileReads(cache), store, pendingDirs, keys, recovery, commits, closing, syncs, names, attrs,
+    listingStore, ledger, dirs, files, reads: new FileReads(cache), store, pendingLinks, keys, recovery, commits, closing, syncs, names, attrs,
     xattrs: new ExtendedAttributes(dirs, files, names, opts.listCapXattrs === true),
   };
 }

@@ -9,7 +9,7 @@ import type { Closing } from './closing.js';
 import type { Commits } from './commits.js';
 import type { OpenFile, OpenFiles } from './open-files.js';
 import type { Conflict, Ledger, LedgerStatus } from './ledger.js';
-import type { PendingDirectories } from './pending-dirs.js';
+import type { PendingLinks } from './pending-links.js';
 import type { Recovery } from './recovery.js';
 import type { Store } from './store.js';
 
@@ -53,7 +53,7 @@ export interface SyncOptions {
   files: OpenFiles;
   commits: Commits;
   closing: Closing;
-  pendingDirs: PendingDirectories;
+  pendingLinks: PendingLinks;
   store: Store;
   recovery: Recovery;
   journal: StagingJournal;
@@ -70,25 +70,25 @@ export class Sync {
    * as failed while it could land now.
    */
   async sync(timeoutMs = DEFAULT_SYNC_MS, { storedOnly = false } = {}): Promise<SyncReport> {
-    const { files, pendingDirs, closing, store, recovery } = this.opts;
+    const { files, pendingLinks, closing, store, recovery } = this.opts;
     const deadline = Date.now() + timeoutMs;
     const report: SyncReport = { stored: 0, failed: [], conflicts: [], unchecked: 0 };
     const conflictsBefore = new Set(this.opts.ledger.status().conflicts);
     closing.wakeAll();
-    pendingDirs.wakeAll();
+    pendingLinks.wakeAll();
     const dirty = files.all().filter((f) => f.needsStore);
     let dirsLeft: string[] = [];
     await Promise.all([
       store.relinksDone(),
       ...dirty.map((f) => this.syncFile(f, deadline, report)),
       this.untilGatewayGivesUp(deadline, async () => {
-        const { linked, notLinked } = await pendingDirs.settleAll();
+        const { linked, notLinked } = await pendingLinks.settleAll();
         report.stored += linked;
         dirsLeft = notLinked;
         return notLinked.length === 0;
       }),
     ]);
-    for (const path of dirsLeft) report.failed.push({ path, error: 'new directory not linked (will retry)' });
+    for (const path of dirsLeft) report.failed.push({ path, error: 'new entry not linked (will retry)' });
     // What earlier runs, or stores that failed before, left in the journal: one more pass, then what is left.
     let left: Array<{ path: string; conflict: boolean }> = [];
     await this.untilGatewayGivesUp(deadline, async () => {
@@ -145,10 +145,10 @@ export class Sync {
 
   /** What is on its way or stuck: read from memory (and the journal's records on the local disk), never waiting for a store. */
   async status(): Promise<WriteStatus> {
-    const { store, commits, closing, pendingDirs, journal, files } = this.opts;
+    const { store, commits, closing, pendingLinks, journal, files } = this.opts;
     const failed = commits.failed();
     const waiting = closing.waiting().filter((f) => commits.failureOf(f) === undefined).map((f) => ({ path: f.path, bytes: f.size }));
-    waiting.push(...pendingDirs.waiting());
+    waiting.push(...pendingLinks.waiting());
     const kept: Array<{ path: string; error: string }> = [];
     for (const { stagingPath, record } of await journal.list()) {
       if (!record.dirty || failed.some((f) => f.path === record.path) || waiting.some((w) => w.path === record.path)) continue;
@@ -160,7 +160,7 @@ export class Sync {
 
   /** At unmount: every pending store gets one more try at once, all bounded together; the rest stays in the journal. */
   async drain(boundMs = DEFAULT_DRAIN_MS): Promise<void> {
-    const { closing, pendingDirs, store } = this.opts;
-    await settledWithin(Promise.all([closing.drain(), pendingDirs.drain(), store.relinksDone()]), boundMs);
+    const { closing, pendingLinks, store } = this.opts;
+    await settledWithin(Promise.all([closing.drain(), pendingLinks.drain(), store.relinksDone()]), boundMs);
   }
 }

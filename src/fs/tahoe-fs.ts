@@ -9,7 +9,7 @@
 //   closing.ts       the close, from flush to stored or staged for later, in both modes
 //   commits.ts       the commit protocol: an open file's staged bytes stored through its gate
 //   store.ts         upload and link of staged bytes, links without uploads (link-batcher.ts batches them)
-//   pending-dirs.ts  write-back directories whose link is on its way
+//   pending-links.ts write-back's new directories, symlinks and special files whose link is on its way
 //   recovery.ts      the staging journal's pass: what a crashed run or a failed store left
 //   sync.ts          sync, status and the drain at unmount, across those rooms
 //   namespace.ts     mkdir, rmdir, unlink, rename, link, symlinks and special files, every change of link metadata
@@ -85,7 +85,8 @@ export class TahoeFs implements Ops {
       this.opts.log.warn({ root: redact(this.dirs.root.cap), ageS, listedAt: new Date(kept.fetchedAt).toISOString(), err: (e as Error).message }, `gateway unreachable: starting offline from the root's listing kept ${ageS} s ago`);
     }
     await this.rooms.ledger.start().catch((e: unknown) => this.opts.log.warn({ err: (e as Error).message }, 'ledger: cannot read what the last run left'));
-    if (this.dirs.root.writable) this.rooms.keys.resume();
+    if (this.dirs.root.writable && this.opts.keysFromStart) this.rooms.keys.fill();
+    else if (this.dirs.root.writable) this.rooms.keys.resume();
   }
 
   /**
@@ -293,7 +294,9 @@ export class TahoeFs implements Ops {
 
   async create(path: string, mode: number, uid = -1, gid = -1): Promise<number> {
     const { parent, name, child } = await this.dirs.lookup(path);
-    if (child?.type === 'dir' || this.names.isBeingMade(path)) throw new FsError('EISDIR', `is a directory: ${path}`);
+    const made = this.names.beingMade(path);
+    if (child?.type === 'dir' || made === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
+    if (made) throw new FsError('EEXIST', `exists: ${path}`);
     requireWritable(parent, path);
     const file = this.files.getOrAdd(path, parent, name, child, child ? undefined : this.newOwn(mode, 0o644, uid, gid));
     const fh = this.files.addHandle(file, true);

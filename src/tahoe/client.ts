@@ -205,7 +205,12 @@ export class TahoeClient {
   /** A new, empty, unlinked directory made with `key`, made now: its cap once it exists. */
   async makeDirectory(key: MutableKey): Promise<string> {
     const cap = this.unmade.defer(key);
-    await this.unmade.ready(cap);
+    try {
+      await this.unmade.ready(cap);
+    } catch (e) {
+      this.unmade.forget(cap); // nothing names it: the key is dropped with it
+      throw e;
+    }
     return cap;
   }
 

@@ -37,6 +37,11 @@ export class UnmadeDirectories {
     return cap;
   }
 
+  /** Drops a directory that nothing names any more (its making failed, and its key goes with it). */
+  forget(cap: string): void {
+    this.unmade.delete(cap);
+  }
+
   /** Whether `cap` names a directory not made yet. */
   has(cap: string): boolean {
     return this.unmade.has(cap);

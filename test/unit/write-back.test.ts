@@ -395,3 +395,92 @@ describe('core in write-back mode: what comes right after close()', () => {
     assert.equal((await c.fs.getattr('/obj')).mode & 0o7777, 0o444);
   });
 });
+
+describe('core in write-back mode: new symlinks, special files and directories before their link', () => {
+  let fake: FakeTahoe;
+  const { start } = coresPerTest((f) => (fake = f), { writeBack: true, drainMs: 2_000 });
+  const isList = (r: { method: string; rawUrl: string }) => r.method === 'GET' && target(r as never).query.get('t') === 'json' && target(r as never).cap !== undefined;
+
+  it('an unlink after a link whose answer was lost (it may have landed) is sent: the symlink does not come back', async () => {
+    const c = await start({ writeBackDelayMs: 60_000 });
+    await c.fs.getattr('/');
+    await c.fs.symlink('target', '/probe');
+    const link = fake.hold(isLink);
+    void c.fs.sync(500); // sends the link now
+    const req = await link.arrived;
+    const sent = JSON.parse(req.body.toString()) as Record<string, [string, { ro_uri: string; metadata: Record<string, unknown> }]>;
+    fake.link(fake.rootCap, 'probe', sent.probe![1].ro_uri, sent.probe![1].metadata); // it lands...
+    const check = fake.hold(isList);
+    link.fail(500); // ...the answer is an error
+    await check.arrived;
+    check.fail(500); // and so is the look that would have told
+    await bounded(c.fs.unlink('/probe'), 'unlink');
+    assert.equal(fake.entry(fake.rootCap, 'probe'), undefined);
+    assert.ok(fake.requests.some((r) => r.method === 'DELETE'));
+  });
+
+  it('a recovery pass while a new symlink is being removed does not link it', async () => {
+    class SlowRemove extends StagingJournal {
+      override async remove(p: string): Promise<void> {
+        await new Promise((r) => setTimeout(r, 300));
+        return super.remove(p);
+      }
+    }
+    const c = await start({ writeBackDelayMs: 60_000, journal: (d) => new SlowRemove(d, log) });
+    await c.fs.getattr('/');
+    await c.fs.symlink('target', '/probe');
+    const removing = c.fs.unlink('/probe');
+    await new Promise((r) => setTimeout(r, 20));
+    await bounded(c.fs.sync(2_000), 'sync, with its recovery pass');
+    await bounded(removing, 'unlink');
+    assert.equal(fake.entry(fake.rootCap, 'probe'), undefined);
+  });
+
+  it("an unlink of a symlink whose link lands under another name (another client took it) fails; the other client's entry stays", async () => {
+    const c = await start({ writeBackDelayMs: 60_000 });
+    await c.fs.getattr('/');
+    await c.fs.symlink('mine', '/a');
+    const theirs = fake.addFile(Buffer.from('theirs'));
+    fake.link(fake.rootCap, 'a', theirs);
+    const link = fake.hold(isLink);
+    void c.fs.sync(2_000);
+    await link.arrived; // ours, at 'a (conflict 1)'
+    const removing = c.fs.unlink('/a');
+    await new Promise((r) => setTimeout(r, 50));
+    link.release();
+    await assert.rejects(bounded(removing, 'unlink'), { code: 'EIO', message: /another client took the name/ });
+    assert.equal(fake.entry(fake.rootCap, 'a')?.roUri, theirs);
+    assert.equal(ownMetadataOf(fake.entry(fake.rootCap, 'a (conflict 1)')!.metadata).posix?.target, 'mine');
+  });
+
+  it('a regular file made by mknod, written and fsynced at once, is stored at its name (not beside it)', async () => {
+    const c = await start({ writeBackDelayMs: 60_000 });
+    await c.fs.getattr('/');
+    await c.fs.mknod('/f', 0o100644, 0);
+    const fh = await c.fs.open('/f', 1 /* O_WRONLY */);
+    await c.fs.write('/f', fh, Buffer.from('data'), 0);
+    await bounded(c.fs.fsync('/f', fh), 'fsync');
+    await c.fs.release('/f', fh);
+    assert.deepEqual((await bounded(c.fs.sync(2_000), 'sync')).failed, []);
+    assert.deepEqual(Object.keys(fake.tree(fake.rootCap)), ['f']);
+    assert.equal(storedText(fake, 'f'), 'data');
+  });
+
+  it('times and modes set on a new symlink or directory before its link survive a crash', async () => {
+    const crashed: ProcessIdentity = { pid: 2, start: 'crashed' };
+    const first = await start({ writeBackDelayMs: 60_000, owner: crashed });
+    await first.fs.getattr('/');
+    fake.down(503); // the directory's link waits too
+    await first.fs.symlink('t', '/s');
+    await first.fs.utimens('/s', '0', '1000000000000000000');
+    await first.fs.mkdir('/d', 0o700);
+    await first.fs.utimens('/d', '0', '1100000000000000000');
+    const before = { s: (await first.fs.getattr('/s')).mtime, d: await first.fs.getattr('/d') };
+    fake.up();
+    const second = await start({ cacheDir: first.cacheDir });
+    await bounded(second.fs.recover(), 'recover');
+    assert.deepEqual((await second.fs.getattr('/s')).mtime, before.s);
+    const d = await second.fs.getattr('/d');
+    assert.deepEqual([d.mtime, d.mode], [before.d.mtime, before.d.mode]);
+  });
+});
