@@ -153,9 +153,9 @@ function upgrade(raw: StagedRecord | StagedRecordV1): StagedRecord | undefined {
   if (typeof raw !== 'object' || raw === null || typeof raw.parentCap !== 'string' || typeof raw.name !== 'string') return undefined;
   if (raw.v === 2 && typeof raw.owner?.pid === 'number') return raw;
   if (raw.v === 3 && typeof raw.owner?.pid === 'number' && typeof raw.dirCap === 'string') return raw;
-  if (raw.v === 6 && typeof raw.owner?.pid === 'number' && typeof raw.linkTarget?.roUri === 'string' && typeof raw.linkTarget.metadata === 'object') return raw;
-  if (raw.v === 5 && typeof raw.owner?.pid === 'number' && typeof raw.dirCap === 'string' && typeof raw.dirKey === 'string') return raw;
   if (raw.v === 4 && typeof raw.owner?.pid === 'number' && validOverlay(raw.overlay)) return raw;
+  if (raw.v === 5 && typeof raw.owner?.pid === 'number' && typeof raw.dirCap === 'string' && typeof raw.dirKey === 'string') return raw;
+  if (raw.v === 6 && typeof raw.owner?.pid === 'number' && typeof raw.linkTarget?.roUri === 'string' && typeof raw.linkTarget.metadata === 'object') return raw;
   if (raw.v === 1 && typeof raw.pid === 'number') {
     const { pid, v: _v, ...rest } = raw;
     return { ...rest, v: 2, owner: { pid, start: '' } };

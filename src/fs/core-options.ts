@@ -40,12 +40,12 @@ export interface TahoeFsOptions {
   /** Bounds of the listings kept on disk for offline use (defaults in cache/listing-store.ts). */
   maxStoredListings?: number;
   maxStoredListingBytes?: number;
-  /** Write-back mode: close() returns once the bytes are on the local disk (see closing.ts). */
   /**
    * Keys for new directories are made ahead from the start of the mount (a write-back mount: its mkdir then
    * waits for nothing), not only from its first mkdir or in a cache that made directories before.
    */
   keysFromStart?: boolean;
+  /** Write-back mode: close() returns once the bytes are on the local disk (see closing.ts). */
   writeBack?: boolean;
   /** Write-back: how long a closed file waits before its first store try (default 0; the CLI's --write-back-delay). */
   writeBackDelayMs?: number;

@@ -7,8 +7,9 @@
 // made in quiet moments serve a later burst, in a later mount too. The pool starts at `size` keys and doubles,
 // up to MAX_KEYS, each time a take finds it empty (the size it reached is kept beside the keys): it grows to what
 // the bursts of its user need. Made from the first take on (a mount that makes no directory spends no CPU on
-// keys), or from the start of a mount whose cache made directories before (resume); one at a time, on a thread at the lowest CPU priority (src/tahoe/idle-keys.ts), so
-// that keys are made with what the foreground leaves. A take that finds the pool empty makes its key at once, at
+// keys), from the start of a mount whose cache made directories before (resume), or from fill() (a write-back
+// mount, at its start); one at a time, on a thread at the lowest CPU priority (src/tahoe/idle-keys.ts), so that
+// keys are made with what the foreground leaves. A take that finds the pool empty makes its key at once, at
 // normal priority.
 //
 // Every key is handed out once: its file is removed before it is used, and a key whose file cannot be removed is

@@ -12,8 +12,8 @@
 // Durable mkdir takes a directory made ahead (directory-pool.ts) and links it itself.
 //
 // State, changed only here: `pending` (one per entry not linked yet, by its record's staging path, from before
-// its record is written until after it is removed), and each one's `child` (the metadata its link is to carry),
-// `record` (what its record says, rewritten in order through `recordWrites`), `sending` (a link on its way
+// its record is written until after it is removed), and each one's `child` (the metadata its link is to carry,
+// written with `record` in order through `recordWrites`), `sending` (a link on its way
 // carries what `child` was when it was sent), `tried` (a link was sent: it may be in the grid even if its try
 // failed) and `landedAt`.
 import { rm, writeFile } from 'node:fs/promises';
@@ -36,7 +36,7 @@ interface PendingEntry {
   path: string;
   child: ChildInfo;
   stagingPath: string;
-  record: StagedRecord;
+  readonly record: StagedRecord;
   recordWrites: Promise<void>;
   recordGone: boolean;
   sending: boolean;
@@ -142,7 +142,6 @@ export class PendingLinks {
     const metadata = edit(userMetadata(pending.child.metadata));
     pending.child = { ...pending.child, metadata: touchedMetadata(pending.child.metadata, metadata) };
     this.opts.directories.addPendingLink(parentCap, name, pending.child);
-    pending.record = { ...pending.record, linkTarget: { ...pending.record.linkTarget, metadata } };
     await this.writeRecord(pending);
     return true;
   }
@@ -257,10 +256,15 @@ export class PendingLinks {
     );
   }
 
-  /** Writes the entry's record as it is now, after the writes before it (never once it is removed). */
+  /**
+   * Writes the entry's record with the metadata its link is to carry now, after the writes before it (never once
+   * it is removed).
+   */
   private writeRecord(pending: PendingEntry): Promise<void> {
     const write = pending.recordWrites.then(async () => {
-      if (!pending.recordGone) await this.opts.journal.write(pending.stagingPath, pending.record, true);
+      if (pending.recordGone) return;
+      const linkTarget = { ...pending.record.linkTarget, metadata: userMetadata(pending.child.metadata) };
+      await this.opts.journal.write(pending.stagingPath, { ...pending.record, linkTarget }, true);
     });
     pending.recordWrites = write.catch(() => undefined);
     return write;

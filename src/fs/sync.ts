@@ -77,18 +77,18 @@ export class Sync {
     closing.wakeAll();
     pendingLinks.wakeAll();
     const dirty = files.all().filter((f) => f.needsStore);
-    let dirsLeft: string[] = [];
+    let entriesLeft: string[] = [];
     await Promise.all([
       store.relinksDone(),
       ...dirty.map((f) => this.syncFile(f, deadline, report)),
       this.untilGatewayGivesUp(deadline, async () => {
         const { linked, notLinked } = await pendingLinks.settleAll();
         report.stored += linked;
-        dirsLeft = notLinked;
+        entriesLeft = notLinked;
         return notLinked.length === 0;
       }),
     ]);
-    for (const path of dirsLeft) report.failed.push({ path, error: 'new entry not linked (will retry)' });
+    for (const path of entriesLeft) report.failed.push({ path, error: 'new entry not linked (will retry)' });
     // What earlier runs, or stores that failed before, left in the journal: one more pass, then what is left.
     let left: Array<{ path: string; conflict: boolean }> = [];
     await this.untilGatewayGivesUp(deadline, async () => {
