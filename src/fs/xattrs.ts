@@ -24,7 +24,7 @@ export class ExtendedAttributes {
       if (value === undefined) throw new FsError('ENODATA', `no ${name}: ${path}`);
       return Buffer.from(value);
     }
-    if (!isUserXattr(name)) throw new FsError('ENODATA', `no ${name}: ${path}`);
+    if (!isUserXattr(name)) throw new FsError('ENOTSUP', `only user.* attributes are kept: ${name}`);
     return xattrValue(await this.ownOf(path), name);
   }
 

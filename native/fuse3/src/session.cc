@@ -317,8 +317,11 @@ void OnCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 
 // getxattr and listxattr with size 0 ask only for the length (answered with replyXattr).
 // Only user.* attributes exist (blackmatch keeps no others): any other name is answered here, on the loop
-// thread, without a trip to JavaScript. It matters: the kernel asks for system.posix_acl_access for every entry
-// `ls -l` shows, and for security.capability before every write.
+// thread, without a trip to JavaScript, and with EOPNOTSUPP, as a filesystem without ACLs or security labels
+// answers (ext4 mounted noacl does the same). It matters: `ls -l` asks for security.selinux and
+// system.posix_acl_access for every entry it shows unless one answer says the device has no such support
+// (coreutils' ls.c, getfilecon_cache and file_has_acl_cache), and the kernel asks for security.capability before
+// every write. ENODATA would mean "supported, not set" and keep them asking.
 // True when the name was outside user.* and is answered with `errno` here.
 bool AnsweredOutsideUser(fuse_req_t req, const char* name, int errno_) {
   if (std::strncmp(name, "user.", 5) == 0) return false;
@@ -327,7 +330,7 @@ bool AnsweredOutsideUser(fuse_req_t req, const char* name, int errno_) {
 }
 
 void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  if (AnsweredOutsideUser(req, name, ENODATA)) return;
+  if (AnsweredOutsideUser(req, name, EOPNOTSUPP)) return;
   auto* r = NewRequest(GETXATTR, req, ino);
   r->name = name;
   r->size = size;
