@@ -1,13 +1,15 @@
-// Keys made ahead of need, on one thread of their own at the lowest CPU priority, so that filling a pool of
+// Keys made ahead of need, on threads of their own at the lowest CPU priority, so that filling a pool of
 // keys never takes a core from the work a user waits for (a write, the gateway, a storage server on the same
-// machine): an RSA-2048 key is 50-250 ms of a core, and a pool refilled at normal priority slowed a 64 MiB write
-// in the same mount by a third on 2 cores (bench of 2026-12-07).
+// machine): an RSA-2048 key is 50-500 ms of a core (a median of 190 ms on the 2-core test machine), and a pool
+// refilled at normal priority slowed a 64 MiB write in the same mount by a third on 2 cores (bench of
+// 2026-12-07). One thread per core (up to MAX_THREADS): idle time on any core makes keys.
 //
 // On Linux a thread's nice value is its own: setpriority(PRIO_PROCESS, 0) from a worker thread lowers that
 // thread only (credentials(7), "nice value"), which os.setPriority() does. A key needed now is not made here but
 // with generateMutableKey, at normal priority.
 //
-// State: `worker`, `waiting` and `stopped`, changed only here (the worker answers in order, one key at a time).
+// State: `threads`, `queued` and `stopped`, changed only here (each thread makes one key at a time).
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { mutableKeyFromDer, type MutableKey } from './keys.js';
 
@@ -37,54 +39,78 @@ interface Waiting {
   reject(e: Error): void;
 }
 
+/** More threads than this would only hold memory: keys ahead are made a few at a time anyway. */
+const MAX_THREADS = 4;
+
+/** One thread and the key it is making (at most one). */
+interface KeyThread {
+  worker: Worker;
+  current: Waiting | undefined;
+}
+
 export class IdleKeyMaker {
-  private worker: Worker | undefined;
-  private readonly waiting: Waiting[] = [];
+  /** Keys made at once: one per thread. */
+  readonly parallelism = Math.max(1, Math.min(availableParallelism(), MAX_THREADS));
+  private readonly threads: KeyThread[] = [];
+  /** Asked for while every thread was busy, in order. */
+  private readonly queued: Waiting[] = [];
   private stopped = false;
 
   /** A new key, made when a core is idle. Rejects once stopped. */
   make(): Promise<MutableKey> {
     if (this.stopped) return Promise.reject(new Error('stopped'));
     return new Promise<MutableKey>((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.started().postMessage('make');
+      this.queued.push({ resolve, reject });
+      this.dispatch();
     });
   }
 
-  /** Ends the thread; keys asked for and not made are refused. */
+  /** Ends the threads; keys asked for and not made are refused. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.failAll(new Error('stopped'));
-    const worker = this.worker;
-    this.worker = undefined;
-    await worker?.terminate();
+    const threads = this.threads.splice(0);
+    const refused = new Error('stopped');
+    for (const w of this.queued.splice(0)) w.reject(refused);
+    for (const t of threads) t.current?.reject(refused);
+    await Promise.all(threads.map((t) => t.worker.terminate()));
   }
 
-  private started(): Worker {
-    if (this.worker) return this.worker;
+  /** Gives queued keys to idle threads, starting threads up to `parallelism`. */
+  private dispatch(): void {
+    while (!this.stopped && this.queued.length > 0) {
+      const thread = this.threads.find((t) => !t.current) ?? (this.threads.length < this.parallelism ? this.started() : undefined);
+      if (!thread) return;
+      thread.current = this.queued.shift();
+      thread.worker.postMessage('make');
+    }
+  }
+
+  private started(): KeyThread {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
+    const thread: KeyThread = { worker, current: undefined };
     worker.on('message', (m: { der?: Uint8Array; error?: string }) => {
-      const next = this.waiting.shift();
-      if (!next) return;
+      const done = thread.current;
+      thread.current = undefined;
       try {
         if (!m.der) throw new Error(m.error ?? 'no key');
-        next.resolve(mutableKeyFromDer(Buffer.from(m.der.buffer, m.der.byteOffset, m.der.byteLength)));
+        done?.resolve(mutableKeyFromDer(Buffer.from(m.der.buffer, m.der.byteOffset, m.der.byteLength)));
       } catch (e) {
-        next.reject(e as Error);
+        done?.reject(e as Error);
       }
+      this.dispatch();
     });
     const gone = (e: Error) => {
-      if (this.worker === worker) this.worker = undefined;
-      this.failAll(e);
+      const at = this.threads.indexOf(thread);
+      if (at < 0) return;
+      this.threads.splice(at, 1);
+      thread.current?.reject(e);
+      thread.current = undefined;
+      for (const w of this.queued.splice(0)) w.reject(e); // refused, not retried: a thread that cannot run would loop
     };
     worker.on('error', gone);
-    worker.on('exit', (code) => gone(new Error(`the thread making keys ended (${code})`)));
+    worker.on('exit', (code) => gone(new Error(`a thread making keys ended (${code})`)));
     worker.unref(); // keys ahead never keep a process alive (after the listeners: adding one refs it again)
-    this.worker = worker;
-    return worker;
-  }
-
-  private failAll(e: Error): void {
-    for (const w of this.waiting.splice(0)) w.reject(e);
+    this.threads.push(thread);
+    return thread;
   }
 }

@@ -44,6 +44,23 @@ describe('directories made with our keys', () => {
     }
   });
 
+  it('takes that find the pool empty are each served by one key, whichever is made first; the keys left over are kept, none handed out twice', async () => {
+    const dir = join(await mkdtemp(join(tmpdir(), 'bm-keys-')), 'keys');
+    try {
+      const pool = new KeyPool(1, log, dir);
+      const taken = await bounded(Promise.all(Array.from({ length: 5 }, () => pool.take())), 'five takes');
+      const caps = new Set(taken.map((k) => writeCapOf(k, 'DIR2')));
+      assert.equal(caps.size, 5);
+      await pool.stop(); // waits for every key still being made
+      const kept = await readdir(dir);
+      const next = new KeyPool(kept.length, log, dir);
+      for (const name of kept.filter((n) => n.endsWith('.key'))) assert.ok(!caps.has(writeCapOf(await next.take(), 'DIR2')), `${name} was handed out too`);
+      await next.stop();
+    } finally {
+      await rm(join(dir, '..'), { recursive: true, force: true });
+    }
+  });
+
   it('a pool that a take finds empty grows (the size it reached is kept for the next mount)', async () => {
     const dir = join(await mkdtemp(join(tmpdir(), 'bm-keys-')), 'keys');
     try {
@@ -105,7 +122,7 @@ describe('directories made with our keys', () => {
 });
 
 describe('keys made when a core is idle', () => {
-  it('are made on a thread of their own at nice 19 (the rest of the process keeps its priority), each a new RSA-2048 key', async () => {
+  it('are made on threads of their own (one per core) at nice 19 (the rest of the process keeps its priority), each a new RSA-2048 key', async () => {
     const maker = new IdleKeyMaker();
     try {
       const [a, b] = await Promise.all([bounded(maker.make(), 'a key'), bounded(maker.make(), 'another')]);
