@@ -71,13 +71,10 @@ export class Attributes {
     return this.make(S_IFREG, 0o644, !writable, own, size, mtime, ctime);
   }
 
-  /**
-   * Permission bits: the stored mode or the default; no write bit where nothing may be written (a read-only
-   * cap), nor where another Tahoe client said "no-write".
-   */
+  /** Permission bits (modeOf); no write bit where nothing may be written (a read-only cap). */
   private make(typeBits: number, defaultMode: number, readOnly: boolean, own: OwnMetadata, size: number, mtime: Timestamp, ctime: Timestamp, ids: OwnMetadata = own): Attr {
-    let mode = own.posix?.mode ?? defaultMode;
-    if (readOnly || own['no-write']) mode &= ~0o222;
+    let mode = modeOf(own, defaultMode);
+    if (readOnly) mode &= ~0o222;
     const posix = ids.posix;
     const attr: Attr = {
       mode: typeBits | mode,
@@ -92,6 +89,23 @@ export class Attributes {
     if ((typeBits === S_IFCHR || typeBits === S_IFBLK) && posix) attr.rdev = joinDev(posix.major ?? 0, posix.minor ?? 0);
     return attr;
   }
+}
+
+/**
+ * The 12 bits as chmod stored them, whole. "no-write" is only the signal other Tahoe clients read and write (the
+ * SFTP frontend): ours is always in step with the stored owner write bit (posix.ts withMode), so a mismatch is a
+ * change another client made after our chmod, and that client wins, as the later change: "no-write" added
+ * clears every write bit (what the SFTP frontend shows), "no-write" removed gives the owner the write bit. A link
+ * with no stored mode (another client's file) has the default, less its write bits under "no-write".
+ */
+export function modeOf(own: OwnMetadata, defaultMode: number): number {
+  const stored = own.posix?.mode;
+  const noWrite = own['no-write'] === true;
+  if (stored === undefined) return noWrite ? defaultMode & ~0o222 : defaultMode;
+  const ownerWrites = (stored & 0o200) !== 0;
+  if (noWrite && ownerWrites) return stored & ~0o222;
+  if (!noWrite && !ownerWrites) return stored | 0o200;
+  return stored;
 }
 
 const TYPE_BITS: Record<Exclude<SpecialType, 'symlink'>, number> = { fifo: S_IFIFO, socket: S_IFSOCK, char: S_IFCHR, block: S_IFBLK };

@@ -540,6 +540,25 @@ describeWithGrid('metadata', (grid) => {
           lasting.push(rel(f), rel(g));
         });
 
+        it('every one of the 12 bits reads back as chmod set it, the owner\'s write bit set or not (0060, 0420: not 0040, 0400)', T, async () => {
+          const f = join(dir, 'whole-modes');
+          await writeFile(f, 'x');
+          for (const mode of [0o060, 0o420, 0o000, 0o2070, 0o707]) {
+            await chmod(f, mode);
+            assert.equal(octal(await perm(f)), octal(mode));
+          }
+          await untilStored(m, rel(f), (meta) => {
+            assert.equal(meta.posix?.mode, '0707');
+            assert.equal(meta['no-write'], undefined);
+          });
+          await chmod(f, 0o420);
+          await untilStored(m, rel(f), (meta) => {
+            assert.equal(meta.posix?.mode, '0420');
+            assert.equal(meta['no-write'], true);
+          });
+          lasting.push(rel(f));
+        });
+
         it('setuid, setgid and sticky bits are kept', T, async () => {
           const suid = join(dir, 'setuid');
           const sgid = join(dir, 'setgid');

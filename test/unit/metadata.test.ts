@@ -47,6 +47,24 @@ describe('core: modes and owners in link metadata', () => {
     assert.equal((await fs.getattr('/ro')).mode & 0o777, 0o444);
   });
 
+  it('every mode bit reads back as chmod set it: "no-write" is not a mask over a stored mode that agrees with it', async () => {
+    const { fs } = await cores.start();
+    await fs.release('/f', await writeFile(fs, '/f', 'x'));
+    for (const mode of [0o060, 0o420, 0o000, 0o6070, 0o0222, 0o644]) {
+      await fs.chmod('/f', mode);
+      assert.equal((await fs.getattr('/f')).mode & 0o7777, mode, mode.toString(8));
+      assert.equal(fake.entry(fake.rootCap, 'f')!.metadata['no-write'], (mode & 0o200) === 0 ? true : undefined, mode.toString(8));
+    }
+  });
+
+  it('"no-write" changed by another client after our chmod wins: added, no write bit; removed, the owner may write', async () => {
+    const { fs } = await cores.start({ cacheTimeoutMs: 0 });
+    fake.link(fake.rootCap, 'made-ro', fake.addFile(Buffer.from('x')), { posix: { mode: '0664' }, 'no-write': true });
+    assert.equal((await fs.getattr('/made-ro')).mode & 0o7777, 0o444);
+    fake.link(fake.rootCap, 'made-rw', fake.addFile(Buffer.from('x')), { posix: { mode: '0460' } });
+    assert.equal((await fs.getattr('/made-rw')).mode & 0o7777, 0o660);
+  });
+
   it('create and mkdir keep a mode other than the default, with the file\'s upload and in one directory update', async () => {
     const { fs } = await cores.start();
     const fh = await fs.create('/secret', 0o600, 0, 0);
