@@ -28,11 +28,15 @@ export function toErrno(err: unknown): number {
   return err instanceof FsError ? err.errno : constants.errno.EIO;
 }
 
-/** Wraps a failure of a local fs call (staging, cache) where it enters the core; ENOSPC and EDQUOT stay visible. */
+/**
+ * Wraps a failure of a local fs call (staging, cache) where it enters the core. ENOSPC and EDQUOT stay visible,
+ * and EFBIG: a length or offset past what the staging disk can hold (ext4: 16 TiB) is what POSIX names it
+ * (`truncate -s 999999999999999`), not an I/O error; Tahoe's own share formats hold 64-bit sizes.
+ */
 export function fromLocalFs(err: unknown, what: string): FsError {
   if (err instanceof FsError) return err;
   const code = (err as NodeJS.ErrnoException | null)?.code;
-  const keep = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EMFILE' || code === 'ENFILE';
+  const keep = code === 'ENOSPC' || code === 'EDQUOT' || code === 'EMFILE' || code === 'ENFILE' || code === 'EFBIG';
   return new FsError(keep ? code : 'EIO', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
 

@@ -325,6 +325,7 @@ export class TahoeFs implements Ops {
   }
 
   async write(_path: string, fh: number, data: Buffer, position: number): Promise<number> {
+    requireStorableSize(position + data.length);
     await this.files.write(this.writableFile(fh), data, position);
     return data.length;
   }
@@ -341,6 +342,7 @@ export class TahoeFs implements Ops {
 
   async beginWrite(_path: string, fh: number, position: number, length: number): Promise<string> {
     requireRange(position, length);
+    requireStorableSize(position + length);
     return this.files.beginWrite(this.writableFile(fh), fh, position);
   }
 
@@ -356,6 +358,7 @@ export class TahoeFs implements Ops {
   }
 
   async truncate(path: string, size: number): Promise<void> {
+    requireStorableSize(size);
     const open = this.files.get(path);
     if (open && open.handles > 0) {
       requireWritableFile(open.child, open.parent, path);
@@ -375,6 +378,7 @@ export class TahoeFs implements Ops {
   }
 
   async ftruncate(_path: string, fh: number, size: number): Promise<void> {
+    requireStorableSize(size);
     await this.files.truncate(this.writableFile(fh), size);
   }
 
@@ -398,8 +402,21 @@ export class TahoeFs implements Ops {
 }
 
 /** The caller names a range of bytes to read or write there itself: whole, non-negative numbers only. */
+/**
+ * The largest file: 16 TiB, what ext4 (the usual staging disk) holds, on every staging disk alike. A file is
+ * staged whole before it is stored, and Tahoe's share formats hold 64-bit sizes, so the staging disk is the
+ * bound; one with a larger limit (xfs, btrfs, tmpfs) would otherwise accept a sparse 900 TB truncate and then
+ * upload its zeros.
+ */
+export const MAX_FILE_SIZE = 2 ** 44;
+
 function requireRange(position: number, length: number): void {
   if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0) {
     throw new FsError('EINVAL', `bad range: ${length} bytes at ${position}`);
   }
+}
+
+/** A write ending, or a truncate to, past MAX_FILE_SIZE: EFBIG, as write(2) and truncate(2) say. */
+function requireStorableSize(end: number): void {
+  if (end > MAX_FILE_SIZE) throw new FsError('EFBIG', `past the largest file (${MAX_FILE_SIZE} bytes): ${end}`);
 }

@@ -243,6 +243,23 @@ export function fsSuite(mode: Mode): void {
         await writeFile(join(dir, 'f'), '');
         assert.equal((await m.webGet(`${rel(dir)}/f`)).length, 0);
       });
+
+      it('a length or an offset past the largest file is EFBIG (never EIO), and the file stays as it was', async () => {
+        const dir = await m.freshDir('efbig');
+        const f = join(dir, 'f');
+        await writeFile(f, 'kept');
+        const past = 999_999_999_999_999; // pjdfstest's truncate/12
+        await expectErrno(truncate(f, past), 'EFBIG');
+        const fh = await open(f, 'r+');
+        try {
+          await expectErrno(fh.truncate(past), 'EFBIG');
+          await expectErrno(fh.write(Buffer.from('x'), 0, 1, past), 'EFBIG');
+        } finally {
+          await fh.close();
+        }
+        assert.equal((await readFile(f)).toString(), 'kept');
+        assert.equal((await m.webGet(`${rel(dir)}/f`)).toString(), 'kept');
+      });
     });
 
     describe('namespace', () => {
