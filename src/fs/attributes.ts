@@ -3,7 +3,7 @@
 import { constants } from 'node:fs';
 import { FsError } from '../errors.js';
 import type { ChildInfo } from '../tahoe/client.js';
-import { entryAccess, linkTimes, sizeOf, type Timestamp } from '../tahoe/links.js';
+import { entryAccess, linkTimes, parseNs, sizeOf, type Timestamp } from '../tahoe/links.js';
 import type { DirRef } from './directories.js';
 import { dirRefOf } from './directories.js';
 import type { Attr } from './ops.js';
@@ -82,7 +82,7 @@ export class Attributes {
       nlink: typeBits === S_IFDIR ? 2 : 1,
       uid: this.owners ? (posix?.uid ?? this.uid) : this.uid,
       gid: this.owners ? (posix?.gid ?? this.gid) : this.gid,
-      atime: mtime,
+      atime: (posix?.atime !== undefined ? parseNs(posix.atime) : undefined) ?? mtime,
       mtime,
       ctime,
     };

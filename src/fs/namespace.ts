@@ -9,9 +9,9 @@
 import { FsError } from '../errors.js';
 import { encodeBase32 } from '../tahoe/base32.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
-import { heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
+import { heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, nsString, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
 import { constants } from 'node:fs';
-import { ownMetadataOf, splitDev, SYMLINK_MAX, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
+import { ownMetadataOf, splitDev, SYMLINK_MAX, withAtime, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { withLocks } from '../util/once.js';
 import type { Commits } from './commits.js';
 import type { DirectoryUpdates } from './dir-updates.js';
@@ -204,12 +204,27 @@ export class Namespace {
     this.dirs.patch(dst.parent.cap, dst.name, { ...child, name: dst.name });
   }
 
-  /** Sets the file's mtime in its link metadata (atime is not kept), so that `rsync -a` sees it back. */
-  async utimens(path: string, mtimeNs: string): Promise<void> {
+  /**
+   * Sets the file's mtime, its atime or both (undefined: left as it is) in its link metadata, in one change, so
+   * that `rsync -a` and `touch -a` see them back. The atime goes with the mode (posix.ts); reads never move it.
+   */
+  async utimens(path: string, atimeNs: string | undefined, mtimeNs: string | undefined): Promise<void> {
     if (path === '/') return; // the root has no link to carry metadata
-    const mtime = parseNs(mtimeNs);
-    if (!mtime) throw new FsError('EINVAL', `bad time ${mtimeNs}`);
-    await this.editLink(path, (file) => this.files.setMtime(file, mtime), (metadata) => withMtime(metadata, mtime));
+    const mtime = mtimeNs === undefined ? undefined : parseNs(mtimeNs);
+    const atime = atimeNs === undefined ? undefined : parseNs(atimeNs);
+    if ((mtimeNs !== undefined && !mtime) || (atimeNs !== undefined && !atime)) throw new FsError('EINVAL', `bad time ${atimeNs} ${mtimeNs}`);
+    const atimeText = atime && nsString(atime);
+    await this.editLink(
+      path,
+      async (file) => {
+        if (mtime) await this.files.setMtime(file, mtime);
+        if (atimeText !== undefined && file.own.posix?.atime !== atimeText) await this.files.setOwn(file, withAtime(file.own, atimeText));
+      },
+      (metadata) => {
+        const timed = mtime ? withMtime(metadata, mtime) : metadata;
+        return atimeText === undefined ? timed : withOwnMetadata(timed, withAtime(ownMetadataOf(timed), atimeText));
+      },
+    );
   }
 
   /** chmod, chown, setxattr, removexattr: a change of our keys of the link metadata (posix.ts). */

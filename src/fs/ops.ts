@@ -121,7 +121,7 @@ export interface Ops {
   rename(from: string, to: string): Promise<void>;
   link(from: string, to: string): Promise<void>;
 
-  /** Times in nanoseconds since the epoch, as decimal strings (exact, and JSON-safe). */
+  /** Times in nanoseconds since the epoch, as decimal strings (exact, and JSON-safe); '' leaves that time as it is. */
   utimens(path: string, atimeNs: string, mtimeNs: string): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
   /** -1 leaves an id unchanged. */

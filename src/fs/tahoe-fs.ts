@@ -241,8 +241,9 @@ export class TahoeFs implements Ops {
     return this.names.link(from, to);
   }
 
-  utimens(path: string, _atimeNs: string, mtimeNs: string): Promise<void> {
-    return this.names.utimens(path, mtimeNs);
+  /** An empty time is one left as it is (UTIME_OMIT, or a setattr of the other time only). */
+  utimens(path: string, atimeNs: string, mtimeNs: string): Promise<void> {
+    return this.names.utimens(path, atimeNs === '' ? undefined : atimeNs, mtimeNs === '' ? undefined : mtimeNs);
   }
 
   /** The root keeps its mode: it has no link to carry one. */

@@ -336,13 +336,13 @@ export class FuseAdapter {
       if (a.fh !== undefined) await ops.ftruncate(path, a.fh, attr.size);
       else await ops.truncate(livePath(node), attr.size);
     }
-    // Tahoe keeps no access time: only a change of mtime reaches the core.
-    if (set & (SET_MTIME | SET_MTIME_NOW)) {
+    // A time not set is sent empty: left as it is (the kernel sends UTIME_OMIT as neither flag).
+    if (set & (SET_MTIME | SET_MTIME_NOW | SET_ATIME | SET_ATIME_NOW)) {
       const now = Date.now();
       const nowTs = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
-      const mtime = set & SET_MTIME_NOW ? nowTs : attr.mtime;
-      const atime = set & SET_ATIME_NOW ? nowTs : set & SET_ATIME ? attr.atime : mtime;
-      await ops.utimens(livePath(node), nsOf(atime), nsOf(mtime));
+      const mtime = set & SET_MTIME_NOW ? nsOf(nowTs) : set & SET_MTIME ? nsOf(attr.mtime) : '';
+      const atime = set & SET_ATIME_NOW ? nsOf(nowTs) : set & SET_ATIME ? nsOf(attr.atime) : '';
+      await ops.utimens(livePath(node), atime, mtime);
     }
     await this.replyAttr(req, node, a.fh);
   }

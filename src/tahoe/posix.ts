@@ -2,8 +2,10 @@
 // attributes), and how it rides in Tahoe link metadata. Pure functions; no state.
 //
 // The keys ("own" metadata, ours to write):
-//   "posix":    {"mode": "0755", "uid": 1000, "gid": 1000, "type": "symlink", "target": "../x", "major": 1, "minor": 3}
-//               every field optional: a link without it is a plain file (0644) or directory (0755)
+//   "posix":    {"mode": "0755", "uid": 1000, "gid": 1000, "type": "symlink", "target": "../x", "major": 1, "minor": 3,
+//                "atime": "978307200000000000"}
+//               every field optional: a link without it is a plain file (0644) or directory (0755); "atime" (exact
+//               nanoseconds, a decimal string) only once utimensat set it, else the atime is the mtime
 //   "xattrs":   {"user.color": "Ymx1ZQ=="}: user.* extended attributes, values in base64
 //   "no-write": true while the owner may not write: the SFTP frontend's convention, so that a file made
 //               read-only here is read-only there (and the other way round)
@@ -23,6 +25,8 @@ export interface PosixFields {
   target?: string;
   major?: number;
   minor?: number;
+  /** The access time utimensat set, in nanoseconds (a decimal string); reads never change it. */
+  atime?: string;
 }
 
 /** Our keys of a link's metadata, as one value: what an open file holds until its link carries it. */
@@ -82,6 +86,7 @@ function readPosix(value: unknown): PosixFields | undefined {
   if (typeof value.target === 'string') p.target = value.target;
   if (isId(value.major)) p.major = value.major;
   if (isId(value.minor)) p.minor = value.minor;
+  if (typeof value.atime === 'string' && /^[0-9]{1,30}$/.test(value.atime)) p.atime = value.atime;
   return p;
 }
 
@@ -105,6 +110,11 @@ export function withMode(own: OwnMetadata, mode: number): OwnMetadata {
   const out: OwnMetadata = { ...rest, posix: { ...own.posix, mode: mode & 0o7777 } };
   if ((mode & 0o200) === 0) out['no-write'] = true;
   return out;
+}
+
+/** utimensat's access time, kept exact. */
+export function withAtime(own: OwnMetadata, atimeNs: string): OwnMetadata {
+  return { ...own, posix: { ...own.posix, atime: atimeNs } };
 }
 
 /** chown; -1 (or undefined) leaves an id as it is. */

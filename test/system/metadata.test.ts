@@ -559,6 +559,27 @@ describeWithGrid('metadata', (grid) => {
           lasting.push(rel(f));
         });
 
+        it('atime set by touch -a is kept exactly (posix.atime), apart from mtime, and reads leave it as it is', T, async () => {
+          const f = join(dir, 'access-time');
+          await writeFile(f, 'x');
+          const mtimeBefore = (await lstat(f, { bigint: true })).mtimeNs;
+          await mustRun('touch', ['-a', '-d', '2001-01-01 00:00:00.123456789 UTC', f]);
+          const atime = 978307200123456789n;
+          let st = await lstat(f, { bigint: true });
+          assert.equal(st.atimeNs, atime);
+          assert.equal(st.mtimeNs, mtimeBefore, 'touch -a leaves mtime');
+          await mustRun('touch', ['-m', '-d', '2002-02-02 00:00:00 UTC', f]);
+          await readFile(f);
+          st = await lstat(f, { bigint: true });
+          assert.equal(st.atimeNs, atime, 'touch -m and a read leave atime');
+          assert.equal(st.mtimeNs, 1012608000000000000n);
+          await untilStored(m, rel(f), (meta) => {
+            assert.equal(meta.posix?.atime, String(atime));
+            assert.equal(meta.mtime_ns, '1012608000000000000');
+          });
+          lasting.push(rel(f));
+        });
+
         it('setuid, setgid and sticky bits are kept', T, async () => {
           const suid = join(dir, 'setuid');
           const sgid = join(dir, 'setgid');

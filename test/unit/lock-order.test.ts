@@ -29,7 +29,7 @@ for (const writeBack of [false, true]) {
       const storing = fs.fsync('/a', fh);
       await held.arrived;
       await bounded(fs.chmod('/a', 0o600), 'chmod while the upload is held');
-      await bounded(fs.utimens('/a', '0', '1000000000000000000'), 'utimens while the upload is held');
+      await bounded(fs.utimens('/a', '', '1000000000000000000'), 'utimens while the upload is held');
       await bounded(fs.setxattr('/a', 'user.k', Buffer.from('v'), 0), 'setxattr while the upload is held');
       held.release();
       await bounded(storing, 'fsync');

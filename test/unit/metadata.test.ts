@@ -57,6 +57,26 @@ describe('core: modes and owners in link metadata', () => {
     }
   });
 
+  it('utimens sets atime, mtime or both in one change; an empty time is left as it is', async () => {
+    const { fs } = await cores.start();
+    await fs.release('/f', await writeFile(fs, '/f', 'x'));
+    const before = fake.requests.filter(isLink).length;
+    await fs.utimens('/f', '1000000000000000001', '2000000000000000002');
+    assert.equal(fake.requests.filter(isLink).length, before + 1, 'both times: one directory update');
+    const meta = () => fake.entry(fake.rootCap, 'f')!.metadata;
+    assert.equal((meta().posix as { atime?: string }).atime, '1000000000000000001');
+    assert.equal(meta().mtime_ns, '2000000000000000002');
+    await fs.utimens('/f', '', '3000000000000000003');
+    assert.equal((meta().posix as { atime?: string }).atime, '1000000000000000001', 'mtime alone leaves atime');
+    await fs.utimens('/f', '4000000000000000004', '');
+    assert.equal(meta().mtime_ns, '3000000000000000003', 'atime alone leaves mtime');
+    const attr = await fs.getattr('/f');
+    assert.deepEqual([attr.atime, attr.mtime], [{ sec: 4000000000, nsec: 4 }, { sec: 3000000000, nsec: 3 }]);
+    const sent = fake.requests.filter(isLink).length;
+    await fs.utimens('/f', '4000000000000000004', '3000000000000000003');
+    assert.equal(fake.requests.filter(isLink).length, sent, 'times already there: nothing sent');
+  });
+
   it('"no-write" changed by another client after our chmod wins: added, no write bit; removed, the owner may write', async () => {
     const { fs } = await cores.start({ cacheTimeoutMs: 0 });
     fake.link(fake.rootCap, 'made-ro', fake.addFile(Buffer.from('x')), { posix: { mode: '0664' }, 'no-write': true });
