@@ -83,12 +83,16 @@ export class Attributes {
       uid: this.owners ? (posix?.uid ?? this.uid) : this.uid,
       gid: this.owners ? (posix?.gid ?? this.gid) : this.gid,
       atime: (posix?.atime !== undefined ? parseNs(posix.atime) : undefined) ?? mtime,
+      ctime: later(ctime, posix?.ctime !== undefined ? parseNs(posix.ctime) : undefined),
       mtime,
-      ctime,
     };
     if ((typeBits === S_IFCHR || typeBits === S_IFBLK) && posix) attr.rdev = joinDev(posix.major ?? 0, posix.minor ?? 0);
     return attr;
   }
+}
+
+function later(a: Timestamp, b: Timestamp | undefined): Timestamp {
+  return b && (b.sec > a.sec || (b.sec === a.sec && b.nsec > a.nsec)) ? b : a;
 }
 
 /**

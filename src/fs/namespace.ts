@@ -11,7 +11,7 @@ import { encodeBase32 } from '../tahoe/base32.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
 import { heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, nsString, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
 import { constants } from 'node:fs';
-import { ownMetadataOf, splitDev, SYMLINK_MAX, withAtime, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
+import { ownMetadataOf, splitDev, SYMLINK_MAX, withAtime, withChangeTime, withCtime, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { withLocks } from '../util/once.js';
 import type { Commits } from './commits.js';
 import type { DirectoryUpdates } from './dir-updates.js';
@@ -214,29 +214,38 @@ export class Namespace {
     const atime = atimeNs === undefined ? undefined : parseNs(atimeNs);
     if ((mtimeNs !== undefined && !mtime) || (atimeNs !== undefined && !atime)) throw new FsError('EINVAL', `bad time ${atimeNs} ${mtimeNs}`);
     const atimeText = atime && nsString(atime);
+    const ctime = nsString(nowTimestamp()); // POSIX: utimensat marks the ctime, whatever times it sets
     await this.editLink(
       path,
       async (file) => {
+        const mtimeMoves = mtime !== undefined && (!file.mtime || nsString(file.mtime) !== nsString(mtime));
         if (mtime) await this.files.setMtime(file, mtime);
-        if (atimeText !== undefined && file.own.posix?.atime !== atimeText) await this.files.setOwn(file, withAtime(file.own, atimeText));
+        const own = atimeText === undefined ? file.own : withAtime(file.own, atimeText);
+        if (mtimeMoves || !sameJson(own, file.own)) await this.files.setOwn(file, withCtime(own, ctime));
       },
       (metadata) => {
         const timed = mtime ? withMtime(metadata, mtime) : metadata;
-        return atimeText === undefined ? timed : withOwnMetadata(timed, withAtime(ownMetadataOf(timed), atimeText));
+        const own = ownMetadataOf(timed);
+        const after = withOwnMetadata(timed, atimeText === undefined ? own : withAtime(own, atimeText));
+        return sameJson(after, metadata) ? metadata : withOwnMetadata(after, withCtime(ownMetadataOf(after), ctime));
       },
     );
   }
 
-  /** chmod, chown, setxattr, removexattr: a change of our keys of the link metadata (posix.ts). */
+  /**
+   * chmod, chown, setxattr, removexattr: a change of our keys of the link metadata (posix.ts). One that changes
+   * something moves the ctime too, in the same change.
+   */
   editOwn(path: string, edit: (own: OwnMetadata) => OwnMetadata): Promise<void> {
     if (path === '/') throw new FsError('ENOTSUP', 'the mounted root has no link to carry metadata');
+    const changed = withChangeTime(edit, nsString(nowTimestamp()));
     return this.editLink(
       path,
       async (file) => {
-        const own = edit(file.own);
+        const own = changed(file.own);
         if (!sameJson(own, file.own)) await this.files.setOwn(file, own);
       },
-      (metadata) => withOwnMetadata(metadata, edit(ownMetadataOf(metadata))),
+      (metadata) => withOwnMetadata(metadata, changed(ownMetadataOf(metadata))),
     );
   }
 

@@ -137,7 +137,8 @@ export function newLinkMetadata(): LinkMetadata {
 }
 
 /**
- * The file's mtime (ours when stored, else the link's modification time), which is its ctime too. Not the
+ * The file's mtime (ours when stored, else the link's modification time), which is its ctime too unless a later
+ * change of its metadata says otherwise (posix.ts "ctime", applied in fs/attributes.ts). Not the
  * gateway's link times: after our own link we can only guess them until a listing shows the gateway's, and a
  * ctime that moves by itself makes `tar c` report "file changed as we read it".
  */

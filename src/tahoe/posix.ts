@@ -5,7 +5,9 @@
 //   "posix":    {"mode": "0755", "uid": 1000, "gid": 1000, "type": "symlink", "target": "../x", "major": 1, "minor": 3,
 //                "atime": "978307200000000000"}
 //               every field optional: a link without it is a plain file (0644) or directory (0755); "atime" (exact
-//               nanoseconds, a decimal string) only once utimensat set it, else the atime is the mtime
+//               nanoseconds, a decimal string) only once utimensat set it, else the atime is the mtime; "ctime"
+//               (the same form) the time of the last change of this metadata of ours (chmod, chown, xattrs,
+//               utimensat): the ctime shown is the later of it and the mtime, so a write moves it too
 //   "xattrs":   {"user.color": "Ymx1ZQ=="}: user.* extended attributes, values in base64
 //   "no-write": true while the owner may not write: the SFTP frontend's convention, so that a file made
 //               read-only here is read-only there (and the other way round)
@@ -27,6 +29,8 @@ export interface PosixFields {
   minor?: number;
   /** The access time utimensat set, in nanoseconds (a decimal string); reads never change it. */
   atime?: string;
+  /** When our metadata last changed, in nanoseconds (a decimal string). */
+  ctime?: string;
 }
 
 /** Our keys of a link's metadata, as one value: what an open file holds until its link carries it. */
@@ -87,6 +91,7 @@ function readPosix(value: unknown): PosixFields | undefined {
   if (isId(value.major)) p.major = value.major;
   if (isId(value.minor)) p.minor = value.minor;
   if (typeof value.atime === 'string' && /^[0-9]{1,30}$/.test(value.atime)) p.atime = value.atime;
+  if (typeof value.ctime === 'string' && /^[0-9]{1,30}$/.test(value.ctime)) p.ctime = value.ctime;
   return p;
 }
 
@@ -115,6 +120,19 @@ export function withMode(own: OwnMetadata, mode: number): OwnMetadata {
 /** utimensat's access time, kept exact. */
 export function withAtime(own: OwnMetadata, atimeNs: string): OwnMetadata {
   return { ...own, posix: { ...own.posix, atime: atimeNs } };
+}
+
+/** The change time, set. */
+export function withCtime(own: OwnMetadata, ctimeNs: string): OwnMetadata {
+  return { ...own, posix: { ...own.posix, ctime: ctimeNs } };
+}
+
+/** An edit that also sets the change time when it changes anything (and leaves an unchanged value as it was). */
+export function withChangeTime(edit: (own: OwnMetadata) => OwnMetadata, ctimeNs: string): (own: OwnMetadata) => OwnMetadata {
+  return (own) => {
+    const edited = edit(own);
+    return JSON.stringify(edited) === JSON.stringify(own) ? own : withCtime(edited, ctimeNs);
+  };
 }
 
 /** chown; -1 (or undefined) leaves an id as it is. */

@@ -580,6 +580,21 @@ describeWithGrid('metadata', (grid) => {
           lasting.push(rel(f));
         });
 
+        it('chmod moves the ctime and not the mtime; the ctime is kept (posix.ctime)', T, async () => {
+          const f = join(dir, 'change-time');
+          await writeFile(f, 'x');
+          await mustRun('touch', ['-d', '2001-01-01 00:00:00 UTC', f]);
+          const before = await lstat(f, { bigint: true });
+          assert.ok(before.ctimeNs > before.mtimeNs, 'utimensat marks the ctime: now, not 2001');
+          await new Promise((r) => setTimeout(r, 20));
+          await chmod(f, 0o640);
+          const after = await lstat(f, { bigint: true });
+          assert.ok(after.ctimeNs > before.ctimeNs, 'chmod moved the ctime');
+          assert.equal(after.mtimeNs, before.mtimeNs);
+          await untilStored(m, rel(f), (meta) => assert.equal(meta.posix?.ctime, String(after.ctimeNs)));
+          lasting.push(rel(f));
+        });
+
         it('setuid, setgid and sticky bits are kept', T, async () => {
           const suid = join(dir, 'setuid');
           const sgid = join(dir, 'setgid');

@@ -15,6 +15,14 @@ async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(p, (e: unknown) => e instanceof FsError && e.code === code);
 }
 
+
+/** A link's posix metadata without its ctime (set to the time of the change: asserted apart). */
+function withoutCtime(posix: unknown): unknown {
+  const { ctime, ...rest } = (posix ?? {}) as { ctime?: unknown };
+  assert.equal(typeof ctime, 'string', 'a change of our metadata sets its ctime');
+  return rest;
+}
+
 describe('core: modes and owners in link metadata', () => {
   let fake: FakeTahoe;
   const cores = coresPerTest((f) => (fake = f));
@@ -77,6 +85,29 @@ describe('core: modes and owners in link metadata', () => {
     assert.equal(fake.requests.filter(isLink).length, sent, 'times already there: nothing sent');
   });
 
+  it('ctime moves with every change of the file\'s metadata (chmod, chown, xattrs, utimens), in the same update, and not with one that changes nothing', async () => {
+    const { fs } = await cores.start();
+    await fs.release('/f', await writeFile(fs, '/f', 'x'));
+    const past = '1000000000000000000';
+    await fs.utimens('/f', past, past);
+    const ns = (t: { sec: number; nsec: number }) => BigInt(t.sec) * 1_000_000_000n + BigInt(t.nsec);
+    let attr = await fs.getattr('/f');
+    assert.ok(ns(attr.ctime) > ns(attr.mtime), 'utimens to the past: the ctime is now');
+    const links = fake.requests.filter(isLink).length;
+    const ctimes = [ns(attr.ctime)];
+    for (const change of [() => fs.chmod('/f', 0o600), () => fs.setxattr('/f', 'user.k', Buffer.from('v'), 0), () => fs.chmod('/f', 0o640)]) {
+      await new Promise((r) => setTimeout(r, 5)); // a clock of ms: the next change is later
+      await change();
+      attr = await fs.getattr('/f');
+      assert.ok(ns(attr.ctime) > ctimes.at(-1)!, 'moved');
+      assert.equal(ns(attr.mtime), BigInt(past), 'mtime stays');
+      ctimes.push(ns(attr.ctime));
+    }
+    assert.equal(fake.requests.filter(isLink).length, links + 3, 'one update per change');
+    await fs.chmod('/f', 0o640);
+    assert.equal(ns((await fs.getattr('/f')).ctime), ctimes.at(-1), 'a chmod that changes nothing moves nothing');
+  });
+
   it('"no-write" changed by another client after our chmod wins: added, no write bit; removed, the owner may write', async () => {
     const { fs } = await cores.start({ cacheTimeoutMs: 0 });
     fake.link(fake.rootCap, 'made-ro', fake.addFile(Buffer.from('x')), { posix: { mode: '0664' }, 'no-write': true });
@@ -109,7 +140,7 @@ describe('core: modes and owners in link metadata', () => {
     assert.equal((await fs.getxattr('/new', 'user.color')).toString(), 'blue');
     await fs.release('/new', fh);
     const md = fake.entry(fake.rootCap, 'new')!.metadata;
-    assert.deepEqual(md.posix, { mode: '0750' });
+    assert.deepEqual(withoutCtime(md.posix), { mode: '0750' }, 'and a ctime, as the change moved it');
     assert.deepEqual(md.xattrs, { 'user.color': Buffer.from('blue').toString('base64') });
   });
 
@@ -262,7 +293,7 @@ describe('core: metadata in write-back mode', () => {
     await fs.chmod('/f', 0o755);
     assert.equal((await fs.getattr('/f')).mode & 0o7777, 0o755);
     await bounded(fs.sync(), 'sync');
-    assert.deepEqual(fake.entry(fake.rootCap, 'f')!.metadata.posix, { mode: '0755' });
+    assert.deepEqual(withoutCtime(fake.entry(fake.rootCap, 'f')!.metadata.posix), { mode: '0755' }, 'and a ctime, as the change moved it');
   });
 
   it('a directory made with a mode, then given xattrs before its link lands, is linked with both', async () => {
@@ -272,7 +303,7 @@ describe('core: metadata in write-back mode', () => {
     await fs.symlink('d', '/s', 0, 0);
     await bounded(fs.sync(), 'sync');
     const md = fake.entry(fake.rootCap, 'd')!.metadata;
-    assert.deepEqual(md.posix, { mode: '0750' });
+    assert.deepEqual(withoutCtime(md.posix), { mode: '0750' }, 'and a ctime, as the change moved it');
     assert.deepEqual(md.xattrs, { 'user.k': Buffer.from('v').toString('base64') });
     assert.equal(await fs.readlink('/s'), 'd');
   });
