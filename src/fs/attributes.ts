@@ -20,6 +20,8 @@ export interface OpenFileState {
   mtime: Timestamp | undefined;
   /** Our metadata as its link will carry it (see posix.ts). */
   own: OwnMetadata;
+  /** Its name is gone: an open file's last name unlinked (fstat then says nlink 0, as POSIX has it). */
+  unlinked: boolean;
 }
 
 /**
@@ -61,7 +63,9 @@ export class Attributes {
 
   openFile(file: OpenFileState): Attr {
     const mtime = file.dirty && file.mtime ? file.mtime : file.child ? linkTimes(file.child.metadata).mtime : this.mountTime;
-    return this.file(file.own, file.size, fileWritable(file.child, file.parent), mtime, mtime);
+    const attr = this.file(file.own, file.size, fileWritable(file.child, file.parent), mtime, mtime);
+    if (file.unlinked) attr.nlink = 0;
+    return attr;
   }
 
   private file(own: OwnMetadata, size: number, writable: boolean, mtime: Timestamp, ctime: Timestamp): Attr {

@@ -11,7 +11,7 @@ import { encodeBase32 } from '../tahoe/base32.js';
 import type { ChildInfo, LinkMetadata, TahoeClient } from '../tahoe/client.js';
 import { heldCap, linkTargetOf, newLinkMetadata, nowTimestamp, nsString, parseNs, touchedMetadata, userMetadata, withMtime } from '../tahoe/links.js';
 import { constants } from 'node:fs';
-import { ownMetadataOf, splitDev, SYMLINK_MAX, withAtime, withChangeTime, withCtime, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
+import { ownMetadataOf, sameMetadata, splitDev, SYMLINK_MAX, withAtime, withChangeTime, withCtime, withOwnMetadata, type OwnMetadata, type PosixFields, type SpecialType } from '../tahoe/posix.js';
 import { withLocks } from '../util/once.js';
 import type { Commits } from './commits.js';
 import type { DirectoryUpdates } from './dir-updates.js';
@@ -221,13 +221,13 @@ export class Namespace {
         const mtimeMoves = mtime !== undefined && (!file.mtime || nsString(file.mtime) !== nsString(mtime));
         if (mtime) await this.files.setMtime(file, mtime);
         const own = atimeText === undefined ? file.own : withAtime(file.own, atimeText);
-        if (mtimeMoves || !sameJson(own, file.own)) await this.files.setOwn(file, withCtime(own, ctime));
+        if (mtimeMoves || !sameMetadata(own, file.own)) await this.files.setOwn(file, withCtime(own, ctime));
       },
       (metadata) => {
         const timed = mtime ? withMtime(metadata, mtime) : metadata;
         const own = ownMetadataOf(timed);
         const after = withOwnMetadata(timed, atimeText === undefined ? own : withAtime(own, atimeText));
-        return sameJson(after, metadata) ? metadata : withOwnMetadata(after, withCtime(ownMetadataOf(after), ctime));
+        return sameMetadata(after, metadata) ? metadata : withOwnMetadata(after, withCtime(ownMetadataOf(after), ctime));
       },
     );
   }
@@ -243,7 +243,7 @@ export class Namespace {
       path,
       async (file) => {
         const own = changed(file.own);
-        if (!sameJson(own, file.own)) await this.files.setOwn(file, own);
+        if (!sameMetadata(own, file.own)) await this.files.setOwn(file, own);
       },
       (metadata) => withOwnMetadata(metadata, changed(ownMetadataOf(metadata))),
     );
@@ -266,7 +266,7 @@ export class Namespace {
       if (await this.opts.pendingLinks.edit(parent.cap, name, edit)) return;
       if (!child) throw new FsError('ENOENT', `no such file: ${path}`);
       const metadata = edit(userMetadata(child.metadata));
-      if (sameJson(metadata, userMetadata(child.metadata))) return;
+      if (sameMetadata(metadata, userMetadata(child.metadata))) return;
       requireWritable(parent, path);
       let updated: ChildInfo;
       if (this.opts.deferred && !open) {
@@ -332,9 +332,6 @@ const SPECIAL_OF_MODE = new Map<number, SpecialType>([
 /** Tahoe makes files up to this size literal (allmydata/immutable/upload.py URI_LIT_SIZE_THRESHOLD). */
 const LIT_MAX_BYTES = 55;
 
-function sameJson(a: unknown, b: unknown): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
 
 export function requireWritable(dir: DirRef, path: string): void {
   if (!dir.writable) throw new FsError('EROFS', `read-only directory: ${path}`);

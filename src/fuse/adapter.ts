@@ -341,7 +341,8 @@ export class FuseAdapter {
       const now = Date.now();
       const nowTs = { sec: Math.floor(now / 1000), nsec: (now % 1000) * 1e6 };
       const mtime = set & SET_MTIME_NOW ? nsOf(nowTs) : set & SET_MTIME ? nsOf(attr.mtime) : '';
-      const atime = set & SET_ATIME_NOW ? nsOf(nowTs) : set & SET_ATIME ? nsOf(attr.atime) : '';
+      // An atime before 1970 cannot be kept (times are stored unsigned): left as it is, not failing the mtime.
+      const atime = set & SET_ATIME_NOW ? nsOf(nowTs) : set & SET_ATIME && attr.atime.sec >= 0 ? nsOf(attr.atime) : '';
       await ops.utimens(livePath(node), atime, mtime);
     }
     await this.replyAttr(req, node, a.fh);

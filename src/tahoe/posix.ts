@@ -131,8 +131,23 @@ export function withCtime(own: OwnMetadata, ctimeNs: string): OwnMetadata {
 export function withChangeTime(edit: (own: OwnMetadata) => OwnMetadata, ctimeNs: string): (own: OwnMetadata) => OwnMetadata {
   return (own) => {
     const edited = edit(own);
-    return JSON.stringify(edited) === JSON.stringify(own) ? own : withCtime(edited, ctimeNs);
+    return sameMetadata(edited, own) ? own : withCtime(edited, ctimeNs);
   };
+}
+
+/**
+ * Equal as JSON values, whatever the order of their keys: metadata read back from a listing has its keys in
+ * the order readPosix and the gateway give them, an edit adds its key last, and either must compare as what it
+ * is (a change that changes nothing sends nothing).
+ */
+export function sameMetadata(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a).filter((k) => (a as Record<string, unknown>)[k] !== undefined);
+  const kb = Object.keys(b).filter((k) => (b as Record<string, unknown>)[k] !== undefined);
+  if (ka.length !== kb.length) return false;
+  return ka.every((k) => Object.hasOwn(b, k) && sameMetadata((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 }
 
 /** chown; -1 (or undefined) leaves an id as it is. */

@@ -343,6 +343,9 @@ export function fsSuite(mode: Mode): void {
           assert.deepEqual(Object.keys(await m.webList(rel(dir))), ['replaced']);
           assert.equal((await a.readFile()).toString(), 'still here');
           assert.equal((await b.readFile()).toString(), 'old content');
+          // Its last name gone, fstat says so (pjdfstest unlink/14).
+          assert.equal((await a.stat()).nlink, 0);
+          assert.equal((await b.stat()).nlink, 0);
         } finally {
           await a.close();
           await b.close();
