@@ -8,7 +8,7 @@
 // up to MAX_KEYS, each time a take finds it empty (the size it reached is kept beside the keys): it grows to what
 // the bursts of its user need. Made from the first take on (a mount that makes no directory spends no CPU on
 // keys), from the start of a mount whose cache made directories before (resume), or from fill() (a write-back
-// mount, at its start); one per core at a time, on threads at the lowest CPU priority (src/tahoe/idle-keys.ts),
+// mount, at its start); one per core but one at a time, on threads at the lowest CPU priority (src/tahoe/idle-keys.ts),
 // so that keys are made with what the foreground leaves. A take that finds the pool empty makes its key at once, at
 // normal priority, and starts a burst: for BURST_MS after it, one key more than the takes waiting is made at
 // normal priority too, so that in a run of mkdirs (git clone) the next one's key is made while the program

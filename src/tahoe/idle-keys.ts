@@ -2,7 +2,11 @@
 // keys never takes a core from the work a user waits for (a write, the gateway, a storage server on the same
 // machine): an RSA-2048 key is 50-500 ms of a core (a median of 190 ms on the 2-core test machine), and a pool
 // refilled at normal priority slowed a 64 MiB write in the same mount by a third on 2 cores (bench of
-// 2026-12-07). One thread per core (up to MAX_THREADS): idle time on any core makes keys.
+// 2026-12-07). One thread per core but one (at least one, up to MAX_THREADS): a core is always left where no
+// key thread waits to run, since a thread at nice 19 still holds a core for its slice when a FUSE request's
+// thread wakes (the bench of 2026-12-07 with one thread per core on 2 cores had git clone with --write-back
+// take 7.9 s on loopback, 1.7 s in the run before with one thread; not proven to be the cause, the machine was
+// slower that day).
 //
 // On Linux a thread's nice value is its own: setpriority(PRIO_PROCESS, 0) from a worker thread lowers that
 // thread only (credentials(7), "nice value"), which os.setPriority() does. A key needed now is not made here but
@@ -50,7 +54,7 @@ interface KeyThread {
 
 export class IdleKeyMaker {
   /** Keys made at once: one per thread. */
-  readonly parallelism = Math.max(1, Math.min(availableParallelism(), MAX_THREADS));
+  readonly parallelism = Math.max(1, Math.min(availableParallelism() - 1, MAX_THREADS));
   private readonly threads: KeyThread[] = [];
   /** Asked for while every thread was busy, in order. */
   private readonly queued: Waiting[] = [];
