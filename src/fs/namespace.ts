@@ -332,7 +332,6 @@ const SPECIAL_OF_MODE = new Map<number, SpecialType>([
 /** Tahoe makes files up to this size literal (allmydata/immutable/upload.py URI_LIT_SIZE_THRESHOLD). */
 const LIT_MAX_BYTES = 55;
 
-
 export function requireWritable(dir: DirRef, path: string): void {
   if (!dir.writable) throw new FsError('EROFS', `read-only directory: ${path}`);
 }

@@ -43,7 +43,7 @@ export interface Rooms {
 
 /**
  * Keys for new directories kept made ahead (key-pool.ts; from when: tahoe-fs.ts start): a burst (git clone
- * makes 55 directories, each a key of 50-250 ms of a core) then takes keys instead of waiting for them. 64 keys
+ * makes 55 directories, each a key of 50-500 ms of a core) then takes keys instead of waiting for them. 64 keys
  * are 77 KB in the cache, made once at the lowest CPU priority and kept across mounts.
  */
 const KEYS_AHEAD = MAX_KEYS;

@@ -402,7 +402,6 @@ export class TahoeFs implements Ops {
   }
 }
 
-/** The caller names a range of bytes to read or write there itself: whole, non-negative numbers only. */
 /**
  * The largest file: 16 TiB, what ext4 (the usual staging disk) holds, on every staging disk alike. A file is
  * staged whole before it is stored, and Tahoe's share formats hold 64-bit sizes, so the staging disk is the
@@ -411,6 +410,7 @@ export class TahoeFs implements Ops {
  */
 export const MAX_FILE_SIZE = 2 ** 44;
 
+/** The caller names a range of bytes to read or write there itself: whole, non-negative numbers only. */
 function requireRange(position: number, length: number): void {
   if (!Number.isSafeInteger(position) || !Number.isSafeInteger(length) || position < 0 || length < 0) {
     throw new FsError('EINVAL', `bad range: ${length} bytes at ${position}`);

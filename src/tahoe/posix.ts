@@ -14,6 +14,7 @@
 // A symlink or special file is an immutable file for other Tahoe clients: the target as its content, or empty.
 import { FsError } from '../errors.js';
 import type { LinkMetadata } from './client.js';
+import { parseNs } from './links.js';
 
 export type SpecialType = 'symlink' | 'fifo' | 'socket' | 'char' | 'block';
 const SPECIAL_TYPES: readonly SpecialType[] = ['symlink', 'fifo', 'socket', 'char', 'block'];
@@ -90,8 +91,8 @@ function readPosix(value: unknown): PosixFields | undefined {
   if (typeof value.target === 'string') p.target = value.target;
   if (isId(value.major)) p.major = value.major;
   if (isId(value.minor)) p.minor = value.minor;
-  if (typeof value.atime === 'string' && /^[0-9]{1,30}$/.test(value.atime)) p.atime = value.atime;
-  if (typeof value.ctime === 'string' && /^[0-9]{1,30}$/.test(value.ctime)) p.ctime = value.ctime;
+  if (typeof value.atime === 'string' && parseNs(value.atime)) p.atime = value.atime;
+  if (typeof value.ctime === 'string' && parseNs(value.ctime)) p.ctime = value.ctime;
   return p;
 }
 
